@@ -1,0 +1,370 @@
+"""The ``itemvec`` command line. Every user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from itemvec.config import PipelineConfig, load_config
+from itemvec.errors import DataError, ItemvecError
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Self-supervised item embeddings from behaviour logs.")
+logger = logging.getLogger("itemvec")
+
+# -- shared options ----------------------------------------------------------------------------
+Context = Annotated[str, typer.Option("--context", help="Column with the session, basket, order "
+                                      "or user id that groups co-occurring events.")]
+Item = Annotated[str, typer.Option("--item", help="Column with the item id (read as a string).")]
+Time = Annotated[str | None, typer.Option("--time", help="Column with a timestamp (number or "
+                                          "ISO-8601); orders events and splits by time.")]
+Event = Annotated[str | None, typer.Option("--event", help="Column with the event type.")]
+EventWeights = Annotated[str | None, typer.Option(
+    "--event-weights", help="Weights per event type, e.g. view=1,cart=3,purchase=5.")]
+SessionGap = Annotated[str | None, typer.Option(
+    "--session-gap", help="Split a context into sessions at gaps longer than this (e.g. 30m); "
+    "needs --time.")]
+ContextKind = Annotated[str | None, typer.Option(
+    "--context-kind", help="session (order matters, windowed pairs), basket (all pairs) or auto "
+    "(session when --time is given).  [default: auto]")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not quiet:
+        logging.getLogger("itemvec.training").setLevel(logging.WARNING)
+
+
+def _merge(config: PipelineConfig, section: str, **values: Any) -> None:
+    """Apply the CLI options that were given on top of a section of the config."""
+    current = getattr(config, section).__dict__.copy()
+    current.update({k: v for k, v in values.items() if v is not None})
+    setattr(config, section, type(getattr(config, section))(**current))
+
+
+def build_config(config_file: Path | None, ingest: dict, cooccurrence: dict,
+                 training: dict) -> PipelineConfig:
+    config = load_config(config_file) if config_file else PipelineConfig()
+    _merge(config, "ingest", **ingest)
+    _merge(config, "cooccurrence", **cooccurrence)
+    _merge(config, "training", **training)
+    return config
+
+
+# -- train -------------------------------------------------------------------------------------
+@app.command()
+def train(
+    events: Annotated[Path, typer.Argument(help="Event log: .csv/.tsv, .parquet or .jsonl.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (atomically).")],
+    context: Context = "session_id",
+    item: Item = "item_id",
+    time: Time = None,
+    event: Event = None,
+    event_weights: EventWeights = None,
+    session_gap: SessionGap = None,
+    context_kind: ContextKind = None,
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="Item table (id + columns such as category, title); stored in the "
+        "bundle and shown beside results.")] = None,
+    item_key: Annotated[str, typer.Option("--item-key", help="Id column of --items.")] = "item_id",
+    min_count: Annotated[int | None, typer.Option(
+        "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")] = None,
+    window: Annotated[int | None, typer.Option(
+        "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")] = None,
+    objective: Annotated[str | None, typer.Option(
+        "--objective", help="softmax, infonce or sgns.  [default: softmax]")] = None,
+    dim: Annotated[int | None, typer.Option("--dim", help="Embedding size.  [default: 64]")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Maximum epochs (early stopping may end sooner).  [default: 40]")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        "--temperature", help="Softmax temperature on cosines.  [default: 0.1]")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.  [default: 0.01]")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.  [default: 0]")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="JSON config (same shape as a bundle manifest's config).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train item embeddings from an event log and write a model bundle."""
+    from itemvec.pipeline import train as run_training
+
+    _configure_logging(quiet)
+    config = build_config(
+        config_file,
+        dict(context=context, item=item, time=time, event=event, event_weights=event_weights,
+             session_gap=session_gap, context_kind=context_kind),
+        dict(min_count=min_count, window=window),
+        dict(objective=objective, dim=dim, epochs=epochs, temperature=temperature, lr=lr,
+             seed=seed, device=device),
+    )
+    model = run_training(events, config, out=out, items=items, item_key=item_key,
+                         progress=not quiet)
+    stats = model.stats
+    typer.echo(f"trained {stats['items']} items from {stats['events']} events in "
+               f"{stats['contexts']} contexts in {stats['train_seconds']:.1f}s "
+               f"(best epoch {stats['best_epoch']}); bundle: {out}")
+
+
+# -- export / similar / recommend ------------------------------------------------------------------
+@app.command()
+def export(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .parquet (or .jsonl).")],
+) -> None:
+    """Write item_id (string) and embedding (list<float32>) for every item."""
+    import polars as pl
+
+    from itemvec.bundle import atomic_write_bytes, load_embeddings
+
+    embeddings = load_embeddings(bundle)
+    frame = pl.DataFrame({
+        "item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String),
+        "embedding": pl.Series(list(embeddings.vectors), dtype=pl.List(pl.Float32)),
+    })
+    import io
+
+    buffer = io.BytesIO()
+    if out.suffix.lower() in (".jsonl", ".ndjson"):
+        frame.write_ndjson(buffer)
+    elif out.suffix.lower() in (".parquet", ".pq"):
+        frame.write_parquet(buffer)
+    else:
+        raise ItemvecError(f"--out {out}: unknown extension; use .parquet or .jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    typer.echo(f"wrote {len(embeddings)} embeddings of dim {embeddings.dim} to {out}")
+
+
+def _rows_with_table(embeddings, ids, scores) -> list[dict]:
+    rows = [{"item_id": str(i), "score": round(float(s), 6)} for i, s in zip(ids, scores,
+                                                                           strict=True)]
+    table = embeddings.item_table
+    if table is not None:
+        import polars as pl
+
+        info = {r["item_id"]: r for r in table.filter(pl.col("item_id").is_in(list(ids)))
+                .iter_rows(named=True)}
+        for row in rows:
+            extra = {k: v for k, v in info.get(row["item_id"], {}).items()
+                     if k not in ("item_id", "count")}
+            row.update(extra)
+    return rows
+
+
+def _print_rows(title: str, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = list(rows[0]) if rows else ["item_id", "score"]
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row.get(c, "")) for c in columns])
+    Console().print(table)
+
+
+@app.command()
+def similar(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    item_id: Annotated[str, typer.Argument(help="Item id to find neighbours of.")],
+    n: Annotated[int, typer.Option("-n", help="How many neighbours.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Items most similar (cosine) to ITEM_ID."""
+    from itemvec.bundle import load_embeddings
+
+    _check_n(n)
+    embeddings = load_embeddings(bundle)
+    ids, scores = embeddings.similar_items(item_id, n=n)
+    if as_json:
+        typer.echo(json.dumps({"item_id": item_id, "items": [str(i) for i in ids],
+                               "scores": [round(float(s), 6) for s in scores]}))
+    else:
+        _print_rows(f"items similar to {item_id}", _rows_with_table(embeddings, ids, scores))
+
+
+def _check_n(n: int) -> None:
+    if n < 1 or n > 10_000:
+        raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
+
+
+def read_queries(path: Path) -> list[tuple[Any, list[str]]]:
+    """Lines of {"id": ..., "history": [...]} with errors naming the file and line."""
+    queries = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        history = record.get("history") if isinstance(record, dict) else None
+        if not isinstance(history, list):
+            raise DataError(f"{path}:{number}: expected {{\"id\": ..., \"history\": [...]}}")
+        queries.append((record.get("id"), [str(h) for h in history]))
+    if not queries:
+        raise DataError(f"{path}: no queries")
+    return queries
+
+
+@app.command()
+def recommend(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    queries: Annotated[Path, typer.Option("--queries", help='JSONL: {"id": 7, "history": '
+                                          '["a", "b"]} per line, oldest first.')],
+    out: Annotated[Path, typer.Option("--out", help="JSONL output: id, items, scores.")],
+    n: Annotated[int, typer.Option("-n", help="Recommendations per query.")] = 20,
+    quiet: Quiet = False,
+) -> None:
+    """Recommend items for each history in --queries; history items are excluded."""
+    from itemvec.bundle import atomic_write_bytes, load_embeddings
+
+    _configure_logging(quiet)
+    _check_n(n)
+    embeddings = load_embeddings(bundle)
+    records = read_queries(queries)
+    lines, skipped = [], 0
+    for start in range(0, len(records), 1024):
+        chunk = records[start:start + 1024]
+        ids, scores = embeddings.recommend([h for _, h in chunk], n=n)
+        skipped += embeddings.last_skipped
+        for (query_id, _), row_ids, row_scores in zip(chunk, ids, scores, strict=True):
+            lines.append(json.dumps({"id": query_id, "items": [str(i) for i in row_ids],
+                                     "scores": [round(float(s), 6) for s in row_scores]}))
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+    typer.echo(f"wrote {len(lines)} recommendations to {out}; skipped {skipped} unknown "
+               "history items", err=True)
+
+
+# -- evaluate / demo / synth -------------------------------------------------------------------
+@app.command()
+def evaluate(
+    events: Annotated[Path, typer.Argument(help="Event log to split, train on and score.")],
+    context: Context = "session_id",
+    item: Item = "item_id",
+    time: Time = None,
+    event: Event = None,
+    event_weights: EventWeights = None,
+    session_gap: SessionGap = None,
+    context_kind: ContextKind = None,
+    baselines: Annotated[str, typer.Option(
+        "--baselines", help="Comma-separated baselines to score beside itemvec.")] =
+        "popularity,itemknn",
+    k: Annotated[int, typer.Option("-k", help="Cut-off for HR/NDCG/MRR.")] = 20,
+    max_queries: Annotated[int | None, typer.Option(
+        "--max-queries", help="Score at most this many test queries per task.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Split and training seed.")] = 0,
+    config_file: Annotated[Path | None, typer.Option("--config", help="JSON config.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the trained bundle.")] =
+        None,
+    report: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] =
+        None,
+    quiet: Quiet = False,
+) -> None:
+    """Split contexts 80/10/10 by time, train, and rank ALL items for each test query."""
+    from itemvec.ingest import read_events
+    from itemvec.pipeline import evaluate_log, save_model
+
+    _configure_logging(quiet)
+    config = build_config(config_file, dict(
+        context=context, item=item, time=time, event=event, event_weights=event_weights,
+        session_gap=session_gap, context_kind=context_kind), {}, dict(seed=seed))
+    log = read_events(events, config.ingest)
+    names = [b.strip() for b in baselines.split(",") if b.strip()]
+    result = evaluate_log(log, config, names, k=k, seed=seed, max_queries=max_queries,
+                          progress=not quiet)
+    _print_results(result["results"], k)
+    if out is not None:
+        save_model(result["model"], out, config)
+    if report is not None:
+        from itemvec.bundle import atomic_write_bytes
+
+        payload = {key: value for key, value in result.items() if key != "model"}
+        atomic_write_bytes(report, json.dumps(payload, indent=2, default=str).encode())
+
+
+def _print_results(results: dict, k: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    for task, methods in results.items():
+        table = Table(title=f"{task}: full ranking, test split")
+        for column in ("method", f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "queries", "train s"):
+            table.add_column(column)
+        for name, m in methods.items():
+            table.add_row(name, f"{m[f'HR@{k}']:.4f}", f"{m[f'NDCG@{k}']:.4f}",
+                          f"{m[f'MRR@{k}']:.4f}", str(m["queries"]), f"{m['train_seconds']:.1f}")
+        Console().print(table)
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option("--events", help="Synthetic events to generate.")] =
+        60_000,
+    items: Annotated[int, typer.Option("--items", help="Synthetic items.")] = 1_000,
+    out: Annotated[Path, typer.Option("--out", help="Where to leave the data and bundle.")] =
+        Path("itemvec-demo"),
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Generate a synthetic shop log, train, evaluate against popularity, show neighbours."""
+    from itemvec.demo import run_demo
+
+    _configure_logging(quiet)
+    run_demo(n_events=events, n_items=items, out=out, seed=seed, progress=not quiet)
+
+
+@app.command()
+def synth(
+    events: Annotated[int, typer.Option("--events", help="Number of events.")],
+    items: Annotated[int, typer.Option("--items", help="Number of items.")],
+    out: Annotated[Path, typer.Option("--out", help="Event log to write (format by extension); "
+                                      "the item table goes beside it as NAME_items.EXT.")],
+    categories: Annotated[int, typer.Option("--categories", help="Hidden categories.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Write a realistic synthetic log: session_id, item_id, ts, event (+ item table)."""
+    from itemvec.synth import generate, write
+
+    if events < 2 or items < 2 or categories < 1 or categories > items:
+        raise ItemvecError("synth needs --events >= 2, --items >= 2, 1 <= --categories <= --items")
+    events_path, items_path = write(generate(events, items, categories, seed=seed), out)
+    typer.echo(f"wrote {events} events to {events_path} and {items} items to {items_path}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except ItemvecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; no bundle was written", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Typed, validated configuration for every pipeline stage.
+
+Each section is a dataclass whose ``__post_init__`` validates its fields; errors name the field,
+the value and the fix (``training.lr must be > 0, got -1``). ``from_dict`` rejects unknown keys,
+so a typo in a config file is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from itemvec.errors import ConfigError
+
+C = TypeVar("C")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | float | int, field_name: str = "duration") -> float:
+    """'30m' -> 1800.0 seconds; bare numbers are seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ConfigError(
+            f"{field_name} must be a duration like 90s, 30m, 2h or 7d, got {text!r}"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def parse_event_weights(text: str | dict | None) -> dict[str, float]:
+    """'view=1,cart=3,purchase=5' -> {'view': 1.0, 'cart': 3.0, 'purchase': 5.0}."""
+    if text is None or text == "":
+        return {}
+    if isinstance(text, dict):
+        pairs = list(text.items())
+    else:
+        pairs = []
+        for part in str(text).split(","):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(
+                    f"event_weights must look like view=1,cart=3,purchase=5, got {text!r}"
+                )
+            pairs.append((name.strip(), value.strip()))
+    weights = {}
+    for name, value in pairs:
+        try:
+            weights[str(name)] = float(value)
+        except ValueError:
+            raise ConfigError(f"event_weights[{name}] must be a number, got {value!r}") from None
+        if weights[str(name)] < 0:
+            raise ConfigError(f"event_weights[{name}] must be >= 0, got {value!r}")
+    return weights
+
+
+def _require(ok: bool, name: str, rule: str, value: Any, fix: str = "") -> None:
+    if not ok:
+        tail = f"; {fix}" if fix else ""
+        raise ConfigError(f"{name} {rule}, got {value!r}{tail}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, name, f"must be one of {', '.join(choices)}", value)
+
+
+@dataclass
+class IngestConfig:
+    """Which columns of the event log mean what, and how contexts are formed."""
+
+    context: str = "session_id"
+    item: str = "item_id"
+    time: str | None = None
+    event: str | None = None
+    event_weights: dict[str, float] = field(default_factory=dict)
+    session_gap: float | None = None  # seconds; splits a context at gaps of inactivity
+    context_kind: str = "auto"  # auto: session when ordered by time, else basket
+    dedupe_consecutive: bool = True
+
+    def __post_init__(self) -> None:
+        _require(bool(self.context), "ingest.context", "must name a column", self.context)
+        _require(bool(self.item), "ingest.item", "must name a column", self.item)
+        self.event_weights = parse_event_weights(self.event_weights)
+        if self.session_gap is not None:
+            self.session_gap = parse_duration(self.session_gap, "ingest.session_gap")
+            _require(self.session_gap > 0, "ingest.session_gap", "must be > 0", self.session_gap)
+            _require(self.time is not None, "ingest.session_gap", "needs --time", self.session_gap,
+                     "name the time column with --time")
+        _choice("ingest.context_kind", self.context_kind, ("auto", "session", "basket"))
+        if self.event_weights and self.event is None:
+            raise ConfigError("ingest.event_weights needs ingest.event; name the column with --event")
+
+
+@dataclass
+class CooccurrenceConfig:
+    """How pairs are counted inside a context."""
+
+    window: int = 5  # sessions: pairs at most this far apart
+    basket_max_size: int = 50  # baskets: all pairs up to this size, windowed beyond it
+    distance_weighting: str = "harmonic"  # harmonic (1/d) or uniform
+    min_count: int = 1  # items seen in fewer contexts are dropped
+    time_decay_half_life: float | None = None  # seconds; older contexts count less
+
+    def __post_init__(self) -> None:
+        _require(self.window >= 1, "cooccurrence.window", "must be >= 1", self.window)
+        _require(self.basket_max_size >= 2, "cooccurrence.basket_max_size", "must be >= 2",
+                 self.basket_max_size)
+        _choice("cooccurrence.distance_weighting", self.distance_weighting, ("harmonic", "uniform"))
+        _require(self.min_count >= 1, "cooccurrence.min_count", "must be >= 1", self.min_count)
+        if self.time_decay_half_life is not None:
+            self.time_decay_half_life = parse_duration(
+                self.time_decay_half_life, "cooccurrence.time_decay_half_life")
+            _require(self.time_decay_half_life > 0, "cooccurrence.time_decay_half_life",
+                     "must be > 0", self.time_decay_half_life)
+
+
+@dataclass
+class TrainingConfig:
+    """Encoder, objective and optimiser settings."""
+
+    objective: str = "softmax"
+    dim: int = 64
+    epochs: int = 40
+    batch_size: int = 512
+    lr: float = 0.01
+    temperature: float = 0.1
+    weight_decay: float = 0.0
+    target_power: float = 1.0  # co-occurrence counts ** power form the target distribution
+    row_weight_power: float = 0.5  # how much frequent anchors weigh: row mass ** power
+    negatives: int = 5  # sgns only
+    negative_power: float = 0.75  # sgns only: unigram ** power
+    init: str = "svd"  # svd: truncated SVD of shifted PPMI; random: small normal
+    hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
+    validation_fraction: float = 0.1
+    patience: int = 3
+    eval_every: int = 2
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.dim >= 2, "training.dim", "must be >= 2", self.dim)
+        _require(self.epochs >= 1, "training.epochs", "must be >= 1", self.epochs)
+        _require(self.batch_size >= 1, "training.batch_size", "must be >= 1", self.batch_size)
+        _require(self.lr > 0, "training.lr", "must be > 0", self.lr)
+        _require(self.temperature > 0, "training.temperature", "must be > 0", self.temperature)
+        _require(self.weight_decay >= 0, "training.weight_decay", "must be >= 0", self.weight_decay)
+        _require(self.target_power > 0, "training.target_power", "must be > 0", self.target_power)
+        _require(self.negatives >= 1, "training.negatives", "must be >= 1", self.negatives)
+        _choice("training.init", self.init, ("svd", "random"))
+        _require(self.hidden >= 0, "training.hidden", "must be >= 0", self.hidden)
+        _require(0 <= self.validation_fraction < 0.5, "training.validation_fraction",
+                 "must be in [0, 0.5)", self.validation_fraction)
+        _require(self.patience >= 1, "training.patience", "must be >= 1", self.patience)
+        _require(self.eval_every >= 1, "training.eval_every", "must be >= 1", self.eval_every)
+        _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+                 "training.device", "must be auto, cpu, cuda or cuda:N", self.device)
+
+
+@dataclass
+class QueryConfig:
+    """How the bundle scores recommendations; stored in the manifest, overridable per call."""
+
+    recency_half_life: float = 3.0  # in history positions; 0 = plain mean
+    popularity_weight: float = 1.0  # multiplies the learned per-item popularity logit
+
+    def __post_init__(self) -> None:
+        _require(self.recency_half_life >= 0, "query.recency_half_life", "must be >= 0",
+                 self.recency_half_life)
+        _require(self.popularity_weight >= 0, "query.popularity_weight", "must be >= 0",
+                 self.popularity_weight)
+
+
+@dataclass
+class PipelineConfig:
+    """Everything ``itemvec train`` needs besides the file paths."""
+
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        return from_dict(cls, data, "config")
+
+
+def from_dict(cls: type[C], data: dict[str, Any], path: str) -> C:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys with the field path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {unknown[0]!r}; known: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        nested = _SECTIONS.get(name) if cls is PipelineConfig else None
+        kwargs[name] = from_dict(nested, value, f"{path}.{name}") if nested else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+_SECTIONS: dict[str, type] = {
+    "ingest": IngestConfig,
+    "cooccurrence": CooccurrenceConfig,
+    "training": TrainingConfig,
+    "query": QueryConfig,
+}
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a JSON config file (the same shape as a bundle manifest's ``config``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    return PipelineConfig.from_dict(data)

@@ -1,0 +1,146 @@
+"""Self-supervised objectives: make cosine similarity of item vectors explain co-occurrence.
+
+All objectives score a pair as ``cos(f_i, f_j) / temperature + b_j`` where ``b_j`` is a learned
+popularity logit, and differ in how they normalise:
+
+- ``softmax``: full softmax over all items for each anchor, with the anchor's co-occurrence row
+  (counts ** target_power, normalised) as the soft target. Exact, no sampling noise; O(items^2 d)
+  per epoch, the right choice up to ~10^5 items.
+- ``infonce``: sampled softmax with in-batch negatives and logQ correction (Yi et al. 2019), so
+  popular partners are not over-penalised; scales to any vocabulary.
+- ``sgns``: skip-gram negative sampling (item2vec); its optimum is shifted PMI (Levy & Goldberg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.nn import functional as F
+
+from itemvec.config import TrainingConfig
+from itemvec.encoder import ItemEncoder
+from itemvec.errors import ConfigError
+from itemvec.registry import Registry
+from itemvec.sampling import PairSampler, RowBatches, unigram_negatives
+
+objectives: Registry = Registry("objective")
+MASKED = -1e9
+FULL_SOFTMAX_MAX_ITEMS = 200_000
+
+
+class Objective(Protocol):
+    def __len__(self) -> int: ...
+    def batches(self, rng: np.random.Generator) -> Iterator[Any]: ...
+    def loss(self, encoder: ItemEncoder, batch: Any) -> torch.Tensor: ...
+
+
+def build_objective(targets: sp.csr_matrix, config: TrainingConfig,
+                    device: torch.device) -> Objective:
+    return objectives.get(config.objective)(targets, config, device)
+
+
+def _powered(targets: sp.csr_matrix, power: float) -> sp.csr_matrix:
+    out = targets.tocsr().astype(np.float64, copy=True)
+    out.data = np.power(out.data, power)
+    return out
+
+
+@objectives.register("softmax")
+class FullSoftmax:
+    """Cross-entropy between each anchor's co-occurrence row and a softmax over all items."""
+
+    def __init__(self, targets: sp.csr_matrix, config: TrainingConfig, device: torch.device):
+        n_items = targets.shape[0]
+        if n_items > FULL_SOFTMAX_MAX_ITEMS:
+            raise ConfigError(f"training.objective 'softmax' scores all {n_items} items per anchor; "
+                              f"above {FULL_SOFTMAX_MAX_ITEMS} use --objective infonce")
+        powered = _powered(targets, config.target_power)
+        mass = np.asarray(powered.sum(axis=1)).ravel()
+        self.targets = sp.diags(1.0 / np.maximum(mass, 1e-12)) @ powered
+        self.targets = self.targets.tocsr().astype(np.float32)
+        row_weight = np.power(np.asarray(targets.sum(axis=1)).ravel(), config.row_weight_power)
+        self.row_weight = torch.as_tensor(row_weight / row_weight[mass > 0].mean(),
+                                          dtype=torch.float32, device=device)
+        self.rows = RowBatches(targets, config.batch_size)
+        self.temperature = config.temperature
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        return self.rows.epoch(rng)
+
+    def loss(self, encoder: ItemEncoder, anchors: np.ndarray) -> torch.Tensor:
+        vectors = encoder.all_vectors()
+        index = torch.as_tensor(anchors, device=self.device)
+        logits = vectors[index] @ vectors.T / self.temperature + encoder.item_bias
+        logits[torch.arange(len(index), device=self.device), index] = MASKED
+        target = torch.as_tensor(self.targets[anchors].toarray(), device=self.device)
+        per_row = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
+        weight = self.row_weight[index]
+        return (per_row * weight).sum() / weight.sum()
+
+
+@objectives.register("infonce")
+class SampledSoftmax:
+    """In-batch sampled softmax over (anchor, partner) pairs with logQ popularity correction."""
+
+    def __init__(self, targets: sp.csr_matrix, config: TrainingConfig, device: torch.device):
+        powered = _powered(targets, config.target_power)
+        self.pairs = PairSampler(powered, config.batch_size, pairs_per_epoch=max(powered.nnz, 1))
+        logq = np.log(np.maximum(self.pairs.partner_probability, 1e-12))
+        self.logq = torch.as_tensor(logq, dtype=torch.float32, device=device)
+        self.temperature = config.temperature
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batches(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.pairs.epoch(rng)
+
+    def loss(self, encoder: ItemEncoder, batch: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
+        anchors, partners = (torch.as_tensor(x, device=self.device) for x in batch)
+        logits = encoder(anchors) @ encoder(partners).T / self.temperature
+        logits = logits + (encoder.item_bias[partners] - self.logq[partners])[None, :]
+        diagonal = torch.eye(len(anchors), dtype=torch.bool, device=self.device)
+        collide = (partners[None, :] == partners[:, None]) | (partners[None, :] == anchors[:, None])
+        logits = logits.masked_fill(collide & ~diagonal, MASKED)
+        labels = torch.arange(len(anchors), device=self.device)
+        return F.cross_entropy(logits, labels)
+
+
+@objectives.register("sgns")
+class NegativeSampling:
+    """Skip-gram with negative sampling over cosine / temperature (item2vec, prod2vec)."""
+
+    def __init__(self, targets: sp.csr_matrix, config: TrainingConfig, device: torch.device):
+        powered = _powered(targets, config.target_power)
+        self.pairs = PairSampler(powered, config.batch_size, pairs_per_epoch=max(powered.nnz, 1))
+        item_mass = np.asarray(targets.sum(axis=0)).ravel()
+        self.noise = unigram_negatives(item_mass, config.negative_power)
+        self.negatives = config.negatives
+        self.temperature = config.temperature
+        self.device = device
+        self._rng: np.random.Generator | None = None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batches(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, ...]]:
+        for anchors, partners in self.pairs.epoch(rng):
+            noise = self.noise.sample(rng, len(anchors) * self.negatives)
+            yield anchors, partners, noise.reshape(len(anchors), self.negatives)
+
+    def loss(self, encoder: ItemEncoder, batch: tuple[np.ndarray, ...]) -> torch.Tensor:
+        anchors, partners, noise = (torch.as_tensor(x, device=self.device) for x in batch)
+        a = encoder(anchors)
+        positive = (a * encoder(partners)).sum(-1) / self.temperature + encoder.item_bias[partners]
+        negative = torch.einsum("bd,bkd->bk", a, encoder(noise)) / self.temperature
+        negative = negative + encoder.item_bias[noise]
+        return F.softplus(-positive).mean() + F.softplus(negative).sum(dim=1).mean()

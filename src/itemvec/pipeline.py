@@ -1,0 +1,172 @@
+"""The whole pipeline, one call per stage: read -> count -> train -> embeddings -> bundle.
+
+    log = read_events(...)                       # ingest
+    matrix = count_pairs(log, ...)               # cooccurrence
+    result = Trainer(...).fit(matrix)            # sampling + encoder + objective + training
+    embeddings = ItemEmbeddings(...)             # embeddings (answers queries)
+    write_bundle(out, embeddings, ...)           # bundle
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from itemvec.baselines import build_baseline
+from itemvec.bundle import write_bundle
+from itemvec.config import PipelineConfig
+from itemvec.cooccurrence import count_pairs, prune_rare_items
+from itemvec.embeddings import ItemEmbeddings
+from itemvec.errors import DataError
+from itemvec.evaluation import TASKS, Queries, build_queries, evaluate, hit_rate, split_contexts
+from itemvec.ingest import EventLog, read_events, read_table, require_columns, restrict_vocabulary
+from itemvec.training import Trainer, TrainingResult
+
+logger = logging.getLogger(__name__)
+VALIDATION_QUERIES = 3000
+
+
+@dataclass
+class TrainedModel:
+    embeddings: ItemEmbeddings
+    cooccurrence: sp.csr_matrix
+    item_counts: np.ndarray
+    training: TrainingResult
+    stats: dict = field(default_factory=dict)
+
+
+def read_item_table(path: str | Path, key: str) -> pl.DataFrame:
+    """The optional item table (id + columns such as category, brand, title), keyed by string id."""
+    path = Path(path)
+    frame = read_table(path)
+    require_columns(frame, {"--item-key": key}, path)
+    frame = frame.rename({key: "item_id"}) if key != "item_id" else frame
+    frame = frame.with_columns(pl.col("item_id").cast(pl.String))
+    missing = frame["item_id"].is_null()
+    if missing.any():
+        row = int(missing.arg_true()[0]) + (2 if path.suffix.lower() in (".csv", ".tsv") else 1)
+        raise DataError(f"{path}: row {row}: column {key!r} is empty")
+    return frame.unique("item_id", keep="first", maintain_order=True)
+
+
+def holdout_by_time(log: EventLog, fraction: float, seed: int) -> tuple[EventLog, EventLog | None]:
+    """Split off the newest ``fraction`` of contexts as an early-stopping slice."""
+    if fraction <= 0 or log.n_contexts < 20:
+        return log, None
+    split = split_contexts(log, valid=0.0, test=fraction, seed=seed)
+    return log.subset(np.sort(split.train)), log.subset(np.sort(split.test))
+
+
+def vocabulary_map(source: EventLog, model_items: np.ndarray) -> np.ndarray:
+    """For each item index of ``source``: its index in ``model_items`` or -1."""
+    position = {item: i for i, item in enumerate(model_items)}
+    return np.asarray([position.get(item, -1) for item in source.item_ids], dtype=np.int64)
+
+
+def make_validator(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig):
+    """Closure scoring the encoder by s2i HR@20 on held-out contexts (None without a slice)."""
+    if valid is None:
+        return None
+    queries = build_queries(valid, vocabulary_map(valid, model_items), "s2i",
+                            seed=config.training.seed, max_queries=VALIDATION_QUERIES)
+    if len(queries) < 10:
+        logger.warning("validation slice has only %d queries; early stopping off", len(queries))
+        return None
+
+    def validator(encoder) -> float:
+        vectors, bias = encoder.export()
+        scorer = ItemEmbeddings(model_items, vectors, bias, config.training.temperature,
+                                config.query)
+        return hit_rate(scorer, queries)
+
+    return validator
+
+
+def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
+                 item_table: pl.DataFrame | None = None, progress: bool = True) -> TrainedModel:
+    """Count, train and wrap: the core of ``itemvec train`` on an already-read log."""
+    started = time.perf_counter()
+    if valid is None:
+        log, valid = holdout_by_time(log, config.training.validation_fraction,
+                                     config.training.seed)
+    log = restrict_vocabulary(log, prune_rare_items(log, config.cooccurrence.min_count))
+    if log.n_items < 2:
+        raise DataError(f"{log.source}: fewer than 2 items left after --min-count "
+                        f"{config.cooccurrence.min_count}; lower it or add data")
+    matrix = count_pairs(log, config.cooccurrence)
+    if matrix.nnz == 0:
+        raise DataError(f"{log.source}: no two items ever share a context; nothing to learn")
+    validator = make_validator(valid, log.item_ids, config)
+    result = Trainer(config.training, validator, progress=progress).fit(matrix)
+    vectors, bias = result.encoder.export()
+    stats = _stats(log, matrix, result, time.perf_counter() - started)
+    embeddings = ItemEmbeddings(log.item_ids, vectors, bias, config.training.temperature,
+                                config.query, metadata={"config": config.to_dict(),
+                                                        "stats": stats},
+                                item_table=item_table)
+    return TrainedModel(embeddings, matrix, log.item_counts(), result, stats)
+
+
+def _stats(log: EventLog, matrix: sp.csr_matrix, result: TrainingResult, seconds: float) -> dict:
+    return {
+        "source": log.source, "events": int(log.n_events), "contexts": int(log.n_contexts),
+        "items": int(log.n_items), "cooccurrence_nonzeros": int(matrix.nnz),
+        "context_kind": "session" if log.ordered else "basket",
+        "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
+        "epochs_run": len(result.history), "history": result.history,
+        "train_seconds": round(seconds, 3),
+    }
+
+
+def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
+          items: str | Path | None = None, item_key: str = "item_id",
+          progress: bool = True) -> TrainedModel:
+    """``itemvec train``: read the log (and item table), train, and write the bundle."""
+    log = read_events(events, config.ingest)
+    table = read_item_table(items, item_key) if items is not None else None
+    model = train_on_log(log, config, item_table=table, progress=progress)
+    if out is not None:
+        save_model(model, out, config)
+    return model
+
+
+def save_model(model: TrainedModel, out: str | Path, config: PipelineConfig) -> Path:
+    return write_bundle(out, model.embeddings, config=config.to_dict(), stats=model.stats,
+                        encoder_state=model.training.encoder.state_dict(),
+                        cooccurrence=model.cooccurrence, item_counts=model.item_counts)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | tuple = (
+        "popularity", "itemknn"), k: int = 20, seed: int = 0, max_queries: int | None = None,
+        progress: bool = True) -> dict:
+    """Split, train on the train part (early stopping on valid), score test for every method."""
+    split = split_contexts(log, seed=seed)
+    train_log, valid_log, test_log = (log.subset(np.sort(part)) for part in
+                                      (split.train, split.valid, split.test))
+    model = train_on_log(train_log, config, valid=valid_log, progress=progress)
+    model_items = model.embeddings.item_ids
+    queries = {task: build_queries(test_log, vocabulary_map(test_log, model_items), task,
+                                   seed=seed, max_queries=max_queries) for task in TASKS}
+    scorers = {"itemvec": model.embeddings}
+    seconds = {"itemvec": model.stats["train_seconds"]}
+    for name in baselines:
+        began = time.perf_counter()
+        scorers[name] = build_baseline(name, model.cooccurrence, model.item_counts,
+                                       half_life=config.query.recency_half_life)
+        seconds[name] = round(time.perf_counter() - began, 3)
+    results = {task: {name: {**evaluate(scorer, queries[task], k), "train_seconds": seconds[name]}
+                      for name, scorer in scorers.items()} for task in TASKS}
+    return {"split": {"train": len(split.train), "valid": len(split.valid),
+                      "test": len(split.test), "by_time": split.by_time},
+            "skipped_unknown_targets": {t: q.skipped_unknown for t, q in queries.items()},
+            "results": results, "model_stats": model.stats, "model": model}
+
+
+__all__ = ["Queries", "TrainedModel", "evaluate_log", "train", "train_on_log"]

@@ -1,0 +1,149 @@
+"""Fit the encoder to a co-occurrence matrix: spectral start, mini-batch training, early stopping.
+
+The trainer only produces weights; queries are answered by ``ItemEmbeddings`` built from its
+output, so nothing here is needed at serving time.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils.extmath import randomized_svd
+from tqdm.auto import tqdm
+
+from itemvec.config import TrainingConfig
+from itemvec.cooccurrence import ppmi
+from itemvec.encoder import ItemEncoder
+from itemvec.errors import ItemvecError
+from itemvec.objectives import build_objective
+
+logger = logging.getLogger(__name__)
+
+Validator = Callable[[ItemEncoder], float]
+
+
+class TrainingDivergedError(ItemvecError):
+    """The loss became NaN or infinite; nothing is saved."""
+
+
+@dataclass
+class TrainingResult:
+    encoder: ItemEncoder
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float | None = None
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ItemvecError(f"training.device {name!r} asked for, but CUDA is not available; "
+                           "use --device cpu")
+    return torch.device(name)
+
+
+def spectral_vectors(matrix: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
+    """Rank-``dim`` factor of the shifted-PPMI matrix: U * sqrt(S), a strong starting point."""
+    positive = ppmi(matrix)
+    n = matrix.shape[0]
+    rank = min(dim, max(1, n - 1))
+    if positive.nnz == 0:
+        return np.random.default_rng(seed).normal(0, 0.1, size=(n, dim)).astype(np.float32)
+    u, s, _ = randomized_svd(positive, n_components=rank, n_iter=5, random_state=seed)
+    vectors = np.zeros((n, dim), dtype=np.float32)
+    vectors[:, :rank] = u * np.sqrt(s)
+    empty = np.linalg.norm(vectors, axis=1) < 1e-8
+    vectors[empty] = np.random.default_rng(seed).normal(0, 0.01, size=(int(empty.sum()), dim))
+    return vectors
+
+
+def popularity_logits(matrix: sp.csr_matrix) -> np.ndarray:
+    mass = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
+    logits = np.log(mass + 1.0)
+    return (logits - logits.mean()).astype(np.float32)
+
+
+class Trainer:
+    """Trains an ``ItemEncoder`` on co-occurrence targets with the configured objective."""
+
+    def __init__(self, config: TrainingConfig, validator: Validator | None = None,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.validator = validator
+        self.progress = progress
+        self.device = resolve_device(config.device)
+
+    def build_encoder(self, targets: sp.csr_matrix) -> ItemEncoder:
+        torch.manual_seed(self.config.seed)
+        encoder = ItemEncoder(targets.shape[0], self.config.dim, self.config.hidden)
+        if self.config.init == "svd":
+            encoder.initialise(spectral_vectors(targets, self.config.dim, self.config.seed),
+                               popularity_logits(targets))
+        return encoder.to(self.device)
+
+    def fit(self, targets: sp.csr_matrix) -> TrainingResult:
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        started = time.perf_counter()
+        encoder = self.build_encoder(targets)
+        objective = build_objective(targets, self.config, self.device)
+        optimiser = torch.optim.Adam(encoder.parameters(), lr=self.config.lr,
+                                     weight_decay=self.config.weight_decay)
+        result = self._loop(encoder, objective, optimiser)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _loop(self, encoder, objective, optimiser) -> TrainingResult:
+        rng = np.random.default_rng(self.config.seed)
+        result = TrainingResult(encoder=encoder)
+        best_state, stale = copy.deepcopy(encoder.state_dict()), 0
+        bar = tqdm(range(1, self.config.epochs + 1), desc="training", unit="epoch",
+                   disable=not self.progress, leave=False)
+        for epoch in bar:
+            loss = self._epoch(encoder, objective, optimiser, rng, epoch)
+            record = {"epoch": epoch, "loss": loss}
+            if self.validator is not None and (epoch % self.config.eval_every == 0
+                                               or epoch == self.config.epochs):
+                score = self.validator(encoder)
+                record["validation"] = score
+                if result.best_score is None or score > result.best_score:
+                    result.best_score, result.best_epoch = score, epoch
+                    best_state, stale = copy.deepcopy(encoder.state_dict()), 0
+                else:
+                    stale += 1
+            result.history.append(record)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+            logger.info("epoch %d: %s", epoch, record)
+            if stale >= self.config.patience:
+                logger.info("early stop at epoch %d (best %d)", epoch, result.best_epoch)
+                break
+        if self.validator is not None:
+            encoder.load_state_dict(best_state)
+        else:
+            result.best_epoch = result.history[-1]["epoch"]
+        return result
+
+    def _epoch(self, encoder, objective, optimiser, rng, epoch: int) -> float:
+        encoder.train()
+        total, steps = 0.0, 0
+        for batch in objective.batches(rng):
+            loss = objective.loss(encoder, batch)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}; "
+                    "lower training.lr or raise training.temperature")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += loss.item()
+            steps += 1
+        return total / max(steps, 1)
