@@ -127,7 +127,7 @@ def export(
     embeddings = load_embeddings(bundle)
     frame = pl.DataFrame({
         "item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String),
-        "embedding": pl.Series(list(embeddings.vectors), dtype=pl.List(pl.Float32)),
+        "embedding": pl.Series(embeddings.vectors).cast(pl.List(pl.Float32)),
     })
     import io
 
@@ -343,6 +343,21 @@ def synth(
         raise ItemvecError("synth needs --events >= 2, --items >= 2, 1 <= --categories <= --items")
     events_path, items_path = write(generate(events, items, categories, seed=seed), out)
     typer.echo(f"wrote {events} events to {events_path} and {items} items to {items_path}")
+
+
+# Commands of other areas live in their own modules (itemvec/commands/*.py); each defines
+# ``register(app)``. Importing them here keeps this file about the core pipeline.
+def _register_extensions() -> None:
+    import importlib
+    import pkgutil
+
+    import itemvec.commands as commands
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"itemvec.commands.{module}").register(app)
+
+
+_register_extensions()
 
 
 def main() -> None:

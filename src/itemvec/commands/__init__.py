@@ -1,0 +1,1 @@
+"""CLI commands outside the core pipeline; each module defines ``register(app)``."""
