@@ -27,6 +27,7 @@ from itemvec.objectives import build_objective
 logger = logging.getLogger(__name__)
 
 Validator = Callable[[ItemEncoder], float]
+Callback = Callable[[dict], None]  # receives each epoch's record: epoch, loss, validation, ...
 
 
 class TrainingDivergedError(ItemvecError):
@@ -76,10 +77,11 @@ class Trainer:
     """Trains an ``ItemEncoder`` on co-occurrence targets with the configured objective."""
 
     def __init__(self, config: TrainingConfig, validator: Validator | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, callbacks: list[Callback] | tuple = ()) -> None:
         self.config = config
         self.validator = validator
         self.progress = progress
+        self.callbacks = list(callbacks)
         self.device = resolve_device(config.device)
 
     def build_encoder(self, targets: sp.csr_matrix) -> ItemEncoder:
@@ -90,11 +92,12 @@ class Trainer:
                                popularity_logits(targets))
         return encoder.to(self.device)
 
-    def fit(self, targets: sp.csr_matrix) -> TrainingResult:
+    def fit(self, targets: sp.csr_matrix, encoder: ItemEncoder | None = None) -> TrainingResult:
+        """Train ``encoder`` (a fresh one, spectrally initialised, when None) on ``targets``."""
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         started = time.perf_counter()
-        encoder = self.build_encoder(targets)
+        encoder = self.build_encoder(targets) if encoder is None else encoder.to(self.device)
         objective = build_objective(targets, self.config, self.device)
         optimiser = torch.optim.Adam(encoder.parameters(), lr=self.config.lr,
                                      weight_decay=self.config.weight_decay)
@@ -121,6 +124,8 @@ class Trainer:
                 else:
                     stale += 1
             result.history.append(record)
+            for callback in self.callbacks:
+                callback(record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
             logger.info("epoch %d: %s", epoch, record)
             if stale >= self.config.patience:
