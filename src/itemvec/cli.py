@@ -78,6 +78,9 @@ def train(
         "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")] = None,
     window: Annotated[int | None, typer.Option(
         "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")] = None,
+    min_support: Annotated[int | None, typer.Option(
+        "--min-support", help="Privacy: store (and explain with) only item pairs seen in at least "
+        "this many distinct contexts.  [default: 1]")] = None,
     objective: Annotated[str | None, typer.Option(
         "--objective", help="softmax, infonce or sgns.  [default: softmax]")] = None,
     dim: Annotated[int | None, typer.Option("--dim", help="Embedding size.  [default: 64]")] = None,
@@ -101,7 +104,7 @@ def train(
         config_file,
         dict(context=context, item=item, time=time, event=event, event_weights=event_weights,
              session_gap=session_gap, context_kind=context_kind),
-        dict(min_count=min_count, window=window),
+        dict(min_count=min_count, window=window, min_support=min_support),
         dict(objective=objective, dim=dim, epochs=epochs, temperature=temperature, lr=lr,
              seed=seed, device=device),
     )

@@ -106,6 +106,7 @@ class CooccurrenceConfig:
     distance_weighting: str = "harmonic"  # harmonic (1/d) or uniform
     min_count: int = 1  # items seen in fewer contexts are dropped
     time_decay_half_life: float | None = None  # seconds; older contexts count less
+    min_support: int = 1  # privacy: stored pairs need this many distinct contexts
 
     def __post_init__(self) -> None:
         _require(self.window >= 1, "cooccurrence.window", "must be >= 1", self.window)
@@ -113,6 +114,8 @@ class CooccurrenceConfig:
                  self.basket_max_size)
         _choice("cooccurrence.distance_weighting", self.distance_weighting, ("harmonic", "uniform"))
         _require(self.min_count >= 1, "cooccurrence.min_count", "must be >= 1", self.min_count)
+        _require(self.min_support >= 1, "cooccurrence.min_support", "must be >= 1",
+                 self.min_support)
         if self.time_decay_half_life is not None:
             self.time_decay_half_life = parse_duration(
                 self.time_decay_half_life, "cooccurrence.time_decay_half_life")

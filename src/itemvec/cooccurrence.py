@@ -104,3 +104,56 @@ def ppmi(matrix: sp.csr_matrix, shift: float = 1.0, smoothing: float = 0.75,
 
 def reweight(matrix: sp.csr_matrix, name: str, **params: float) -> sp.csr_matrix:
     return reweightings.get(name)(matrix, **params)
+
+
+# -- privacy guard -------------------------------------------------------------------------------
+def count_support(log: EventLog, config: CooccurrenceConfig) -> sp.csr_matrix:
+    """Distinct contexts in which each pair co-occurs (same windowing as ``count_pairs``).
+
+    ``count_pairs`` sums weights, so one context repeating a pair counts many times; the privacy
+    guard needs how many *different* contexts (sessions, baskets, people) a pair rests on.
+    """
+    n = log.n_items
+    ctx = np.repeat(np.arange(log.n_contexts, dtype=np.int64), log.lengths())
+    keys, owners = [], []
+    for offset in range(1, _offsets(log, config) + 1):
+        left = np.arange(len(ctx) - offset)
+        right = left + offset
+        keep = (ctx[left] == ctx[right]) & (log.weights[left] > 0) & (log.weights[right] > 0)
+        left, right = left[keep], right[keep]
+        if len(left) == 0:
+            break
+        a, b = log.items[left].astype(np.int64), log.items[right].astype(np.int64)
+        distinct = a != b
+        lo, hi = np.minimum(a, b)[distinct], np.maximum(a, b)[distinct]
+        keys.append(lo * n + hi)
+        owners.append(ctx[left][distinct])
+    if not keys:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    key, owner = np.concatenate(keys), np.concatenate(owners)
+    order = np.lexsort((owner, key))
+    key, owner = key[order], owner[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = (key[1:] != key[:-1]) | (owner[1:] != owner[:-1])
+    pairs, support = np.unique(key[first], return_counts=True)
+    lo, hi = pairs // n, pairs % n
+    upper = sp.coo_matrix((support.astype(np.float32), (lo, hi)), shape=(n, n)).tocsr()
+    return (upper + upper.T).tocsr()
+
+
+def apply_min_support(matrix: sp.csr_matrix, log: EventLog,
+                      config: CooccurrenceConfig) -> sp.csr_matrix:
+    """``matrix`` without pairs seen in fewer than ``config.min_support`` distinct contexts.
+
+    Applied to what a bundle stores (and so to what explanations can show): evidence resting on
+    a handful of sessions could identify the people behind them.
+    """
+    k = getattr(config, "min_support", 1)
+    if k <= 1:
+        return matrix
+    support = count_support(log, config)
+    mask = support.multiply(support >= k).astype(bool).astype(np.float32)
+    kept = matrix.multiply(mask).tocsr().astype(np.float32)
+    kept.eliminate_zeros()
+    logger.info("min-support %d: kept %d of %d non-zero pairs", k, kept.nnz, matrix.nnz)
+    return kept

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from itemvec.baselines import build_baseline
 from itemvec.bundle import write_bundle
 from itemvec.config import PipelineConfig
-from itemvec.cooccurrence import count_pairs, prune_rare_items
+from itemvec.cooccurrence import apply_min_support, count_pairs, prune_rare_items
 from itemvec.embeddings import ItemEmbeddings
 from itemvec.errors import DataError
 from itemvec.evaluation import TASKS, Queries, build_queries, evaluate, hit_rate, split_contexts
@@ -110,7 +110,8 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
                                 config.query, metadata={"config": config.to_dict(),
                                                         "stats": stats},
                                 item_table=item_table)
-    return TrainedModel(embeddings, matrix, log.item_counts(), result, stats)
+    stored = apply_min_support(matrix, log, config.cooccurrence)  # privacy guard (--min-support)
+    return TrainedModel(embeddings, stored, log.item_counts(), result, stats)
 
 
 def _stats(log: EventLog, matrix: sp.csr_matrix, result: TrainingResult, seconds: float) -> dict:
