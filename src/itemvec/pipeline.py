@@ -26,7 +26,7 @@ from itemvec.embeddings import ItemEmbeddings
 from itemvec.errors import DataError
 from itemvec.evaluation import TASKS, Queries, build_queries, evaluate, hit_rate, split_contexts
 from itemvec.ingest import EventLog, read_events, read_table, require_columns, restrict_vocabulary
-from itemvec.training import Trainer, TrainingResult
+from itemvec.training import Callback, Trainer, TrainingResult
 
 logger = logging.getLogger(__name__)
 VALIDATION_QUERIES = 3000
@@ -89,7 +89,8 @@ def make_validator(valid: EventLog | None, model_items: np.ndarray, config: Pipe
 
 
 def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
-                 item_table: pl.DataFrame | None = None, progress: bool = True) -> TrainedModel:
+                 item_table: pl.DataFrame | None = None, progress: bool = True,
+                 callbacks: list[Callback] | tuple = ()) -> TrainedModel:
     """Count, train and wrap: the core of ``itemvec train`` on an already-read log."""
     started = time.perf_counter()
     if valid is None:
@@ -103,7 +104,7 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
     if matrix.nnz == 0:
         raise DataError(f"{log.source}: no two items ever share a context; nothing to learn")
     validator = make_validator(valid, log.item_ids, config)
-    result = Trainer(config.training, validator, progress=progress).fit(matrix)
+    result = Trainer(config.training, validator, progress=progress, callbacks=callbacks).fit(matrix)
     vectors, bias = result.encoder.export()
     stats = _stats(log, matrix, result, time.perf_counter() - started)
     embeddings = ItemEmbeddings(log.item_ids, vectors, bias, config.training.temperature,
@@ -127,11 +128,11 @@ def _stats(log: EventLog, matrix: sp.csr_matrix, result: TrainingResult, seconds
 
 def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
           items: str | Path | None = None, item_key: str = "item_id",
-          progress: bool = True) -> TrainedModel:
+          progress: bool = True, callbacks: list[Callback] | tuple = ()) -> TrainedModel:
     """``itemvec train``: read the log (and item table), train, and write the bundle."""
     log = read_events(events, config.ingest)
     table = read_item_table(items, item_key) if items is not None else None
-    model = train_on_log(log, config, item_table=table, progress=progress)
+    model = train_on_log(log, config, item_table=table, progress=progress, callbacks=callbacks)
     if out is not None:
         save_model(model, out, config)
     return model
