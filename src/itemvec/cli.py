@@ -94,10 +94,17 @@ def train(
         "--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")] = None,
     config_file: Annotated[Path | None, typer.Option(
         "--config", help="JSON config (same shape as a bundle manifest's config).")] = None,
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="Write loss and validation curves to this TensorBoard log dir "
+        "(needs pip install 'itemvec[track]').  [default: off]")] = None,
+    log_json: Annotated[Path | None, typer.Option(
+        "--log-json", help="Write one JSON line per epoch (epoch, loss, validation, seconds) to "
+        "this file, or to DIR/training_log.jsonl for a directory.  [default: off]")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""
     from itemvec.pipeline import train as run_training
+    from itemvec.tracking import close_all, make_trackers
 
     _configure_logging(quiet)
     config = build_config(
@@ -108,8 +115,12 @@ def train(
         dict(objective=objective, dim=dim, epochs=epochs, temperature=temperature, lr=lr,
              seed=seed, device=device),
     )
-    model = run_training(events, config, out=out, items=items, item_key=item_key,
-                         progress=not quiet)
+    trackers = make_trackers(tensorboard, log_json)
+    try:
+        model = run_training(events, config, out=out, items=items, item_key=item_key,
+                             progress=not quiet, callbacks=trackers)
+    finally:
+        close_all(trackers)
     stats = model.stats
     typer.echo(f"trained {stats['items']} items from {stats['events']} events in "
                f"{stats['contexts']} contexts in {stats['train_seconds']:.1f}s "
@@ -271,32 +282,40 @@ def evaluate(
         "--max-queries", help="Score at most this many test queries per task.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Split and training seed.")] = 0,
     config_file: Annotated[Path | None, typer.Option("--config", help="JSON config.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write the trained bundle.")] =
-        None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Also write the trained bundle, with the metrics in DIR/evaluation.json "
+        "(what itemvec report DIR reads).")] = None,
     report: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] =
         None,
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="Item table (id + columns such as category, title) stored in the --out "
+        "bundle, for plots and reports.")] = None,
+    item_key: Annotated[str, typer.Option("--item-key", help="Id column of --items.")] = "item_id",
     quiet: Quiet = False,
 ) -> None:
     """Split contexts 80/10/10 by time, train, and rank ALL items for each test query."""
+    from itemvec.bundle import atomic_write_bytes
     from itemvec.ingest import read_events
-    from itemvec.pipeline import evaluate_log, save_model
+    from itemvec.pipeline import evaluate_log, read_item_table, save_model
 
     _configure_logging(quiet)
     config = build_config(config_file, dict(
         context=context, item=item, time=time, event=event, event_weights=event_weights,
         session_gap=session_gap, context_kind=context_kind), {}, dict(seed=seed))
     log = read_events(events, config.ingest)
+    table = read_item_table(items, item_key) if items is not None else None
     names = [b.strip() for b in baselines.split(",") if b.strip()]
     result = evaluate_log(log, config, names, k=k, seed=seed, max_queries=max_queries,
                           progress=not quiet)
     _print_results(result["results"], k)
+    payload = {key: value for key, value in result.items() if key != "model"}
+    metrics = json.dumps({**payload, "k": k}, indent=2, default=str).encode()
     if out is not None:
+        result["model"].embeddings.item_table = table
         save_model(result["model"], out, config)
+        atomic_write_bytes(out / "evaluation.json", metrics)
     if report is not None:
-        from itemvec.bundle import atomic_write_bytes
-
-        payload = {key: value for key, value in result.items() if key != "model"}
-        atomic_write_bytes(report, json.dumps(payload, indent=2, default=str).encode())
+        atomic_write_bytes(report, metrics)
 
 
 def _print_results(results: dict, k: int) -> None:
