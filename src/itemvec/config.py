@@ -146,6 +146,8 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    checkpoint_every: float | None = None  # seconds between resumable checkpoints; 0 = each epoch
+    checkpoint_dir: str | None = None  # default: <--out>/.checkpoint
 
     def __post_init__(self) -> None:
         _require(self.dim >= 2, "training.dim", "must be >= 2", self.dim)
@@ -164,6 +166,15 @@ class TrainingConfig:
         _require(self.eval_every >= 1, "training.eval_every", "must be >= 1", self.eval_every)
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                  "training.device", "must be auto, cpu, cuda or cuda:N", self.device)
+        if self.checkpoint_every is not None:
+            self.checkpoint_every = parse_duration(self.checkpoint_every, "training.checkpoint_every")
+            _require(self.checkpoint_every >= 0, "training.checkpoint_every", "must be >= 0 "
+                     "seconds", self.checkpoint_every, "use 0 to checkpoint after every epoch")
+        if self.checkpoint_dir is not None:
+            _require(self.checkpoint_every is not None, "training.checkpoint_dir",
+                     "needs training.checkpoint_every", self.checkpoint_dir,
+                     "add --checkpoint-every, e.g. 10m")
+            self.checkpoint_dir = str(self.checkpoint_dir)
 
 
 @dataclass
@@ -211,10 +222,28 @@ def from_dict(cls: type[C], data: dict[str, Any], path: str) -> C:
     for name, value in data.items():
         nested = _SECTIONS.get(name) if cls is PipelineConfig else None
         kwargs[name] = from_dict(nested, value, f"{path}.{name}") if nested else value
+        if not nested:
+            _check_type(cls, name, value, path)
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+_SIMPLE = {"int": ((int,), "an integer"), "float": ((int, float), "a number"),
+           "str": ((str,), "a string"), "bool": ((bool,), "true or false")}
+
+
+def _check_type(cls: type, name: str, value: Any, path: str) -> None:
+    """Plain int/float/str/bool fields must hold that type (a JSON "3" or 2.5 for an int fails)."""
+    hint = next(f.type for f in dataclasses.fields(cls) if f.name == name)  # type: ignore[arg-type]
+    rule = _SIMPLE.get(hint if isinstance(hint, str) else getattr(hint, "__name__", ""))
+    if rule is None:
+        return
+    allowed, words = rule
+    if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+        section = path.split(".", 1)[1] if "." in path else path
+        raise ConfigError(f"{section}.{name} must be {words}, got {value!r}")
 
 
 _SECTIONS: dict[str, type] = {

@@ -1,0 +1,120 @@
+"""Shared fixtures: one small synthetic shop, read and trained once per test session.
+
+The shop has planted structure (hidden categories, see ``itemvec.synth``): a working model puts
+items of the same category next to each other, a broken one does not. Training runs only a
+couple of times in the whole suite; tests that need a model reuse ``trained`` / ``bundle_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
+from itemvec.embeddings import ItemEmbeddings
+from itemvec.ingest import EventLog, read_events
+from itemvec.pipeline import TrainedModel, save_model, train_on_log
+from itemvec.synth import SyntheticShop, generate, write
+
+SHOP_EVENTS, SHOP_ITEMS, SHOP_CATEGORIES = 30_000, 400, 10
+# Items seen in at least this many contexts have enough data for the neighbour check.
+WELL_OBSERVED = 20
+
+
+@pytest.fixture(scope="session")
+def shop() -> SyntheticShop:
+    return generate(SHOP_EVENTS, SHOP_ITEMS, n_categories=SHOP_CATEGORIES, seed=0)
+
+
+@pytest.fixture(scope="session")
+def shop_files(shop: SyntheticShop, tmp_path_factory) -> tuple[Path, Path]:
+    """(events.csv, events_items.csv) of the shared shop."""
+    return write(shop, tmp_path_factory.mktemp("shop") / "events.csv")
+
+
+@pytest.fixture(scope="session")
+def shop_config() -> PipelineConfig:
+    return PipelineConfig(ingest=IngestConfig(context="session_id", item="item_id", time="ts"),
+                          training=TrainingConfig(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def shop_log(shop_files: tuple[Path, Path], shop_config: PipelineConfig) -> EventLog:
+    return read_events(shop_files[0], shop_config.ingest)
+
+
+@pytest.fixture(scope="session")
+def categories(shop: SyntheticShop) -> dict[str, str]:
+    return dict(zip(shop.items["item_id"].to_list(), shop.items["category"].to_list(),
+                    strict=True))
+
+
+@pytest.fixture(scope="session")
+def trained(shop_log: EventLog, shop_config: PipelineConfig) -> TrainedModel:
+    """The default model on the shared shop (trained once per session)."""
+    return train_on_log(shop_log, shop_config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained: TrainedModel, shop_config: PipelineConfig, tmp_path_factory) -> Path:
+    return save_model(trained, tmp_path_factory.mktemp("bundle") / "model", shop_config)
+
+
+def category_purity(embeddings: ItemEmbeddings, categories: dict[str, str],
+                    item_counts: np.ndarray, min_count: int = WELL_OBSERVED, n: int = 10) -> float:
+    """Mean fraction of each well-observed item's top-``n`` neighbours in its hidden category."""
+    ids = [str(i) for i, c in zip(embeddings.item_ids, item_counts, strict=True) if c >= min_count]
+    assert len(ids) >= 50, "too few well-observed items for a meaningful check"
+    neighbours, _ = embeddings.similar_items(ids, n=n)
+    return float(np.mean([np.mean([categories[j] == categories[q] for j in row])
+                          for q, row in zip(ids, neighbours, strict=True)]))
+
+
+@pytest.fixture(scope="session")
+def purity() -> Callable[..., float]:
+    return category_purity
+
+
+def run_cli(args: Sequence[str | Path]) -> tuple[int, str, str]:
+    """Run ``itemvec.cli.main`` in-process: (exit code, stdout, stderr)."""
+    from itemvec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["itemvec", *map(str, args)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[[Sequence[str | Path]], tuple[int, str, str]]:
+    return run_cli
+
+
+@pytest.fixture
+def write_file(tmp_path: Path) -> Callable[[str, str | bytes], Path]:
+    """Write text or bytes to ``tmp_path/name`` and return the path."""
+
+    def _write(name: str, content: str | bytes) -> Path:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return path
+
+    return _write
+
