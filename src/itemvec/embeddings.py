@@ -45,6 +45,24 @@ class ItemEmbeddings:
         self.metadata = metadata or {}
         self.item_table = item_table
         self.index = {item: i for i, item in enumerate(self.item_ids)}
+        self.vector_index = None  # optional itemvec.index backend; None = exact matmul
+
+    def use_index(self, name: str | None = "auto", bundle: str | Path | None = None,
+                  save: bool = False, **params) -> ItemEmbeddings:
+        """Answer similar/recommend queries through an index backend (``exact``, ``hnsw``,
+        ``ivf``; ``auto`` = exact up to 50k items, else hnsw; None = plain matmul).
+
+        With ``bundle`` a stored index is reused when it matches these vectors.
+        """
+        from itemvec.index import build_index, load_index
+
+        if name is None:
+            self.vector_index = None
+        elif bundle is not None:
+            self.vector_index = load_index(bundle, self.vectors, name, save=save, **params)
+        else:
+            self.vector_index = build_index(name, self.vectors, **params)
+        return self
 
     # -- lookup -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -84,9 +102,8 @@ class ItemEmbeddings:
         """Nearest items by cosine. One id -> (ids, scores); a list -> lists of those."""
         single = isinstance(items, str)
         query = self.indices([items] if single else items)
-        scores = self.vectors[query] @ self.vectors.T
-        blocked = self._blocked(filter, exclude)
-        ids, values = self._top(scores, n, blocked, [np.array([q]) for q in query])
+        ids, values = self._nearest(self.vectors[query], n, self._blocked(filter, exclude),
+                                    [np.array([q]) for q in query])
         return (ids[0], values[0]) if single else (ids, values)
 
     def similar_to_vector(self, vector: np.ndarray, n: int = 10,
@@ -95,8 +112,8 @@ class ItemEmbeddings:
         """Items nearest to an arbitrary vector (normalised first)."""
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        ids, values = self._top(vector @ self.vectors.T, n, self._blocked(filter, exclude),
-                                [np.zeros(0, np.int64)])
+        ids, values = self._nearest(vector, n, self._blocked(filter, exclude),
+                                    [np.zeros(0, np.int64)])
         return ids[0], values[0]
 
     def recommend(self, history: Sequence[str] | Sequence[Sequence[str]], n: int = 10,
@@ -117,9 +134,16 @@ class ItemEmbeddings:
         if skipped:
             logger.info("recommend: skipped %d unknown history items", skipped)
         self.last_skipped = skipped
-        scores = self.score_histories(indexed)
         seen = indexed if filter_seen else [np.zeros(0, np.int64)] * len(indexed)
-        ids, values = self._top(scores, n, self._blocked(filter, exclude), seen)
+        if self.vector_index is not None:
+            from itemvec.index import recommend_top
+
+            rows, values = recommend_top(self.vector_index, self, indexed, n,
+                                         self._blocked(filter, exclude), seen)
+            ids = [self.item_ids[r].astype(str) for r in rows]
+        else:
+            scores = self.score_histories(indexed)
+            ids, values = self._top(scores, n, self._blocked(filter, exclude), seen)
         return (ids[0], values[0]) if single else (ids, values)
 
     def pool(self, histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -147,6 +171,16 @@ class ItemEmbeddings:
         return clone
 
     # -- helpers ----------------------------------------------------------------------------
+    def _nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
+                 seen: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Top-n by cosine: through ``vector_index`` when one is set, else one matmul."""
+        if self.vector_index is None:
+            return self._top(queries @ self.vectors.T, n, blocked, seen)
+        from itemvec.index import nearest
+
+        rows, values = nearest(self.vector_index, self.vectors, queries, n, blocked, seen)
+        return [self.item_ids[r].astype(str) for r in rows], values
+
     def _blocked(self, filter, exclude: Collection[str]) -> np.ndarray | None:
         """Boolean mask of items that may not be returned."""
         if filter is None and not exclude:
