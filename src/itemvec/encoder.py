@@ -52,6 +52,158 @@ class ItemEncoder(nn.Module):
         return vectors, self.item_bias.detach().float().cpu().numpy()
 
 
+class FeatureEncoder(ItemEncoder):
+    """An ``ItemEncoder`` whose vectors also draw on side features (EGES-style fusion).
+
+    vector(i) = normalize(sum_j a_ij * e_j(i)) over j in {id, field_1, ..., field_F}, where
+    e_field is the mean of the field's value embeddings and a_i = softmax(field logits + per-item
+    logits) over the fields the item has. Items ``0..n_items-1`` are warm (trained, with id rows);
+    items from ``n_items`` on are cold: features only. During training the id path is dropped for
+    a random ``id_dropout`` share of items (and single fields with ``field_dropout``), so the
+    feature path learns to place an item on its own. Feature index tensors are non-persistent
+    buffers: they are rebuilt from the item table, not stored with the weights.
+    """
+
+    def __init__(self, n_items: int, dim: int, hidden: int, field_sizes: list[int],
+                 features: list[np.ndarray] | None = None, id_dropout: float = 0.25,
+                 field_dropout: float = 0.1) -> None:
+        super().__init__(n_items, dim, hidden)
+        self.field_sizes = list(field_sizes)
+        self.field_tables = nn.ModuleList(nn.Embedding(size, dim, padding_idx=0)
+                                          for size in self.field_sizes)
+        for table in self.field_tables:
+            nn.init.normal_(table.weight, std=0.01)
+            with torch.no_grad():
+                table.weight[0].zero_()
+        n_fields = len(self.field_sizes)
+        self.field_logits = nn.Parameter(torch.zeros(1 + n_fields))
+        self.item_logits = nn.Embedding(n_items, 1 + n_fields)
+        nn.init.zeros_(self.item_logits.weight)
+        self.register_buffer("cold_bias", torch.zeros(dim + 1))  # ridge: features -> bias
+        self.id_dropout, self.field_dropout = id_dropout, field_dropout
+        self.n_total = n_items
+        if features is not None:
+            self.set_features(features)
+
+    def set_features(self, features: list[np.ndarray]) -> None:
+        """Index tensors, one per field, rows = warm items then cold items."""
+        if len(features) != len(self.field_sizes):
+            raise ValueError(f"{len(features)} feature fields, encoder has {len(self.field_sizes)}")
+        device = self.item_embedding.weight.device
+        for f, index in enumerate(features):
+            self.register_buffer(f"features_{f}", torch.as_tensor(index, dtype=torch.long,
+                                                                  device=device),
+                                 persistent=False)
+        self.n_total = len(features[0]) if features else self.n_items
+        if self.n_total < self.n_items:
+            raise ValueError(f"features cover {self.n_total} items, need >= {self.n_items}")
+
+    def _rows(self, items: torch.Tensor) -> list[torch.Tensor]:
+        return [getattr(self, f"features_{f}")[items] for f in range(len(self.field_sizes))]
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self._fuse(items, self._rows(items), allow_id=True)
+
+    def feature_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Vectors from the features alone (how a cold item is embedded)."""
+        return self._fuse(items, self._rows(items), allow_id=False)
+
+    def _fuse(self, items: torch.Tensor, rows: list[torch.Tensor], allow_id: bool) -> torch.Tensor:
+        shape = items.shape
+        items = items.reshape(-1)
+        warm = items < self.n_items
+        safe = torch.where(warm, items, torch.zeros_like(items))
+        fields, present = [], []
+        for table, index in zip(self.field_tables, rows, strict=True):
+            index = index.reshape(len(items), -1)
+            # mean over the non-padding values, without materialising [items, values, dim]
+            fields.append(F.embedding_bag(index, table.weight, mode="mean", padding_idx=0))
+            present.append((index > 0).any(dim=1))
+        use_id = warm & allow_id
+        if self.training and self.id_dropout > 0:
+            use_id = use_id & (torch.rand(len(items), device=items.device) >= self.id_dropout)
+        mask = torch.stack([use_id, *present], dim=1)
+        if self.training and self.field_dropout > 0:
+            keep = torch.rand(mask.shape, device=items.device) >= self.field_dropout
+            keep[:, 0] = True
+            mask = mask & keep
+        logits = self.field_logits + self.item_logits(safe) * warm[:, None]
+        weights = torch.softmax(logits.masked_fill(~mask, -1e9), dim=1) * mask
+        x = weights[:, :1] * self.item_embedding(safe)
+        for f, vector in enumerate(fields):
+            x = x + weights[:, f + 1:f + 2] * vector
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return F.normalize(x, dim=-1).reshape(*shape, -1)
+
+    @torch.no_grad()
+    def initialise_features(self, vectors: np.ndarray) -> None:
+        """Start each value's embedding at the mean direction of the warm items having it."""
+        import scipy.sparse as sp
+
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit = vectors / np.maximum(norms, 1e-12) * float(norms.mean())
+        for f, table in enumerate(self.field_tables):
+            index = getattr(self, f"features_{f}")[: self.n_items].cpu().numpy()
+            rows, cols = np.nonzero(index)
+            incidence = sp.csr_matrix((np.ones(len(rows)), (rows, index[rows, cols])),
+                                      shape=(self.n_items, self.field_sizes[f]))
+            mass = np.asarray(incidence.sum(axis=0)).ravel()
+            means = np.asarray(incidence.T @ unit) / np.maximum(mass, 1)[:, None]
+            seen = torch.as_tensor(mass > 0, device=table.weight.device)
+            seen[0] = False
+            table.weight[seen] = torch.as_tensor(means, dtype=table.weight.dtype,
+                                                 device=table.weight.device)[seen]
+
+    @torch.no_grad()
+    def fit_cold_bias(self, ridge: float = 1.0) -> None:
+        """Ridge regression from feature-only vectors to the learned popularity logits."""
+        index = torch.arange(self.n_items, device=self.item_bias.device)
+        x = self.feature_vectors(index).double()
+        y = self.item_bias.double()
+        design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
+        gram = design.T @ design + ridge * torch.eye(design.shape[1], dtype=x.dtype,
+                                                     device=x.device)
+        gram[-1, -1] -= ridge  # no penalty on the intercept
+        self.cold_bias.copy_(torch.linalg.solve(gram, design.T @ y).float())
+
+    def cold_logits(self, vectors: torch.Tensor) -> torch.Tensor:
+        return vectors @ self.cold_bias[:-1] + self.cold_bias[-1]
+
+    @torch.no_grad()
+    def embed_features(self, features: list[np.ndarray], batch_size: int = 4096
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(unit vectors, popularity logits) for new items given their feature index rows."""
+        was_training = self.training
+        self.eval()
+        device = self.item_embedding.weight.device
+        n = len(features[0]) if features else 0
+        out_v, out_b = [], []
+        for start in range(0, n, batch_size):
+            rows = [torch.as_tensor(f[start:start + batch_size], dtype=torch.long, device=device)
+                    for f in features]
+            items = torch.full((len(rows[0]),), self.n_items, dtype=torch.long, device=device)
+            vectors = self._fuse(items, rows, allow_id=False)
+            out_v.append(vectors.float().cpu().numpy())
+            out_b.append(self.cold_logits(vectors).float().cpu().numpy())
+        self.train(was_training)
+        if not out_v:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(out_v), np.concatenate(out_b)
+
+    @torch.no_grad()
+    def export(self) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors and logits for warm then cold items (cold logits predicted from features)."""
+        was_training = self.training
+        self.eval()
+        self.fit_cold_bias()
+        index = torch.arange(self.n_total, device=self.item_embedding.weight.device)
+        vectors = torch.cat([self.forward(index[i:i + 8192]) for i in range(0, len(index), 8192)])
+        bias = torch.cat([self.item_bias, self.cold_logits(vectors[self.n_items:])])
+        self.train(was_training)
+        return vectors.float().cpu().numpy(), bias.float().cpu().numpy()
+
+
 def _residual_mlp(dim: int, hidden: int) -> nn.Sequential:
     mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
     nn.init.zeros_(mlp[2].weight)
