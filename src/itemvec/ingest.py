@@ -7,6 +7,9 @@ gaps of inactivity and encodes item ids (always strings) as dense integer indice
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,14 +115,20 @@ def file_format(path: Path) -> str:
     raise DataError(f"{path}: unknown file extension {path.suffix!r}; known: {known}")
 
 
+def _open_binary(path: Path):
+    """The file's bytes, decompressed for ``.gz``."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
 def _sniff_separator(path: Path) -> str:
     if path.name.lower().endswith(".tsv"):
         return "\t"
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as fh:
-            header = fh.readline()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read file ({exc.strerror})") from None
+        with _open_binary(path) as fh:
+            header = fh.readline(1 << 20).decode("utf-8-sig", errors="replace")
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read file ({getattr(exc, 'strerror', None) or exc})") \
+            from None
     counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
     best = max(counts, key=counts.get)
     return best if counts[best] > 0 else ","
@@ -133,23 +142,83 @@ def read_table(path: str | Path) -> pl.DataFrame:
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    _reject_utf16(path)
     try:
-        if kind == "csv":
-            frame = pl.read_csv(path, separator=_sniff_separator(path), infer_schema=False,
-                                null_values=["", "NA", "null", "NULL"], encoding="utf8-lossy",
-                                truncate_ragged_lines=False)
-        elif kind == "parquet":
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_ndjson(path, infer_schema_length=None)
+        try:
+            frame = _read(path, kind, path)
+        except pl.exceptions.ComputeError as exc:
+            if kind == "parquet" or "utf-8" not in str(exc).lower():
+                raise
+            # Not UTF-8: decode as latin-1, which keeps distinct bytes distinct (a lossy decode
+            # would silently merge ids such as 'caf\xe9' and 'caf\xe8').
+            logger.warning("%s is not valid UTF-8; reading it as latin-1", path)
+            with _open_binary(path) as fh:
+                text = fh.read().decode("latin-1")
+            frame = _read(io.BytesIO(text.encode()), kind, path)
     except pl.exceptions.NoDataError:
         raise DataError(f"{path}: file is empty") from None
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot parse as {kind}: {first}") from None
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse as {kind}: {_explain(exc, path, kind)}") from None
     if frame.height == 0:
         raise DataError(f"{path}: file has a header but no rows")
     return frame
+
+
+def _read(source: Path | io.BytesIO, kind: str, path: Path) -> pl.DataFrame:
+    if kind == "csv":
+        return pl.read_csv(source, separator=_sniff_separator(path), infer_schema=False,
+                           null_values=["", "NA", "null", "NULL"], encoding="utf8",
+                           truncate_ragged_lines=False)
+    if kind == "parquet":
+        return pl.read_parquet(source)
+    if _is_blank(path):
+        raise pl.exceptions.NoDataError("only whitespace")
+    return pl.read_ndjson(source, infer_schema_length=None)
+
+
+def _reject_utf16(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") and not head.startswith(b"PAR1"):
+        raise DataError(f"{path}: file is UTF-16 encoded; re-save it as UTF-8")
+
+
+def _is_blank(path: Path, limit: int = 1 << 20) -> bool:
+    """True for a small file holding only whitespace (polars then fails with an odd message)."""
+    return path.stat().st_size <= limit and not path.read_bytes().strip()
+
+
+def _explain(exc: BaseException, path: Path, kind: str) -> str:
+    """The first line of a parser error, with the offending CSV row where we can find it."""
+    if kind == "csv":
+        located = _locate_csv_problem(path)
+        if located:
+            return located
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _locate_csv_problem(path: Path, max_rows: int = 5_000_000) -> str | None:
+    """Re-read a CSV that polars rejected with Python's csv module to name the bad row."""
+    separator = _sniff_separator(path)
+    try:
+        with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="replace",
+                              newline="") as fh:
+            reader = csv.reader(fh, delimiter=separator, strict=True)
+            width = None
+            for row in reader:
+                if width is None:
+                    width = len(row)
+                elif row and len(row) != width:
+                    return (f"row {reader.line_num} has {len(row)} fields but the header has "
+                            f"{width} (separator {separator!r}); quote values that contain it")
+                if reader.line_num > max_rows:
+                    return None
+    except csv.Error as exc:
+        return f"row {reader.line_num}: {exc}"
+    except (OSError, EOFError, DataError):
+        return None
+    return None
 
 
 def require_columns(frame: pl.DataFrame, columns: dict[str, str | None], path: Path) -> None:
@@ -161,7 +230,7 @@ def require_columns(frame: pl.DataFrame, columns: dict[str, str | None], path: P
                             f"columns present: {present}")
 
 
-def _as_string(frame: pl.DataFrame, column: str) -> pl.Series:
+def _as_string(frame: pl.DataFrame, column: str, path: Path | str = "") -> pl.Series:
     series = frame[column]
     if series.dtype == pl.String:
         return series
@@ -170,13 +239,20 @@ def _as_string(frame: pl.DataFrame, column: str) -> pl.Series:
         as_int = series.cast(pl.Int64, strict=False)
         if (as_int.cast(pl.Float64) == series).fill_null(True).all():
             return as_int.cast(pl.String)
-    if isinstance(series.dtype, pl.List | pl.Struct | pl.Array):
-        raise DataError(f"column {column!r} holds {series.dtype}, expected scalar ids")
-    return series.cast(pl.String)
+    if isinstance(series.dtype, pl.List | pl.Struct | pl.Array | pl.Object):
+        raise DataError(f"{path}: column {column!r} holds {series.dtype}, expected scalar ids")
+    try:
+        return series.cast(pl.String)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{path}: column {column!r} ({series.dtype}) cannot be read as text ids: "
+                        f"{str(exc).strip().splitlines()[0]}") from None
 
 
 def _check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path) -> None:
+    """Null and blank (whitespace-only) ids are errors naming the first such row."""
     nulls = values.is_null()
+    if values.dtype == pl.String:
+        nulls = nulls | (values.str.strip_chars() == "")
     if nulls.any():
         first = int(rows.filter(nulls)[0])
         raise DataError(f"{path}: row {first}: column {column!r} is empty "
@@ -184,16 +260,37 @@ def _check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path)
 
 
 def parse_times(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
-    """Numbers (any unit) or ISO-8601 timestamps -> float seconds."""
+    """Numbers (any unit) or ISO-8601 timestamps -> finite float seconds."""
     if values.dtype.is_numeric():
-        return values.cast(pl.Float64).to_numpy()
-    if values.dtype in (pl.Datetime, pl.Date):
-        return values.cast(pl.Datetime("us")).dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
-    text = values.cast(pl.String).str.strip_chars()
+        seconds = values.cast(pl.Float64).to_numpy()
+    elif values.dtype == pl.Date or isinstance(values.dtype, pl.Datetime):
+        seconds = values.cast(pl.Datetime("us")).dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
+    elif values.dtype == pl.String or isinstance(values.dtype, pl.Categorical | pl.Enum):
+        seconds = _parse_text_times(values.cast(pl.String), column, rows, path)
+    else:
+        raise DataError(f"{path}: column {column!r} holds {values.dtype}; --time needs numbers "
+                        "or ISO-8601 timestamps")
+    bad = ~np.isfinite(seconds)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: time "
+                        f"{seconds[first]} is not a finite number")
+    return seconds
+
+
+def _parse_text_times(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
+    text = values.str.strip_chars()
     numeric = text.cast(pl.Float64, strict=False)
     if numeric.null_count() == 0:
         return numeric.to_numpy()
-    parsed = text.str.to_datetime(strict=False, time_zone="UTC")
+    if numeric[0] is not None:  # a numeric clock with a stray value: name that value
+        first = int(numeric.is_null().arg_true()[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: cannot parse time "
+                        f"{text[first]!r}; expected a number like the rows before it")
+    try:
+        parsed = text.str.to_datetime(strict=False, time_zone="UTC")
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        parsed = pl.Series([None] * len(text), dtype=pl.Datetime("us", "UTC"))
     bad = parsed.is_null()
     if bad.any():
         first = int(bad.arg_true()[0])
@@ -208,10 +305,11 @@ def read_events(path: str | Path, config: IngestConfig) -> EventLog:
     frame = read_table(path)
     require_columns(frame, {"--context": config.context, "--item": config.item,
                             "--time": config.time, "--event": config.event}, path)
-    frame = frame.with_row_index(ROW, offset=_first_data_row(path))
+    used = dict.fromkeys(c for c in (config.context, config.item, config.time, config.event) if c)
+    frame = frame.select(list(used)).with_row_index(ROW, offset=_first_data_row(path))
     rows = frame[ROW]
-    context = _as_string(frame, config.context)
-    item = _as_string(frame, config.item)
+    context = _as_string(frame, config.context, path)
+    item = _as_string(frame, config.item, path)
     _check_not_null(context, config.context, rows, path)
     _check_not_null(item, config.item, rows, path)
     table = pl.DataFrame({"context": context, "item": item, ROW: rows})
@@ -234,7 +332,7 @@ def _first_data_row(path: Path) -> int:
 def _event_weights(frame: pl.DataFrame, config: IngestConfig, path: Path) -> np.ndarray:
     if config.event is None:
         return np.ones(frame.height, dtype=np.float32)
-    events = _as_string(frame, config.event).fill_null("")
+    events = _as_string(frame, config.event, path).fill_null("")
     if not config.event_weights:
         return np.ones(frame.height, dtype=np.float32)
     unknown = sorted(set(events.unique().to_list()) - set(config.event_weights))
