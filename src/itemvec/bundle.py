@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,9 +61,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _check_target(out: Path) -> None:
+def check_target(out: Path) -> None:
+    """``out`` must be absent, empty, a bundle, or hold only a training checkpoint."""
+    from itemvec.checkpoint import DEFAULT_DIRNAME
+
     if out.exists() and (not out.is_dir() or
-                         (any(out.iterdir()) and not (out / MANIFEST).exists())):
+                         (any(p.name != DEFAULT_DIRNAME for p in out.iterdir())
+                          and not (out / MANIFEST).exists())):
         raise ItemvecError(f"--out {out} exists and is not an itemvec bundle; "
                            "choose a new directory or remove it")
 
@@ -70,14 +75,21 @@ def _check_target(out: Path) -> None:
 def write_bundle(out: str | Path, embeddings: ItemEmbeddings, *, config: dict[str, Any],
                  stats: dict[str, Any], encoder_state: dict | None = None,
                  cooccurrence: sp.csr_matrix | None = None, item_counts: np.ndarray | None = None,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """Write every part into a temp dir, checksum it, then swap it in place of ``out``."""
+                 extra: dict[str, Any] | None = None,
+                 extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write every part into a temp dir, checksum it, then swap it in place of ``out``.
+
+    ``extra_files`` (name -> bytes, e.g. ``features.json``) are stored and checksummed too.
+    """
     out = Path(out)
-    _check_target(out)
+    check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         files = _write_parts(staging, embeddings, encoder_state, cooccurrence, item_counts)
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
+            files.append(name)
         manifest = {
             "format_version": FORMAT_VERSION, "itemvec_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -127,10 +139,27 @@ def _swap_into_place(staging: Path, out: Path) -> None:
     if not out.exists():
         os.replace(staging, out)
         return
+    if _exchange(staging, out):  # one atomic step: ``out`` is never missing
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     retired = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
     os.replace(out, retired)
     os.replace(staging, out)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def write_embeddings_bundle(embeddings: ItemEmbeddings, out: str | Path) -> Path:

@@ -100,6 +100,16 @@ def train(
     log_json: Annotated[Path | None, typer.Option(
         "--log-json", help="Write one JSON line per epoch (epoch, loss, validation, seconds) to "
         "this file, or to DIR/training_log.jsonl for a directory.  [default: off]")] = None,
+    checkpoint_every: Annotated[str | None, typer.Option(
+        "--checkpoint-every", help="Save a resumable checkpoint at the end of an epoch once this "
+        "long (e.g. 10m, 90s; 0 = every epoch) has passed since the last; kept in "
+        "OUT/.checkpoint until the bundle is written.  [default: off]")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(
+        "--checkpoint-dir", help="Keep the checkpoint here instead of OUT/.checkpoint (outside "
+        "--out).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run from its checkpoint; give the same data "
+        "and options.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""
@@ -113,12 +123,13 @@ def train(
              session_gap=session_gap, context_kind=context_kind),
         dict(min_count=min_count, window=window, min_support=min_support),
         dict(objective=objective, dim=dim, epochs=epochs, temperature=temperature, lr=lr,
-             seed=seed, device=device),
+             seed=seed, device=device, checkpoint_every=checkpoint_every,
+             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None),
     )
     trackers = make_trackers(tensorboard, log_json)
     try:
         model = run_training(events, config, out=out, items=items, item_key=item_key,
-                             progress=not quiet, callbacks=trackers)
+                             progress=not quiet, callbacks=trackers, resume=resume)
     finally:
         close_all(trackers)
     stats = model.stats

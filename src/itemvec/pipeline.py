@@ -19,13 +19,16 @@ import polars as pl
 import scipy.sparse as sp
 
 from itemvec.baselines import build_baseline
-from itemvec.bundle import write_bundle
+from itemvec.bundle import check_target, write_bundle
+from itemvec.checkpoint import CheckpointManager, manager_for
 from itemvec.config import PipelineConfig
 from itemvec.cooccurrence import apply_min_support, count_pairs, prune_rare_items
 from itemvec.embeddings import ItemEmbeddings
-from itemvec.errors import DataError
+from itemvec.errors import ConfigError, DataError
 from itemvec.evaluation import TASKS, Queries, build_queries, evaluate, hit_rate, split_contexts
+from itemvec.features import FeatureConfig, SideInformation, parse_feature_option, prepare_side
 from itemvec.ingest import EventLog, read_events, read_table, require_columns, restrict_vocabulary
+from itemvec.relations import read_relations
 from itemvec.training import Callback, Trainer, TrainingResult
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class TrainedModel:
     item_counts: np.ndarray
     training: TrainingResult
     stats: dict = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # extra bundle files (features.json)
 
 
 def read_item_table(path: str | Path, key: str) -> pl.DataFrame:
@@ -90,8 +94,14 @@ def make_validator(valid: EventLog | None, model_items: np.ndarray, config: Pipe
 
 def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
                  item_table: pl.DataFrame | None = None, progress: bool = True,
-                 callbacks: list[Callback] | tuple = ()) -> TrainedModel:
-    """Count, train and wrap: the core of ``itemvec train`` on an already-read log."""
+                 callbacks: list[Callback] | tuple = (),
+                 checkpoint: CheckpointManager | None = None, resume: bool = False,
+                 side: SideInformation | None = None) -> TrainedModel:
+    """Count, train and wrap: the core of ``itemvec train`` on an already-read log.
+
+    ``side`` adds item features (cold items from the table join the vocabulary after the warm
+    ones, embedded from features alone) and relation triples (extra targets).
+    """
     started = time.perf_counter()
     if valid is None:
         log, valid = holdout_by_time(log, config.training.validation_fraction,
@@ -103,16 +113,30 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
     matrix = count_pairs(log, config.cooccurrence)
     if matrix.nnz == 0:
         raise DataError(f"{log.source}: no two items ever share a context; nothing to learn")
-    validator = make_validator(valid, log.item_ids, config)
-    result = Trainer(config.training, validator, progress=progress, callbacks=callbacks).fit(matrix)
+    plan = None if side is None else prepare_side(side, log.item_ids, matrix, config.training)
+    model_items = log.item_ids if plan is None else plan.item_ids
+    validator = make_validator(valid, model_items, config)
+    result = Trainer(config.training, validator, progress=progress, callbacks=callbacks,
+                     checkpoint=checkpoint, resume=resume).fit(
+        matrix if plan is None else plan.targets, encoder=None if plan is None else plan.encoder)
     vectors, bias = result.encoder.export()
     stats = _stats(log, matrix, result, time.perf_counter() - started)
-    embeddings = ItemEmbeddings(log.item_ids, vectors, bias, config.training.temperature,
+    if plan is not None:
+        stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
+    embeddings = ItemEmbeddings(model_items, vectors, bias, config.training.temperature,
                                 config.query, metadata={"config": config.to_dict(),
                                                         "stats": stats},
                                 item_table=item_table)
     stored = apply_min_support(matrix, log, config.cooccurrence)  # privacy guard (--min-support)
-    return TrainedModel(embeddings, stored, log.item_counts(), result, stats)
+    if plan is None or plan.n_cold == 0:
+        return TrainedModel(embeddings, stored, log.item_counts(), result, stats,
+                            {} if plan is None else plan.files())
+    n = len(model_items)  # cold items: empty co-occurrence rows, zero counts
+    stored = sp.csr_matrix((stored.data, stored.indices,
+                            np.concatenate([stored.indptr, np.full(plan.n_cold, stored.indptr[-1])])),
+                           shape=(n, n))
+    counts = np.concatenate([log.item_counts(), np.zeros(plan.n_cold, dtype=np.int64)])
+    return TrainedModel(embeddings, stored, counts, result, stats, plan.files())
 
 
 def _stats(log: EventLog, matrix: sp.csr_matrix, result: TrainingResult, seconds: float) -> dict:
@@ -128,20 +152,51 @@ def _stats(log: EventLog, matrix: sp.csr_matrix, result: TrainingResult, seconds
 
 def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
           items: str | Path | None = None, item_key: str = "item_id",
-          progress: bool = True, callbacks: list[Callback] | tuple = ()) -> TrainedModel:
-    """``itemvec train``: read the log (and item table), train, and write the bundle."""
+          progress: bool = True, callbacks: list[Callback] | tuple = (),
+          resume: bool = False, features: str | dict[str, str] | None = None,
+          relations: str | Path | None = None,
+          relation_weight: float | None = None) -> TrainedModel:
+    """``itemvec train``: read the log (and item table), train, and write the bundle.
+
+    With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
+    unless ``training.checkpoint_dir``) and removed once the bundle is in place; ``resume``
+    continues from it.
+    """
+    if out is not None:
+        check_target(Path(out))  # fail before training, not after it
+    checkpoint = manager_for(config.training, out, resume)
     log = read_events(events, config.ingest)
     table = read_item_table(items, item_key) if items is not None else None
-    model = train_on_log(log, config, item_table=table, progress=progress, callbacks=callbacks)
+    side = side_information(table, features, relations, relation_weight)
+    model = train_on_log(log, config, item_table=table, progress=progress, callbacks=callbacks,
+                         checkpoint=checkpoint, resume=resume, side=side)
     if out is not None:
         save_model(model, out, config)
+    if checkpoint is not None:
+        checkpoint.clear()
     return model
+
+
+def side_information(table: pl.DataFrame | None, features: str | dict[str, str] | None,
+                     relations: str | Path | None,
+                     relation_weight: float | None) -> SideInformation | None:
+    """Item features are on whenever an item table is given (``features='none'`` turns them off)."""
+    chosen = parse_feature_option(features) if isinstance(features, str | None) else features
+    if table is None and chosen:
+        raise ConfigError("--features needs an item table; pass it with --items")
+    if relations is None and (table is None or chosen == {}):
+        return None
+    config = FeatureConfig() if relation_weight is None else FeatureConfig(
+        relation_weight=relation_weight)
+    triples = read_relations(relations) if relations is not None else None
+    return SideInformation(table, chosen, triples, config)
 
 
 def save_model(model: TrainedModel, out: str | Path, config: PipelineConfig) -> Path:
     return write_bundle(out, model.embeddings, config=config.to_dict(), stats=model.stats,
                         encoder_state=model.training.encoder.state_dict(),
-                        cooccurrence=model.cooccurrence, item_counts=model.item_counts)
+                        cooccurrence=model.cooccurrence, item_counts=model.item_counts,
+                        extra_files=model.files or None)
 
 
 # -- evaluation ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 from sklearn.utils.extmath import randomized_svd
 from tqdm.auto import tqdm
 
+from itemvec.checkpoint import CheckpointManager, TrainingState, run_identity
 from itemvec.config import TrainingConfig
 from itemvec.cooccurrence import ppmi
 from itemvec.encoder import ItemEncoder
@@ -77,11 +78,15 @@ class Trainer:
     """Trains an ``ItemEncoder`` on co-occurrence targets with the configured objective."""
 
     def __init__(self, config: TrainingConfig, validator: Validator | None = None,
-                 progress: bool = True, callbacks: list[Callback] | tuple = ()) -> None:
+                 progress: bool = True, callbacks: list[Callback] | tuple = (),
+                 checkpoint: CheckpointManager | None = None, resume: bool = False) -> None:
         self.config = config
         self.validator = validator
         self.progress = progress
         self.callbacks = list(callbacks)
+        self.checkpoint = checkpoint  # saves at epoch ends, every checkpoint.every seconds
+        self.resume = resume
+        self._identity: dict | None = None
         self.device = resolve_device(config.device)
 
     def build_encoder(self, targets: sp.csr_matrix) -> ItemEncoder:
@@ -101,15 +106,20 @@ class Trainer:
         objective = build_objective(targets, self.config, self.device)
         optimiser = torch.optim.Adam(encoder.parameters(), lr=self.config.lr,
                                      weight_decay=self.config.weight_decay)
-        result = self._loop(encoder, objective, optimiser)
+        resumed = self._open_checkpoint(targets)
+        result = self._loop(encoder, objective, optimiser, resumed)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _loop(self, encoder, objective, optimiser) -> TrainingResult:
+    def _loop(self, encoder, objective, optimiser,
+              resumed: TrainingState | None = None) -> TrainingResult:
         rng = np.random.default_rng(self.config.seed)
         result = TrainingResult(encoder=encoder)
-        best_state, stale = copy.deepcopy(encoder.state_dict()), 0
-        bar = tqdm(range(1, self.config.epochs + 1), desc="training", unit="epoch",
+        best_state, stale, first = copy.deepcopy(encoder.state_dict()), 0, 1
+        if resumed is not None:
+            best_state, stale, first = self._restore(resumed, encoder, optimiser, rng, result)
+        bar = tqdm(range(first, self.config.epochs + 1), desc="training", unit="epoch",
+                   initial=first - 1, total=self.config.epochs,
                    disable=not self.progress, leave=False)
         for epoch in bar:
             loss = self._epoch(encoder, objective, optimiser, rng, epoch)
@@ -128,6 +138,9 @@ class Trainer:
                 callback(record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
             logger.info("epoch %d: %s", epoch, record)
+            if self.checkpoint is not None and self.checkpoint.due(
+                    final=stale >= self.config.patience or epoch == self.config.epochs):
+                self._save(epoch, encoder, optimiser, rng, result, best_state, stale)
             if stale >= self.config.patience:
                 logger.info("early stop at epoch %d (best %d)", epoch, result.best_epoch)
                 break
@@ -136,6 +149,50 @@ class Trainer:
         else:
             result.best_epoch = result.history[-1]["epoch"]
         return result
+
+    # -- checkpoints: taken at epoch ends, so the numpy RNG state alone fixes every later batch --
+    def _open_checkpoint(self, targets: sp.csr_matrix) -> TrainingState | None:
+        if self.checkpoint is None:
+            if self.resume:
+                raise ItemvecError("resume asked for, but no checkpoint location is configured")
+            return None
+        self._identity = run_identity(self.config, targets)
+        if not self.resume:
+            if self.checkpoint.exists():
+                logger.warning("starting over: the checkpoint at %s will be replaced (pass "
+                               "--resume to continue it instead)", self.checkpoint.path)
+            return None
+        state = self.checkpoint.load()
+        self.checkpoint.validate(state, self._identity)
+        logger.warning("resuming from %s after epoch %d of %d", self.checkpoint.path,
+                       state.epoch, self.config.epochs)
+        return state
+
+    def _save(self, epoch, encoder, optimiser, rng, result, best_state, stale) -> None:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        self.checkpoint.save(TrainingState(
+            epoch=epoch, encoder=encoder.state_dict(), optimiser=optimiser.state_dict(),
+            numpy_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(), cuda_rng=cuda,
+            best=best_state if self.validator is not None else None,
+            best_score=result.best_score, best_epoch=result.best_epoch, stale=stale,
+            history=result.history, identity=self._identity or {}))
+
+    def _restore(self, state: TrainingState, encoder, optimiser, rng,
+                 result: TrainingResult) -> tuple[dict, int, int]:
+        """Put every piece of ``state`` back; returns (best weights, stale count, next epoch)."""
+        encoder.load_state_dict(state.encoder)
+        optimiser.load_state_dict(state.optimiser)
+        rng.bit_generator.state = state.numpy_rng
+        torch.set_rng_state(state.torch_rng)
+        if state.cuda_rng and torch.cuda.is_available() \
+                and len(state.cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state.cuda_rng)
+        result.history = list(state.history)
+        result.best_score, result.best_epoch = state.best_score, state.best_epoch
+        best = state.best if state.best is not None else copy.deepcopy(encoder.state_dict())
+        best = {k: v.to(self.device) for k, v in best.items()}
+        done = state.stale >= self.config.patience or state.epoch >= self.config.epochs
+        return best, state.stale, self.config.epochs + 1 if done else state.epoch + 1
 
     def _epoch(self, encoder, objective, optimiser, rng, epoch: int) -> float:
         encoder.train()
