@@ -1,0 +1,393 @@
+"""The HTTP API (FastAPI): related items, recommendations, search, explanations, reload.
+
+Every error is JSON ``{"error": "..."}`` with a 4xx code a client can act on: 404 unknown item,
+413 body too large, 422 invalid request (n, history length, vector size are all bounded), 401
+bad API key, 503 not loaded yet. Handlers take the current model once per request, so a reload
+(``POST /admin/reload``, SIGHUP, or ``--watch``) swaps models without dropping a request.
+Security defaults: bind 127.0.0.1, CORS off, optional API key compared in constant time,
+reload paths confined to the models root, nothing loaded with pickle or eval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from itemvec import __version__
+from itemvec.errors import ItemvecError, UnknownItemError
+from itemvec.serve.state import ModelHolder, NotReady
+
+logger = logging.getLogger(__name__)
+
+MAX_N = 1000
+MAX_HISTORY = 1000
+MAX_BATCH = 256
+MAX_LIST = 100_000
+MAX_BODY = 1 << 20
+MAX_QUERY_CHARS = 500
+OPEN_PATHS = ("/health",)
+
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Scalar = str | int | float | bool
+N = Annotated[int, Field(ge=1, le=MAX_N, description="How many results (1-1000).")]
+
+
+# -- request and response bodies -------------------------------------------------------------------
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exclude: list[ItemId] = Field(default_factory=list, max_length=MAX_LIST,
+                                  description="Item ids never to return.")
+    where: dict[str, Scalar | list[Scalar]] | None = Field(
+        None, description='Item-table conditions, e.g. {"category": "shoes"} or '
+        '{"brand": ["a", "b"]}.')
+    allowed: list[ItemId] | None = Field(None, max_length=MAX_LIST,
+                                         description="Only return these (e.g. items in stock).")
+
+
+class SimilarIn(Filters):
+    items: list[ItemId] = Field(min_length=1, max_length=MAX_BATCH)
+    n: N = 10
+
+
+class RecommendIn(Filters):
+    history: list[ItemId] = Field(max_length=MAX_HISTORY, description="Oldest first.")
+    n: N = 10
+    filter_seen: bool = True
+    explain: bool = False
+
+
+class RecommendBatchIn(Filters):
+    histories: list[Annotated[list[ItemId], Field(max_length=MAX_HISTORY)]] = Field(
+        min_length=1, max_length=MAX_BATCH)
+    n: N = 10
+    filter_seen: bool = True
+
+
+class SearchIn(Filters):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)] | None = None
+    vector: list[float] | None = Field(None, max_length=4096)
+    item: ItemId | None = None
+    n: N = 10
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchIn:
+        given = [k for k in ("text", "vector", "item") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of text, vector or item")
+        return self
+
+
+class ExplainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    history: list[ItemId] = Field(max_length=MAX_HISTORY)
+    item: ItemId
+
+
+class ReloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        None, description="Bundle directory relative to the models root (default: reload the "
+        "current one).")
+
+
+class Results(BaseModel):
+    items: list[str]
+    scores: list[float]
+
+
+class RecommendOut(Results):
+    skipped: int = 0
+    explanations: list[dict] | None = None
+
+
+class SearchOut(Results):
+    matches: list[dict] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+ERRORS = {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _json(payload: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(payload, status_code=status)
+
+
+def _results(ids: np.ndarray, scores: np.ndarray, **extra: Any) -> dict[str, Any]:
+    return {"items": [str(i) for i in ids], "scores": [round(float(s), 6) for s in scores],
+            **extra}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return _json({"error": message}, status)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Guard:
+    """ASGI middleware: API key (constant-time compare) and a hard cap on request bodies."""
+
+    def __init__(self, app, api_key: str | None, max_body: int) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self.api_key is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get(b"x-api-key", b"")
+            auth = headers.get(b"authorization", b"")
+            if not given and auth.lower().startswith(b"bearer "):
+                given = auth[7:].strip()
+            if not hmac.compare_digest(given, self.api_key):
+                return await _error(401, "missing or wrong API key (send X-API-Key or "
+                                    "Authorization: Bearer)")(scope, receive, send)
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return await _error(413, f"request body over {self.max_body} bytes")(
+                scope, receive, send)
+        received, started = 0, False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _error(413, f"request body over {self.max_body} bytes")(scope, receive, send)
+
+
+def _clean_errors(errors: Sequence[dict]) -> list[dict]:
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+             "type": str(e.get("type", ""))} for e in errors]
+
+
+def _describe(errors: list[dict]) -> str:
+    parts = []
+    for e in errors[:3]:
+        loc = ".".join(str(x) for x in e["loc"] if x not in ("body", "query", "path"))
+        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+    return "invalid request: " + "; ".join(parts)
+
+
+# -- the app -----------------------------------------------------------------------------------------
+def create_app(holder: ModelHolder, api_key: str | None = None,
+               cors_origins: Sequence[str] = (), max_body: int = MAX_BODY) -> FastAPI:
+    """The FastAPI app serving ``holder``'s model (loaded at startup if it is not yet)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if not holder.ready:
+            await asyncio.to_thread(holder.load)
+        yield
+
+    app = FastAPI(title="itemvec", version=__version__, lifespan=lifespan,
+                  description="Related items, recommendations and search over learned item "
+                  "embeddings.")
+    _install_errors(app)
+    _install_routes(app, holder)
+    _include_explorer(app)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(Guard, api_key=api_key, max_body=max_body)
+    app.state.holder = holder
+    return app
+
+
+def _include_explorer(app: FastAPI) -> None:
+    """Mount the web explorer (another module's ``router``) when it is installed."""
+    try:
+        from itemvec.serve.explorer import router
+    except ModuleNotFoundError as exc:
+        if exc.name != "itemvec.serve.explorer":
+            raise
+        return
+    app.include_router(router)
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(UnknownItemError)
+    async def _unknown(_request: Request, exc: UnknownItemError) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(ItemvecError)
+    async def _user(_request: Request, exc: ItemvecError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(NotReady)
+    async def _not_ready(_request: Request, _exc: NotReady) -> JSONResponse:
+        return _error(503, "model is loading; retry shortly")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_errors(exc.errors())
+        return _json({"error": _describe(errors), "detail": errors}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _json({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(_request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error: %s", exc)
+        return _error(500, "internal error; see the server log")
+
+    @app.exception_handler(json.JSONDecodeError)
+    async def _bad_json(_request: Request, exc: json.JSONDecodeError) -> JSONResponse:
+        return _error(422, f"body is not valid JSON ({exc.msg})")
+
+
+def _install_routes(app: FastAPI, holder: ModelHolder) -> None:  # noqa: C901 - route table
+    @app.get("/health", summary="200 once a model is loaded, 503 before")
+    def health() -> JSONResponse:
+        if not holder.ready:
+            return _error(503, "model is loading")
+        model = holder.current()
+        return _json({"status": "ok", "items": len(model.embeddings), "bundle": model.path.name})
+
+    @app.get("/info", summary="Model information: size, config, training statistics")
+    def info() -> JSONResponse:
+        return _json(holder.current().info())
+
+    @app.get("/similar/{item_id}", response_model=Results, responses=ERRORS,
+             summary="Items most similar (cosine) to one item")
+    def similar(item_id: Annotated[str, Path(min_length=1, max_length=256)],
+                n: Annotated[int, Query(ge=1, le=MAX_N)] = 10,
+                exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
+                where: Annotated[list[str] | None, Query(
+                    max_length=20, description="column:value, e.g. category:shoes")] = None,
+                ) -> JSONResponse:
+        model = holder.current()
+        conditions: dict[str, list[str]] = {}
+        for clause in where or []:
+            column, sep, value = clause.partition(":")
+            if not sep or not column:
+                return _error(422, f"where must look like column:value, got {clause!r}")
+            conditions.setdefault(column, []).append(value)
+        filters = model.filters(exclude=exclude, where=conditions or None)
+        ids, scores = model.embeddings.similar_items(item_id, n=n, **filters)
+        return _json(_results(ids, scores))
+
+    @app.post("/similar", responses=ERRORS, summary="Similar items for a batch of items")
+    def similar_batch(body: SimilarIn) -> JSONResponse:
+        model = holder.current()
+        filters = model.filters(body.exclude, body.where, body.allowed)
+        ids, scores = model.embeddings.similar_items(list(body.items), n=body.n, **filters)
+        return _json({"results": [_results(i, s, item=q) for q, i, s in
+                                  zip(body.items, ids, scores, strict=True)]})
+
+    @app.post("/recommend", response_model=RecommendOut, responses=ERRORS,
+              summary="Recommendations for one history (oldest first); unknown items skipped")
+    def recommend(body: RecommendIn) -> JSONResponse:
+        model = holder.current()
+        emb = model.embeddings
+        filters = model.filters(body.exclude, body.where, body.allowed)
+        skipped = emb.known(body.history)[1]
+        ids, scores = emb.recommend(list(body.history), n=body.n,
+                                    filter_seen=body.filter_seen, **filters)
+        extra: dict[str, Any] = {"skipped": skipped}
+        if body.explain:
+            extra["explanations"] = [model.explainer.explain(body.history, str(i)) for i in ids]
+        return _json(_results(ids, scores, **extra))
+
+    @app.post("/recommend/batch", responses=ERRORS, summary="Recommendations for many histories")
+    def recommend_batch(body: RecommendBatchIn) -> JSONResponse:
+        model = holder.current()
+        emb = model.embeddings
+        filters = model.filters(body.exclude, body.where, body.allowed)
+        histories = [list(h) for h in body.histories]
+        ids, scores = emb.recommend(histories, n=body.n, filter_seen=body.filter_seen,
+                                    **filters)
+        return _json({"results": [_results(i, s, skipped=emb.known(h)[1]) for h, i, s in
+                                  zip(histories, ids, scores, strict=True)]})
+
+    @app.get("/search", response_model=SearchOut, responses=ERRORS,
+             summary="Text search: items whose text matches, then their neighbourhood")
+    def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
+                    n: Annotated[int, Query(ge=1, le=MAX_N)] = 10) -> JSONResponse:
+        model = holder.current()
+        ids, scores, matches = model.search.by_text(q, n=n)
+        return _json(_results(ids, scores, matches=[{"item_id": i, "score": s}
+                                                    for i, s in matches]))
+
+    @app.post("/search", response_model=SearchOut, responses=ERRORS,
+              summary="Search by text, vector or item id, with filters")
+    def search(body: SearchIn) -> JSONResponse:
+        model = holder.current()
+        filters = model.filters(body.exclude, body.where, body.allowed)
+        if body.text is not None:
+            ids, scores, matches = model.search.by_text(body.text, n=body.n, **filters)
+            return _json(_results(ids, scores, matches=[{"item_id": i, "score": s}
+                                                        for i, s in matches]))
+        if body.vector is not None:
+            dim = model.embeddings.dim
+            if len(body.vector) != dim:
+                return _error(422, f"vector has {len(body.vector)} values; this model's "
+                              f"vectors have {dim}")
+            ids, scores = model.search.by_vector(np.asarray(body.vector), n=body.n, **filters)
+            return _json(_results(ids, scores))
+        ids, scores = model.search.by_id(body.item, n=body.n, **filters)
+        return _json(_results(ids, scores))
+
+    @app.get("/items/{item_id}", responses=ERRORS, summary="An item's embedding and attributes")
+    def item(item_id: Annotated[str, Path(min_length=1, max_length=256)]) -> JSONResponse:
+        from itemvec.search import aligned_table
+
+        model = holder.current()
+        emb = model.embeddings
+        row = int(emb.indices([item_id])[0])
+        table = aligned_table(emb)
+        attributes = {} if table is None else {
+            k: v for k, v in table.row(row, named=True).items() if k != "item_id"}
+        return _json({"item_id": item_id, "embedding": [round(float(x), 7) for x in
+                                                        emb.vectors[row]],
+                      "popularity": round(float(emb.item_bias[row]), 6),
+                      "attributes": json.loads(json.dumps(attributes, default=str))})
+
+    @app.post("/explain", responses=ERRORS,
+              summary="Why an item is recommended for a history: per-item share and evidence")
+    def explain(body: ExplainIn) -> JSONResponse:
+        return _json(holder.current().explainer.explain(body.history, body.item))
+
+    @app.post("/admin/reload", responses=ERRORS,
+              summary="Load a bundle (default: the current path again) and swap it in")
+    def reload(body: ReloadIn | None = None) -> JSONResponse:
+        model = holder.reload(body.path if body else None)
+        return _json({"status": "reloaded", "bundle": model.path.name,
+                      "items": len(model.embeddings), "reloads": holder.reloads})

@@ -1,0 +1,178 @@
+"""The served model and its atomic replacement.
+
+``LoadedModel`` bundles everything a request needs (embeddings with their index, search,
+explainer); it is built completely before ``ModelHolder`` swaps the one reference requests read.
+A request takes ``holder.current()`` once and uses that object to the end, so a reload never
+mixes two models in one answer and never drops a request. Reload paths must resolve (symlinks
+included) to a directory under the configured models root.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from itemvec.embeddings import ItemEmbeddings
+from itemvec.errors import BundleError, ItemvecError
+from itemvec.explain import Explainer, explainer_for_bundle
+from itemvec.search import ItemSearch, item_filter
+
+logger = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    """No model has been loaded yet."""
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    embeddings: ItemEmbeddings
+    search: ItemSearch
+    explainer: Explainer
+    index_name: str
+    loaded_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self._where = lru_cache(maxsize=256)(self._where_uncached)
+
+    def info(self) -> dict[str, Any]:
+        meta = self.embeddings.metadata
+        stats = {k: v for k, v in (meta.get("stats") or {}).items() if k != "history"}
+        table = self.embeddings.item_table
+        return {"bundle": self.path.name, "items": len(self.embeddings),
+                "dim": self.embeddings.dim, "created": meta.get("created"),
+                "itemvec_version": meta.get("itemvec_version"),
+                "format_version": meta.get("format_version"), "index": self.index_name,
+                "text_search": self.search.has_text,
+                "item_columns": [] if table is None else
+                [c for c in table.columns if c != "item_id"],
+                "min_support": self.explainer.min_support,
+                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+                "config": meta.get("config"), "stats": stats}
+
+    def _where_uncached(self, where: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
+        return item_filter(self.embeddings, {k: list(v) for k, v in where})
+
+    def filters(self, exclude: list[str] | None = None, where: dict[str, Any] | None = None,
+                allowed: list[str] | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``similar_items`` / ``recommend`` from request filters."""
+        mask = None
+        if where:
+            key = tuple(sorted((k, tuple(str(x) for x in (v if isinstance(v, list) else [v])))
+                               for k, v in where.items()))
+            mask = self._where(key)
+        if allowed is not None:
+            keep = item_filter(self.embeddings, allowed=allowed)
+            mask = keep if mask is None else mask & keep
+        out: dict[str, Any] = {}
+        if mask is not None:
+            out["filter"] = mask
+        if exclude:
+            out["exclude"] = exclude
+        return out
+
+
+def load_model(path: str | Path, index: str = "auto", check: bool = True) -> LoadedModel:
+    """Read a bundle and build everything a request could need (not the lazy text encoder)."""
+    from itemvec.bundle import load_embeddings
+
+    path = Path(path)
+    began = time.perf_counter()
+    embeddings = load_embeddings(path, check=check)
+    if index != "none":
+        embeddings.use_index(index, bundle=path)
+    name = "exact-matmul" if embeddings.vector_index is None else embeddings.vector_index.name
+    model = LoadedModel(path, embeddings, ItemSearch(embeddings),
+                        explainer_for_bundle(embeddings, path), name)
+    logger.info("loaded %s: %d items, index %s, in %.2fs", path, len(embeddings), name,
+                time.perf_counter() - began)
+    return model
+
+
+def resolve_under(root: Path, candidate: str | Path) -> Path:
+    """``candidate`` (relative to ``root`` or absolute) if it resolves inside ``root``."""
+    root = Path(root).resolve()
+    target = (root / candidate).resolve()
+    if target != root and root not in target.parents:
+        raise ItemvecError(f"bundle path {str(candidate)!r} is outside the models root")
+    return target
+
+
+class ModelHolder:
+    """Owns the current model; ``reload`` builds a new one aside, then swaps one reference."""
+
+    def __init__(self, path: str | Path, models_root: str | Path | None = None,
+                 index: str = "auto") -> None:
+        self.path = Path(path).resolve()
+        self.root = Path(models_root).resolve() if models_root else self.path.parent
+        self.index = index
+        self._model: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self.reloads = 0
+
+    def current(self) -> LoadedModel:
+        model = self._model
+        if model is None:
+            raise NotReady()
+        return model
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> LoadedModel:
+        return self.reload()
+
+    def reload(self, path: str | Path | None = None) -> LoadedModel:
+        """Load ``path`` (default: the current bundle path) fully, then swap it in."""
+        target = self.path if path is None else resolve_under(self.root, path)
+        with self._lock:
+            model = load_model(target, self.index)
+            self._model = model  # the atomic swap: one reference assignment
+            self.path = target
+            self.reloads += 1
+        return model
+
+    def reload_quietly(self) -> None:
+        """For signals and the watcher: keep serving the old model if the new one is broken."""
+        try:
+            self.reload()
+        except (ItemvecError, OSError) as exc:
+            logger.error("reload failed, still serving the previous model: %s", exc)
+
+    def watch(self, interval: float = 2.0) -> threading.Thread:
+        """Poll the bundle's manifest and reload when it changes (a new bundle renamed in)."""
+
+        def signature() -> tuple | None:
+            try:
+                st = (self.path / "manifest.json").stat()
+            except OSError:
+                return None
+            return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+        def loop() -> None:
+            seen = signature()
+            while True:
+                time.sleep(interval)
+                now = signature()
+                if now is not None and now != seen:
+                    time.sleep(min(interval, 0.5))  # let a rename settle
+                    logger.info("bundle changed on disk; reloading")
+                    self.reload_quietly()
+                    seen = signature()
+
+        thread = threading.Thread(target=loop, name="itemvec-watch", daemon=True)
+        thread.start()
+        return thread
+
+
+__all__ = ["BundleError", "LoadedModel", "ModelHolder", "NotReady", "load_model",
+           "resolve_under"]
