@@ -25,7 +25,15 @@ from itemvec.config import PipelineConfig
 from itemvec.cooccurrence import apply_min_support, count_pairs, prune_rare_items
 from itemvec.embeddings import ItemEmbeddings
 from itemvec.errors import ConfigError, DataError
-from itemvec.evaluation import TASKS, Queries, build_queries, evaluate, hit_rate, split_contexts
+from itemvec.evaluation import (
+    TASKS,
+    Queries,
+    build_queries,
+    hit_rate,
+    metrics_from_ranks,
+    split_contexts,
+    target_ranks,
+)
 from itemvec.features import FeatureConfig, SideInformation, parse_feature_option, prepare_side
 from itemvec.ingest import EventLog, read_events, read_table, require_columns, restrict_vocabulary
 from itemvec.relations import read_relations
@@ -218,12 +226,20 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
         scorers[name] = build_baseline(name, model.cooccurrence, model.item_counts,
                                        half_life=config.query.recency_half_life)
         seconds[name] = round(time.perf_counter() - began, 3)
-    results = {task: {name: {**evaluate(scorer, queries[task], k), "train_seconds": seconds[name]}
-                      for name, scorer in scorers.items()} for task in TASKS}
+    from itemvec.report import hit_rate_by_popularity
+
+    ranks = {task: {name: target_ranks(scorer, queries[task]) for name, scorer in scorers.items()}
+             for task in TASKS}
+    results = {task: {name: {**metrics_from_ranks(r, k), "train_seconds": seconds[name]}
+                      for name, r in ranks[task].items()} for task in TASKS}
+    by_popularity = {task: {name: hit_rate_by_popularity(r, queries[task].targets,
+                                                         model.item_counts, k)
+                            for name, r in ranks[task].items()} for task in TASKS}
     return {"split": {"train": len(split.train), "valid": len(split.valid),
                       "test": len(split.test), "by_time": split.by_time},
             "skipped_unknown_targets": {t: q.skipped_unknown for t, q in queries.items()},
-            "results": results, "model_stats": model.stats, "model": model}
+            "results": results, "by_popularity": by_popularity, "model_stats": model.stats,
+            "model": model}
 
 
 __all__ = ["Queries", "TrainedModel", "evaluate_log", "train", "train_on_log"]
