@@ -374,7 +374,12 @@ def synth(
 
     if events < 2 or items < 2 or categories < 1 or categories > items:
         raise ItemvecError("synth needs --events >= 2, --items >= 2, 1 <= --categories <= --items")
-    events_path, items_path = write(generate(events, items, categories, seed=seed), out)
+    if events > 5_000_000 and out.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
+        from itemvec.synth import write_streamed  # chunked: 100M events never sit in memory
+
+        events_path, items_path = write_streamed(out, events, items, categories, seed=seed)
+    else:
+        events_path, items_path = write(generate(events, items, categories, seed=seed), out)
     typer.echo(f"wrote {events} events to {events_path} and {items} items to {items_path}")
 
 

@@ -1,0 +1,686 @@
+"""Out-of-core co-occurrence counting: stream an event log in chunks with bounded memory.
+
+``count_file`` gives the same matrix and vocabulary as
+``count_pairs(read_events(path, ingest), cooccurrence)`` (the same contexts, time order, session
+gaps, de-duplication, event weights, windows, harmonic weights, basket cap, time decay and
+min-count pruning) without ever holding the whole log:
+
+- Parquet is read in row batches (pyarrow), CSV/TSV with pyarrow's streaming reader; JSONL is
+  read whole (it has no cheap row batches; convert big logs to Parquet).
+- A context may span two batches. Logs grouped by context (every context in one contiguous run
+  of rows, as most exports and ``itemvec synth`` write them) are streamed in one pass, carrying
+  the tail context into the next batch; grouping is verified with 64-bit context hashes. When a
+  context re-appears later, counting restarts in *partitioned* mode: rows are first spilled to
+  Parquet buckets by hash of context, so every context lies wholly in one bucket.
+- Pairs of a chunk are aggregated into an upper-triangular CSR matrix (float64) over a global
+  vocabulary (first-seen ids); partial sums above ``memory_limit`` are spilled to disk as shards
+  and summed at the end. Only then is the vocabulary sorted like ``ingest`` does (most frequent
+  first, then id) and the matrix symmetrised to float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from itemvec.config import CooccurrenceConfig, IngestConfig
+from itemvec.errors import ConfigError, DataError
+from itemvec.ingest import (
+    ROW,
+    _as_string,
+    _check_not_null,
+    _dedupe,
+    _event_weights,
+    _sniff_separator,
+    _split_sessions,
+    file_format,
+    parse_times,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 4_000_000
+DEFAULT_MEMORY_LIMIT = 4 << 30
+_NULLS = ["", "NA", "null", "NULL"]
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+class NotGroupedError(Exception):
+    """A context re-appeared after other contexts: the log is not grouped by context."""
+
+
+def parse_size(text: str | int | None, name: str = "--memory-limit") -> int | None:
+    """'12G', '500MB', '2.5GiB' or a number of bytes -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ConfigError(f"{name} must be a size like 4G, 500M or 1073741824, got {text!r}")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+@dataclass
+class Counts:
+    """A co-occurrence matrix with its vocabulary, in ``ingest``'s vocabulary order."""
+
+    item_ids: np.ndarray  # str, most frequent first (ties by id)
+    item_counts: np.ndarray  # contexts each item occurs in (as EventLog.item_counts)
+    matrix: sp.csr_matrix  # float32, symmetric (unless pruned to top-k), zero diagonal
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def iter_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of at most ~``chunk_rows`` rows with ``columns``; CSV columns stay strings."""
+    kind = file_format(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        if kind == "parquet":
+            yield from _parquet_batches(path, columns, chunk_rows)
+        elif kind == "csv":
+            yield from _csv_batches(path, columns, chunk_rows)
+        else:
+            frame = pl.read_ndjson(path, infer_schema_length=None)
+            _require(frame.columns, columns, path)
+            for start in range(0, frame.height, chunk_rows):
+                yield frame.slice(start, chunk_rows).select(columns)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: cannot read as {kind}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _require(present: list[str], columns: list[str], path: Path) -> None:
+    for column in columns:
+        if column not in present:
+            raise DataError(f"{path}: column {column!r} not found; columns present: "
+                            f"{', '.join(present)}")
+
+
+def _parquet_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid & co.
+        raise DataError(f"{path}: cannot read as parquet: {_first_line(exc)}") from None
+    _require(handle.schema_arrow.names, columns, path)
+    for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
+        yield pl.from_arrow(batch)
+
+
+def _csv_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    separator = _sniff_separator(path)
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        header = [h.strip('"') for h in fh.readline().rstrip("\r\n").split(separator)]
+    _require(header, columns, path)
+    # ~40 bytes per row is typical of event logs; blocks of that size give ~chunk_rows rows
+    block = int(min(max(chunk_rows * 40, 1 << 20), 1 << 30))
+    try:
+        reader = pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=block),
+            parse_options=pacsv.ParseOptions(delimiter=separator),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=columns, column_types={c: pa.string() for c in columns},
+                null_values=_NULLS, strings_can_be_null=True))
+        for batch in reader:
+            yield pl.from_arrow(batch)
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: cannot parse as csv: {_first_line(exc)}") from None
+
+
+# -- one chunk -------------------------------------------------------------------------------------
+@dataclass
+class _Chunk:
+    ctx: np.ndarray  # int64 context index per event, non-decreasing
+    items: np.ndarray  # int64 global item id per event
+    scale: np.ndarray  # float64 sqrt(event weight), times the context decay when asked
+
+
+class _Vocabulary:
+    """Item id -> global integer id, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.frame = pl.DataFrame(schema={"item": pl.String, "gid": pl.Int32})
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def encode(self, items: pl.Series) -> np.ndarray:
+        unique = items.unique(maintain_order=True).to_frame("item")
+        new = unique.join(self.frame, on="item", how="anti", maintain_order="left")
+        if new.height:
+            new = new.with_columns(pl.int_range(len(self), len(self) + new.height,
+                                                dtype=pl.Int32).alias("gid"))
+            self.frame = pl.concat([self.frame, new])
+        joined = items.to_frame("item").join(self.frame, on="item", how="left",
+                                              maintain_order="left")
+        return joined["gid"].to_numpy()
+
+
+def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFrame:
+    """Validated columns context, item, ROW, weight (and time), as ``read_events`` builds them."""
+    rows = frame[ROW]
+    context = _as_string(frame, ingest.context)
+    item = _as_string(frame, ingest.item)
+    _check_not_null(context, ingest.context, rows, path)
+    _check_not_null(item, ingest.item, rows, path)
+    table = pl.DataFrame({"context": context, "item": item, ROW: rows})
+    if ingest.time is not None:
+        times = frame[ingest.time]
+        _check_not_null(times, ingest.time, rows, path)
+        table = table.with_columns(pl.Series("time", parse_times(times, ingest.time, rows, path)))
+    table = table.with_columns(pl.Series("weight", _event_weights(frame, ingest, path)))
+    return table.filter(pl.col("weight") > 0)
+
+
+def _contexts(table: pl.DataFrame, ingest: IngestConfig, grouped: bool) -> pl.DataFrame:
+    """The steps of ``ingest.build_log`` up to de-duplication, on whole contexts."""
+    has_time = "time" in table.columns
+    ordered = _ordered(ingest)
+    ctx = pl.col("context").rle_id() if grouped else pl.col("context").rank("dense")
+    table = table.with_columns(ctx.cast(pl.Int64).alias("ctx"))
+    if not _in_order(table, has_time):  # rows are in file order: a stable sort is enough
+        table = table.sort(["ctx", "time"] if has_time else ["ctx"], maintain_order=True)
+    if has_time and ingest.session_gap is not None:
+        table = _split_sessions(table, ingest.session_gap)
+    return _dedupe(table, ordered and ingest.dedupe_consecutive, ordered)
+
+
+def _in_order(table: pl.DataFrame, has_time: bool) -> bool:
+    """True when rows already run in (ctx, time) order (most logs): the sort can be skipped."""
+    ctx = np.diff(table["ctx"].to_numpy())
+    if np.any(ctx < 0):
+        return False
+    if not has_time:
+        return True
+    step = np.diff(table["time"].to_numpy())
+    return not np.any((ctx == 0) & (step < 0))
+
+
+def _ordered(ingest: IngestConfig) -> bool:
+    return ingest.context_kind == "session" or (ingest.context_kind == "auto"
+                                                and ingest.time is not None)
+
+
+def chunk_pairs(chunk: _Chunk, ordered: bool,
+                config: CooccurrenceConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upper-triangle (lo, hi, weight) of one chunk's pairs: ``count_pairs``' loop, unsymmetrised."""
+    ctx, items = chunk.ctx, chunk.items
+    if ordered:
+        offsets = config.window
+    else:
+        longest = int(np.bincount(ctx - ctx[0]).max(initial=0)) if len(ctx) else 0
+        offsets = max(1, min(longest - 1, config.basket_max_size - 1))
+    los, his, weights = [], [], []
+    for offset in range(1, offsets + 1):
+        left = np.flatnonzero(ctx[:-offset] == ctx[offset:]) if len(ctx) > offset else []
+        if len(left) == 0:
+            break
+        right = left + offset
+        a, b = items[left], items[right]
+        keep = a != b
+        weight = chunk.scale[left] * chunk.scale[right]
+        if ordered and config.distance_weighting == "harmonic":
+            weight = weight / offset
+        a, b = a[keep], b[keep]
+        los.append(np.minimum(a, b))
+        his.append(np.maximum(a, b))
+        weights.append(weight[keep])
+    if not los:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0)
+    return np.concatenate(los), np.concatenate(his), np.concatenate(weights)
+
+
+# -- accumulation ----------------------------------------------------------------------------------
+class PairAccumulator:
+    """Sums (lo, hi, weight) triples into an upper-triangular float64 CSR, spilling when big.
+
+    Each chunk becomes a CSR (coo->csr sums its duplicates); chunk matrices are buffered and
+    folded into the running sum pairwise in large batches; when the running matrix outgrows its share of
+    ``memory_limit`` it is written to ``workdir`` as an uncompressed shard and restarted.
+    """
+
+    def __init__(self, memory_limit: int, workdir: Path) -> None:
+        self.memory_limit = memory_limit
+        self.workdir = workdir
+        self.buffer: list[sp.csr_matrix] = []
+        self.buffered = 0
+        self.total: sp.csr_matrix | None = None
+        self.shards: list[Path] = []
+        # buffered chunk matrices and the running sum cost ~12 B per non-zero (float64 + int32)
+        self.buffer_limit = max(1 << 16, memory_limit // 4 // 12)
+        self.matrix_limit = max(1 << 20, memory_limit // 3)
+
+    def add(self, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, n: int) -> None:
+        if len(lo):
+            part = sp.csr_matrix((weight, (lo, hi)), shape=(n, n), dtype=np.float64)
+            self.buffer.append(part)
+            self.buffered += part.nnz
+        if self.buffered >= self.buffer_limit:
+            self.fold(n)
+
+    def fold(self, n: int) -> None:
+        parts = [_resized(p, n) for p in self.buffer]
+        if self.total is not None:
+            parts.append(_resized(self.total, n))
+        self.buffer, self.buffered = [], 0
+        while len(parts) > 1:  # pairwise: each entry is merged O(log parts) times
+            parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
+                     for i in range(0, len(parts), 2)]
+        self.total = parts[0] if parts else None
+        if self.total is not None and _nbytes(self.total) > self.matrix_limit:
+            self.spill()
+
+    def spill(self) -> None:
+        shard = self.workdir / f"shard-{len(self.shards):04d}.npz"
+        sp.save_npz(shard, self.total, compressed=False)
+        logger.info("spilled %d pairs (%.0f MB) to %s", self.total.nnz, _nbytes(self.total) / 1e6,
+                    shard)
+        self.shards.append(shard)
+        self.total = None
+
+    def result(self, n: int) -> sp.csr_matrix:
+        self.fold(n)
+        total = self.total if self.total is not None else sp.csr_matrix((n, n), dtype=np.float64)
+        total = _resized(total, n)
+        for shard in self.shards:
+            total = total + _resized(sp.load_npz(shard).tocsr(), n)
+            shard.unlink()
+        return total
+
+
+def _nbytes(matrix: sp.csr_matrix) -> int:
+    return matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
+
+
+def _resized(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    if matrix.shape != (n, n):
+        matrix = matrix.copy()
+        matrix.resize((n, n))
+    return matrix
+
+
+# -- the counter -----------------------------------------------------------------------------------
+class StreamCounter:
+    """One pass over the chunks of a log: vocabulary, item counts and pair sums."""
+
+    def __init__(self, ingest: IngestConfig, config: CooccurrenceConfig, memory_limit: int,
+                 workdir: Path, keep: np.ndarray | None = None,
+                 newest: float | None = None, pairs: bool = True) -> None:
+        self.ingest, self.config = ingest, config
+        self.ordered = _ordered(ingest)
+        self.vocabulary = _Vocabulary()
+        self.keep = keep  # min-count mask over global ids (second pass)
+        self.newest = newest  # newest context end, for the time decay
+        self.pairs = pairs
+        self.accumulator = PairAccumulator(memory_limit, workdir)
+        self.event_counts = np.zeros(0, np.int64)
+        self.context_counts = np.zeros(0, np.int64)
+        self.item_latest = np.zeros(0, np.float64)  # newest time per item (time decay)
+        self.events = self.contexts = 0
+
+    def add(self, table: pl.DataFrame, grouped: bool) -> None:
+        table = _contexts(table, self.ingest, grouped)
+        if table.height == 0:
+            return
+        items = self.vocabulary.encode(table["item"])
+        n = len(self.vocabulary)
+        ctx = table["ctx"].to_numpy().astype(np.int64)
+        scale = np.sqrt(table["weight"].to_numpy().astype(np.float64))
+        times = table["time"].to_numpy() if "time" in table.columns else None
+        self.event_counts = _grow(self.event_counts, n)
+        self.event_counts += np.bincount(items, minlength=n)
+        if times is not None and not self.pairs:  # pre-pass: newest time per item
+            self.item_latest = _grow(self.item_latest, n, -np.inf)
+            np.maximum.at(self.item_latest, items, times)
+        if self.keep is not None:  # min-count pruning happens after de-duplication
+            mask = self.keep[items]
+            ctx, items, scale = ctx[mask], items[mask], scale[mask]
+            times = None if times is None else times[mask]
+            if len(ctx) == 0:
+                return
+        if times is not None and self.newest is not None:
+            last = np.flatnonzero(np.diff(ctx, append=ctx[-1] + 1))
+            age = self.newest - times[last]
+            decay = np.power(0.5, age / self.config.time_decay_half_life)
+            scale = scale * np.repeat(decay, np.diff(last, prepend=-1))
+        chunk = _Chunk(ctx, items, scale)
+        self.events += len(items)
+        self.contexts += 1 + int(np.count_nonzero(np.diff(ctx)))
+        self.context_counts = _grow(self.context_counts, n)
+        self.context_counts += _contexts_per_item(chunk, n)
+        if self.pairs:
+            self.accumulator.add(*chunk_pairs(chunk, self.ordered, self.config), n)
+
+
+def _grow(counts: np.ndarray, n: int, fill: float = 0) -> np.ndarray:
+    if len(counts) >= n:
+        return counts
+    return np.concatenate([counts, np.full(n - len(counts), fill, dtype=counts.dtype)])
+
+
+def _contexts_per_item(chunk: _Chunk, n: int) -> np.ndarray:
+    """Distinct contexts per item: unique (ctx, item) keys, hashed in one int64 column."""
+    if len(chunk.items) == 0:
+        return np.zeros(n, np.int64)
+    keys = pl.Series((chunk.ctx - chunk.ctx[0]) * n + chunk.items).unique().to_numpy()
+    return np.bincount(keys % n, minlength=n)
+
+
+class _GroupCheck:
+    """Exact check that no context re-appears after its run ended (sorted 64-bit hashes)."""
+
+    def __init__(self) -> None:
+        self.seen = np.zeros(0, np.uint64)
+
+    def closed(self, contexts: pl.Series) -> None:
+        """Record the contexts of a chunk whose runs are complete; fail if any was seen."""
+        starts = (contexts != contexts.shift(1)).fill_null(True)
+        hashes = np.sort(contexts.filter(starts).hash(seed=7).to_numpy())
+        if len(hashes) > 1 and np.any(hashes[1:] == hashes[:-1]):
+            raise NotGroupedError
+        if len(self.seen) and len(hashes):
+            at = np.minimum(np.searchsorted(self.seen, hashes), len(self.seen) - 1)
+            if np.any(self.seen[at] == hashes):
+                raise NotGroupedError
+        self.seen = np.sort(np.concatenate([self.seen, hashes]), kind="stable")
+
+
+def _columns(ingest: IngestConfig) -> list[str]:
+    names = [ingest.context, ingest.item, ingest.time, ingest.event]
+    return list(dict.fromkeys(c for c in names if c is not None))
+
+
+def _grouped_pass(path: Path, counter: StreamCounter, chunk_rows: int, progress) -> None:
+    """Stream a log grouped by context, carrying the last (maybe unfinished) context over."""
+    check, carry, offset = _GroupCheck(), None, _first_row(path)
+    for frame in iter_batches(path, _columns(counter.ingest), chunk_rows):
+        frame = frame.with_row_index(ROW, offset=offset)
+        offset += frame.height
+        progress.update(frame.height)
+        frame = frame if carry is None else pl.concat([carry, frame], how="vertical_relaxed")
+        context = _as_string(frame, counter.ingest.context)
+        last = context[-1]
+        tail = int((context == last).arg_true()[0]) if last is not None else frame.height
+        carry, frame = frame.slice(tail), frame.slice(0, tail)
+        if frame.height:
+            check.closed(_as_string(frame, counter.ingest.context))
+            counter.add(_table(frame, counter.ingest, path), grouped=True)
+    if carry is not None and carry.height:
+        check.closed(_as_string(carry, counter.ingest.context))
+        counter.add(_table(carry, counter.ingest, path), grouped=True)
+
+
+def _first_row(path: Path) -> int:
+    return 2 if file_format(path) == "csv" else 1
+
+
+def partition(path: Path, ingest: IngestConfig, chunk_rows: int, workdir: Path,
+              progress: bool = True) -> list[Path]:
+    """Spill the log to Parquet buckets by hash of context: each context lies in one bucket."""
+    import pyarrow.parquet as pq
+
+    columns = _columns(ingest)
+    estimate = _row_estimate(path)
+    buckets = max(1, math.ceil(estimate / max(chunk_rows, 1)))
+    writers: dict[int, pq.ParquetWriter] = {}
+    paths = [workdir / f"bucket-{b:04d}.parquet" for b in range(buckets)]
+    offset = _first_row(path)
+    bar = tqdm(total=estimate, desc="partitioning", unit="ev", unit_scale=True, disable=not progress)
+    try:
+        for frame in iter_batches(path, columns, chunk_rows):
+            frame = frame.with_row_index(ROW, offset=offset)
+            offset += frame.height
+            bar.update(frame.height)
+            key = (_as_string(frame, ingest.context).hash(seed=11) % buckets).alias("__bucket")
+            for (bucket,), part in frame.with_columns(key).partition_by(
+                    "__bucket", as_dict=True, include_key=False).items():
+                table = part.to_arrow()
+                if bucket not in writers:
+                    writers[bucket] = pq.ParquetWriter(paths[bucket], table.schema)
+                writers[bucket].write_table(table.cast(writers[bucket].schema))
+    finally:
+        for writer in writers.values():
+            writer.close()
+        bar.close()
+    return [p for b, p in enumerate(paths) if b in writers]
+
+
+def _row_estimate(path: Path) -> int:
+    if file_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as fh:
+        sample = fh.read(1 << 20)
+    per_row = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
+    return int(path.stat().st_size / per_row) + 1
+
+
+def _partitioned_pass(buckets: list[Path], counter: StreamCounter, progress) -> None:
+    for bucket in buckets:
+        frame = pl.read_parquet(bucket)
+        progress.update(frame.height)
+        counter.add(_table(frame, counter.ingest, bucket), grouped=False)
+
+
+def _run_pass(path: Path, counter_args: dict, chunk_rows: int, grouped: bool | None,
+              state: dict, progress: bool, label: str) -> StreamCounter:
+    """One pass (grouped streaming when allowed, else over hash buckets)."""
+    total = _row_estimate(path)
+    if grouped is not False and not state.get("buckets"):
+        counter = StreamCounter(**counter_args)
+        bar = tqdm(total=total, desc=label, unit="ev", unit_scale=True, disable=not progress)
+        try:
+            _grouped_pass(path, counter, chunk_rows, bar)
+            state["mode"] = "grouped"
+            return counter
+        except NotGroupedError:
+            if grouped:
+                raise DataError(f"{path}: rows of one {counter.ingest.context!r} are not "
+                                "contiguous; drop --grouped to count it anyway") from None
+            logger.info("%s is not grouped by context; partitioning it by hash", path)
+        finally:
+            bar.close()
+    if not state.get("buckets"):
+        state["buckets"] = partition(path, counter_args["ingest"], chunk_rows,
+                                     Path(state["workdir"]), progress)
+    state["mode"] = "partitioned"
+    counter = StreamCounter(**counter_args)
+    with tqdm(total=total, desc=label, unit="ev", unit_scale=True, disable=not progress) as bar:
+        _partitioned_pass(state["buckets"], counter, bar)
+    return counter
+
+
+def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfig | None = None,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, memory_limit: int | str | None = None,
+               top_k: int | None = None, grouped: bool | None = None,
+               workdir: str | Path | None = None, progress: bool = True) -> Counts:
+    """Count ``path`` chunk by chunk; equal to ``count_pairs(read_events(path, ingest), config)``.
+
+    ``grouped``: None detects (falls back to hash partitioning), True requires, False always
+    partitions. ``memory_limit`` bounds the partial sums held in memory (spilled beyond it).
+    """
+    path = Path(path)
+    config = config or CooccurrenceConfig()
+    limit = parse_size(memory_limit) or DEFAULT_MEMORY_LIMIT
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+    if config.min_support > 1:
+        raise ConfigError("cooccurrence.min_support is not supported by the streaming counter; "
+                          "apply it when training (itemvec train --min-support)")
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="itemvec-count-", dir=workdir))
+    state: dict = {"workdir": scratch}
+    try:
+        args = dict(ingest=ingest, config=config, memory_limit=limit, workdir=scratch)
+        prepass = config.min_count > 1 or (config.time_decay_half_life is not None
+                                           and ingest.time is not None)
+        first = None
+        if prepass:  # counts / newest time first, exactly as read_events sees them
+            first = _run_pass(path, {**args, "pairs": False}, chunk_rows, grouped, state,
+                              progress, "pre-pass")
+            if config.min_count > 1:
+                args["keep"] = first.context_counts >= config.min_count
+            if config.time_decay_half_life is not None and ingest.time is not None:
+                latest = _grow(first.item_latest, len(first.vocabulary), -np.inf)
+                kept = latest[args["keep"]] if "keep" in args else latest
+                args["newest"] = float(kept.max(initial=-np.inf))
+        counter = _run_pass(path, args, chunk_rows, grouped, state, progress, "counting")
+        if first is not None and config.min_count > 1:
+            _check_same_vocabulary(first, counter)
+        counts = _finish(counter, top_k)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    counts.stats.update({"source": str(path), "mode": state.get("mode"), "seconds": round(seconds, 3),
+                         "events_per_second": round(counter.events / max(seconds, 1e-9)),
+                         "spilled_shards": len(counter.accumulator.shards), "top_k": top_k,
+                         "chunk_rows": chunk_rows, "memory_limit": limit})
+    logger.info("counted %d events in %.1fs (%.0f events/s, %s)", counter.events, seconds,
+                counts.stats["events_per_second"], state.get("mode"))
+    return counts
+
+
+def _check_same_vocabulary(first: StreamCounter, second: StreamCounter) -> None:
+    if len(first.vocabulary) != len(second.vocabulary):
+        raise DataError("the log changed between the two counting passes")
+
+
+def _finish(counter: StreamCounter, top_k: int | None) -> Counts:
+    """Sort the vocabulary like ``ingest`` does, drop pruned items and symmetrise."""
+    n = len(counter.vocabulary)
+    upper = counter.accumulator.result(n)
+    events = _grow(counter.event_counts, n)
+    vocab = counter.vocabulary.frame.with_columns(pl.Series("len", events[:n]))
+    vocab = vocab.sort(["len", "item"], descending=[True, False])
+    order = vocab["gid"].to_numpy()
+    if counter.keep is not None:
+        order = order[counter.keep[order]]
+    position = np.full(n, -1, np.int64)
+    position[order] = np.arange(len(order))
+    coo = upper.tocoo()
+    rows, cols = position[coo.row], position[coo.col]
+    del upper
+    data = coo.data
+    del coo
+    m = len(order)
+    matrix = sp.csr_matrix((np.concatenate([data, data]),
+                            (np.concatenate([rows, cols]), np.concatenate([cols, rows]))),
+                           shape=(m, m), dtype=np.float64)
+    del rows, cols, data
+    matrix = matrix.astype(np.float32)
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    if top_k is not None:
+        matrix = top_k_partners(matrix, top_k)
+    item_ids = counter.vocabulary.frame["item"].to_numpy()[order].astype(object)
+    stats = {"events": counter.events, "contexts": counter.contexts, "items": m,
+             "nonzeros": int(matrix.nnz),
+             "context_kind": "session" if counter.ordered else "basket"}
+    return Counts(item_ids, _grow(counter.context_counts, n)[order], matrix, stats)
+
+
+def top_k_partners(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep each row's ``k`` largest entries (ties: lower column first); rows stay sorted."""
+    matrix = matrix.tocsr()
+    matrix.sort_indices()
+    counts = np.diff(matrix.indptr)
+    if counts.max(initial=0) <= k:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), counts)
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rank = np.arange(matrix.nnz) - matrix.indptr[rows]
+    keep = order[rank < k]
+    keep.sort()
+    pruned = sp.csr_matrix((matrix.data[keep], (rows[keep], matrix.indices[keep])),
+                           shape=matrix.shape, dtype=matrix.dtype)
+    pruned.sort_indices()
+    return pruned
+
+
+# -- output ----------------------------------------------------------------------------------------
+def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: IngestConfig,
+                 config: CooccurrenceConfig) -> Path:
+    """DIR/cooccurrence.npz + DIR/items.parquet (item_id, count) + DIR/manifest.json, atomically.
+
+    The npz and items table are the bundle's own files (``bundle.load_cooccurrence`` reads it).
+    """
+    import dataclasses
+    import json
+    import os
+
+    from itemvec import __version__
+    from itemvec.bundle import _sha256, _swap_into_place
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / "manifest.json").exists())):
+        raise DataError(f"--out {out} exists and is not a co-occurrence directory; "
+                        "choose a new directory or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        sp.save_npz(staging / "cooccurrence.npz", counts.matrix.tocsr(), compressed=True)
+        pl.DataFrame({"item_id": pl.Series(counts.item_ids.astype(str), dtype=pl.String),
+                      "count": np.asarray(counts.item_counts, dtype=np.int64)}
+                     ).write_parquet(staging / "items.parquet")
+        files = ["cooccurrence.npz", "items.parquet"]
+        manifest = {"kind": "itemvec-cooccurrence", "format_version": 1,
+                    "itemvec_version": __version__, "engine": engine,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "n_items": counts.n_items, "nonzeros": int(counts.matrix.nnz),
+                    "config": {"ingest": dataclasses.asdict(ingest),
+                               "cooccurrence": dataclasses.asdict(config)},
+                    "stats": counts.stats,
+                    "files": {name: _sha256(staging / name) for name in files}}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        os.chmod(staging, 0o755)
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def read_counts(path: str | Path) -> Counts:
+    """Read what ``write_counts`` wrote (no pickle)."""
+    import json
+
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        items = pl.read_parquet(path / "items.parquet")
+        matrix = sp.load_npz(path / "cooccurrence.npz").tocsr()
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"{path}: cannot read co-occurrence directory ({exc})") from None
+    return Counts(items["item_id"].to_numpy().astype(object), items["count"].to_numpy(), matrix,
+                  manifest.get("stats", {}))
