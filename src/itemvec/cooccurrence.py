@@ -41,7 +41,8 @@ def count_pairs(log: EventLog, config: CooccurrenceConfig) -> sp.csr_matrix:
     """The symmetric co-occurrence matrix (float32 CSR, zero diagonal) of ``log``."""
     n = log.n_items
     ctx = np.repeat(np.arange(log.n_contexts), log.lengths())
-    event_scale = np.sqrt(log.weights.astype(np.float64)) * context_weights(log, config)[ctx]
+    # A pair weighs sqrt(w_a * w_b) * decay: each side carries the square root of both factors.
+    event_scale = np.sqrt(log.weights.astype(np.float64) * context_weights(log, config)[ctx])
     total = sp.csr_matrix((n, n), dtype=np.float64)
     for offset in range(1, _offsets(log, config) + 1):
         left = np.arange(len(ctx) - offset)
