@@ -1,0 +1,170 @@
+"""Adapters: each data set in ``../shared/data`` -> an itemvec ``EventLog`` + item categories.
+
+Every adapter builds a table with columns ``context, item, weight`` (and ``time`` when the data
+has a clock) and hands it to ``itemvec.ingest.build_log`` with the ``IngestConfig`` that
+``itemvec train`` would get for the same file, so the benchmark reads data exactly as the
+product does. Nothing is copied into the repository.
+
+Decisions per data set (see benchmarks/README.md):
+
+* groceries: baskets, no time -> seeded random split. Items in a basket are in catalogue order.
+* instacart-sample: prior_head + train_head orders are baskets, items in cart order; no clock
+  -> seeded random split.
+* movielens-100k: one context per user, every rating is an interaction, ordered by timestamp;
+  split by the time of the user's last rating.
+* amazon-beauty: one context per user in file (time) order. There are no timestamps, so the
+  context is ordered by position but the split is seeded random (``times=None``): positions
+  are not comparable across users, so they cannot define a time split.
+* diginetica (views): sessions ordered by eventdate then timeframe; time = day + timeframe,
+  split by the time of the session's last view.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from itemvec.config import IngestConfig
+from itemvec.ingest import ROW, EventLog, build_log
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@dataclass
+class Dataset:
+    """An event log plus item -> category label maps (one per label set, e.g. level1/level2)."""
+
+    name: str
+    log: EventLog
+    ingest: IngestConfig
+    categories: dict[str, dict[str, str]] = field(default_factory=dict)
+    note: str = ""
+
+
+ADAPTERS: dict[str, Callable[[Path], Dataset]] = {}
+
+
+def adapter(name: str):
+    def register(fn: Callable[[Path], Dataset]) -> Callable[[Path], Dataset]:
+        ADAPTERS[name] = fn
+        return fn
+    return register
+
+
+def load(name: str, data_dir: str | Path = DEFAULT_DATA_DIR) -> Dataset:
+    if name not in ADAPTERS:
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(ADAPTERS)}")
+    root = Path(data_dir) / name
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data set folder not found; pass --data-dir")
+    return ADAPTERS[name](root)
+
+
+def _table(context: pl.Series, item: pl.Series, time: np.ndarray | None = None) -> pl.DataFrame:
+    frame = pl.DataFrame({"context": context.cast(pl.String), "item": item.cast(pl.String)})
+    frame = frame.with_row_index(ROW).with_columns(pl.lit(1.0, pl.Float32).alias("weight"))
+    if time is not None:
+        frame = frame.with_columns(pl.Series("time", time, dtype=pl.Float64))
+    return frame
+
+
+def _labels(keys: pl.Series, values: pl.Series) -> dict[str, str]:
+    return {str(k): str(v) for k, v in zip(keys.to_list(), values.to_list(), strict=True)
+            if k is not None and v is not None}
+
+
+@adapter("groceries")
+def groceries(root: Path) -> Dataset:
+    events = pl.read_csv(root / "groceries_transactions.csv", infer_schema=False)
+    ingest = IngestConfig(context="basket_id", item="item", context_kind="basket")
+    log = build_log(_table(events["basket_id"], events["item"]), ingest, str(root))
+    items = pl.read_csv(root / "groceries_items.csv", infer_schema=False)
+    cats = {"level2": _labels(items["item"], items["level2"]),
+            "level1": _labels(items["item"], items["level1"])}
+    return Dataset("groceries", log, ingest, cats, "baskets, no clock: random split")
+
+
+@adapter("instacart-sample")
+def instacart(root: Path) -> Dataset:
+    parts = [pl.read_csv(root / f"order_products__{p}_head.csv",
+                         schema_overrides={"order_id": pl.Int64, "add_to_cart_order": pl.Int64,
+                                           "product_id": pl.String})
+             for p in ("prior", "train")]
+    events = pl.concat(parts).sort(["order_id", "add_to_cart_order"])
+    ingest = IngestConfig(context="order_id", item="product_id", context_kind="basket")
+    log = build_log(_table(events["order_id"], events["product_id"]), ingest, str(root))
+    products = pl.read_csv(root / "products.csv", infer_schema=False)
+    aisles = pl.read_csv(root / "aisles.csv", infer_schema=False)
+    departments = pl.read_csv(root / "departments.csv", infer_schema=False)
+    products = (products.join(aisles, on="aisle_id", how="left")
+                .join(departments, on="department_id", how="left"))
+    cats = {"aisle": _labels(products["product_id"], products["aisle"]),
+            "department": _labels(products["product_id"], products["department"])}
+    return Dataset("instacart-sample", log, ingest, cats,
+                   "orders as baskets (cart order kept), no clock: random split")
+
+
+@adapter("movielens-100k")
+def movielens(root: Path) -> Dataset:
+    events = pl.read_csv(root / "u.data", separator="\t", has_header=False,
+                         new_columns=["user", "item", "rating", "ts"], infer_schema=False)
+    ingest = IngestConfig(context="user", item="item", time="ts", context_kind="session")
+    time = events["ts"].cast(pl.Float64).to_numpy()
+    log = build_log(_table(events["user"], events["item"], time), ingest, str(root))
+    genres = [line.split("|")[0] for line in
+              (root / "u.genre").read_text(encoding="latin-1").splitlines() if line.strip()]
+    first_genre = {}
+    for line in (root / "u.item").read_text(encoding="latin-1").splitlines():
+        fields = line.split("|")
+        if len(fields) < 5 + len(genres):
+            continue
+        flags = fields[5:5 + len(genres)]
+        hits = [g for g, f in zip(genres, flags, strict=True) if f == "1"]
+        if hits:
+            first_genre[fields[0]] = hits[0]
+    return Dataset("movielens-100k", log, ingest, {"first_genre": first_genre},
+                   "user histories by timestamp, all ratings: split by last rating time")
+
+
+@adapter("amazon-beauty")
+def amazon_beauty(root: Path) -> Dataset:
+    users, items = [], []
+    for line in (root / "Beauty.txt").read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        users.extend([fields[0]] * (len(fields) - 1))
+        items.extend(fields[1:])
+    # Ordered contexts (file order = review time) but no clock: build_log keeps row order and
+    # the split is seeded random.
+    ingest = IngestConfig(context="user", item="item", context_kind="session")
+    log = build_log(_table(pl.Series(users), pl.Series(items)), ingest, str(root))
+    attributes = json.loads((root / "Beauty_item2attributes.json").read_text())
+    frequency = Counter(a for values in attributes.values() for a in set(values))
+    top = {item: str(max(set(values), key=lambda a: (frequency[a], -a)))
+           for item, values in attributes.items() if values}
+    return Dataset("amazon-beauty", log, ingest, {"top_attribute": top},
+                   "user sequences in review order, no timestamps: random split")
+
+
+@adapter("diginetica")
+def diginetica(root: Path) -> Dataset:
+    events = pl.read_csv(root / "sample_train-item-views.csv", separator=";", infer_schema=False)
+    day = events["eventdate"].str.to_date("%Y-%m-%d").cast(pl.Datetime("ms")).dt.epoch("s")
+    time = day.cast(pl.Float64).to_numpy() + events["timeframe"].cast(pl.Float64).to_numpy() / 1e3
+    ingest = IngestConfig(context="session_id", item="item_id", time="eventdate+timeframe",
+                          context_kind="session")
+    log = build_log(_table(events["session_id"], events["item_id"], time), ingest, str(root))
+    categories = pl.read_csv(root / "product-categories.csv", separator=";", infer_schema=False)
+    return Dataset("diginetica", log, ingest,
+                   {"category": _labels(categories["itemId"], categories["categoryId"])},
+                   "view sessions by eventdate+timeframe: split by last view time")
+
+
+DATASETS = tuple(ADAPTERS)

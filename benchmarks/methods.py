@@ -1,0 +1,367 @@
+"""Methods compared in the benchmark: itemvec (defaults) and tuned peers.
+
+A method has a grid of *training* parameters (one fit each) and, per fitted model, cheap
+*query* variants (history pooling, similarity or scoring choices) that are tuned on the
+validation split without refitting. Every scorer implements
+``score_histories(list of model-index arrays) -> (queries x items)`` over the same training
+vocabulary (``Prepared.item_ids``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.linalg as sl
+import scipy.sparse as sp
+
+from benchmarks.protocol import Prepared, context_matrix
+from itemvec.baselines import Popularity, history_matrix, recency_weights
+from itemvec.registry import Registry
+
+logger = logging.getLogger(__name__)
+methods: Registry = Registry("method")
+PEERS = ("popularity", "itemknn", "ease", "item2vec", "als")
+ALL = ("itemvec", *PEERS)
+
+
+def half_lives(data: Prepared, quick: bool) -> tuple[float, ...]:
+    """Recency half-lives tried when pooling a history (0 = plain mean)."""
+    if quick:
+        return (3.0,)
+    return (0.0, 1.0, 3.0) if data.train.ordered else (0.0, 3.0)
+
+
+def sample_grid(space: dict[str, Sequence], n: int, seed: int = 0,
+                first: dict | None = None) -> list[dict]:
+    """``first`` (a sensible default) plus ``n - 1`` distinct seeded random grid points."""
+    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    rng = np.random.default_rng(seed)
+    chosen = [first] if first is not None else []
+    for index in rng.permutation(len(points)):
+        if len(chosen) >= n:
+            break
+        if points[index] not in chosen:
+            chosen.append(points[index])
+    return chosen
+
+
+class Method:
+    """Base: one grid of training params, query variants per fitted model."""
+
+    name = ""
+
+    def grid(self, data: Prepared, quick: bool) -> list[dict]:
+        return [{}]
+
+    def fit(self, data: Prepared, params: dict) -> Any:
+        raise NotImplementedError
+
+    def variants(self, data: Prepared, model: Any, quick: bool) -> list[tuple[dict, Any]]:
+        return [({}, model)]
+
+    def item_vectors(self, model: Any) -> np.ndarray | None:
+        return None
+
+
+def _tiebreak(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    return 1e-9 * counts / max(counts.max(), 1.0)
+
+
+class PooledVectors:
+    """Recency-weighted mean of history vectors, then dot with (possibly other) item vectors."""
+
+    def __init__(self, query: np.ndarray, target: np.ndarray, half_life: float,
+                 tiebreak: np.ndarray) -> None:
+        self.query, self.target, self.half_life, self.tiebreak = query, target, half_life, tiebreak
+
+    def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        weights = history_matrix(histories, len(self.query), self.half_life)
+        pooled = np.asarray(weights @ self.query, dtype=np.float32)
+        return pooled @ self.target.T + self.tiebreak[None, :]
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+# -- itemvec -------------------------------------------------------------------------------------
+@methods.register("itemvec")
+class ItemvecMethod(Method):
+    """itemvec with default settings; early stopping on the validation split, as in evaluate."""
+
+    name = "itemvec"
+
+    def fit(self, data: Prepared, params: dict):
+        from itemvec.pipeline import train_on_log
+
+        model = train_on_log(data.full_train, data.config, valid=data.valid_log, progress=False)
+        if not np.array_equal(model.embeddings.item_ids, data.item_ids):
+            raise RuntimeError("itemvec vocabulary differs from the benchmark vocabulary")
+        return model
+
+    def variants(self, data, model, quick):
+        return [({}, model.embeddings)]
+
+    def item_vectors(self, model):
+        return np.asarray(model.embeddings.vectors, dtype=np.float32)
+
+
+# -- popularity ----------------------------------------------------------------------------------
+@methods.register("popularity")
+class PopularityMethod(Method):
+    name = "popularity"
+
+    def fit(self, data, params):
+        return Popularity(data.cooccurrence, data.item_counts)
+
+
+# -- co-occurrence item-kNN (SAR-style) ----------------------------------------------------------
+class SimilarityScorer:
+    def __init__(self, similarity: sp.csr_matrix, half_life: float, tiebreak: np.ndarray) -> None:
+        self.similarity, self.half_life, self.tiebreak = similarity, half_life, tiebreak
+
+    def score_histories(self, histories):
+        weights = history_matrix(histories, self.similarity.shape[0], self.half_life)
+        return np.asarray((weights @ self.similarity).todense()) + self.tiebreak[None, :]
+
+
+def whole_context_cooccurrence(data: Prepared) -> sp.csr_matrix:
+    """Contexts sharing both items (SAR's co-occurrence), zero diagonal."""
+    x = context_matrix(data.train)
+    counts = (x.T @ x).tocsr()
+    counts.setdiag(0)
+    counts.eliminate_zeros()
+    return counts.astype(np.float32)
+
+
+def sar_similarity(counts: sp.csr_matrix, occurrences: np.ndarray, kind: str) -> sp.csr_matrix:
+    """SAR similarities from co-occurrence c_ij and item occurrences d_i (rows = history item)."""
+    coo = counts.tocoo()
+    c, d = coo.data.astype(np.float64), np.maximum(occurrences.astype(np.float64), 1e-12)
+    di, dj = d[coo.row], d[coo.col]
+    if kind == "cosine":
+        values = c / np.sqrt(di * dj)
+    elif kind == "jaccard":
+        values = c / np.maximum(di + dj - c, 1e-12)
+    elif kind == "lift":
+        values = c / (di * dj)
+    elif kind == "conditional":  # P(j | i): association-rule confidence
+        values = c / di
+    else:
+        raise ValueError(f"unknown similarity {kind!r}")
+    return sp.csr_matrix((values.astype(np.float32), (coo.row, coo.col)), shape=counts.shape)
+
+
+@methods.register("itemknn")
+class ItemKNNMethod(Method):
+    """SAR-style item-kNN on windowed (itemvec's counts) or whole-context co-occurrence."""
+
+    name = "itemknn"
+
+    def grid(self, data, quick):
+        return [{"cooccurrence": "window"}] if quick else \
+            [{"cooccurrence": "window"}, {"cooccurrence": "context"}]
+
+    def fit(self, data, params):
+        if params["cooccurrence"] == "window":
+            return data.cooccurrence
+        return whole_context_cooccurrence(data)
+
+    def variants(self, data, model, quick):
+        kinds = ("cosine",) if quick else ("cosine", "jaccard", "lift", "conditional")
+        tiebreak = _tiebreak(data.item_counts)
+        out = []
+        for kind in kinds:
+            similarity = sar_similarity(model, data.item_counts, kind)
+            for half_life in half_lives(data, quick):
+                out.append(({"similarity": kind, "half_life": half_life},
+                            SimilarityScorer(similarity, half_life, tiebreak)))
+        return out
+
+
+# -- EASE ----------------------------------------------------------------------------------------
+class DenseScorer:
+    def __init__(self, weights: np.ndarray, half_life: float, tiebreak: np.ndarray) -> None:
+        self.weights, self.half_life, self.tiebreak = weights, half_life, tiebreak
+
+    def score_histories(self, histories):
+        h = history_matrix(histories, self.weights.shape[0], self.half_life).astype(np.float32)
+        return np.asarray(h @ self.weights) + self.tiebreak[None, :]
+
+
+def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
+    """EASE^R (Steck 2019): B = I - P diag(1/diag P), P = (X'X + lam I)^-1, diag(B) = 0.
+
+    With fewer contexts than items P comes from the Woodbury identity,
+    P = (I - X' (X X' + lam I)^-1 X) / lam, which needs only a contexts x contexts solve.
+    float32 throughout: the n x n matrix is the memory bound (16k items: 1 GB).
+    """
+    n_contexts, n_items = x.shape
+    x = x.astype(np.float32)
+    if n_items <= n_contexts:
+        gram = np.asarray((x.T @ x).todense(), dtype=np.float32)
+        gram[np.diag_indices(n_items)] += lam
+        factor = sl.cho_factor(gram, overwrite_a=True)
+        precision = sl.cho_solve(factor, np.eye(n_items, dtype=np.float32), overwrite_b=True)
+        del gram, factor
+    else:
+        kernel = np.asarray((x @ x.T).todense(), dtype=np.float32)
+        kernel[np.diag_indices(n_contexts)] += lam
+        factor = sl.cho_factor(kernel, overwrite_a=True)
+        solved = sl.cho_solve(factor, np.asarray(x.todense()), overwrite_b=True)  # K^-1 X
+        del kernel, factor
+        precision = np.asarray(x.T @ solved, dtype=np.float32)  # X' K^-1 X, dense
+        del solved
+        precision *= -1.0
+        precision[np.diag_indices(n_items)] += 1.0
+        precision /= lam
+    diagonal = np.diag(precision).copy()
+    precision /= -diagonal[None, :]
+    precision[np.diag_indices(n_items)] = 0.0
+    return precision
+
+
+@methods.register("ease")
+class EaseMethod(Method):
+    name = "ease"
+    LAMBDAS = (10.0, 40.0, 160.0, 640.0, 2560.0)
+
+    def grid(self, data, quick):
+        return [{"lambda": 100.0}] if quick else [{"lambda": lam} for lam in self.LAMBDAS]
+
+    def fit(self, data, params):
+        return ease_weights(context_matrix(data.train), params["lambda"])
+
+    def variants(self, data, model, quick):
+        tiebreak = _tiebreak(data.item_counts)
+        return [({"half_life": hl}, DenseScorer(model, hl, tiebreak))
+                for hl in half_lives(data, quick)]
+
+
+# -- item2vec (gensim skip-gram) -----------------------------------------------------------------
+@methods.register("item2vec")
+class Item2VecMethod(Method):
+    """Skip-gram with negative sampling over contexts (Barkan & Koenigstein 2016), grid after
+    Caselles-Dupre et al. 2018 ("Word2vec applied to Recommendation: Hyperparameters Matter")."""
+
+    name = "item2vec"
+    DIM = 64
+    DEFAULT = {"window": 5, "ns_exponent": 0.75, "sample": 1e-3, "epochs": 20}
+
+    def grid(self, data, quick):
+        if quick:
+            return [{**self.DEFAULT, "epochs": 5}]
+        space = {"window": (3, 5, 10, 20) if data.train.ordered else (0,),
+                 "ns_exponent": (-0.5, 0.0, 0.5, 0.75, 1.0),
+                 "sample": (0.0, 1e-4, 1e-3),
+                 "epochs": (10, 20, 40)}
+        first = dict(self.DEFAULT, window=5 if data.train.ordered else 0)
+        return sample_grid(space, 8, seed=1, first=first)
+
+    def fit(self, data, params):
+        from gensim.models import Word2Vec
+
+        log = data.train
+        sentences = [[str(i) for i in log.context(c)] for c in range(log.n_contexts)
+                     if log.indptr[c + 1] - log.indptr[c] > 1]
+        whole = params["window"] == 0  # baskets: the whole basket is the window
+        window = int(log.lengths().max()) if whole else params["window"]
+        model = Word2Vec(sentences, vector_size=self.DIM, window=window, sg=1, hs=0, negative=5,
+                         ns_exponent=params["ns_exponent"], sample=params["sample"],
+                         epochs=params["epochs"], min_count=1, workers=2, seed=0,
+                         shrink_windows=not whole)
+        found = np.array([str(i) in model.wv.key_to_index for i in range(log.n_items)])
+        rows = np.array([model.wv.key_to_index.get(str(i), 0) for i in range(log.n_items)])
+        vin = np.where(found[:, None], model.wv.vectors[rows], 0.0).astype(np.float32)
+        vout = np.where(found[:, None], model.syn1neg[rows], 0.0).astype(np.float32)
+        return {"in": vin, "out": vout}
+
+    def variants(self, data, model, quick):
+        tiebreak = _tiebreak(data.item_counts)
+        unit = _unit(model["in"])
+        out = []
+        for half_life in half_lives(data, quick):
+            out.append(({"scoring": "cosine", "half_life": half_life},
+                        PooledVectors(unit, unit, half_life, tiebreak)))
+            out.append(({"scoring": "in-out", "half_life": half_life},
+                        PooledVectors(model["in"], model["out"], half_life, tiebreak)))
+        return out
+
+    def item_vectors(self, model):
+        return model["in"]
+
+
+# -- ALS (implicit) ------------------------------------------------------------------------------
+class FoldIn:
+    """Solve for a user vector from the history (implicit-feedback least squares, Hu et al.)."""
+
+    def __init__(self, factors: np.ndarray, regularization: float, alpha: float,
+                 half_life: float, tiebreak: np.ndarray) -> None:
+        self.factors = factors.astype(np.float64)
+        self.gram = self.factors.T @ self.factors + regularization * np.eye(factors.shape[1])
+        self.alpha, self.half_life, self.tiebreak = alpha, half_life, tiebreak
+
+    def score_histories(self, histories):
+        users = np.zeros((len(histories), self.factors.shape[1]))
+        for row, items in enumerate(histories):
+            if len(items) == 0:
+                continue
+            confidence = self.alpha * recency_weights(len(items), self.half_life)
+            y = self.factors[items]
+            lhs = self.gram + (y * confidence[:, None]).T @ y
+            users[row] = np.linalg.solve(lhs, ((1.0 + confidence)[:, None] * y).sum(axis=0))
+        return users @ self.factors.T + self.tiebreak[None, :]
+
+
+@methods.register("als")
+class ALSMethod(Method):
+    """implicit's ALS (Hu, Koren, Volinsky 2008) on the binary context x item matrix."""
+
+    name = "als"
+    DEFAULT = {"factors": 64, "regularization": 0.1, "alpha": 10.0, "iterations": 15}
+
+    def grid(self, data, quick):
+        if quick:
+            return [dict(self.DEFAULT, iterations=5)]
+        space = {"factors": (32, 64, 128), "regularization": (0.01, 0.1, 1.0, 10.0),
+                 "alpha": (1.0, 5.0, 20.0, 50.0), "iterations": (15,)}
+        return sample_grid(space, 8, seed=2, first=dict(self.DEFAULT))
+
+    def fit(self, data, params):
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        model = AlternatingLeastSquares(factors=params["factors"],
+                                        regularization=params["regularization"],
+                                        alpha=params["alpha"], iterations=params["iterations"],
+                                        random_state=0, num_threads=2)
+        with threadpool_limits(1, "blas"):
+            model.fit(context_matrix(data.train), show_progress=False)
+        return {"items": np.asarray(model.item_factors, dtype=np.float32), **params}
+
+    def variants(self, data, model, quick):
+        tiebreak = _tiebreak(data.item_counts)
+        items, unit = model["items"], _unit(model["items"])
+        out = []
+        for half_life in half_lives(data, quick):
+            out.append(({"scoring": "pooled-dot", "half_life": half_life},
+                        PooledVectors(items, items, half_life, tiebreak)))
+            out.append(({"scoring": "pooled-cosine", "half_life": half_life},
+                        PooledVectors(unit, unit, half_life, tiebreak)))
+            out.append(({"scoring": "fold-in", "half_life": half_life},
+                        FoldIn(items, model["regularization"], model["alpha"], half_life,
+                               tiebreak)))
+        return out
+
+    def item_vectors(self, model):
+        return model["items"]
+
+
+def get(name: str) -> Method:
+    return methods.get(name)()

@@ -1,0 +1,106 @@
+"""The benchmark suite: known answers for its pieces and a quick end-to-end run on groceries."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from benchmarks.methods import ease_weights, sample_grid, sar_similarity
+from benchmarks.protocol import popularity_strata, stratified_hr
+from benchmarks.report import geometric_mean_ratio
+
+DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+
+def test_ease_woodbury_matches_direct_solution():
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix((rng.random((30, 12)) < 0.3).astype(np.float32))
+    direct = ease_weights(x, 5.0)  # more contexts than items: item-side solve
+    wide = ease_weights(sp.csr_matrix(x[:8]), 5.0)  # fewer contexts: Woodbury branch
+    gram = (x[:8].T @ x[:8]).toarray() + 5.0 * np.eye(12)
+    p = np.linalg.inv(np.asarray(gram))
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(wide, expected, atol=1e-4)
+    assert np.allclose(np.diag(direct), 0.0)
+    full = np.linalg.inv((x.T @ x).toarray() + 5.0 * np.eye(12))
+    reference = -full / np.diag(full)[None, :]
+    np.fill_diagonal(reference, 0.0)
+    np.testing.assert_allclose(direct, reference, atol=1e-4)
+
+
+def test_sar_similarities_known_values():
+    counts = sp.csr_matrix(np.array([[0, 2, 0], [2, 0, 1], [0, 1, 0]], dtype=np.float32))
+    occurrences = np.array([4.0, 2.0, 1.0])
+    cosine = sar_similarity(counts, occurrences, "cosine").toarray()
+    assert cosine[0, 1] == pytest.approx(2 / math.sqrt(8))
+    assert sar_similarity(counts, occurrences, "jaccard").toarray()[0, 1] == pytest.approx(0.5)
+    assert sar_similarity(counts, occurrences, "lift").toarray()[1, 2] == pytest.approx(0.5)
+    conditional = sar_similarity(counts, occurrences, "conditional").toarray()
+    assert conditional[0, 1] == pytest.approx(0.5) and conditional[1, 0] == pytest.approx(1.0)
+
+
+def test_popularity_strata_hold_thirds_of_the_mass():
+    counts = np.array([60, 20, 10, 5, 3, 2])  # total 100
+    strata = popularity_strata(counts)
+    assert strata.tolist() == [0, 1, 2, 2, 2, 2]
+    ranks = np.array([0, 30, 5, 50])
+    hr = stratified_hr(ranks, np.array([0, 0, 1, 5]), strata)
+    assert hr["head"] == 0.5 and hr["torso"] == 1.0 and hr["tail"] == 0.0
+
+
+def test_sample_grid_is_distinct_and_starts_with_default():
+    space = {"a": (1, 2, 3), "b": (0.1, 0.2)}
+    grid = sample_grid(space, 4, first={"a": 2, "b": 0.1})
+    assert grid[0] == {"a": 2, "b": 0.1} and len(grid) == 4
+    assert len({tuple(g.items()) for g in grid}) == 4
+
+
+def test_geometric_mean_ratio():
+    def block(values):
+        return {"methods": {m: {"tasks": {t: {"HR@20": v} for t in ("i2i", "s2i")}}
+                            for m, v in values.items()}}
+    results = {"datasets": {"a": block({"itemvec": 0.2, "popularity": 0.1, "itemknn": 0.4}),
+                            "b": block({"itemvec": 0.3, "ease": 0.3})}}
+    ratio, rows = geometric_mean_ratio(results)
+    assert len(rows) == 4 and rows[0][3] == "itemknn"
+    assert ratio == pytest.approx(math.sqrt(0.5))
+
+
+@pytest.mark.skipif(not (DATA / "groceries").is_dir(), reason="shared data not present")
+def test_quick_run_on_groceries(tmp_path):
+    from benchmarks.run import main
+
+    main(["--datasets", "groceries", "--methods", "popularity,itemknn,ease", "--quick",
+          "--out", str(tmp_path), "--no-readme"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    block = results["datasets"]["groceries"]
+    assert block["stats"]["items"] == 169 and block["stats"]["context_kind"] == "basket"
+    for method in ("popularity", "itemknn", "ease"):
+        for task in ("i2i", "s2i"):
+            entry = block["methods"][method]["tasks"][task]
+            assert 0.2 < entry["HR@20"] <= 1.0 and entry["NDCG@20"] <= entry["HR@20"]
+            assert entry["queries"] == block["stats"]["test_queries"][task] > 500
+    # every basket method sees the same queries; co-occurrence must find more than chance
+    assert block["methods"]["itemknn"]["tasks"]["s2i"]["MRR@20"] > 0.1
+    assert (tmp_path / "groceries.md").read_text().startswith("# groceries")
+    assert (tmp_path / "hr20.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not (DATA / "groceries").is_dir(), reason="shared data not present")
+def test_quick_item2vec_on_groceries(tmp_path):
+    pytest.importorskip("gensim")
+    from benchmarks.run import main
+
+    main(["--datasets", "groceries", "--methods", "item2vec", "--quick",
+          "--out", str(tmp_path), "--no-readme"])
+    entry = json.loads((tmp_path / "results.json").read_text())["datasets"]["groceries"]
+    i2v = entry["methods"]["item2vec"]
+    assert i2v["tasks"]["s2i"]["HR@20"] > 0.2
+    probe = i2v["probe"]["level1"]
+    assert probe["classes"] == 10 and probe["accuracy"] > probe["majority_accuracy"]
