@@ -153,7 +153,7 @@ class TrainingConfig:
         _require(self.dim >= 2, "training.dim", "must be >= 2", self.dim)
         _require(self.epochs >= 1, "training.epochs", "must be >= 1", self.epochs)
         _require(self.batch_size >= 1, "training.batch_size", "must be >= 1", self.batch_size)
-        _require(self.lr > 0, "training.lr", "must be > 0", self.lr)
+        _require(0 < self.lr < float("inf"), "training.lr", "must be > 0 and finite", self.lr)
         _require(self.temperature > 0, "training.temperature", "must be > 0", self.temperature)
         _require(self.weight_decay >= 0, "training.weight_decay", "must be >= 0", self.weight_decay)
         _require(self.target_power > 0, "training.target_power", "must be > 0", self.target_power)

@@ -102,11 +102,14 @@ class Trainer:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         started = time.perf_counter()
+        if not np.isfinite(targets.data).all():
+            raise TrainingDivergedError("the co-occurrence counts contain inf or NaN (overflow from "
+                                        "huge --event-weights?); use smaller event weights")
+        resumed = self._open_checkpoint(targets)  # refuse a mismatched checkpoint before any work
         encoder = self.build_encoder(targets) if encoder is None else encoder.to(self.device)
         objective = build_objective(targets, self.config, self.device)
         optimiser = torch.optim.Adam(encoder.parameters(), lr=self.config.lr,
                                      weight_decay=self.config.weight_decay)
-        resumed = self._open_checkpoint(targets)
         result = self._loop(encoder, objective, optimiser, resumed)
         result.seconds = time.perf_counter() - started
         return result
@@ -205,7 +208,19 @@ class Trainer:
                     "lower training.lr or raise training.temperature")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            optimiser.step()
+            try:
+                optimiser.step()
+            except RuntimeError as exc:  # e.g. lr so large the Adam step size overflows float32
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingDivergedError(
+                    f"optimiser step overflowed at epoch {epoch}, step {steps + 1}; lower "
+                    f"training.lr (now {self.config.lr})") from None
             total += loss.item()
             steps += 1
+        # The loss check sees bad weights one step late; never checkpoint or export them.
+        for name, value in encoder.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise TrainingDivergedError(f"weights {name} became inf or NaN in epoch {epoch}, "
+                                            f"step {steps}; lower training.lr")
         return total / max(steps, 1)
