@@ -38,9 +38,20 @@ class Objective(Protocol):
     def loss(self, encoder: ItemEncoder, batch: Any) -> torch.Tensor: ...
 
 
+AUTO_SOFTMAX_MAX_ITEMS = 50_000
+
+
+def resolve_objective(name: str, n_items: int) -> str:
+    """'auto': exact full softmax while it is cheap (<= 50k items), sampled softmax beyond."""
+    if name != "auto":
+        return name
+    return "softmax" if n_items <= AUTO_SOFTMAX_MAX_ITEMS else "infonce"
+
+
 def build_objective(targets: sp.csr_matrix, config: TrainingConfig,
                     device: torch.device) -> Objective:
-    return objectives.get(config.objective)(targets, config, device)
+    name = resolve_objective(config.objective, targets.shape[0])
+    return objectives.get(name)(targets, config, device)
 
 
 def _powered(targets: sp.csr_matrix, power: float) -> sp.csr_matrix:
