@@ -166,28 +166,36 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await _error(413, f"request body over {self.max_body} bytes")(
                 scope, receive, send)
-        received, started = 0, False
+        received, started, overflow = 0, False, False
+        too_large = _error(413, f"request body over {self.max_body} bytes")
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, overflow
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    overflow = True
                     raise BodyTooLarge()
             return message
 
-        async def tracking_send(message):
+        async def guarded_send(message):
+            # The framework may turn BodyTooLarge into its own 400; answer 413 instead.
             nonlocal started
+            if overflow:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await too_large(scope, receive, send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
-                await _error(413, f"request body over {self.max_body} bytes")(scope, receive, send)
+                await too_large(scope, receive, send)
 
 
 def _clean_errors(errors: Sequence[dict]) -> list[dict]:
