@@ -55,11 +55,14 @@ def project(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[n
     if method == "umap":
         return _umap(vectors, seed), "umap"
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     reduced = _pca(vectors, min(50, vectors.shape[1], n - 1), seed)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
-    coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                  learning_rate="auto").fit_transform(reduced)
+    # t-SNE's OpenMP threads spin; on a busy small machine they run 20x slower than one thread
+    with threadpool_limits(limits=max(1, (os.cpu_count() or 2) // 2), user_api="openmp"):
+        coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                      learning_rate="auto").fit_transform(reduced)
     return coords.astype(np.float32), "tsne"
 
 
