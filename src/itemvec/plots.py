@@ -293,6 +293,7 @@ def plot_map(embeddings: ItemEmbeddings, out: Path, column: str | None = None,
     suffix = Path(out).suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
         raise ItemvecError(f"--out {out}: unknown extension; use .png or .html")
+    item_column(embeddings, column)  # a wrong --color-by fails before the slow projection
     coords, used = project(embeddings.vectors, method, seed)
     payload = map_payload(embeddings, coords, column, used)
     title = title or f"itemvec item map ({len(embeddings)} items, {used})"
