@@ -27,6 +27,17 @@ SHOP_EVENTS, SHOP_ITEMS, SHOP_CATEGORIES = 30_000, 400, 10
 WELL_OBSERVED = 20
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _single_torch_thread():
+    """The suite's models are tiny: one thread is faster, and steadier on a shared 2-core box."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shop() -> SyntheticShop:
     return generate(SHOP_EVENTS, SHOP_ITEMS, n_categories=SHOP_CATEGORIES, seed=0)

@@ -144,3 +144,12 @@ def test_empty_and_singleton_contexts_give_an_empty_matrix():
     log = make_log([["a"], ["b"], ["c"]], ordered=True)
     matrix = count_pairs(log, CooccurrenceConfig())
     assert matrix.shape == (6, 6) and matrix.nnz == 0
+
+
+def test_ppmi_ignores_explicit_zeros(recwarn):
+    block = np.ones((3, 3), dtype=np.float32) - np.eye(3, dtype=np.float32)
+    matrix = sp.csr_matrix(sp.block_diag([block, block]))  # stores its diagonal zeros
+    assert (matrix.data == 0).any()
+    out = ppmi(matrix, smoothing=1.0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert out.nnz == 12 and np.isfinite(out.data).all()

@@ -92,6 +92,7 @@ def ppmi(matrix: sp.csr_matrix, shift: float = 1.0, smoothing: float = 0.75,
     marginal with ** 0.75 is their fix for PMI's bias towards rare items.
     """
     matrix = matrix.tocsr().astype(np.float64)
+    matrix.eliminate_zeros()  # explicit zeros would be log(0)
     total = matrix.sum()
     rows = np.asarray(matrix.sum(axis=1)).ravel()
     cols = np.power(np.asarray(matrix.sum(axis=0)).ravel(), smoothing)
