@@ -124,7 +124,9 @@ class ItemEmbeddings:
 
         One history (a list of ids) -> (ids, scores); a list of histories -> lists of those.
         """
-        single = len(history) == 0 or isinstance(history[0], str)
+        # A batch is a list of sequences; a single history may hold str or numeric ids.
+        single = len(history) == 0 or isinstance(history[0], str) or not isinstance(
+            history[0], Sequence | np.ndarray)
         histories = [history] if single else history
         indexed, skipped = [], 0
         for items in histories:
