@@ -53,7 +53,12 @@ def page() -> str:
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def explorer_page() -> HTMLResponse:
+def explorer_page(request: Request) -> HTMLResponse:
+    holder = request.app.state.holder
+    if holder.ready and "_explorer_map" not in holder.current().__dict__:
+        # start the map while the browser parses the page; /map.json then finds it ready
+        threading.Thread(target=map_for, args=(holder.current(),), daemon=True,
+                         name="itemvec-map").start()
     return HTMLResponse(page())
 
 

@@ -178,9 +178,7 @@
     var parts = explanation.history.filter(function (p) { return p.contribution > 0; });
     var total = parts.reduce(function (sum, p) { return sum + p.contribution; }, 0);
     return parts.slice(0, 3).map(function (p) {
-      var info = known.get(String(p.item_id));
-      var name = p.item_id + (info && info.title ? " (" + info.title + ")" : "");
-      return name + " " + Math.round(100 * p.contribution / (total || 1)) + "%";
+      return p.item_id + " " + Math.round(100 * p.contribution / (total || 1)) + "%";
     }).join(", ");
   }
 
