@@ -74,6 +74,16 @@ def train(
         "--items", help="Item table (id + columns such as category, title); stored in the "
         "bundle and shown beside results.")] = None,
     item_key: Annotated[str, typer.Option("--item-key", help="Id column of --items.")] = "item_id",
+    features: Annotated[str | None, typer.Option(
+        "--features", help="Feature columns of --items and their kinds, e.g. "
+        "category:cat,price:num,title:text (kind auto/skip too); 'none' = no features.  "
+        "[default: every column, auto-typed]")] = None,
+    relations: Annotated[Path | None, typer.Option(
+        "--relations", help="Triples head,relation,tail (item -> brand, item -> item, ...) "
+        "added as extra training signal.")] = None,
+    relation_weight: Annotated[float | None, typer.Option(
+        "--relation-weight", help="Mass of relation edges relative to behaviour.  "
+        "[default: 0.5]")] = None,
     min_count: Annotated[int | None, typer.Option(
         "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")] = None,
     window: Annotated[int | None, typer.Option(
@@ -87,7 +97,7 @@ def train(
     epochs: Annotated[int | None, typer.Option(
         "--epochs", help="Maximum epochs (early stopping may end sooner).  [default: 40]")] = None,
     temperature: Annotated[float | None, typer.Option(
-        "--temperature", help="Softmax temperature on cosines.  [default: 0.1]")] = None,
+        "--temperature", help="Softmax temperature on cosines.  [default: 0.2]")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.  [default: 0.01]")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.  [default: 0]")] = None,
     device: Annotated[str | None, typer.Option(
@@ -129,7 +139,9 @@ def train(
     trackers = make_trackers(tensorboard, log_json)
     try:
         model = run_training(events, config, out=out, items=items, item_key=item_key,
-                             progress=not quiet, callbacks=trackers, resume=resume)
+                             progress=not quiet, callbacks=trackers, resume=resume,
+                             features=features, relations=relations,
+                             relation_weight=relation_weight)
     finally:
         close_all(trackers)
     stats = model.stats

@@ -132,7 +132,7 @@ class TrainingConfig:
     epochs: int = 40
     batch_size: int = 512
     lr: float = 0.01
-    temperature: float = 0.1
+    temperature: float = 0.2
     weight_decay: float = 0.0
     target_power: float = 1.0  # co-occurrence counts ** power form the target distribution
     row_weight_power: float = 0.5  # how much frequent anchors weigh: row mass ** power
