@@ -21,6 +21,7 @@ import logging
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -404,7 +405,8 @@ def prepare_side(side: SideInformation, warm_ids: np.ndarray, cooccurrence,
     torch.manual_seed(training.seed)
     encoder = FeatureEncoder(len(warm_ids), training.dim, training.hidden,
                              [f.size for f in spec.fields], [index[n] for n in spec.names],
-                             side.config.id_dropout, side.config.field_dropout)
+                             side.config.id_dropout, side.config.field_dropout,
+                             training.temperature)
     if training.init == "svd":
         vectors = spectral_vectors(targets, training.dim, training.seed)
         encoder.initialise(vectors, popularity_logits(targets))
@@ -424,3 +426,60 @@ def load_feature_encoder(files: dict[str, bytes], state: dict):
     encoder.load_state_dict(state)
     encoder.eval()
     return spec, encoder
+
+
+def embed_into_bundle(bundle: str | Path, table: pl.DataFrame,
+                      out: str | Path | None = None) -> tuple[Path, dict[str, int]]:
+    """Embed the items of ``table`` from their features into a trained bundle, no retraining.
+
+    Items the model learned from behaviour keep their vectors; items already embedded cold are
+    embedded again; new ones are appended. Written atomically to ``out`` (default: in place).
+    """
+    import scipy.sparse as sp
+
+    from itemvec.bundle import load_cooccurrence, load_embeddings, load_encoder_state, write_bundle
+    from itemvec.embeddings import ItemEmbeddings
+    from itemvec.errors import BundleError
+
+    bundle = Path(bundle)
+    if not (bundle / SPEC_FILE).is_file():
+        raise BundleError(f"{bundle}: model was trained without item features (no {SPEC_FILE});"
+                          " retrain with --items to embed new items")
+    current = load_embeddings(bundle)
+    files = {SPEC_FILE: (bundle / SPEC_FILE).read_bytes()}
+    state = load_encoder_state(bundle)
+    spec, encoder = load_feature_encoder(files, state)
+    warm = set(current.item_ids[:encoder.n_items].tolist())
+    incoming = table.filter(~pl.col("item_id").is_in(list(warm)))
+    skipped = table.height - incoming.height
+    vectors, bias = encoder.embed_features([spec.transform(incoming)[n] for n in spec.names])
+    new_ids = incoming["item_id"].to_numpy().astype(object)
+    old_table = current.item_table if current.item_table is not None else pl.DataFrame(
+        {"item_id": current.item_ids.astype(str)})
+    keep = ~np.isin(current.item_ids, new_ids)
+    keep[:encoder.n_items] = True
+    counts = (old_table["count"].to_numpy() if "count" in old_table.columns
+              else np.zeros(len(current), np.int64))[keep]
+    item_table = pl.concat([old_table.filter(pl.Series(keep)).drop("count", strict=False),
+                            incoming], how="diagonal_relaxed")
+    ids = np.concatenate([current.item_ids[keep], new_ids])
+    merged = ItemEmbeddings(ids, np.concatenate([current.vectors[keep], vectors]),
+                            np.concatenate([current.item_bias[keep], bias]),
+                            current.temperature, current.query, current.metadata, item_table)
+    n = len(ids)
+    try:
+        matrix = load_cooccurrence(bundle)[:encoder.n_items, :encoder.n_items].tocsr()
+        matrix = sp.csr_matrix((matrix.data, matrix.indices, np.concatenate(
+            [matrix.indptr, np.full(n - encoder.n_items, matrix.indptr[-1])])), shape=(n, n))
+    except BundleError:
+        matrix = None
+    manifest = current.metadata
+    stats = {**manifest.get("stats", {}), "cold_items": n - encoder.n_items}
+    target = Path(out) if out is not None else bundle
+    write_bundle(target, merged, config=manifest.get("config", {}), stats=stats,
+                 encoder_state=state, cooccurrence=matrix,
+                 item_counts=np.concatenate([counts, np.zeros(len(new_ids), np.int64)]),
+                 extra_files=files)
+    report = {"embedded": len(new_ids), "replaced": int((~keep).sum()),
+              "skipped_warm": skipped, "items": n}
+    return target, report
