@@ -13,7 +13,10 @@ import typer
 from itemvec.config import PipelineConfig, load_config
 from itemvec.errors import DataError, ItemvecError
 
+# rich_markup_mode=None: help texts are plain text, so "[default: 5]" and "itemvec[track]" in them
+# are shown as written instead of being eaten as rich markup tags.
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Self-supervised item embeddings from behaviour logs.")
 logger = logging.getLogger("itemvec")
 

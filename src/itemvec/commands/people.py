@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 Bundle = Annotated[Path, typer.Argument(help="Model bundle directory (from itemvec train).")]
 Method = Annotated[str, typer.Option(
     "--method", help="2-D projection: auto (t-SNE up to 5,000 items, else PCA), tsne, pca, or "
-    "umap (needs pip install 'itemvec[umap]').  [default: auto]")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the projection.  [default: 0]")]
+    "umap (needs pip install 'itemvec[umap]').")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the projection.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress spinner.")]
 
 
