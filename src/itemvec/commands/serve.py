@@ -88,6 +88,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
             "--max-body", help="Largest request body in bytes (bigger: 413).")] = 1 << 20,
         access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] =
             False,
+        threads: Annotated[int, typer.Option(
+            "--threads", help="BLAS/OpenMP threads per query (requests run concurrently).")] = 1,
     ) -> None:
         """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
 
@@ -100,8 +102,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
         import uvicorn
 
         from itemvec.serve.http import create_app
-        from itemvec.serve.state import ModelHolder
+        from itemvec.serve.state import ModelHolder, limit_threads
 
+        limit_threads(max(1, threads))
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
         if not 1 <= port <= 65535:

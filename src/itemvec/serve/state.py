@@ -97,6 +97,27 @@ def load_model(path: str | Path, index: str = "auto", check: bool = True) -> Loa
     return model
 
 
+def limit_threads(threads: int) -> None:
+    """One BLAS/OpenMP/torch thread per query by default: a server gets its parallelism from
+    concurrent requests, and nested thread pools on few cores stall each other (a 0.1 ms
+    matmul took 30 ms on a loaded 2-core machine with the default pools)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def resolve_under(root: Path, candidate: str | Path) -> Path:
     """``candidate`` (relative to ``root`` or absolute) if it resolves inside ``root``."""
     root = Path(root).resolve()
@@ -174,5 +195,5 @@ class ModelHolder:
         return thread
 
 
-__all__ = ["BundleError", "LoadedModel", "ModelHolder", "NotReady", "load_model",
-           "resolve_under"]
+__all__ = ["BundleError", "LoadedModel", "ModelHolder", "NotReady", "limit_threads",
+           "load_model", "resolve_under"]

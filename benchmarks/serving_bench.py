@@ -1,0 +1,296 @@
+"""Serving benchmark: query latency in process (exact vs ANN, 10k-1M items) and HTTP under load.
+
+    python -m benchmarks.serving_bench inprocess --sizes 10000,100000,1000000 --out /tmp/sb.json
+    python -m benchmarks.serving_bench http --items 100000 --concurrency 200 --requests 20000
+
+In process: synthetic clustered unit vectors (dim 64, a Gaussian mixture, so neighbourhoods are
+meaningful), random popularity logits; p50/p99 per call of ``similar_items`` and ``recommend``
+(history of 5), one query per call and batches of 64, exact matmul vs an ANN index, plus ANN
+recall@10 against exact on 1000 queries.
+
+HTTP: writes a synthetic bundle (ANN index stored in it), starts ``itemvec serve`` on a free
+loopback port, then drives it with an httpx async client holding ``--concurrency`` requests in
+flight until ``--requests`` are done (bounded: stops by itself). Three runs: valid requests only;
+a mixed valid/invalid run (must see zero 5xx); and a valid run with ``POST /admin/reload`` in
+the middle (must lose no request). Results go to ``--out`` as JSON and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIM = 64
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(10, n // 500), DIM)).astype(np.float32)
+    vectors = centres[rng.integers(len(centres), size=n)]
+    vectors += 0.7 * rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors, rng.normal(scale=0.5, size=n).astype(np.float32)
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "calls": len(ms)}
+
+
+def timed(fn, args_list) -> dict[str, float]:
+    fn(args_list[0])  # warm-up
+    out = []
+    for args in args_list:
+        began = time.perf_counter()
+        fn(args)
+        out.append(time.perf_counter() - began)
+    return percentiles(out)
+
+
+# -- in process ------------------------------------------------------------------------------------
+def inprocess(sizes: list[int], backend: str, calls: int, batch: int, seed: int = 0) -> list[dict]:
+    from itemvec.embeddings import ItemEmbeddings
+    from itemvec.index import ExactIndex, build_index, recall_at_k
+
+    rows = []
+    for n in sizes:
+        vectors, bias = synthetic(n, seed)
+        ids = [f"i{i}" for i in range(n)]
+        exact = ItemEmbeddings(ids, vectors, bias, temperature=0.1)
+        began = time.perf_counter()
+        index = build_index(backend, vectors)
+        build_s = time.perf_counter() - began
+        ann = exact.with_query()
+        ann.vector_index = index
+        rng = np.random.default_rng(seed + 1)
+        queries = vectors[rng.choice(n, 1000, replace=False)]
+        _, truth = ExactIndex(vectors).search(queries, 10)
+        recall = recall_at_k(index, vectors, queries, 10, truth=truth)
+        singles = [ids[i] for i in rng.integers(n, size=calls)]
+        histories = [[ids[i] for i in rng.integers(n, size=5)] for _ in range(calls)]
+        batches = [[ids[i] for i in rng.integers(n, size=batch)] for _ in range(max(5, calls // 20))]
+        hist_batches = [[[ids[i] for i in rng.integers(n, size=5)] for _ in range(batch)]
+                        for _ in range(max(5, calls // 20))]
+        exact_calls = calls if n <= 100_000 else max(50, calls // 5)
+        row = {"items": n, "backend": backend, "build_s": round(build_s, 1),
+               "params": index.params, "recall@10": round(recall, 4)}
+        for label, model, k in (("exact", exact, exact_calls), (backend, ann, calls)):
+            row[f"{label}_similar_1"] = timed(lambda q, m=model: m.similar_items(q, n=10),
+                                              singles[:k])
+            row[f"{label}_similar_{batch}"] = timed(lambda q, m=model: m.similar_items(q, n=10),
+                                                    batches[:max(5, k // 20)])
+            row[f"{label}_recommend_1"] = timed(lambda h, m=model: m.recommend(h, n=10),
+                                                histories[:k])
+            row[f"{label}_recommend_{batch}"] = timed(lambda h, m=model: m.recommend(h, n=10),
+                                                      hist_batches[:max(5, k // 20)])
+        exact_rec, _ = exact.recommend(histories[:200], n=10)
+        ann_rec, _ = ann.recommend(histories[:200], n=10)
+        row["recommend_agreement@10"] = round(float(np.mean(
+            [len(set(a) & set(b)) / 10 for a, b in zip(exact_rec, ann_rec, strict=True)])), 4)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+def write_synthetic_bundle(root: Path, name: str, n: int, backend: str, seed: int = 0) -> Path:
+    from itemvec.bundle import write_bundle
+    from itemvec.embeddings import ItemEmbeddings
+    from itemvec.index import build_index, save_index
+
+    vectors, bias = synthetic(n, seed)
+    emb = ItemEmbeddings([f"i{i}" for i in range(n)], vectors, bias, temperature=0.1)
+    path = write_bundle(root / name, emb, config={}, stats={})
+    if backend != "exact":
+        save_index(build_index(backend, vectors), path)
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: cost per request, independent of machine load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def run_load(server: subprocess.Popen, *args) -> dict:
+    before, began = cpu_seconds(server.pid), load_average()
+    result = asyncio.run(load(*args))
+    used = cpu_seconds(server.pid) - before
+    result["server_cpu_ms_per_request"] = round(1000 * used / max(1, result["calls"]), 3)
+    result["load_average_1m"] = [began, load_average()]
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def valid_request(rng: random.Random, n_items: int) -> tuple[str, str, dict | None]:
+    if rng.random() < 0.5:
+        return "GET", f"/similar/i{rng.randrange(n_items)}?n=10", None
+    return "POST", "/recommend", {"history": [f"i{rng.randrange(n_items)}" for _ in range(5)],
+                                  "n": 10}
+
+
+def invalid_request(rng: random.Random, n_items: int) -> tuple[str, str, object]:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return "GET", "/similar/no-such-item?n=10", None
+    if kind == 1:
+        return "GET", "/similar/i1?n=0", None
+    if kind == 2:
+        return "POST", "/recommend", {"history": ["i1"] * 5000, "n": 10}
+    if kind == 3:
+        return "POST", "/recommend", b"{not json"
+    return "POST", "/recommend", b"x" * (2 << 20)
+
+
+async def load(base: str, n_items: int, concurrency: int, total: int, mix_invalid: float,
+               reload_at: int | None, seed: int) -> dict:
+    import httpx
+
+    rng = random.Random(seed)
+    plan = [invalid_request(rng, n_items) if rng.random() < mix_invalid
+            else valid_request(rng, n_items) for _ in range(total)]
+    latencies, statuses, errors = [], {}, []
+    next_index = 0
+    reload_result: dict = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < total:
+                i = next_index
+                next_index += 1
+                if reload_at is not None and i == reload_at:
+                    asyncio.get_running_loop().create_task(do_reload())
+                method, path, body = plan[i]
+                began = time.perf_counter()
+                try:
+                    if isinstance(body, bytes):
+                        response = await client.request(method, path, content=body, headers={
+                            "content-type": "application/json"})
+                    else:
+                        response = await client.request(method, path, json=body)
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    oversize = isinstance(body, bytes) and len(body) > (1 << 20)
+                    errors.append(f"{'oversize-body ' if oversize else ''}{exc!r}")
+                    continue
+                latencies.append(time.perf_counter() - began)
+                statuses[status] = statuses.get(status, 0) + 1
+
+        async def do_reload() -> None:
+            began = time.perf_counter()
+            response = await client.post("/admin/reload", json={"path": "other"})
+            reload_result.update(status=response.status_code,
+                                 seconds=round(time.perf_counter() - began, 3))
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - began
+        while reload_at is not None and not reload_result:
+            await asyncio.sleep(0.05)
+    return {"requests": total, "concurrency": concurrency, "wall_s": round(wall, 2),
+            "throughput_rps": round(len(latencies) / wall, 1), **percentiles(latencies),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "transport_errors": len(errors), "error_examples": sorted(set(errors))[:3],
+            "5xx": sum(v for k, v in statuses.items() if k >= 500),
+            **({"reload": reload_result} if reload_at is not None else {})}
+
+
+def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
+    import httpx
+
+    root = Path(tempfile.mkdtemp(prefix="itemvec-serving-"))
+    write_synthetic_bundle(root, "current", n_items, backend)
+    write_synthetic_bundle(root, "other", n_items, backend, seed=1)
+    port = free_port()
+    script = Path(sys.executable).with_name("itemvec")
+    command = [str(script), "serve", str(root / "current"), "--host", "127.0.0.1",
+               "--port", str(port), "--index", backend]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(server.stderr.read().decode())
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server never became healthy")
+            time.sleep(0.25)
+        results = {"items": n_items, "backend": backend}
+        results["serial"] = run_load(server, base, n_items, 1, min(total, 500), 0.0, None, 3)
+        print(json.dumps(results["serial"]), flush=True)
+        results["valid"] = run_load(server, base, n_items, concurrency, total, 0.0, None, 0)
+        print(json.dumps(results["valid"]), flush=True)
+        results["mixed"] = run_load(server, base, n_items, concurrency, total, 0.5, None, 1)
+        print(json.dumps(results["mixed"]), flush=True)
+        results["reload"] = run_load(server, base, n_items, concurrency, total, 0.0, total // 2, 2)
+        print(json.dumps(results["reload"]), flush=True)
+        return results
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    one = sub.add_parser("inprocess")
+    one.add_argument("--sizes", default="10000,100000,1000000")
+    one.add_argument("--backend", default="hnsw")
+    one.add_argument("--calls", type=int, default=500)
+    one.add_argument("--batch", type=int, default=64)
+    one.add_argument("--out", type=Path)
+    two = sub.add_parser("http")
+    two.add_argument("--items", type=int, default=100_000)
+    two.add_argument("--backend", default="hnsw")
+    two.add_argument("--concurrency", type=int, default=200)
+    two.add_argument("--requests", type=int, default=20_000)
+    two.add_argument("--out", type=Path)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS/OpenMP threads (1, like itemvec serve's default)")
+    args = parser.parse_args()
+    from itemvec.serve.state import limit_threads
+
+    limit_threads(args.threads)
+    if args.mode == "inprocess":
+        result = inprocess([int(s) for s in args.sizes.split(",")], args.backend, args.calls,
+                           args.batch)
+    else:
+        result = http(args.items, args.backend, args.concurrency, args.requests)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
