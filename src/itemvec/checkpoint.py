@@ -125,7 +125,7 @@ class CheckpointManager:
         atomic_write_bytes(self.path, payload)
         _fsync_directory(self.directory)
         self.last_save = time.monotonic()
-        logger.info("checkpoint after epoch %d -> %s", state.epoch, self.path)
+        logger.debug("checkpoint after epoch %d -> %s", state.epoch, self.path)
         return self.path
 
     def load(self) -> TrainingState:
