@@ -160,7 +160,7 @@ def _csv_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl
 class _Chunk:
     ctx: np.ndarray  # int64 context index per event, non-decreasing
     items: np.ndarray  # int64 global item id per event
-    scale: np.ndarray  # float64 sqrt(event weight), times the context decay when asked
+    scale: np.ndarray  # float64 sqrt(event weight * context decay)
 
 
 class _Vocabulary:
@@ -276,8 +276,8 @@ class PairAccumulator:
         self.total: sp.csr_matrix | None = None
         self.shards: list[Path] = []
         # buffered chunk matrices and the running sum cost ~12 B per non-zero (float64 + int32)
-        self.buffer_limit = max(1 << 16, memory_limit // 4 // 12)
-        self.matrix_limit = max(1 << 20, memory_limit // 3)
+        self.buffer_limit = max(1 << 12, memory_limit // 4 // 12)
+        self.matrix_limit = max(1 << 16, memory_limit // 3)
 
     def add(self, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, n: int) -> None:
         if len(lo):
@@ -354,7 +354,7 @@ class StreamCounter:
         items = self.vocabulary.encode(table["item"])
         n = len(self.vocabulary)
         ctx = table["ctx"].to_numpy().astype(np.int64)
-        scale = np.sqrt(table["weight"].to_numpy().astype(np.float64))
+        scale = table["weight"].to_numpy().astype(np.float64)  # weight now, its sqrt below
         times = table["time"].to_numpy() if "time" in table.columns else None
         self.event_counts = _grow(self.event_counts, n)
         self.event_counts += np.bincount(items, minlength=n)
@@ -372,7 +372,8 @@ class StreamCounter:
             age = self.newest - times[last]
             decay = np.power(0.5, age / self.config.time_decay_half_life)
             scale = scale * np.repeat(decay, np.diff(last, prepend=-1))
-        chunk = _Chunk(ctx, items, scale)
+        # a pair weighs sqrt(w_a w_b) * decay: each event carries sqrt(weight * decay)
+        chunk = _Chunk(ctx, items, np.sqrt(scale))
         self.events += len(items)
         self.contexts += 1 + int(np.count_nonzero(np.diff(ctx)))
         self.context_counts = _grow(self.context_counts, n)
