@@ -256,6 +256,25 @@ def test_cli_reports_a_corrupt_bundle_in_one_line(old_bundle, cli):
     assert code == 2 and err.count("\n") == 1 and "checksum mismatch" in err
 
 
+def test_a_failing_checkpoint_write_warns_and_training_goes_on(small_matrix, tmp_path,
+                                                               monkeypatch, caplog):
+    manager = CheckpointManager(tmp_path / "ck", every=0)
+    config = TrainingConfig(device="cpu", epochs=3, dim=16, checkpoint_every=0)
+    real_save, calls = CheckpointManager.save, []
+
+    def full_disk_after_first(self, state):
+        calls.append(state.epoch)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_save(self, state)
+
+    monkeypatch.setattr(CheckpointManager, "save", full_disk_after_first)
+    result = Trainer(config, progress=False, checkpoint=manager).fit(small_matrix)
+    assert len(result.history) == 3 and calls == [1, 2, 3]
+    assert "No space left on device" in caplog.text and "training goes on" in caplog.text
+    assert manager.load().epoch == 1  # the last good checkpoint is still there
+
+
 # -- divergence: NaN/inf is reported with its epoch and step, and nothing is saved ------------------
 class Poisoned:
     """Wraps an objective; at (epoch, step) makes the loss NaN, or only the gradients."""

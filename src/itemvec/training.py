@@ -173,12 +173,17 @@ class Trainer:
 
     def _save(self, epoch, encoder, optimiser, rng, result, best_state, stale) -> None:
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-        self.checkpoint.save(TrainingState(
+        state = TrainingState(
             epoch=epoch, encoder=encoder.state_dict(), optimiser=optimiser.state_dict(),
             numpy_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(), cuda_rng=cuda,
             best=best_state if self.validator is not None else None,
             best_score=result.best_score, best_epoch=result.best_epoch, stale=stale,
-            history=result.history, identity=self._identity or {}))
+            history=result.history, identity=self._identity or {})
+        try:
+            self.checkpoint.save(state)
+        except OSError as exc:  # disk full, say: a lost checkpoint must not cost the whole run
+            logger.warning("could not write checkpoint %s (%s); training goes on, the previous "
+                           "checkpoint (if any) is intact", self.checkpoint.path, exc)
 
     def _restore(self, state: TrainingState, encoder, optimiser, rng,
                  result: TrainingResult) -> tuple[dict, int, int]:
@@ -197,17 +202,25 @@ class Trainer:
         done = state.stale >= self.config.patience or state.epoch >= self.config.epochs
         return best, state.stale, self.config.epochs + 1 if done else state.epoch + 1
 
+    # hooks for itemvec.distributed: this process's part of a batch; gradient all-reduce
+    def shard(self, batch):
+        return batch
+
+    def after_backward(self, encoder: ItemEncoder) -> None:
+        pass
+
     def _epoch(self, encoder, objective, optimiser, rng, epoch: int) -> float:
         encoder.train()
         total, steps = 0.0, 0
         for batch in objective.batches(rng):
-            loss = objective.loss(encoder, batch)
+            loss = objective.loss(encoder, self.shard(batch))
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}; "
                     "lower training.lr or raise training.temperature")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            self.after_backward(encoder)
             try:
                 optimiser.step()
             except RuntimeError as exc:  # e.g. lr so large the Adam step size overflows float32
