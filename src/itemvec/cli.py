@@ -413,25 +413,43 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage-error types, abort types) of click and of the copy of click that typer vendors."""
+    import importlib
+
+    errors, aborts = [], []
+    for name in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors += [module.ClickException] if hasattr(module, "ClickException") else []
+        aborts += [module.Abort] if hasattr(module, "Abort") else []
+    return tuple(errors), tuple(aborts)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Non-standalone typer returns the exit code of ``typer.Exit`` and of Ctrl-C (130).
+        code = app(standalone_mode=False)
     except ItemvecError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted; no bundle was written", err=True)
-        sys.exit(130)
+        code = 130
     except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        usage_errors, aborts = _click_exception_types()
+        if isinstance(exc, usage_errors):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+        if not isinstance(exc, aborts):
+            raise
+        code = 130
+    if code == 130:
+        typer.echo("interrupted; no bundle was written", err=True)
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
