@@ -168,7 +168,8 @@ class IVFIndex(_FaissIndex):
             quantizer = faiss.IndexFlatIP(dim)
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(int(params["seed"]))
-            sample = vectors[rng.choice(n, size=min(n, int(params["train_size"])), replace=False)]
+            size = min(n, max(int(params["train_size"]), 40 * nlist))  # FAISS wants >= 39/list
+            sample = vectors[rng.choice(n, size=size, replace=False)]
             index.train(np.ascontiguousarray(sample))
             index.add(vectors)
         super().__init__(index, params)
