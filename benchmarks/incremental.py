@@ -113,11 +113,11 @@ def _rounded(metrics: dict) -> dict:
 
 # -- one data set --------------------------------------------------------------------------------
 def run(name: str, data_dir: Path, repeats: int, variants: dict[str, UpdateConfig],
-        seed: int = 0) -> dict:
+        seed: int = 0, device: str = "cpu") -> dict:
     data = load(name, data_dir)
     log = data.log
     config = PipelineConfig(ingest=data.ingest)
-    config.training = dataclasses.replace(config.training, seed=seed, device="cpu")
+    config.training = dataclasses.replace(config.training, seed=seed, device=device)
     split = split_contexts(log, seed=seed)
     train, valid, test = (log.subset(np.sort(p)) for p in (split.train, split.valid, split.test))
     in_base = base_mask(train)
@@ -156,7 +156,7 @@ def run(name: str, data_dir: Path, repeats: int, variants: dict[str, UpdateConfi
             for _ in range(repeats):
                 began = time.perf_counter()
                 parent = load_parent(tmp / "base")
-                holdout = None if label.endswith("(CLI default)") else valid
+                holdout = None if "early stopping on new events" in label else valid
                 result = update_log(parent, new, settings, valid=holdout, progress=False)
                 save_update(result, tmp / "update", parent)
                 times.append(time.perf_counter() - began)
@@ -174,11 +174,13 @@ def run(name: str, data_dir: Path, repeats: int, variants: dict[str, UpdateConfi
 
 
 VARIANTS = {
-    "update, touched anchors, <=3 epochs": UpdateConfig(epochs=3, patience=1),
-    "update, touched anchors, <=6 epochs": UpdateConfig(epochs=6, patience=2),
-    "update, all anchors, <=3 epochs": UpdateConfig(epochs=3, patience=1, anchors="all"),
     "update, 0 epochs (new items placed, no training)": UpdateConfig(epochs=0),
-    "update, defaults (CLI default)": UpdateConfig(),
+    "update, touched anchors, 3 epochs": UpdateConfig(epochs=3, anchors="touched"),
+    "update, all anchors, 3 epochs": UpdateConfig(epochs=3, anchors="all"),
+    "update, touched anchors, 6 epochs": UpdateConfig(epochs=6, anchors="touched"),
+    "update, touched anchors, 3 epochs, early stopping on new events (CLI default)":
+        UpdateConfig(),
+    "update, all anchors, 3 epochs, early stopping on new events": UpdateConfig(anchors="all"),
 }
 
 
@@ -207,18 +209,20 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="training device: cpu, cuda or auto")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("itemvec").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
-    variants = VARIANTS
-    results = {name: run(name, args.data_dir, args.repeats, variants)
-               for name in args.datasets.split(",")}
-    print(render(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    results = {}
+    for name in args.datasets.split(","):
+        results[name] = run(name, args.data_dir, args.repeats, VARIANTS, device=args.device)
+        results[name]["info"].update(threads=args.threads, device=args.device)
+        print(render({name: results[name]}), flush=True)
+        if args.json is not None:  # after each data set, so a cut-off run keeps what it has
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

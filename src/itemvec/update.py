@@ -3,8 +3,10 @@
     parent bundle (counts, encoder weights, config)  +  new event log
       -> extend the vocabulary with items first seen in the new events
       -> count the new pairs, decay the stored counts (optional), add them up
-      -> copy the stored weights; start each new item at the co-occurrence-weighted mean
-         direction of its known neighbours (popularity logit from its co-occurrence mass)
+      -> copy the stored weights; start each new item where its features put it (bundles
+         trained with an item table: their cold items warm up too), else at the
+         co-occurrence-weighted mean direction of its known neighbours (popularity logit
+         regressed from its co-occurrence mass)
       -> continue training for a short schedule, by default only the anchor rows the new
          events touched (the softmax still normalises over every item)
       -> a new, normal bundle whose manifest records the lineage
@@ -12,6 +14,9 @@
 The parent bundle is only read; the new one is written atomically (``bundle.write_bundle``).
 Pairs that span the boundary between the parent's data and the new events are not counted
 (the parent's contexts are not stored), so an update sees slightly fewer pairs than a retrain.
+With ``--min-support`` the parent stores pruned counts and the new counts are pruned on the new
+events' support alone; relation edges the parent was trained with are not re-added; feature
+vocabularies stay the parent's (unseen category values count as missing).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ logger = logging.getLogger(__name__)
 class UpdateConfig:
     """The short schedule and how old counts age; everything else comes from the parent."""
 
-    epochs: int = 6  # at most (early stopping may end sooner); 0: place new items, no training
+    epochs: int = 3  # at most (early stopping may end sooner); 0: place new items, no training
     lr: float | None = None  # None: the parent's training.lr
     batch_size: int | None = None  # None: the parent's training.batch_size
     patience: int = 2

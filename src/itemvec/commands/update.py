@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
             "[default: the bundle's time_decay_half_life, else none]")] = None,
         epochs: Annotated[int, typer.Option(
             "--epochs", help="Most epochs of continued training (early stopping on the newest "
-            "new contexts may end sooner); 0 only places the new items.")] = 6,
+            "new contexts may end sooner); 0 only places the new items.")] = 3,
         anchors: Annotated[str, typer.Option(
             "--anchors", help="touched: train only the item rows the new events changed (the "
             "softmax still covers every item); all: every row.")] = "touched",
