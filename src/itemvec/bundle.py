@@ -99,6 +99,7 @@ def write_bundle(out: str | Path, embeddings: ItemEmbeddings, *, config: dict[st
             "files": {name: _sha256(staging / name) for name in files},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        _fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -146,6 +147,17 @@ def _swap_into_place(staging: Path, out: Path) -> None:
     os.replace(out, retired)
     os.replace(staging, out)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in [*directory.iterdir(), directory]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        except OSError:  # some file systems refuse fsync on directories
+            pass
+        finally:
+            os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:
