@@ -87,8 +87,12 @@ def _events_frame(session, items, lengths, rng, start_time, session_offset: int 
                   n_users: int | None = None) -> pl.DataFrame:
     n_sessions = len(lengths)
     session_start = start_time + np.sort(rng.uniform(0, 90 * 86400, size=n_sessions))
-    offsets = np.arange(len(items)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    ts = session_start[session] + offsets * rng.uniform(20, 120, size=len(items))
+    # Each event follows the previous one of its session by 20-120 s: times rise in file order.
+    gaps = rng.uniform(20, 120, size=len(items))
+    starts = np.cumsum(lengths) - lengths
+    gaps[starts] = 0.0
+    elapsed = np.cumsum(gaps)
+    ts = session_start[session] + elapsed - np.repeat(elapsed[starts], lengths)
     event = EVENT_TYPES[rng.choice(3, size=len(items), p=[0.8, 0.15, 0.05])]
     n_users = n_users or max(1, n_sessions // 3)
     return pl.DataFrame({
