@@ -123,10 +123,15 @@ def train(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run from its checkpoint; give the same data "
         "and options.")] = False,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Data-parallel training across the processes of torchrun "
+        "(gloo on CPU, NCCL on CUDA); rank 0 writes the bundle.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""
     from itemvec.pipeline import train as run_training
+    if distributed:
+        from itemvec.distributed import train as run_training  # noqa: F811
     from itemvec.tracking import close_all, make_trackers
 
     _configure_logging(quiet)
