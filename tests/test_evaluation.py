@@ -152,3 +152,61 @@ def test_max_queries_caps_with_a_seeded_sample():
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task 'u2i'"):
         build_queries(make_log([[0, 1]], 2), identity(2), "u2i")
+
+
+def reference_queries(log: EventLog, to_model: np.ndarray, task: str, seed: int = 0):
+    """The protocol written the obvious (quadratic) way."""
+    rng = np.random.default_rng(seed)
+    out, unknown = [], 0
+    for c in range(log.n_contexts):
+        items = to_model[log.context(c)]
+        if log.ordered:
+            pairs = [(items[:t], int(items[t])) for t in range(1, len(items))]
+        elif len(items) >= 2:
+            held = int(rng.integers(len(items)))
+            pairs = [(np.delete(items, held), int(items[held]))]
+        else:
+            pairs = []
+        for history, target in pairs:
+            if target < 0:
+                unknown += 1
+                continue
+            history = history[history >= 0]
+            if task == "i2i":
+                if log.ordered:
+                    history = history[-1:]
+                elif len(history):
+                    history = history[int(rng.integers(len(history)))][None]
+            if len(history) == 0 or target in history:
+                continue
+            out.append((history.tolist(), target))
+    return out, unknown
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("task", ["s2i", "i2i"])
+def test_queries_match_the_reference_protocol(ordered, task):
+    rng = np.random.default_rng(7)
+    contexts = [rng.integers(0, 12, size=rng.integers(1, 15)).tolist() for _ in range(80)]
+    log = make_log(contexts, n_items=12, ordered=ordered)
+    to_model = np.where(rng.random(12) < 0.2, -1, np.arange(12))
+    queries = build_queries(log, to_model, task, seed=3)
+    want, unknown = reference_queries(log, to_model, task, seed=3)
+    got = [(h.tolist(), int(t)) for h, t in zip(queries.histories, queries.targets, strict=True)]
+    assert got == want and queries.skipped_unknown == unknown and len(got) > 20
+
+
+def test_one_long_history_costs_linear_memory():
+    """A 30k-event user history: quadratic prefix copies would need ~3.6 GB."""
+    import tracemalloc
+
+    n = 30_000
+    log = make_log([np.random.default_rng(0).integers(0, 5_000, size=n).tolist()], 5_000)
+    tracemalloc.start()
+    try:
+        queries = build_queries(log, identity(5_000), "s2i", max_queries=100)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(queries) == 100
+    assert peak < 100 * 2**20, peak

@@ -68,15 +68,18 @@ def build_queries(log: EventLog, to_model: np.ndarray, task: str, seed: int = 0,
     histories, targets, unknown = [], [], 0
     for c in range(log.n_contexts):
         items = to_model[log.context(c)]
-        pairs = _session_queries(items) if log.ordered else _basket_query(items, rng)
-        for history, target in pairs:
+        if log.ordered:
+            pairs = _session_queries(items)
+        else:
+            pairs = [(h[h >= 0], t, None) for h, t in _basket_query(items, rng)]
+        for history, target, seen in pairs:
             if target < 0:
                 unknown += 1
                 continue
-            history = history[history >= 0]
             if task == "i2i":
                 history = history[-1:] if log.ordered else _pick_one(history, rng)
-            if len(history) == 0 or target in history:
+                seen = None
+            if len(history) == 0 or (target in history if seen is None else seen):
                 continue
             histories.append(history)
             targets.append(target)
@@ -85,8 +88,24 @@ def build_queries(log: EventLog, to_model: np.ndarray, task: str, seed: int = 0,
 
 
 def _session_queries(items: np.ndarray):
+    """(known items so far, target, target already among them) for every position t >= 1.
+
+    Histories are views of one filtered array and "already seen" comes from first occurrences,
+    so a context of n events costs O(n) memory, not O(n^2) (long user histories).
+    """
+    is_known = items >= 0
+    known = items[is_known]
+    before = np.cumsum(is_known) - is_known  # known items strictly before each position
+    values, first = np.unique(known, return_index=True)
     for t in range(1, len(items)):
-        yield items[:t], int(items[t])
+        target = int(items[t])
+        history = known[:before[t]]
+        if target < 0:
+            yield history, target, False
+            continue
+        pos = int(np.searchsorted(values, target))
+        seen = pos < len(values) and values[pos] == target and first[pos] < before[t]
+        yield history, target, bool(seen)
 
 
 def _basket_query(items: np.ndarray, rng: np.random.Generator):
