@@ -230,7 +230,7 @@ def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
 @methods.register("ease")
 class EaseMethod(Method):
     name = "ease"
-    LAMBDAS = (10.0, 40.0, 160.0, 640.0, 2560.0)
+    LAMBDAS = (10.0, 50.0, 250.0, 1250.0)
 
     def grid(self, data, quick):
         return [{"lambda": 100.0}] if quick else [{"lambda": lam} for lam in self.LAMBDAS]
@@ -262,7 +262,7 @@ class Item2VecMethod(Method):
                  "sample": (0.0, 1e-4, 1e-3),
                  "epochs": (10, 20, 40)}
         first = dict(self.DEFAULT, window=5 if data.train.ordered else 0)
-        return sample_grid(space, 8, seed=1, first=first)
+        return sample_grid(space, 6, seed=1, first=first)
 
     def fit(self, data, params):
         from gensim.models import Word2Vec
@@ -331,7 +331,7 @@ class ALSMethod(Method):
             return [dict(self.DEFAULT, iterations=5)]
         space = {"factors": (32, 64, 128), "regularization": (0.01, 0.1, 1.0, 10.0),
                  "alpha": (1.0, 5.0, 20.0, 50.0), "iterations": (15,)}
-        return sample_grid(space, 8, seed=2, first=dict(self.DEFAULT))
+        return sample_grid(space, 6, seed=2, first=dict(self.DEFAULT))
 
     def fit(self, data, params):
         from implicit.cpu.als import AlternatingLeastSquares

@@ -59,14 +59,15 @@ def dataset_markdown(name: str, block: dict, command: str) -> str:
     if probed:
         lines += ["## Category probe (embeddings of the s2i-selected model)", "",
                   "| method | labels | items | classes | majority acc | probe acc | macro-F1 | "
-                  "k-means NMI |", "|---|---|---|---|---|---|---|---|"]
+                  "k-means NMI | k-means AMI |", "|---|---|---|---|---|---|---|---|---|"]
         for m in probed:
             for label_set, p in methods[m]["probe"].items():
                 if "accuracy" not in p:
                     continue
                 lines.append(f"| {m} | {label_set} | {p['items']} | {p['classes']} | "
                              f"{p['majority_accuracy']:.3f} | {p['accuracy']:.3f} | "
-                             f"{p['macro_f1']:.3f} | {p['nmi']:.3f} |")
+                             f"{p['macro_f1']:.3f} | {p['nmi']:.3f} | "
+                             f"{p.get('ami', float('nan')):.3f} |")
         lines.append("")
     lines += ["## Tuning", "",
               "| method | fits | configs scored on valid | tuning s |", "|---|---|---|---|"]

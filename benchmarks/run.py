@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -66,6 +67,20 @@ def load_results(path: Path) -> dict:
     return {"meta": {}, "datasets": {}}
 
 
+def save_results(path: Path, results: dict, names: list[str]) -> dict:
+    """Merge this run's data sets into what is on disk (under a lock): runs on different
+    data sets may share one ``--out`` and run at the same time."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = load_results(path)
+        merged["meta"] = results["meta"]
+        for name in names:
+            if name in results["datasets"]:
+                merged["datasets"][name] = results["datasets"][name]
+        atomic_write_bytes(path, json.dumps(merged, indent=1, default=str).encode())
+    return merged
+
+
 def command_line(args: argparse.Namespace, dataset: str) -> str:
     parts = ["python -m benchmarks.run", f"--datasets {dataset}"]
     if args.quick:
@@ -115,8 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                            f"Python {platform.python_version()}",
             }
-            atomic_write_bytes(path, json.dumps(results, indent=1, default=str).encode())
+            save_results(path, results, datasets)
         print(f"{name}: done in {time.perf_counter() - began:.0f}s", flush=True)
+    results = save_results(path, results, datasets)
     commands = {n: command_line(args, n) for n in results["datasets"]}
     readme = None if args.no_readme else ROOT / "benchmarks" / "README.md"
     write_reports(results, args.out, commands, readme)
