@@ -259,3 +259,17 @@ def test_demo_shows_itemvec_beating_popularity(tmp_path, cli):
         assert rows[(task, "itemvec")] > rows[(task, "popularity")], rows
     assert (tmp_path / "bundle" / "manifest.json").is_file()
     assert "next: itemvec similar" in stdout
+
+
+def test_outputs_into_new_or_impossible_directories(cli_model, tmp_path, cli):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": 1, "history": ["i1"]}\n')
+    out = tmp_path / "new" / "dir" / "recs.jsonl"
+    code, _, stderr = cli(["recommend", cli_model, "--queries", queries, "--out", out, "-q"])
+    assert code == 0, stderr
+    assert json.loads(out.read_text())["id"] == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, stderr = cli(["recommend", cli_model, "--queries", queries,
+                           "--out", blocker / "recs.jsonl", "-q"])
+    assert_one_line_error(code, stderr, str(blocker))

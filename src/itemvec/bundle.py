@@ -49,6 +49,7 @@ def _sha256(path: Path) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory and rename: readers never see half a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # --out new/dir/file.jsonl just works
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

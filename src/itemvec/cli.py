@@ -443,6 +443,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:  # unwritable --out, full disk, ...: the user's to fix, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
     except Exception as exc:  # click usage errors and friends
         usage_errors, aborts = _click_exception_types()
         if isinstance(exc, usage_errors):
