@@ -162,6 +162,13 @@ def test_baskets_are_deduplicated_keeping_max_weight(write_file):
     np.testing.assert_array_equal(log.weights, [4, 1, 1])
 
 
+def test_basket_end_time_is_its_latest_event(write_file):
+    path = write_file("e.csv", "basket,item_id,ts\nb1,a,50\nb1,b,10\nb2,c,5\nb2,d,7\n")
+    log = read_events(path, IngestConfig(context="basket", time="ts", context_kind="basket"))
+    assert contexts(log) == {"b1": ["a", "b"], "b2": ["c", "d"]}  # file order kept
+    np.testing.assert_array_equal(log.context_end_times(), [50, 7])
+
+
 def test_context_kind_forces_sessions_or_baskets(write_file):
     path = write_file("e.csv", "session_id,item_id,ts\ns1,a,1\ns1,b,2\ns1,a,3\n")
     basket = read_events(path, IngestConfig(time="ts", context_kind="basket"))

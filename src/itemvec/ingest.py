@@ -69,10 +69,10 @@ class EventLog:
         """Time of each context's last event (used for the time-based split)."""
         if self.times is None:
             return None
-        ends = self.indptr[1:] - 1
         out = np.full(self.n_contexts, -np.inf)
         nonempty = self.lengths() > 0
-        out[nonempty] = self.times[ends[nonempty]]
+        if nonempty.any():  # max, not last: baskets keep file order, not time order
+            out[nonempty] = np.maximum.reduceat(self.times, self.indptr[:-1][nonempty])
         return out
 
     def subset(self, contexts: np.ndarray) -> EventLog:
