@@ -255,8 +255,9 @@ class Item2VecMethod(Method):
     DEFAULT = {"window": 5, "ns_exponent": 0.75, "sample": 1e-3, "epochs": 20}
 
     def grid(self, data, quick):
-        if quick:
-            return [{**self.DEFAULT, "epochs": 5}]
+        if quick:  # no downsampling: with few items it drops the staples (groceries)
+            return [{"window": 5 if data.train.ordered else 0, "ns_exponent": 0.5,
+                     "sample": 0.0, "epochs": 5}]
         space = {"window": (3, 5, 10, 20) if data.train.ordered else (0,),
                  "ns_exponent": (-0.5, 0.0, 0.5, 0.75, 1.0),
                  "sample": (0.0, 1e-4, 1e-3),
@@ -329,19 +330,22 @@ class ALSMethod(Method):
     def grid(self, data, quick):
         if quick:
             return [dict(self.DEFAULT, iterations=5)]
-        space = {"factors": (32, 64, 128), "regularization": (0.01, 0.1, 1.0, 10.0),
+        # small vocabularies (groceries: 169 items) need few factors, or ALS memorises
+        factors = tuple(f for f in (8, 16, 32, 64, 128) if f <= max(8, data.n_items // 5))
+        space = {"factors": factors, "regularization": (0.01, 0.1, 1.0, 10.0),
                  "alpha": (1.0, 5.0, 20.0, 50.0), "iterations": (15,)}
-        return sample_grid(space, 6, seed=2, first=dict(self.DEFAULT))
+        first = dict(self.DEFAULT, factors=min(self.DEFAULT["factors"], factors[-1]))
+        return sample_grid(space, 6, seed=2, first=first)
 
     def fit(self, data, params):
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
-        model = AlternatingLeastSquares(factors=params["factors"],
-                                        regularization=params["regularization"],
-                                        alpha=params["alpha"], iterations=params["iterations"],
-                                        random_state=0, num_threads=2)
-        with threadpool_limits(1, "blas"):
+        with threadpool_limits(1, "blas"):  # implicit's advice; it warns otherwise
+            model = AlternatingLeastSquares(factors=params["factors"],
+                                            regularization=params["regularization"],
+                                            alpha=params["alpha"], iterations=params["iterations"],
+                                            random_state=0, num_threads=2)
             model.fit(context_matrix(data.train), show_progress=False)
         return {"items": np.asarray(model.item_factors, dtype=np.float32), **params}
 
