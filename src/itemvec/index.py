@@ -304,28 +304,47 @@ def recommend_top(index: VectorIndex, embeddings: Any, histories: Sequence[np.nd
     pooled = embeddings.pool(histories)
     norms = np.linalg.norm(pooled, axis=1)
     unit = pooled / np.maximum(norms, 1e-12)[:, None]
-    fetch = min(len(embeddings), max(candidates, 4 * n))
-    near_rows, near_scores = nearest(index, embeddings.vectors, unit, fetch, blocked, seen)
     weight, temperature = embeddings.query.popularity_weight, embeddings.temperature
     order = _popularity_order(embeddings)
     out_rows, out_scores = [], []
     for h, history_seen in enumerate(seen):
-        popular = _first_allowed(order, fetch, blocked, history_seen)
-        rows = np.union1d(near_rows[h], popular) if norms[h] > 0 else popular
-        logits = embeddings.vectors[rows] @ pooled[h] / temperature
-        logits = logits + weight * embeddings.item_bias[rows]
-        top = np.argsort(-logits, kind="stable")[:n]
-        if norms[h] > 0 and not _bound_holds(logits[top], n, near_scores[h], norms[h],
-                                             temperature, weight, embeddings.item_bias, popular,
-                                             fetch):
-            rows = np.flatnonzero(np.ones(len(embeddings), bool) if blocked is None else ~blocked)
-            rows = rows[~np.isin(rows, history_seen)]
+        found = None
+        fetch = min(len(embeddings), max(candidates, 4 * n))
+        for _ in range(3):  # widen the candidate set twice before scoring every item
+            near_rows, near_scores = nearest(index, embeddings.vectors, unit[h:h + 1], fetch,
+                                             blocked, [history_seen])
+            popular = _first_allowed(order, fetch, blocked, history_seen)
+            rows = np.union1d(near_rows[0], popular) if norms[h] > 0 else popular
             logits = embeddings.vectors[rows] @ pooled[h] / temperature
             logits = logits + weight * embeddings.item_bias[rows]
             top = np.argsort(-logits, kind="stable")[:n]
-        out_rows.append(rows[top])
-        out_scores.append(logits[top].astype(np.float32))
+            if norms[h] == 0 or _bound_holds(logits[top], n, near_scores[0], norms[h],
+                                             temperature, weight, embeddings.item_bias,
+                                             popular, fetch):
+                found = rows[top], logits[top]
+                break
+            if fetch >= len(embeddings):
+                break
+            fetch = min(len(embeddings), fetch * 8)
+        if found is None:
+            found = _score_all(embeddings, pooled[h], n, blocked, history_seen)
+        out_rows.append(found[0])
+        out_scores.append(np.asarray(found[1], dtype=np.float32))
     return out_rows, out_scores
+
+
+def _score_all(embeddings: Any, pooled: np.ndarray, n: int, blocked: np.ndarray | None,
+               seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-n logits over every allowed item (one matvec, no copy of the matrix)."""
+    from itemvec.embeddings import top_k
+
+    logits = embeddings.vectors @ pooled / embeddings.temperature
+    logits = logits + embeddings.query.popularity_weight * embeddings.item_bias
+    if blocked is not None:
+        logits[blocked] = -np.inf
+    logits[seen] = -np.inf
+    top = top_k(logits, n)
+    return top, logits[top]
 
 
 def _popularity_order(embeddings: Any) -> np.ndarray:
