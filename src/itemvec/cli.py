@@ -95,7 +95,8 @@ def train(
         "--min-support", help="Privacy: store (and explain with) only item pairs seen in at least "
         "this many distinct contexts.  [default: 1]")] = None,
     objective: Annotated[str | None, typer.Option(
-        "--objective", help="softmax, infonce or sgns.  [default: softmax]")] = None,
+        "--objective", help="auto (softmax up to 50k items, infonce beyond), softmax, infonce or "
+        "sgns.  [default: auto]")] = None,
     dim: Annotated[int | None, typer.Option("--dim", help="Embedding size.  [default: 64]")] = None,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", help="Maximum epochs (early stopping may end sooner).  [default: 40]")] = None,

@@ -127,7 +127,7 @@ class CooccurrenceConfig:
 class TrainingConfig:
     """Encoder, objective and optimiser settings."""
 
-    objective: str = "softmax"
+    objective: str = "auto"  # softmax up to 50k items, infonce beyond (objectives.resolve_objective)
     dim: int = 64
     epochs: int = 40
     batch_size: int = 512
@@ -160,6 +160,10 @@ class TrainingConfig:
         _require(self.target_power > 0, "training.target_power", "must be > 0", self.target_power)
         _require(self.negatives >= 1, "training.negatives", "must be >= 1", self.negatives)
         _choice("training.init", self.init, ("svd", "random"))
+        from itemvec.objectives import objectives  # late: objectives imports this module
+
+        if self.objective != "auto":
+            objectives.get(self.objective)  # unknown name -> error listing the known ones
         _require(self.hidden >= 0, "training.hidden", "must be >= 0", self.hidden)
         _require(0 <= self.validation_fraction < 0.5, "training.validation_fraction",
                  "must be in [0, 0.5)", self.validation_fraction)
@@ -184,8 +188,11 @@ class QueryConfig:
 
     recency_half_life: float = 3.0  # in history positions; 0 = plain mean
     popularity_weight: float = 1.0  # multiplies the learned per-item popularity logit
+    evidence_power: float = 0.0  # pooled history scaled by (effective history length) ** power
 
     def __post_init__(self) -> None:
+        _require(0 <= self.evidence_power <= 1, "query.evidence_power", "must be in [0, 1]",
+                 self.evidence_power)
         _require(self.recency_half_life >= 0, "query.recency_half_life", "must be >= 0",
                  self.recency_half_life)
         _require(self.popularity_weight >= 0, "query.popularity_weight", "must be >= 0",

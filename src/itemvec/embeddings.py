@@ -148,16 +148,28 @@ class ItemEmbeddings:
             ids, values = self._top(scores, n, self._blocked(filter, exclude), seen)
         return (ids[0], values[0]) if single else (ids, values)
 
-    def pool(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Recency-weighted mean of each history's vectors (zeros for an empty history)."""
-        pooled = np.zeros((len(histories), self.dim), dtype=np.float32)
+    def history_weights(self, length: int) -> np.ndarray:
+        """Weight of each history position (oldest first) in the pooled query vector.
+
+        Recency weights (half-life in positions) normalised to sum 1, then scaled by the
+        effective number of items ``(sum w)^2 / sum w^2`` to the power ``evidence_power``: a
+        longer history is more evidence, so association gains on the popularity prior.
+        """
+        if length == 0:
+            return np.zeros(0, dtype=np.float32)
         half_life = self.query.recency_half_life
+        age = np.arange(length - 1, -1, -1, dtype=np.float64)
+        weights = np.power(0.5, age / half_life) if half_life > 0 else np.ones_like(age)
+        weights /= weights.sum()
+        effective = 1.0 / float(np.square(weights).sum())
+        return (weights * effective ** self.query.evidence_power).astype(np.float32)
+
+    def pool(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Weighted sum of each history's vectors (zeros for an empty history)."""
+        pooled = np.zeros((len(histories), self.dim), dtype=np.float32)
         for row, items in enumerate(histories):
-            if len(items) == 0:
-                continue
-            age = np.arange(len(items) - 1, -1, -1, dtype=np.float32)
-            weights = np.power(0.5, age / half_life) if half_life > 0 else np.ones_like(age)
-            pooled[row] = weights @ self.vectors[items] / weights.sum()
+            if len(items):
+                pooled[row] = self.history_weights(len(items)) @ self.vectors[items]
         return pooled
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:

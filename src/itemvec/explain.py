@@ -20,13 +20,6 @@ import scipy.sparse as sp
 from itemvec.embeddings import ItemEmbeddings
 
 
-def recency_weights(length: int, half_life: float) -> np.ndarray:
-    """The weights ``ItemEmbeddings.pool`` gives a history of ``length`` items (sum 1)."""
-    age = np.arange(length - 1, -1, -1, dtype=np.float32)
-    weights = np.power(0.5, age / half_life) if half_life > 0 else np.ones_like(age)
-    return weights / weights.sum()
-
-
 class Explainer:
     """Explain recommendations of ``embeddings`` with the bundle's co-occurrence evidence."""
 
@@ -54,7 +47,7 @@ class Explainer:
         emb = self.embeddings
         target = int(emb.indices([item])[0])
         rows, skipped = emb.known(history)
-        weights = recency_weights(len(rows), emb.query.recency_half_life) if len(rows) else []
+        weights = emb.history_weights(len(rows))
         cosines = emb.vectors[rows] @ emb.vectors[target] if len(rows) else np.zeros(0)
         popularity = float(emb.query.popularity_weight * emb.item_bias[target])
         parts = []

@@ -417,3 +417,9 @@ def restrict_vocabulary(log: EventLog, keep: np.ndarray) -> EventLog:
         times=None if log.times is None else log.times[mask],
         ordered=log.ordered, source=log.source,
     )
+
+
+# Public names for the id rules, shared with other readers (the item table).
+as_string_ids = _as_string
+check_not_null = _check_not_null
+first_data_row = _first_data_row

@@ -35,7 +35,16 @@ from itemvec.evaluation import (
     target_ranks,
 )
 from itemvec.features import FeatureConfig, SideInformation, parse_feature_option, prepare_side
-from itemvec.ingest import EventLog, read_events, read_table, require_columns, restrict_vocabulary
+from itemvec.ingest import (
+    EventLog,
+    as_string_ids,
+    check_not_null,
+    first_data_row,
+    read_events,
+    read_table,
+    require_columns,
+    restrict_vocabulary,
+)
 from itemvec.relations import read_relations
 from itemvec.training import Callback, Trainer, TrainingResult
 
@@ -58,12 +67,11 @@ def read_item_table(path: str | Path, key: str) -> pl.DataFrame:
     path = Path(path)
     frame = read_table(path)
     require_columns(frame, {"--item-key": key}, path)
-    frame = frame.rename({key: "item_id"}) if key != "item_id" else frame
-    frame = frame.with_columns(pl.col("item_id").cast(pl.String))
-    missing = frame["item_id"].is_null()
-    if missing.any():
-        row = int(missing.arg_true()[0]) + (2 if path.suffix.lower() in (".csv", ".tsv") else 1)
-        raise DataError(f"{path}: row {row}: column {key!r} is empty")
+    ids = as_string_ids(frame, key, path)  # same id rules as the event log: 7.0 -> "7"
+    first_row = first_data_row(path)
+    check_not_null(ids, key, pl.Series(np.arange(first_row, first_row + frame.height)), path)
+    frame = frame.drop(key).with_columns(ids.alias("item_id")).select(
+        ["item_id", *[c for c in frame.columns if c != key and c != "item_id"]])
     return frame.unique("item_id", keep="first", maintain_order=True)
 
 
