@@ -309,6 +309,13 @@ class FoldIn:
         self.alpha, self.half_life, self.tiebreak = alpha, half_life, tiebreak
 
     def score_histories(self, histories):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # thousands of tiny solves: threads only cost
+            users = self._users(histories)
+        return users @ self.factors.T + self.tiebreak[None, :]
+
+    def _users(self, histories) -> np.ndarray:
         users = np.zeros((len(histories), self.factors.shape[1]))
         for row, items in enumerate(histories):
             if len(items) == 0:
@@ -317,7 +324,7 @@ class FoldIn:
             y = self.factors[items]
             lhs = self.gram + (y * confidence[:, None]).T @ y
             users[row] = np.linalg.solve(lhs, ((1.0 + confidence)[:, None] * y).sum(axis=0))
-        return users @ self.factors.T + self.tiebreak[None, :]
+        return users
 
 
 @methods.register("als")
