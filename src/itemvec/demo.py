@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from itemvec.bundle import atomic_write_bytes
 from itemvec.config import IngestConfig, PipelineConfig
 from itemvec.ingest import read_events
 from itemvec.pipeline import evaluate_log, save_model
@@ -32,6 +34,9 @@ def run_demo(n_events: int = 60_000, n_items: int = 1_000, out: Path = Path("ite
     model = result["model"]
     model.embeddings.item_table = shop.items
     bundle = save_model(model, Path(out) / "bundle", config)
+    payload = {key: value for key, value in result.items() if key != "model"}
+    atomic_write_bytes(bundle / "evaluation.json",  # lets `itemvec report` show the metrics
+                       json.dumps({**payload, "k": 20}, indent=2, default=str).encode())
     console.print(f"[bold]2. trained[/] on {result['split']['train']} sessions in "
                   f"{model.stats['train_seconds']:.1f}s; bundle -> {bundle}")
     _print_metrics(console, result["results"])
