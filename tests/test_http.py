@@ -150,6 +150,9 @@ def test_api_key_required_except_health_and_cors_off(models_root):
     app = create_app(ModelHolder(models_root / "current"), api_key=API_KEY)
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
+        page = client.get("/")  # the explorer page is public; the data it fetches is not
+        assert page.status_code in (200, 404) and page.status_code != 401
+        assert client.get("/map.json").status_code == 401
         assert client.get("/similar/i5").status_code == 401
         assert client.get("/similar/i5", headers={"X-API-Key": "k" * 31}).status_code == 401
         assert client.get("/similar/i5", headers={"X-API-Key": API_KEY}).status_code == 200

@@ -37,7 +37,7 @@ MAX_BATCH = 256
 MAX_LIST = 100_000
 MAX_BODY = 1 << 20
 MAX_QUERY_CHARS = 500
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/")  # the explorer page itself holds no data; its API calls need the key
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Scalar = str | int | float | bool

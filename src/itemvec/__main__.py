@@ -1,0 +1,5 @@
+"""``python -m itemvec`` runs the command line."""
+
+from itemvec.cli import main
+
+main()
