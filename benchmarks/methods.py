@@ -337,12 +337,9 @@ class ALSMethod(Method):
     def grid(self, data, quick):
         if quick:
             return [dict(self.DEFAULT, iterations=5)]
-        # small vocabularies (groceries: 169 items) need few factors, or ALS memorises
-        factors = tuple(f for f in (8, 16, 32, 64, 128) if f <= max(8, data.n_items // 5))
-        space = {"factors": factors, "regularization": (0.01, 0.1, 1.0, 10.0),
+        space = {"factors": (8, 16, 32, 64, 128), "regularization": (0.01, 0.1, 1.0, 10.0),
                  "alpha": (1.0, 5.0, 20.0, 50.0), "iterations": (15,)}
-        first = dict(self.DEFAULT, factors=min(self.DEFAULT["factors"], factors[-1]))
-        return sample_grid(space, 6, seed=2, first=first)
+        return sample_grid(space, 8, seed=2, first=dict(self.DEFAULT))
 
     def fit(self, data, params):
         from implicit.cpu.als import AlternatingLeastSquares
