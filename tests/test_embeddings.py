@@ -130,3 +130,15 @@ def test_trained_model_neighbours_share_a_category(trained, categories):
     item = str(trained.embeddings.item_ids[0])
     ids, _ = trained.embeddings.similar_items(item, n=5)
     assert sum(categories[i] == categories[item] for i in ids) >= 4
+
+
+def test_history_weights_grow_with_effective_history_length():
+    vectors = np.eye(4, dtype=np.float32)
+    emb = ItemEmbeddings(["a", "b", "c", "d"], vectors, query=QueryConfig(
+        recency_half_life=0, evidence_power=0.5))
+    # plain mean over 4 items (0.25 each) times 4 ** 0.5
+    np.testing.assert_allclose(emb.history_weights(4), [0.5, 0.5, 0.5, 0.5], rtol=1e-6)
+    single = emb.history_weights(1)
+    np.testing.assert_allclose(single, [1.0])  # one item: no extra evidence, i2i unchanged
+    flat = emb.with_query(evidence_power=0.0)
+    np.testing.assert_allclose(flat.history_weights(4).sum(), 1.0, rtol=1e-6)

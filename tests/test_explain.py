@@ -57,7 +57,11 @@ def test_explanation_adds_up_to_the_recommendation_score(trained):
         assert result["score"] == pytest.approx(float(score), abs=1e-3)
         parts = result["history"]
         assert {p["item_id"] for p in parts} == set(history)
-        assert sum(p["weight"] for p in parts) == pytest.approx(1.0, abs=1e-4)
+        # recency weights sum to 1, times (effective history length) ** evidence_power
+        recency = 0.5 ** (np.arange(2, -1, -1) / emb.query.recency_half_life)
+        recency /= recency.sum()
+        expected = (1.0 / np.square(recency).sum()) ** emb.query.evidence_power
+        assert sum(p["weight"] for p in parts) == pytest.approx(expected, abs=1e-4)
         assert [p["contribution"] for p in parts] == sorted((p["contribution"] for p in parts),
                                                             reverse=True)
         total = sum(p["contribution"] for p in parts) + result["popularity"]

@@ -188,7 +188,7 @@ class QueryConfig:
 
     recency_half_life: float = 3.0  # in history positions; 0 = plain mean
     popularity_weight: float = 1.0  # multiplies the learned per-item popularity logit
-    evidence_power: float = 0.0  # pooled history scaled by (effective history length) ** power
+    evidence_power: float = 0.25  # pooled history scaled by (effective history length) ** power
 
     def __post_init__(self) -> None:
         _require(0 <= self.evidence_power <= 1, "query.evidence_power", "must be in [0, 1]",
