@@ -158,6 +158,11 @@ def plot(results: dict, path: Path) -> None:
 
 def write_reports(results: dict, out: Path, commands: dict[str, str],
                   readme: Path | None = None) -> None:
+    from benchmarks.datasets import DATASETS
+
+    order = {name: i for i, name in enumerate(DATASETS)}
+    results = dict(results, datasets=dict(sorted(results["datasets"].items(),
+                                                 key=lambda kv: order.get(kv[0], len(order)))))
     out.mkdir(parents=True, exist_ok=True)
     for name, block in results["datasets"].items():
         atomic_write_bytes(out / f"{name}.md",

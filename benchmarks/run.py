@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="split and query seed")
     parser.add_argument("--no-readme", action="store_true",
                         help="do not update the summary block of benchmarks/README.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rebuild tables, plot and README summary from results.json")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -81,6 +84,18 @@ def save_results(path: Path, results: dict, names: list[str]) -> dict:
     return merged
 
 
+def code_version() -> str:
+    """The commit the numbers were measured with (+dirty when src/ or benchmarks/ differ)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks/*.py"],
+                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def command_line(args: argparse.Namespace, dataset: str) -> str:
     parts = ["python -m benchmarks.run", f"--datasets {dataset}"]
     if args.quick:
@@ -99,10 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
     path = args.out / "results.json"
     args.out.mkdir(parents=True, exist_ok=True)
     results = load_results(path)
-    if results["meta"].get("quick", args.quick) != args.quick and results["datasets"]:
+    if results["meta"].get("quick", args.quick) != args.quick and results["datasets"] \
+            and not args.report_only:
         raise SystemExit(f"{path} holds {'quick' if results['meta']['quick'] else 'full'} "
                          "results; use another --out to mix modes")
-    for name in datasets:
+    for name in [] if args.report_only else datasets:
         began = time.perf_counter()
         dataset = data_sets.load(name, args.data_dir)
         config = PipelineConfig(ingest=dataset.ingest)  # itemvec defaults, only columns set
@@ -119,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
             entry = run_method(data, method, dataset.categories, quick=args.quick,
                                progress=lambda text: print(text, flush=True))
             entry["updated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            entry["code"] = code_version()
             block["methods"][method] = entry
             tasks = entry["tasks"]
             print(f"  -> {name} {method}: " + ", ".join(
@@ -132,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
             }
             save_results(path, results, datasets)
         print(f"{name}: done in {time.perf_counter() - began:.0f}s", flush=True)
-    results = save_results(path, results, datasets)
+    if not args.report_only:
+        results = save_results(path, results, datasets)
     commands = {n: command_line(args, n) for n in results["datasets"]}
     readme = None if args.no_readme else ROOT / "benchmarks" / "README.md"
     write_reports(results, args.out, commands, readme)
