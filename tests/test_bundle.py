@@ -60,7 +60,7 @@ def test_round_trip_is_exact(trained, bundle_dir):
 def test_manifest_has_version_config_stats_and_checksums(trained, bundle_dir):
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
     assert manifest["format_version"] == FORMAT_VERSION
-    assert manifest["config"]["training"]["objective"] == "softmax"
+    assert manifest["config"]["training"]["objective"] == "auto"
     assert manifest["config"]["ingest"]["time"] == "ts"
     assert manifest["stats"]["items"] == len(trained.embeddings)
     assert manifest["stats"]["events"] > 0

@@ -140,6 +140,7 @@ class TrainingConfig:
     negative_power: float = 0.75  # sgns only: unigram ** power
     init: str = "svd"  # svd: truncated SVD of shifted PPMI; random: small normal
     hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
+    tune_query: bool = True  # choose query settings on the validation slice after training
     validation_fraction: float = 0.1
     patience: int = 3
     eval_every: int = 2

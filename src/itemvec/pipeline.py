@@ -47,6 +47,7 @@ from itemvec.ingest import (
 )
 from itemvec.relations import read_relations
 from itemvec.training import Callback, Trainer, TrainingResult
+from itemvec.tuning import tune_query
 
 logger = logging.getLogger(__name__)
 VALIDATION_QUERIES = 3000
@@ -87,6 +88,17 @@ def vocabulary_map(source: EventLog, model_items: np.ndarray) -> np.ndarray:
     """For each item index of ``source``: its index in ``model_items`` or -1."""
     position = {item: i for i, item in enumerate(model_items)}
     return np.asarray([position.get(item, -1) for item in source.item_ids], dtype=np.int64)
+
+
+def validation_queries(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig,
+                       tasks: tuple[str, ...] = TASKS) -> dict[str, Queries] | None:
+    """Queries from the held-out contexts (None when there is no slice or too few queries)."""
+    if valid is None:
+        return None
+    mapping = vocabulary_map(valid, model_items)
+    queries = {task: build_queries(valid, mapping, task, seed=config.training.seed,
+                                   max_queries=VALIDATION_QUERIES) for task in tasks}
+    return queries if min(len(q) for q in queries.values()) >= 10 else None
 
 
 def make_validator(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig):
@@ -143,6 +155,8 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
                                 config.query, metadata={"config": config.to_dict(),
                                                         "stats": stats},
                                 item_table=item_table)
+    if config.training.tune_query:
+        tune_on_validation(embeddings, valid, log.ordered, config)
     stored = apply_min_support(matrix, log, config.cooccurrence)  # privacy guard (--min-support)
     if plan is None or plan.n_cold == 0:
         return TrainedModel(embeddings, stored, log.item_counts(), result, stats,
@@ -153,6 +167,16 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
                            shape=(n, n))
     counts = np.concatenate([log.item_counts(), np.zeros(plan.n_cold, dtype=np.int64)])
     return TrainedModel(embeddings, stored, counts, result, stats, plan.files())
+
+
+def tune_on_validation(embeddings: ItemEmbeddings, valid: EventLog | None, ordered: bool,
+                       config: PipelineConfig) -> None:
+    """Set the bundle's query settings to the ones the held-out contexts prefer."""
+    queries = validation_queries(valid, embeddings.item_ids, config)
+    if queries is None:
+        return
+    embeddings.query, info = tune_query(embeddings, queries, ordered)
+    embeddings.metadata["stats"]["query_tuning"] = info
 
 
 def _stats(log: EventLog, matrix: sp.csr_matrix, result: TrainingResult, seconds: float) -> dict:

@@ -65,7 +65,10 @@ def spectral_vectors(matrix: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
     vectors[:, :rank] = u * np.sqrt(s)
     empty = np.linalg.norm(vectors, axis=1) < 1e-8
     vectors[empty] = np.random.default_rng(seed).normal(0, 0.01, size=(int(empty.sum()), dim))
-    return vectors
+    # Unit rows: cosines are unchanged, but Adam's step (~lr per coordinate) is now small next
+    # to the entries whatever the vocabulary size; raw U * sqrt(S) entries shrink like
+    # 1/sqrt(items), and the first epochs would wash the spectral start out.
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def popularity_logits(matrix: sp.csr_matrix) -> np.ndarray:
