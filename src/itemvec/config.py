@@ -142,7 +142,7 @@ class TrainingConfig:
     hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
     tune_query: bool = True  # choose query settings on the validation slice after training
     validation_fraction: float = 0.1
-    patience: int = 3
+    patience: int = 5  # evaluations without improvement; spectral starts dip, then recover
     eval_every: int = 2
     seed: int = 0
     device: str = "auto"
