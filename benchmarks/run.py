@@ -70,16 +70,22 @@ def load_results(path: Path) -> dict:
     return {"meta": {}, "datasets": {}}
 
 
-def save_results(path: Path, results: dict, names: list[str]) -> dict:
-    """Merge this run's data sets into what is on disk (under a lock): runs on different
-    data sets may share one ``--out`` and run at the same time."""
+def save_results(path: Path, results: dict, computed: list[tuple[str, str]]) -> dict:
+    """Merge the (data set, method) entries this run computed into what is on disk, under a
+    lock: runs on other data sets or methods may share one ``--out`` at the same time."""
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         merged = load_results(path)
-        merged["meta"] = results["meta"]
-        for name in names:
-            if name in results["datasets"]:
-                merged["datasets"][name] = results["datasets"][name]
+        if results["meta"]:
+            merged["meta"] = results["meta"]
+        for name, method in computed:
+            ours = results["datasets"][name]
+            block = merged["datasets"].setdefault(name, {"stats": ours["stats"], "methods": {}})
+            if block["stats"].get("vocabulary_checksum") != ours["stats"]["vocabulary_checksum"] \
+                    or block["stats"].get("test_queries") != ours["stats"]["test_queries"]:
+                block["methods"] = {}  # the protocol changed: older entries are not comparable
+            block["stats"] = ours["stats"]
+            block["methods"][method] = ours["methods"][method]
         atomic_write_bytes(path, json.dumps(merged, indent=1, default=str).encode())
     return merged
 
@@ -114,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = args.out / "results.json"
     args.out.mkdir(parents=True, exist_ok=True)
     results = load_results(path)
+    computed: list[tuple[str, str]] = []
     if results["meta"].get("quick", args.quick) != args.quick and results["datasets"] \
             and not args.report_only:
         raise SystemExit(f"{path} holds {'quick' if results['meta']['quick'] else 'full'} "
@@ -147,10 +154,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                            f"Python {platform.python_version()}",
             }
-            save_results(path, results, datasets)
+            computed.append((name, method))
+            save_results(path, results, computed)
         print(f"{name}: done in {time.perf_counter() - began:.0f}s", flush=True)
-    if not args.report_only:
-        results = save_results(path, results, datasets)
+    results = save_results(path, results, computed) if computed else load_results(path)
     commands = {n: command_line(args, n) for n in results["datasets"]}
     readme = None if args.no_readme else ROOT / "benchmarks" / "README.md"
     write_reports(results, args.out, commands, readme)
