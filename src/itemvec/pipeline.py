@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from itemvec.baselines import build_baseline
 from itemvec.bundle import check_target, write_bundle
 from itemvec.checkpoint import CheckpointManager, manager_for
-from itemvec.config import PipelineConfig
+from itemvec.config import PipelineConfig, QueryConfig
 from itemvec.cooccurrence import apply_min_support, count_pairs, prune_rare_items
 from itemvec.embeddings import ItemEmbeddings
 from itemvec.errors import ConfigError, DataError
@@ -101,10 +101,16 @@ def validation_queries(valid: EventLog | None, model_items: np.ndarray, config: 
     return queries if min(len(q) for q in queries.values()) >= 10 else None
 
 
+def query_settings(config: PipelineConfig, ordered: bool) -> QueryConfig:
+    """Baskets have no order: their items are pooled with equal weights, not by recency."""
+    return config.query if ordered else replace(config.query, recency_half_life=0.0)
+
+
 def make_validator(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig):
     """Closure scoring the encoder by s2i HR@20 on held-out contexts (None without a slice)."""
     if valid is None:
         return None
+    query = query_settings(config, valid.ordered)
     queries = build_queries(valid, vocabulary_map(valid, model_items), "s2i",
                             seed=config.training.seed, max_queries=VALIDATION_QUERIES)
     if len(queries) < 10:
@@ -113,8 +119,7 @@ def make_validator(valid: EventLog | None, model_items: np.ndarray, config: Pipe
 
     def validator(encoder) -> float:
         vectors, bias = encoder.export()
-        scorer = ItemEmbeddings(model_items, vectors, bias, config.training.temperature,
-                                config.query)
+        scorer = ItemEmbeddings(model_items, vectors, bias, config.training.temperature, query)
         return hit_rate(scorer, queries)
 
     return validator
@@ -152,8 +157,8 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
     if plan is not None:
         stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
     embeddings = ItemEmbeddings(model_items, vectors, bias, config.training.temperature,
-                                config.query, metadata={"config": config.to_dict(),
-                                                        "stats": stats},
+                                query_settings(config, log.ordered),
+                                metadata={"config": config.to_dict(), "stats": stats},
                                 item_table=item_table)
     if config.training.tune_query:
         tune_on_validation(embeddings, valid, log.ordered, config)
@@ -256,7 +261,8 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
     for name in baselines:
         began = time.perf_counter()
         scorers[name] = build_baseline(name, model.cooccurrence, model.item_counts,
-                                       half_life=config.query.recency_half_life)
+                                       half_life=query_settings(config, log.ordered)
+                                       .recency_half_life)
         seconds[name] = round(time.perf_counter() - began, 3)
     from itemvec.report import hit_rate_by_popularity
 
