@@ -129,12 +129,21 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 1)
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of the server process (Linux /proc), to show it stays flat under load."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def run_load(server: subprocess.Popen, *args) -> dict:
-    before, began = cpu_seconds(server.pid), load_average()
+    before, began, memory = cpu_seconds(server.pid), load_average(), rss_mib(server.pid)
     result = asyncio.run(load(*args))
     used = cpu_seconds(server.pid) - before
     result["server_cpu_ms_per_request"] = round(1000 * used / max(1, result["calls"]), 3)
     result["load_average_1m"] = [began, load_average()]
+    result["server_rss_mib"] = [memory, rss_mib(server.pid)]
     return result
 
 
