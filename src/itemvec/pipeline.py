@@ -108,14 +108,12 @@ def query_settings(config: PipelineConfig, ordered: bool) -> QueryConfig:
 
 def make_validator(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig):
     """Closure scoring the encoder by s2i HR@20 on held-out contexts (None without a slice)."""
-    if valid is None:
+    found = validation_queries(valid, model_items, config, tasks=("s2i",))
+    if found is None:
+        if valid is not None:
+            logger.warning("validation slice has fewer than 10 queries; early stopping off")
         return None
-    query = query_settings(config, valid.ordered)
-    queries = build_queries(valid, vocabulary_map(valid, model_items), "s2i",
-                            seed=config.training.seed, max_queries=VALIDATION_QUERIES)
-    if len(queries) < 10:
-        logger.warning("validation slice has only %d queries; early stopping off", len(queries))
-        return None
+    queries, query = found["s2i"], query_settings(config, valid.ordered)
 
     def validator(encoder) -> float:
         vectors, bias = encoder.export()
