@@ -40,13 +40,11 @@ from itemvec.errors import ConfigError, DataError
 from itemvec.ingest import (
     ROW,
     _as_string,
-    _check_not_null,
     _dedupe,
-    _event_weights,
     _sniff_separator,
     _split_sessions,
+    event_table,
     file_format,
-    parse_times,
 )
 
 logger = logging.getLogger(__name__)
@@ -185,19 +183,8 @@ class _Vocabulary:
 
 
 def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFrame:
-    """Validated columns context, item, ROW, weight (and time), as ``read_events`` builds them."""
-    rows = frame[ROW]
-    context = _as_string(frame, ingest.context)
-    item = _as_string(frame, ingest.item)
-    _check_not_null(context, ingest.context, rows, path)
-    _check_not_null(item, ingest.item, rows, path)
-    table = pl.DataFrame({"context": context, "item": item, ROW: rows})
-    if ingest.time is not None:
-        times = frame[ingest.time]
-        _check_not_null(times, ingest.time, rows, path)
-        table = table.with_columns(pl.Series("time", parse_times(times, ingest.time, rows, path)))
-    table = table.with_columns(pl.Series("weight", _event_weights(frame, ingest, path)))
-    return table.filter(pl.col("weight") > 0)
+    """Validated columns context, item, ROW, weight (and time), exactly as ``read_events``."""
+    return event_table(frame, ingest, path)
 
 
 def _contexts(table: pl.DataFrame, ingest: IngestConfig, grouped: bool) -> pl.DataFrame:

@@ -307,6 +307,15 @@ def read_events(path: str | Path, config: IngestConfig) -> EventLog:
                             "--time": config.time, "--event": config.event}, path)
     used = dict.fromkeys(c for c in (config.context, config.item, config.time, config.event) if c)
     frame = frame.select(list(used)).with_row_index(ROW, offset=_first_data_row(path))
+    table = event_table(frame, config, path)
+    if table.height == 0:
+        raise DataError(f"{path}: no events left after applying event weights")
+    return build_log(table, config, source=str(path))
+
+
+def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.DataFrame:
+    """Validated columns context, item, ROW, weight (and time) of a frame with a ROW index;
+    events of weight 0 are dropped. Shared by ``read_events`` and the streaming counter."""
     rows = frame[ROW]
     context = _as_string(frame, config.context, path)
     item = _as_string(frame, config.item, path)
@@ -318,10 +327,7 @@ def read_events(path: str | Path, config: IngestConfig) -> EventLog:
         _check_not_null(time_col, config.time, rows, path)
         table = table.with_columns(pl.Series("time", parse_times(time_col, config.time, rows, path)))
     table = table.with_columns(pl.Series("weight", _event_weights(frame, config, path)))
-    table = table.filter(pl.col("weight") > 0)
-    if table.height == 0:
-        raise DataError(f"{path}: no events left after applying event weights")
-    return build_log(table, config, source=str(path))
+    return table.filter(pl.col("weight") > 0)
 
 
 def _first_data_row(path: Path) -> int:
