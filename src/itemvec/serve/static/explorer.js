@@ -69,6 +69,17 @@
     return td;
   }
 
+  // A result row: rank, item (with title), category, score; callers append their own cells.
+  function resultRow(item, i, score) {
+    var tr = el("tr");
+    tr.dataset.item = item;
+    tr.appendChild(el("td", "dim", String(i + 1)));
+    tr.appendChild(itemCell(item));
+    tr.appendChild(categoryCell(item));
+    tr.appendChild(el("td", null, score.toFixed(3)));
+    return tr;
+  }
+
   function addToBasket(id) {
     var box = $("basket");
     var items = parseBasket(box.value);
@@ -109,12 +120,7 @@
         head.appendChild(document.createTextNode(" "));
         head.appendChild(basketButton(id));
         fill($("neighbours"), data.items.map(function (item, i) {
-          var tr = el("tr");
-          tr.dataset.item = item;
-          tr.appendChild(el("td", "dim", String(i + 1)));
-          tr.appendChild(itemCell(item));
-          tr.appendChild(categoryCell(item));
-          tr.appendChild(el("td", null, data.scores[i].toFixed(3)));
+          var tr = resultRow(item, i, data.scores[i]);
           var action = el("td");
           action.appendChild(basketButton(item));
           tr.appendChild(action);
@@ -194,12 +200,7 @@
     }).then(function (data) {
       return describe(data.items.concat(history)).then(function () {
         var rows = data.items.map(function (item, i) {
-          var tr = el("tr");
-          tr.dataset.item = item;
-          tr.appendChild(el("td", "dim", String(i + 1)));
-          tr.appendChild(itemCell(item));
-          tr.appendChild(categoryCell(item));
-          tr.appendChild(el("td", null, data.scores[i].toFixed(3)));
+          var tr = resultRow(item, i, data.scores[i]);
           tr.appendChild(el("td", "why", because(data.explanations && data.explanations[i])));
           return tr;
         });
