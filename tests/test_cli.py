@@ -273,3 +273,19 @@ def test_outputs_into_new_or_impossible_directories(cli_model, tmp_path, cli):
     code, _, stderr = cli(["recommend", cli_model, "--queries", queries,
                            "--out", blocker / "recs.jsonl", "-q"])
     assert_one_line_error(code, stderr, str(blocker))
+
+
+def test_missing_optional_extra_names_the_extra(bundle_dir, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from itemvec.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the [plot] extra were absent
+    monkeypatch.setattr(sys, "argv", ["itemvec", "plot", str(bundle_dir), "--out",
+                                      str(tmp_path / "map.png")])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "pip install 'itemvec[plot]'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -434,6 +434,14 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     return tuple(errors), tuple(aborts)
 
 
+# Packages of the optional extras (pyproject.toml) -> the extra that installs them.
+OPTIONAL_EXTRAS = {
+    "fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "matplotlib": "plot",
+    "faiss": "ann", "pyspark": "spark", "tensorboard": "track", "umap": "umap",
+    "gensim": "bench", "implicit": "bench",
+}
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
@@ -444,6 +452,13 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = 130
+    except ModuleNotFoundError as exc:  # an optional part used without its extra
+        extra = OPTIONAL_EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        typer.echo(f"error: this command needs {exc.name}, which is not installed; "
+                   f"pip install 'itemvec[{extra}]'", err=True)
+        sys.exit(2)
     except OSError as exc:  # unwritable --out, full disk, ...: the user's to fix, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
