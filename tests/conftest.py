@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +133,46 @@ def write_file(tmp_path: Path) -> Callable[[str, str | bytes], Path]:
 
     return _write
 
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(bundle: Path, *args: str, log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A real ``itemvec serve`` on a free loopback port, healthy before it is yielded."""
+    script = Path(sys.executable).with_name("itemvec")  # the installed entry point if there is one
+    launcher = [str(script)] if script.is_file() else [
+        sys.executable, "-c", "from itemvec.cli import main; main()"]
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*launcher, "serve", str(bundle), "--host", "127.0.0.1",
+                                    "--port", str(port), *args],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("itemvec serve did not start: "
+                            + log.read_text(errors="replace")[-2000:])
+            time.sleep(0.2)
+        yield process, url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

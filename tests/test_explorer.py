@@ -11,11 +11,6 @@ import dataclasses
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +19,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("matplotlib")
 
+from conftest import running_server  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from itemvec.embeddings import ItemEmbeddings  # noqa: E402
@@ -93,42 +89,10 @@ def test_lookup_by_id_and_title(client, shop):
 
 
 # -- the browser, end to end -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(table_bundle, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "serve.log", "wb")
-    process = subprocess.Popen([sys.executable, "-c", "from itemvec.cli import main; main()",
-                                "serve", str(table_bundle),
-                                "--port", str(port), "--index", "exact"],
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("itemvec serve did not start: " +
-                            (tmp_path / "serve.log").read_text(errors="replace")[-2000:])
-            time.sleep(0.2)
+    with running_server(table_bundle, "--index", "exact", log=tmp_path / "serve.log") as (_, url):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

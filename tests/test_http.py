@@ -3,11 +3,8 @@ and one real ``itemvec serve`` subprocess."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +17,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from conftest import running_server  # noqa: E402
 from fastapi import APIRouter  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -226,36 +224,12 @@ def test_explorer_router_is_mounted_when_present(models_root, monkeypatch):
         assert client.get("/").json() == {"page": "explorer"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_itemvec_serve_subprocess(models_root, tmp_path):
-    port = _free_port()
     key_file = tmp_path / "key"
     key_file.write_text(API_KEY + "\n")
-    script = Path(sys.executable).with_name("itemvec")
-    launcher = [str(script)] if script.is_file() else [
-        sys.executable, "-c", "import sys; from itemvec.cli import main; sys.exit(main())"]
-    command = [*launcher, "serve", str(models_root / "current"),
-               "--host", "127.0.0.1", "--port", str(port), "--api-key-file", str(key_file)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
     headers = {"X-API-Key": API_KEY}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.2)
+    with running_server(models_root / "current", "--api-key-file", str(key_file),
+                        log=tmp_path / "serve.log") as (process, base):
         similar = httpx.get(f"{base}/similar/i5", params={"n": 10}, headers=headers).json()
         assert len(similar["items"]) == 10
         assert httpx.get(f"{base}/similar/nope", headers=headers).status_code == 404
@@ -270,10 +244,3 @@ def test_itemvec_serve_subprocess(models_root, tmp_path):
         while httpx.get(f"{base}/info", headers=headers).json()["loaded_at"] == before:
             assert time.monotonic() < deadline, "SIGHUP did not reload"
             time.sleep(0.2)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
