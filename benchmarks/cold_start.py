@@ -5,16 +5,23 @@ Protocol (per data set):
 1. Split contexts 80/10/10 (by time where the data has a clock, else seeded random).
 2. Hide a random 10% of the items (seeded) from training and validation behaviour; they stay in
    the item table, so a model with side information knows them as *cold* items.
-3. Train three models on the same behaviour: ``behaviour`` (itemvec default, no item table),
-   ``side`` (all feature columns) and ``side-no-probe`` (feature columns that do not reveal the
-   probe label, where such a set exists).
+3. Train four models on the same behaviour: ``behaviour`` (itemvec default, no item table),
+   ``side`` (all feature columns, the default behaviour-first mode: itemvec.coldstart),
+   ``joint`` (all feature columns, ``features.mode = "joint"``: EGES-style fusion trained with
+   behaviour) and ``side-no-probe`` (behaviour-first on the feature columns that do not reveal
+   the probe label, where such a set exists).
 4. Score test queries, ranking ALL items of each model (history excluded):
    - cold targets: the target is a hidden item; hidden items are removed from histories;
    - warm targets: the target is a trained item; hidden items are removed from histories.
    Compared with a category-popularity baseline (history's category mix, then popularity inside
-   the category, cold items at their category's mean log-popularity) and a features-only scorer
-   (the side model's feature path for every item, no id embeddings).
-5. Category probe (logistic regression accuracy) and k-means NMI on the warm items' vectors.
+   the category, cold items at their category's mean log-popularity) and features-only scorers
+   (a side model's feature path for every item, no id embeddings: the behaviour-first tower,
+   and the joint model's).
+5. Category probe (logistic regression accuracy) and k-means NMI on the warm items' vectors
+   (behaviour-first warm vectors are the behaviour model's), and the share of each cold item's
+   10 nearest warm items that carry its label.
+
+    python benchmarks/cold_start.py --datasets all --device cpu --threads 2
 
     python benchmarks/cold_start.py --datasets all --out benchmarks/results/cold_start.json
 """
@@ -42,7 +49,7 @@ from itemvec.baselines import recency_weights  # noqa: E402
 from itemvec.config import IngestConfig, PipelineConfig  # noqa: E402
 from itemvec.embeddings import ItemEmbeddings  # noqa: E402
 from itemvec.evaluation import Queries, build_queries, evaluate, split_contexts  # noqa: E402
-from itemvec.features import SideInformation  # noqa: E402
+from itemvec.features import FeatureConfig, SideInformation  # noqa: E402
 from itemvec.ingest import EventLog, restrict_vocabulary  # noqa: E402
 from itemvec.pipeline import train_on_log  # noqa: E402
 
@@ -283,12 +290,15 @@ def run_dataset(name: str, seed: int, epochs: int | None, max_queries: int,
               "hidden_items": int(hidden.sum()), "contexts": int(log.n_contexts),
               "item_table_rows": int(table.height), "probe": data.probe_name}
     models, seconds = {}, {}
-    variants = {"behaviour": None, "side": data.features or {}}
+    # side = the default (behaviour-first); joint = the EGES-style mode trained with behaviour
+    variants = {"behaviour": None, "side": data.features or {}, "joint": data.features or {}}
     if data.no_probe is not None:
         variants["side-no-probe"] = data.no_probe
     for variant, chosen in variants.items():
         began = time.perf_counter()
-        side = None if chosen is None else SideInformation(table, chosen or None)
+        mode = "joint" if variant == "joint" else "behaviour-first"
+        side = None if chosen is None else SideInformation(table, chosen or None,
+                                                           config=FeatureConfig(mode=mode))
         models[variant] = train_on_log(train_log, config, valid=valid_log, item_table=table,
                                        side=side, progress=False)
         seconds[variant] = round(time.perf_counter() - began, 1)
@@ -305,10 +315,14 @@ def run_dataset(name: str, seed: int, epochs: int | None, max_queries: int,
         "category-popularity": CategoryPopularity(item_ids, n_warm, counts, table, data.category,
                                                   config.query.recency_half_life),
         "features-only": features_only(side_model, config.training.temperature, config.query),
+        "features-only-joint": features_only(models["joint"], config.training.temperature,
+                                             config.query),
         **{v: models[v].embeddings for v in variants if v != "behaviour"},
     }
     result["seconds"] = seconds
     result["features"] = {v: m.stats.get("features") for v, m in models.items()}
+    result["coldstart"] = {v: m.stats.get("coldstart") for v, m in models.items()
+                           if m.stats.get("coldstart")}
     result["queries"] = {k: len(q) for k, q in queries.items()}
     result["ranking"] = {}
     for kind, q in queries.items():
@@ -321,10 +335,13 @@ def run_dataset(name: str, seed: int, epochs: int | None, max_queries: int,
     result["probe_results"] = {
         method: probe(scorers[method].vectors[:n_warm], warm_ids, data.probe_labels, seed=seed,
                       quick=True)
-        for method in ("behaviour", *[v for v in variants if v != "behaviour"], "features-only")}
-    cold = np.arange(n_warm, len(item_ids))
+        for method in ("behaviour", *[v for v in variants if v not in ("behaviour", "side",
+                                                                      "side-no-probe")],
+                       "features-only", "features-only-joint")}
+    cold = np.arange(n_warm, len(item_ids))  # warm vectors of side / side-no-probe = behaviour's
     if len(cold) >= 10:
-        result["cold_probe_side"] = _cold_neighbours(scorers["side"], cold, data.probe_labels)
+        result["cold_probe"] = {v: _cold_neighbours(scorers[v], cold, data.probe_labels)
+                                for v in variants if v != "behaviour"}
     return result
 
 
@@ -349,10 +366,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-queries", type=int, default=5000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cold_start.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
     names = ALL if args.datasets == "all" else [n.strip() for n in args.datasets.split(",")]
     results = []
     for name in names:

@@ -87,6 +87,10 @@ def train(
     relation_weight: Annotated[float | None, typer.Option(
         "--relation-weight", help="Mass of relation edges relative to behaviour.  "
         "[default: 0.5]")] = None,
+    side_mode: Annotated[str | None, typer.Option(
+        "--side-mode", help="How item features are used: behaviour-first (behaviour trained as "
+        "without them, a feature tower embeds cold items, calibrated on validation) or joint "
+        "(EGES-style, trained together).  [default: behaviour-first]")] = None,
     min_count: Annotated[int | None, typer.Option(
         "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")] = None,
     window: Annotated[int | None, typer.Option(
@@ -150,7 +154,7 @@ def train(
         model = run_training(events, config, out=out, items=items, item_key=item_key,
                              progress=not quiet, callbacks=trackers, resume=resume,
                              features=features, relations=relations,
-                             relation_weight=relation_weight)
+                             relation_weight=relation_weight, side_mode=side_mode)
     finally:
         close_all(trackers)
     stats = model.stats

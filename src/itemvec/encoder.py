@@ -62,6 +62,11 @@ class FeatureEncoder(ItemEncoder):
     a random ``id_dropout`` share of items (and single fields with ``field_dropout``), so the
     feature path learns to place an item on its own. Feature index tensors are non-persistent
     buffers: they are rebuilt from the item table, not stored with the weights.
+
+    With ``id_only`` set (the behaviour-first mode, ``itemvec.coldstart``) a warm item is its id
+    vector alone, exactly as a plain ``ItemEncoder`` would give it, and the feature path serves
+    cold items only; ``cold_bias`` is then a calibrated head that ``export`` leaves alone, and
+    ``cold_offset`` the global shift chosen on validation queries.
     """
 
     def __init__(self, n_items: int, dim: int, hidden: int, field_sizes: list[int],
@@ -81,6 +86,8 @@ class FeatureEncoder(ItemEncoder):
         self.item_logits = nn.Embedding(n_items, 1 + n_fields)
         nn.init.zeros_(self.item_logits.weight)
         self.register_buffer("cold_bias", torch.zeros(dim + 1))  # ridge: features -> bias
+        self.register_buffer("cold_offset", torch.zeros(()))  # calibrated shift of cold logits
+        self.register_buffer("id_only", torch.zeros((), dtype=torch.bool))  # behaviour-first
         self.id_dropout, self.field_dropout = id_dropout, field_dropout
         self.n_total = n_items
         if features is not None:
@@ -121,7 +128,9 @@ class FeatureEncoder(ItemEncoder):
             fields.append(F.embedding_bag(index, table.weight, mode="mean", padding_idx=0))
             present.append((index > 0).any(dim=1))
         use_id = warm & allow_id
-        if self.training and self.id_dropout > 0:
+        if bool(self.id_only):  # a warm item is its id vector; features are for cold items only
+            present = [p & ~use_id for p in present]
+        elif self.training and self.id_dropout > 0:
             use_id = use_id & (torch.rand(len(items), device=items.device) >= self.id_dropout)
         mask = torch.stack([use_id, *present], dim=1)
         if self.training and self.field_dropout > 0:
@@ -138,17 +147,22 @@ class FeatureEncoder(ItemEncoder):
         return F.normalize(x, dim=-1).reshape(*shape, -1)
 
     @torch.no_grad()
-    def initialise_features(self, vectors: np.ndarray) -> None:
-        """Start each value's embedding at the mean direction of the warm items having it."""
+    def initialise_features(self, vectors: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Start each value's embedding at the mean direction of the warm items having it.
+
+        ``rows`` restricts the mean to those warm items (held-out ones must not leak into it).
+        """
         import scipy.sparse as sp
 
+        rows = np.arange(self.n_items) if rows is None else np.asarray(rows)
+        vectors = vectors[rows]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         unit = vectors / np.maximum(norms, 1e-12) * float(norms.mean())
         for f, table in enumerate(self.field_tables):
-            index = getattr(self, f"features_{f}")[: self.n_items].cpu().numpy()
-            rows, cols = np.nonzero(index)
-            incidence = sp.csr_matrix((np.ones(len(rows)), (rows, index[rows, cols])),
-                                      shape=(self.n_items, self.field_sizes[f]))
+            index = getattr(self, f"features_{f}")[torch.as_tensor(rows)].cpu().numpy()
+            hits, cols = np.nonzero(index)
+            incidence = sp.csr_matrix((np.ones(len(hits)), (hits, index[hits, cols])),
+                                      shape=(len(index), self.field_sizes[f]))
             mass = np.asarray(incidence.sum(axis=0)).ravel()
             means = np.asarray(incidence.T @ unit) / np.maximum(mass, 1)[:, None]
             seen = torch.as_tensor(mass > 0, device=table.weight.device)
@@ -157,17 +171,22 @@ class FeatureEncoder(ItemEncoder):
                                                  device=table.weight.device)[seen]
 
     @torch.no_grad()
-    def fit_cold_bias(self, ridge: float = 1.0) -> None:
-        """Ridge regression from feature-only vectors to the learned popularity logits."""
+    def fit_cold_bias(self, ridge: float = 1.0, rows: torch.Tensor | None = None) -> None:
+        """Ridge regression from feature-only vectors to the learned popularity logits.
+
+        Over all warm items plus the partition-gap correction (joint mode), or over ``rows``
+        alone without it (behaviour-first: an offset calibrated on validation replaces it).
+        """
         index = torch.arange(self.n_items, device=self.item_bias.device)
-        x = self.feature_vectors(index).double()
-        y = self.item_bias.double()
+        x = self.feature_vectors(index if rows is None else rows).double()
+        y = self.item_bias[index if rows is None else rows].double()
         design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
         gram = design.T @ design + ridge * torch.eye(design.shape[1], dtype=x.dtype,
                                                      device=x.device)
         gram[-1, -1] -= ridge  # no penalty on the intercept
         self.cold_bias.copy_(torch.linalg.solve(gram, design.T @ y).float())
-        self.cold_bias[-1] += self._partition_gap(index, x.float())
+        if rows is None:
+            self.cold_bias[-1] += self._partition_gap(index, x.float())
 
     def _partition_gap(self, index: torch.Tensor, features: torch.Tensor,
                        anchors: int = 1024) -> float:
@@ -190,7 +209,7 @@ class FeatureEncoder(ItemEncoder):
         return float((torch.logsumexp(true, 1) - torch.logsumexp(guess, 1)).mean())
 
     def cold_logits(self, vectors: torch.Tensor) -> torch.Tensor:
-        return vectors @ self.cold_bias[:-1] + self.cold_bias[-1]
+        return vectors @ self.cold_bias[:-1] + self.cold_bias[-1] + self.cold_offset
 
     @torch.no_grad()
     def embed_features(self, features: list[np.ndarray], batch_size: int = 4096
@@ -218,7 +237,8 @@ class FeatureEncoder(ItemEncoder):
         """Vectors and logits for warm then cold items (cold logits predicted from features)."""
         was_training = self.training
         self.eval()
-        self.fit_cold_bias()
+        if not bool(self.id_only):  # behaviour-first: the calibrated head stays as fitted
+            self.fit_cold_bias()
         index = torch.arange(self.n_total, device=self.item_embedding.weight.device)
         vectors = torch.cat([self.forward(index[i:i + 8192]) for i in range(0, len(index), 8192)])
         bias = torch.cat([self.item_bias, self.cold_logits(vectors[self.n_items:])])

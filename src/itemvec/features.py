@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from itemvec.config import _require, from_dict
+from itemvec.config import _choice, _require, from_dict
 from itemvec.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("cat", "num", "text")
+MODES = ("behaviour-first", "joint")  # how side information is trained (FeatureConfig.mode)
 SPEC_FILE = "features.json"
 SPEC_VERSION = 1
 RESERVED = ("item_id", "count")
@@ -52,6 +53,14 @@ class FeatureConfig:
     id_dropout: float = 0.25  # fraction of items trained on features alone each step
     field_dropout: float = 0.1  # chance a single field is hidden from an item each step
     relation_weight: float = 0.5  # mass of relation edges relative to behaviour co-occurrence
+    # behaviour-first: train on behaviour alone, then fit a feature tower to the frozen warm
+    # vectors and calibrate cold logits on validation (itemvec.coldstart); joint: EGES-style
+    # fusion trained together with behaviour (id_dropout / field_dropout apply to it)
+    mode: str = "behaviour-first"
+    tower_epochs: int = 60  # behaviour-first: most epochs of the feature tower (early stopping)
+    tower_lr: float = 0.01
+    holdout: float = 0.1  # behaviour-first: warm items held out as pseudo-cold for calibration
+    max_warm_drop: float = 0.005  # relative warm HR@20 the calibrated cold items may cost
 
     def __post_init__(self) -> None:
         _require(len(self.separator) >= 1, "features.separator", "must not be empty",
@@ -65,6 +74,13 @@ class FeatureConfig:
                  self.field_dropout)
         _require(self.relation_weight >= 0, "features.relation_weight", "must be >= 0",
                  self.relation_weight)
+        _choice("features.mode", self.mode, MODES)
+        _require(self.tower_epochs >= 1, "features.tower_epochs", "must be >= 1",
+                 self.tower_epochs)
+        _require(self.tower_lr > 0, "features.tower_lr", "must be > 0", self.tower_lr)
+        _require(0 < self.holdout < 0.5, "features.holdout", "must be in (0, 0.5)", self.holdout)
+        _require(0 <= self.max_warm_drop < 1, "features.max_warm_drop", "must be in [0, 1)",
+                 self.max_warm_drop)
 
 
 @dataclass
@@ -349,12 +365,19 @@ class SidePlan:
     item_ids: np.ndarray
     n_warm: int
     targets: Any  # scipy CSR, warm x warm
-    encoder: Any = None  # FeatureEncoder, or None for the plain encoder
+    encoder: Any = None  # FeatureEncoder (joint: trained with behaviour; behaviour-first: after)
     spec: FeatureSpec | None = None
+    index: list[np.ndarray] | None = None  # feature index rows per field, warm then cold items
+    coldstart: dict[str, Any] | None = None  # behaviour-first: tower fit and calibration report
 
     @property
     def n_cold(self) -> int:
         return len(self.item_ids) - self.n_warm
+
+    @property
+    def behaviour_first(self) -> bool:
+        """Train the plain encoder on behaviour; the feature tower is fitted afterwards."""
+        return self.spec is not None and self.spec.config.mode == "behaviour-first"
 
     def files(self) -> dict[str, bytes]:
         """Bundle files that let ``itemvec embed`` featurise new items identically."""
@@ -364,6 +387,8 @@ class SidePlan:
         data["encoder"] = {"n_items": self.n_warm, "dim": self.encoder.dim,
                            "hidden": self.encoder.hidden,
                            "field_sizes": [f.size for f in self.spec.fields]}
+        if self.coldstart is not None:
+            data["coldstart"] = self.coldstart
         return {SPEC_FILE: json.dumps(data, indent=1).encode()}
 
 
@@ -401,17 +426,21 @@ def prepare_side(side: SideInformation, warm_ids: np.ndarray, cooccurrence,
     if missing:
         logger.warning("%d of %d items in the events are not in the item table; they have no "
                        "features", missing, len(warm_ids))
-    logger.info("features: %s; %d warm + %d cold items", spec.describe(), len(warm_ids), len(cold))
+    logger.info("features: %s; %d warm + %d cold items (%s)", spec.describe(), len(warm_ids),
+                len(cold), spec.config.mode)
+    rows = [index[n] for n in spec.names]
+    if spec.config.mode == "behaviour-first":  # the tower is fitted after behaviour training
+        return SidePlan(item_ids, len(warm_ids), targets, None, spec, rows)
     torch.manual_seed(training.seed)
     encoder = FeatureEncoder(len(warm_ids), training.dim, training.hidden,
-                             [f.size for f in spec.fields], [index[n] for n in spec.names],
+                             [f.size for f in spec.fields], rows,
                              side.config.id_dropout, side.config.field_dropout,
                              training.temperature)
     if training.init == "svd":
         vectors = spectral_vectors(targets, training.dim, training.seed)
         encoder.initialise(vectors, popularity_logits(targets))
     encoder.initialise_features(encoder.item_embedding.weight.detach().cpu().numpy())
-    return SidePlan(item_ids, len(warm_ids), targets, encoder, spec)
+    return SidePlan(item_ids, len(warm_ids), targets, encoder, spec, rows)
 
 
 def load_feature_encoder(files: dict[str, bytes], state: dict):
@@ -423,7 +452,8 @@ def load_feature_encoder(files: dict[str, bytes], state: dict):
     shape = data["encoder"]
     encoder = FeatureEncoder(shape["n_items"], shape["dim"], shape["hidden"],
                              shape["field_sizes"])
-    encoder.load_state_dict(state)
+    defaults = encoder.state_dict()  # bundles from before behaviour-first lack its buffers
+    encoder.load_state_dict({**{k: defaults[k] for k in ("cold_offset", "id_only")}, **state})
     encoder.eval()
     return spec, encoder
 

@@ -146,7 +146,9 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
         raise DataError(f"{log.source}: no two items ever share a context; nothing to learn")
     plan = None if side is None else prepare_side(side, log.item_ids, matrix, config.training)
     model_items = log.item_ids if plan is None else plan.item_ids
-    validator = make_validator(valid, model_items, config)
+    behaviour_first = plan is not None and plan.behaviour_first  # cold items attached after
+    trained_items = log.item_ids if behaviour_first else model_items
+    validator = make_validator(valid, trained_items, config)
     result = Trainer(config.training, validator, progress=progress, callbacks=callbacks,
                      checkpoint=checkpoint, resume=resume).fit(
         matrix if plan is None else plan.targets, encoder=None if plan is None else plan.encoder)
@@ -154,12 +156,20 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
     stats = _stats(log, matrix, result, time.perf_counter() - started)
     if plan is not None:
         stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
-    embeddings = ItemEmbeddings(model_items, vectors, bias, config.training.temperature,
+    embeddings = ItemEmbeddings(trained_items, vectors, bias, config.training.temperature,
                                 query_settings(config, log.ordered),
                                 metadata={"config": config.to_dict(), "stats": stats},
                                 item_table=item_table)
     if config.training.tune_query:
         tune_on_validation(embeddings, valid, log.ordered, config)
+    if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
+        from itemvec.coldstart import attach_cold_items
+
+        result, embeddings = attach_cold_items(plan, result, embeddings,
+                                               validation_queries(valid, model_items, config),
+                                               config.training)
+        stats["coldstart"] = {**plan.coldstart, "calibration": {
+            k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
     stored = apply_min_support(matrix, log, config.cooccurrence)  # privacy guard (--min-support)
     if plan is None or plan.n_cold == 0:
         return TrainedModel(embeddings, stored, log.item_counts(), result, stats,
@@ -198,7 +208,7 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
           progress: bool = True, callbacks: list[Callback] | tuple = (),
           resume: bool = False, features: str | dict[str, str] | None = None,
           relations: str | Path | None = None,
-          relation_weight: float | None = None) -> TrainedModel:
+          relation_weight: float | None = None, side_mode: str | None = None) -> TrainedModel:
     """``itemvec train``: read the log (and item table), train, and write the bundle.
 
     With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
@@ -210,7 +220,7 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
     checkpoint = manager_for(config.training, out, resume)
     log = read_events(events, config.ingest)
     table = read_item_table(items, item_key) if items is not None else None
-    side = side_information(table, features, relations, relation_weight)
+    side = side_information(table, features, relations, relation_weight, side_mode)
     model = train_on_log(log, config, item_table=table, progress=progress, callbacks=callbacks,
                          checkpoint=checkpoint, resume=resume, side=side)
     if out is not None:
@@ -222,15 +232,16 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
 
 def side_information(table: pl.DataFrame | None, features: str | dict[str, str] | None,
                      relations: str | Path | None,
-                     relation_weight: float | None) -> SideInformation | None:
+                     relation_weight: float | None,
+                     side_mode: str | None = None) -> SideInformation | None:
     """Item features are on whenever an item table is given (``features='none'`` turns them off)."""
     chosen = parse_feature_option(features) if isinstance(features, str | None) else features
     if table is None and chosen:
         raise ConfigError("--features needs an item table; pass it with --items")
     if relations is None and (table is None or chosen == {}):
         return None
-    config = FeatureConfig() if relation_weight is None else FeatureConfig(
-        relation_weight=relation_weight)
+    options = {"relation_weight": relation_weight, "mode": side_mode}
+    config = FeatureConfig(**{k: v for k, v in options.items() if v is not None})
     triples = read_relations(relations) if relations is not None else None
     return SideInformation(table, chosen, triples, config)
 

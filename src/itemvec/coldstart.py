@@ -1,0 +1,263 @@
+"""Behaviour-first side information: a feature tower fitted to the frozen behaviour vectors.
+
+The default way ``itemvec train --items`` uses item features (``features.mode``):
+
+1. the behaviour model is trained exactly as without side information (same seed, same
+   vectors and popularity logits for warm items), so warm quality cannot get worse;
+2. a feature tower g(features) -> unit vector (the ``FeatureEncoder`` feature path: field
+   value embeddings, softmax field weights, L2 norm) is fitted to the frozen warm vectors with
+   a contrastive loss: softmax over warm items of cos(g(x_i), e_j) / T, target j = i. A random
+   ``features.holdout`` share of warm items is held out (pseudo-cold) and stops it early;
+3. a ridge regression from g(x) to the warm popularity logits gives each cold item a logit;
+4. one global offset on the cold logits is chosen on the validation queries: pseudo-cold items
+   get their tower vectors and predicted logits, and the offset that maximises HR@20 of
+   pseudo-cold (and naturally cold) targets, while warm-target HR@20 drops at most
+   ``features.max_warm_drop`` (relative) against no cold items at all, wins. A regressed logit
+   under-rates the popular new items that dominate cold queries; the offset corrects that,
+   and the warm constraint keeps cold items from crowding warm ones out of the top 20;
+5. the tower and the ridge are refitted on all warm items for the chosen number of epochs.
+
+The result is a ``FeatureEncoder`` with ``id_only`` set: its warm rows are the behaviour
+vectors, its feature path embeds cold items, and ``cold_offset`` holds the calibration, so
+``itemvec embed`` and ``itemvec update`` apply it to new items as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from itemvec.config import TrainingConfig
+from itemvec.embeddings import ItemEmbeddings
+from itemvec.encoder import FeatureEncoder, ItemEncoder
+from itemvec.evaluation import Queries
+from itemvec.features import SidePlan
+from itemvec.training import TrainingResult
+
+logger = logging.getLogger(__name__)
+
+K = 20
+OFFSETS = np.round(np.arange(-4.0, 10.01, 0.25), 2)  # candidate shifts of the cold logits
+PATIENCE = 3  # tower epochs without a better held-out loss before it stops
+BATCH = 512
+
+
+def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
+                      queries: dict[str, Queries] | None, training: TrainingConfig
+                      ) -> tuple[TrainingResult, ItemEmbeddings]:
+    """Fit the tower to ``result.encoder`` and return the model over warm + cold items.
+
+    ``warm`` is the behaviour model as the pipeline would ship it (query settings tuned);
+    ``queries`` are validation queries over ``plan.item_ids`` (None: no calibration slice).
+    """
+    config = plan.spec.config
+    torch.manual_seed(training.seed)
+    rng = np.random.default_rng(training.seed)
+    targets = torch.as_tensor(warm.vectors)
+    has = np.flatnonzero(np.stack([(f[:plan.n_warm] > 0).any(axis=1) for f in plan.index],
+                                  axis=1).any(axis=1))
+    held = np.sort(rng.choice(has, size=max(1, int(round(config.holdout * len(has)))),
+                              replace=False)) if len(has) >= 20 else np.zeros(0, np.int64)
+    fit_rows = np.setdiff1d(has, held)
+    tower = build_tower(result.encoder, plan, training, fit_rows)  # value means: no held-out
+    epochs, losses = train_tower(tower, targets, fit_rows, held, config.tower_epochs,
+                                 config.tower_lr, training.temperature, rng)
+    report: dict[str, Any] = {"mode": "behaviour-first", "tower_epochs": epochs,
+                              "tower_items": int(len(fit_rows)), "pseudo_cold": int(len(held)),
+                              "held_out_loss": losses}
+    if len(held) and queries is not None:
+        offset, calibration = calibrate(tower, warm, plan.n_warm, held, queries,
+                                        config.max_warm_drop)
+        report["calibration"] = calibration
+    else:  # no validation slice: the expected partition-function gap stands in
+        tower.fit_cold_bias(rows=torch.as_tensor(fit_rows))
+        index = torch.arange(plan.n_warm)
+        with torch.no_grad():
+            offset = tower._partition_gap(index, tower.feature_vectors(index))
+        report["calibration"] = {"method": "partition-gap (no validation queries)"}
+        logger.warning("behaviour-first: no validation queries to calibrate cold items on; "
+                       "using the partition-function gap %.3f as the offset", offset)
+    tower = build_tower(result.encoder, plan, training, has)  # refit on every warm item
+    train_tower(tower, targets, has, np.zeros(0, np.int64), max(epochs, 1), config.tower_lr,
+                training.temperature, rng, fixed=True)
+    tower.fit_cold_bias(rows=torch.as_tensor(has))
+    tower.cold_offset.fill_(float(offset))
+    report["offset"] = float(offset)
+    plan.encoder, plan.coldstart = tower, report
+    vectors, bias = tower.export()
+    vectors[:plan.n_warm], bias[:plan.n_warm] = warm.vectors, warm.item_bias  # bit-identical
+    embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, warm.query,
+                                warm.metadata, warm.item_table)
+    logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)", epochs,
+                len(has), offset, report.get("calibration", {}).get("summary", "-"))
+    return dataclasses.replace(result, encoder=tower), embeddings
+
+
+def build_tower(behaviour: ItemEncoder, plan: SidePlan, training: TrainingConfig,
+                rows: np.ndarray | None = None) -> FeatureEncoder:
+    """A ``FeatureEncoder`` holding the behaviour weights, warm rows id-only."""
+    config = plan.spec.config
+    tower = FeatureEncoder(plan.n_warm, training.dim, training.hidden,
+                           [f.size for f in plan.spec.fields], plan.index, 0.0,
+                           config.field_dropout, training.temperature)
+    state = {k: v.detach().cpu() for k, v in behaviour.state_dict().items()}
+    tower.load_state_dict({**tower.state_dict(), **state})
+    tower.id_only.fill_(True)
+    tower.initialise_features(tower.item_embedding.weight.detach().cpu().numpy(), rows)
+    return tower
+
+
+def train_tower(tower: FeatureEncoder, targets: torch.Tensor, rows: np.ndarray,
+                held: np.ndarray, epochs: int, lr: float, temperature: float,
+                rng: np.random.Generator, fixed: bool = False) -> tuple[int, list[float]]:
+    """Contrastive fit of the feature path to frozen ``targets``; returns (best epoch, losses).
+
+    Only field embeddings and field weights move. With held-out rows it stops after
+    ``PATIENCE`` epochs without a lower held-out loss and restores the best weights;
+    ``fixed`` runs exactly ``epochs`` epochs.
+    """
+    params = [*tower.field_tables.parameters(), tower.field_logits]
+    optimiser = torch.optim.Adam(params, lr=lr)
+    best, best_epoch, best_state, losses = float("inf"), 0, None, []
+    for epoch in range(1, epochs + 1):
+        tower.train()
+        order = rows[rng.permutation(len(rows))]
+        for start in range(0, len(rows), BATCH):
+            batch = torch.as_tensor(order[start:start + BATCH])
+            loss = _loss(tower, targets, batch, temperature)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        if fixed or len(held) == 0:
+            best_epoch = epoch
+            continue
+        tower.eval()
+        with torch.no_grad():
+            held_loss = float(_loss(tower, targets, torch.as_tensor(held), temperature))
+        losses.append(round(held_loss, 4))
+        if held_loss < best:
+            best, best_epoch = held_loss, epoch
+            best_state = [p.detach().clone() for p in params]
+        elif epoch - best_epoch >= PATIENCE:
+            break
+    if best_state is not None:
+        with torch.no_grad():
+            for p, value in zip(params, best_state, strict=True):
+                p.copy_(value)
+    tower.eval()
+    return best_epoch, losses
+
+
+def _loss(tower: FeatureEncoder, targets: torch.Tensor, batch: torch.Tensor,
+          temperature: float) -> torch.Tensor:
+    logits = tower.feature_vectors(batch) @ targets.T / temperature
+    return F.cross_entropy(logits, batch)
+
+
+# -- calibration ---------------------------------------------------------------------------------
+def calibrate(tower: FeatureEncoder, warm: ItemEmbeddings, n_warm: int, held: np.ndarray,
+              queries: dict[str, Queries], max_warm_drop: float) -> tuple[float, dict]:
+    """The cold-logit offset chosen on validation queries with pseudo-cold ``held`` items."""
+    fit_rows = np.setdiff1d(np.arange(n_warm), held)
+    tower.fit_cold_bias(rows=torch.as_tensor(fit_rows))
+    n_total = tower.n_total
+    with torch.no_grad():
+        index = torch.arange(n_total)
+        features = torch.cat([tower.feature_vectors(index[i:i + 8192])
+                              for i in range(0, n_total, 8192)])
+        predicted = tower.cold_logits(features).numpy()
+    cold = np.zeros(n_total, dtype=bool)
+    cold[held] = True
+    cold[n_warm:] = True
+    vectors = np.concatenate([warm.vectors, np.zeros((n_total - n_warm, warm.dim), np.float32)])
+    bias = np.concatenate([warm.item_bias, np.zeros(n_total - n_warm, np.float32)])
+    vectors[cold], bias[cold] = features.numpy()[cold], predicted[cold]
+    scorer = ItemEmbeddings(np.arange(n_total).astype(str), vectors, bias, warm.temperature,
+                            warm.query)
+    pooled = _without_cold(queries, cold)
+    warm_hits, cold_hits, base_hits = offset_hits(scorer, pooled, cold,
+                                                  warm.query.popularity_weight)
+    n_warm_q, n_cold_q = _counts(pooled, cold)
+    warm_hr = warm_hits / max(n_warm_q, 1)
+    cold_hr = cold_hits / max(n_cold_q, 1)
+    base = base_hits / max(n_warm_q, 1)
+    feasible = warm_hr >= (1 - max_warm_drop) * base - 1e-12
+    if n_cold_q == 0 or not feasible.any():
+        choice = 0
+        logger.warning("calibration: %s; cold logits get the lowest offset %.2f",
+                       "no cold-target validation queries" if n_cold_q == 0 else
+                       "every offset costs warm targets more than allowed", OFFSETS[0])
+    else:
+        allowed = np.where(feasible, cold_hr, -1.0)
+        choice = int(np.flatnonzero(allowed == allowed.max())[0])
+    summary = (f"validation: cold-target HR@20 {cold_hr[choice]:.3f} on {n_cold_q} queries, "
+               f"warm-target HR@20 {warm_hr[choice]:.4f} vs {base:.4f} without cold items")
+    return float(OFFSETS[choice]), {
+        "method": "validation", "summary": summary, "warm_queries": n_warm_q,
+        "cold_queries": n_cold_q, "warm_hr@20_without_cold": round(float(base), 5),
+        "warm_hr@20": round(float(warm_hr[choice]), 5),
+        "cold_hr@20": round(float(cold_hr[choice]), 5),
+        "max_warm_drop": max_warm_drop,
+        "curve": {f"{o:g}": [round(float(w), 4), round(float(c), 4)]
+                  for o, w, c in zip(OFFSETS, warm_hr, cold_hr, strict=True)},
+    }
+
+
+def _without_cold(queries: dict[str, Queries], cold: np.ndarray) -> Queries:
+    """Every task's queries pooled, cold items removed from histories (they have no behaviour)."""
+    histories, targets = [], []
+    for q in queries.values():
+        for history, target in zip(q.histories, q.targets, strict=True):
+            history = history[~cold[history]]
+            if len(history):
+                histories.append(history)
+                targets.append(target)
+    return Queries(histories, np.asarray(targets, dtype=np.int64))
+
+
+def _counts(queries: Queries, cold: np.ndarray) -> tuple[int, int]:
+    is_cold = cold[queries.targets]
+    return int((~is_cold).sum()), int(is_cold.sum())
+
+
+def offset_hits(scorer: ItemEmbeddings, queries: Queries, cold: np.ndarray,
+                popularity_weight: float, batch: int = 512
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Hits@20 of warm and of cold targets for every offset in ``OFFSETS``, and warm hits
+    with no cold item ranked at all. Scores are computed once; an offset moves cold columns."""
+    shift = popularity_weight * OFFSETS
+    warm_hits, cold_hits, base = np.zeros(len(OFFSETS)), np.zeros(len(OFFSETS)), 0
+    for start in range(0, len(queries), batch):
+        histories = queries.histories[start:start + batch]
+        targets = queries.targets[start:start + batch]
+        scores = np.asarray(scorer.score_histories(histories), dtype=np.float64)
+        rows = np.arange(len(targets))
+        own = scores[rows, targets].copy()
+        for row, history in enumerate(histories):
+            scores[row, history] = -np.inf
+        scores[rows, targets] = -np.inf
+        warm_sorted = np.sort(scores[:, ~cold], axis=1)
+        cold_sorted = np.sort(scores[:, cold], axis=1)
+        for row, target in enumerate(targets):
+            w, c, t = warm_sorted[row], cold_sorted[row], own[row]
+            if cold[target]:  # its own shift cancels against other cold items'
+                rank = _above(w, t + shift) + _above(c, np.array([t]))
+                cold_hits += rank < K
+            else:
+                above_warm = _above(w, np.array([t]))
+                warm_hits += (above_warm + _above(c, t - shift)) < K
+                base += int(above_warm[0] < K)
+    return warm_hits, cold_hits, base
+
+
+def _above(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """How many entries of the ascending ``ordered`` are >= each value (ties against)."""
+    return len(ordered) - np.searchsorted(ordered, values, side="left")
+
+
+__all__ = ["attach_cold_items", "build_tower", "calibrate", "train_tower"]

@@ -1,0 +1,139 @@
+"""Behaviour-first side information: warm items untouched, cold items placed and calibrated.
+
+Known answers from the planted shop (itemvec.synth): sessions stay inside a hidden category, so
+a cold item's features (category, brand, price) must put it among warm items of its category;
+and the behaviour-first warm vectors must be exactly the behaviour-only ones (same seed).
+"""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from itemvec.bundle import load_embeddings, load_encoder_state
+from itemvec.config import IngestConfig, PipelineConfig
+from itemvec.errors import ConfigError
+from itemvec.features import (
+    SPEC_FILE,
+    FeatureConfig,
+    SideInformation,
+    embed_into_bundle,
+    load_feature_encoder,
+)
+from itemvec.ingest import ROW, build_log
+from itemvec.pipeline import save_model, side_information, train_on_log
+from itemvec.synth import generate
+
+N_ITEMS, N_CATEGORIES = 240, 8
+
+
+@pytest.fixture(scope="module")
+def shop():
+    shop = generate(16_000, N_ITEMS, N_CATEGORIES, seed=2)
+    hidden = set(np.random.default_rng(0).choice(shop.items["item_id"].to_numpy(), 24,
+                                                 replace=False).tolist())
+    events = shop.events.filter(~pl.col("item_id").is_in(list(hidden)))
+    table = pl.DataFrame({"context": events["session_id"], "item": events["item_id"],
+                          ROW: np.arange(events.height), "time": events["ts"],
+                          "weight": np.ones(events.height, np.float32)})
+    log = build_log(table, IngestConfig(time="ts"), "synth")
+    items = shop.items.select("item_id", "category", "brand", "price")
+    return shop, hidden, log, items
+
+
+def config() -> PipelineConfig:
+    c = PipelineConfig(ingest=IngestConfig(time="ts"))
+    c.training.device, c.training.epochs, c.training.dim = "cpu", 8, 32
+    return c
+
+
+@pytest.fixture(scope="module")
+def models(shop):
+    _, _, log, items = shop
+    behaviour = train_on_log(log, config(), progress=False)
+    first = train_on_log(log, config(), item_table=items, side=SideInformation(items),
+                         progress=False)
+    return behaviour, first
+
+
+def test_warm_items_are_exactly_the_behaviour_model(models):
+    behaviour, first = models
+    n = len(behaviour.embeddings)
+    np.testing.assert_array_equal(first.embeddings.item_ids[:n], behaviour.embeddings.item_ids)
+    np.testing.assert_allclose(first.embeddings.vectors[:n], behaviour.embeddings.vectors,
+                               atol=1e-6)
+    np.testing.assert_allclose(first.embeddings.item_bias[:n], behaviour.embeddings.item_bias,
+                               atol=1e-6)
+    assert first.embeddings.query == behaviour.embeddings.query
+    # the stored encoder gives the same warm vectors (what `itemvec update` starts from)
+    vectors, _ = first.training.encoder.export()
+    np.testing.assert_allclose(vectors[:n], behaviour.embeddings.vectors, atol=1e-5)
+
+
+def test_cold_items_land_near_their_hidden_category(models, shop):
+    _, first = models
+    catalogue, hidden, _, _ = shop
+    emb = first.embeddings
+    assert set(emb.item_ids[len(emb) - len(hidden):]) == hidden
+    category = dict(zip(catalogue.items["item_id"], catalogue.items["category"], strict=True))
+    share = []
+    for item in hidden:
+        ids, _ = emb.similar_items(item, n=10, exclude=hidden)
+        share.append(np.mean([category[i] == category[item] for i in ids]))
+    assert np.mean(share) > 0.8  # chance: 1 / N_CATEGORIES
+    report = first.stats["coldstart"]
+    assert report["mode"] == "behaviour-first" and report["calibration"]["method"] == "validation"
+    assert report["pseudo_cold"] > 0 and np.isfinite(emb.item_bias).all()
+
+
+def test_calibration_offset_is_stored_and_applied_by_embed(models, shop, tmp_path):
+    _, first = models
+    catalogue, hidden, _, items = shop
+    bundle = save_model(first, tmp_path / "b", config())
+    stored = json.loads((bundle / SPEC_FILE).read_text())
+    offset = stored["coldstart"]["offset"]
+    assert "curve" in stored["coldstart"]["calibration"]
+    state = load_encoder_state(bundle)
+    assert float(state["cold_offset"]) == pytest.approx(offset) and bool(state["id_only"])
+    # a new item with the features of a cold one gets that cold item's vector and logit
+    cold = sorted(hidden)[0]
+    new = items.filter(pl.col("item_id") == cold).with_columns(pl.lit("brand-new").alias(
+        "item_id"))
+    out, report = embed_into_bundle(bundle, new, tmp_path / "c")
+    assert report["embedded"] == 1
+    before, after = load_embeddings(bundle), load_embeddings(out)
+    i, j = before.index[cold], after.index["brand-new"]
+    np.testing.assert_allclose(after.vectors[j], before.vectors[i], atol=1e-5)
+    assert after.item_bias[j] == pytest.approx(before.item_bias[i], abs=1e-4)
+    # and the logit is the regressed one plus the stored offset
+    spec, encoder = load_feature_encoder({SPEC_FILE: (bundle / SPEC_FILE).read_bytes()}, state)
+    with torch.no_grad():
+        encoder.cold_offset.zero_()
+        _, raw = encoder.embed_features([spec.transform(new)[n] for n in spec.names])
+    assert after.item_bias[j] == pytest.approx(raw[0] + offset, abs=1e-4)
+
+
+def test_joint_mode_still_trains_features_with_behaviour(models, shop):
+    behaviour, _ = models
+    catalogue, hidden, log, items = shop
+    joint = train_on_log(log, config(), item_table=items,
+                         side=SideInformation(items, config=FeatureConfig(mode="joint")),
+                         progress=False)
+    emb, n = joint.embeddings, len(behaviour.embeddings)
+    assert len(emb) == n + len(hidden) and "coldstart" not in joint.stats
+    assert not bool(joint.training.encoder.id_only)
+    assert not np.allclose(emb.vectors[:n], behaviour.embeddings.vectors, atol=1e-3)
+    category = dict(zip(catalogue.items["item_id"], catalogue.items["category"], strict=True))
+    ids, _ = emb.similar_items(sorted(hidden)[0], n=10, exclude=hidden)
+    assert np.mean([category[i] == category[sorted(hidden)[0]] for i in ids]) > 0.5
+
+
+def test_mode_is_validated_with_field_value_and_choices(shop):
+    with pytest.raises(ConfigError, match=r"features.mode must be one of behaviour-first, joint"):
+        FeatureConfig(mode="eges")
+    with pytest.raises(ConfigError, match="features.holdout"):
+        FeatureConfig(holdout=0.9)
+    _, _, _, items = shop
+    assert side_information(items, None, None, None, "joint").config.mode == "joint"
