@@ -331,6 +331,9 @@ def run_dataset(name: str, seed: int, epochs: int | None, max_queries: int,
             if method == "behaviour" and kind == "cold":
                 continue  # it has never heard of the hidden items
             result["ranking"][kind][method] = evaluate(scorer, q, K) if len(q) else None
+    result["tradeoff"] = tradeoff(scorers["side"], queries, n_warm)
+    result["validation_curve"] = json.loads(side_model.files["features.json"])["coldstart"][
+        "calibration"].get("curve")
     warm_ids = item_ids[:n_warm]
     result["probe_results"] = {
         method: probe(scorers[method].vectors[:n_warm], warm_ids, data.probe_labels, seed=seed,
@@ -343,6 +346,21 @@ def run_dataset(name: str, seed: int, epochs: int | None, max_queries: int,
         result["cold_probe"] = {v: _cold_neighbours(scorers[v], cold, data.probe_labels)
                                 for v in variants if v != "behaviour"}
     return result
+
+
+def tradeoff(model: ItemEmbeddings, queries: dict[str, Queries], n_warm: int) -> dict:
+    """Test HR@20 of warm and of cold targets if the calibrated cold offset moved by each
+    ``coldstart.OFFSETS`` value (0 = as shipped), and warm HR@20 with no cold item ranked."""
+    from itemvec.coldstart import OFFSETS, offset_hits
+
+    pooled = Queries([*queries["warm"].histories, *queries["cold"].histories],
+                     np.concatenate([queries["warm"].targets, queries["cold"].targets]))
+    cold = np.arange(len(model)) >= n_warm
+    warm_hits, cold_hits, base = offset_hits(model, pooled, cold, model.query.popularity_weight)
+    n_warm_q, n_cold_q = max(len(queries["warm"]), 1), max(len(queries["cold"]), 1)
+    return {"warm_without_cold": base / n_warm_q,
+            "curve": {f"{o:g}": [round(w / n_warm_q, 4), round(c / n_cold_q, 4)]
+                      for o, w, c in zip(OFFSETS, warm_hits, cold_hits, strict=True)}}
 
 
 def _cold_neighbours(embeddings: ItemEmbeddings, cold: np.ndarray, labels: dict) -> dict:

@@ -45,6 +45,8 @@ K = 20
 OFFSETS = np.round(np.arange(-4.0, 10.01, 0.25), 2)  # candidate shifts of the cold logits
 PATIENCE = 3  # tower epochs without a better held-out loss before it stops
 BATCH = 512
+MIN_PSEUDO_COLD = 200  # pseudo-cold items wanted over all folds (small catalogues)
+MAX_FOLDS = 5
 
 
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
@@ -61,21 +63,25 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
     targets = torch.as_tensor(warm.vectors)
     has = np.flatnonzero(np.stack([(f[:plan.n_warm] > 0).any(axis=1) for f in plan.index],
                                   axis=1).any(axis=1))
-    held = np.sort(rng.choice(has, size=max(1, int(round(config.holdout * len(has)))),
-                              replace=False)) if len(has) >= 20 else np.zeros(0, np.int64)
-    fit_rows = np.setdiff1d(has, held)
-    tower = build_tower(result.encoder, plan, training, fit_rows)  # value means: no held-out
-    epochs, losses = train_tower(tower, targets, fit_rows, held, config.tower_epochs,
-                                 config.tower_lr, training.temperature, rng)
-    report: dict[str, Any] = {"mode": "behaviour-first", "tower_epochs": epochs,
-                              "tower_items": int(len(fit_rows)), "pseudo_cold": int(len(held)),
-                              "held_out_loss": losses}
-    if len(held) and queries is not None:
-        offset, calibration = calibrate(tower, warm, plan.n_warm, held, queries,
-                                        config.max_warm_drop)
-        report["calibration"] = calibration
+    report: dict[str, Any] = {"mode": "behaviour-first", "tower_items": int(len(has))}
+    curves, epochs, losses = [], [], []
+    for held in pseudo_cold_folds(has, config.holdout, rng):
+        fit_rows = np.setdiff1d(has, held)
+        tower = build_tower(result.encoder, plan, training, fit_rows)  # no held-out in means
+        best, fold_losses = train_tower(tower, targets, fit_rows, held, config.tower_epochs,
+                                        config.tower_lr, training.temperature, rng)
+        epochs.append(best)
+        losses.append(fold_losses)
+        if queries is not None:
+            curves.append(calibration_hits(tower, warm, plan.n_warm, held, queries))
+    report.update(tower_epochs=int(np.median(epochs)) if epochs else 1,
+                  pseudo_cold=int(sum(len(c[0]) for c in curves)) if curves else 0,
+                  folds=len(epochs), held_out_loss=losses)
+    if curves:
+        offset, report["calibration"] = choose_offset(curves, config.max_warm_drop)
     else:  # no validation slice: the expected partition-function gap stands in
-        tower.fit_cold_bias(rows=torch.as_tensor(fit_rows))
+        tower = build_tower(result.encoder, plan, training, has)
+        tower.fit_cold_bias(rows=torch.as_tensor(has))
         index = torch.arange(plan.n_warm)
         with torch.no_grad():
             offset = tower._partition_gap(index, tower.feature_vectors(index))
@@ -83,8 +89,8 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         logger.warning("behaviour-first: no validation queries to calibrate cold items on; "
                        "using the partition-function gap %.3f as the offset", offset)
     tower = build_tower(result.encoder, plan, training, has)  # refit on every warm item
-    train_tower(tower, targets, has, np.zeros(0, np.int64), max(epochs, 1), config.tower_lr,
-                training.temperature, rng, fixed=True)
+    train_tower(tower, targets, has, np.zeros(0, np.int64), report["tower_epochs"],
+                config.tower_lr, training.temperature, rng, fixed=True)
     tower.fit_cold_bias(rows=torch.as_tensor(has))
     tower.cold_offset.fill_(float(offset))
     report["offset"] = float(offset)
@@ -93,9 +99,23 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
     vectors[:plan.n_warm], bias[:plan.n_warm] = warm.vectors, warm.item_bias  # bit-identical
     embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, warm.query,
                                 warm.metadata, warm.item_table)
-    logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)", epochs,
-                len(has), offset, report.get("calibration", {}).get("summary", "-"))
+    logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)",
+                report["tower_epochs"], len(has), offset,
+                report["calibration"].get("summary", "-"))
     return dataclasses.replace(result, encoder=tower), embeddings
+
+
+def pseudo_cold_folds(rows: np.ndarray, share: float, rng: np.random.Generator,
+                      least: int = MIN_PSEUDO_COLD, most: int = MAX_FOLDS) -> list[np.ndarray]:
+    """Disjoint random ``share``-sized sets of warm items to hold out, enough of them (up to
+    ``most``) that together they hold ``least`` items: a few popular pseudo-cold items would
+    otherwise decide the calibration of a small catalogue alone."""
+    if len(rows) < 20:
+        return []
+    size = max(1, int(round(share * len(rows))))
+    folds = min(most, int(np.ceil(least / size)), len(rows) // size)
+    order = rng.permutation(rows)
+    return [np.sort(order[f * size:(f + 1) * size]) for f in range(max(folds, 1))]
 
 
 def build_tower(behaviour: ItemEncoder, plan: SidePlan, training: TrainingConfig,
@@ -160,29 +180,35 @@ def _loss(tower: FeatureEncoder, targets: torch.Tensor, batch: torch.Tensor,
 
 
 # -- calibration ---------------------------------------------------------------------------------
-def calibrate(tower: FeatureEncoder, warm: ItemEmbeddings, n_warm: int, held: np.ndarray,
-              queries: dict[str, Queries], max_warm_drop: float) -> tuple[float, dict]:
-    """The cold-logit offset chosen on validation queries with pseudo-cold ``held`` items."""
+def calibration_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_warm: int,
+                     held: np.ndarray, queries: dict[str, Queries]) -> tuple:
+    """(held, warm hits, cold hits, warm hits without cold items, warm queries, cold queries)
+    per offset on validation queries, the ``held`` items embedded by ``tower``.
+
+    The held-out items play the part of the cold set (real cold items are left out: how many
+    there will be is not known when ``itemvec embed`` adds more later).
+    """
     fit_rows = np.setdiff1d(np.arange(n_warm), held)
     tower.fit_cold_bias(rows=torch.as_tensor(fit_rows))
-    n_total = tower.n_total
     with torch.no_grad():
-        index = torch.arange(n_total)
-        features = torch.cat([tower.feature_vectors(index[i:i + 8192])
-                              for i in range(0, n_total, 8192)])
+        features = tower.feature_vectors(torch.as_tensor(held))
         predicted = tower.cold_logits(features).numpy()
-    cold = np.zeros(n_total, dtype=bool)
+    cold = np.zeros(n_warm, dtype=bool)
     cold[held] = True
-    cold[n_warm:] = True
-    vectors = np.concatenate([warm.vectors, np.zeros((n_total - n_warm, warm.dim), np.float32)])
-    bias = np.concatenate([warm.item_bias, np.zeros(n_total - n_warm, np.float32)])
-    vectors[cold], bias[cold] = features.numpy()[cold], predicted[cold]
-    scorer = ItemEmbeddings(np.arange(n_total).astype(str), vectors, bias, warm.temperature,
-                            warm.query)
+    vectors, bias = warm.vectors.copy(), warm.item_bias.copy()
+    vectors[held], bias[held] = features.numpy(), predicted
+    scorer = ItemEmbeddings(warm.item_ids, vectors, bias, warm.temperature, warm.query)
     pooled = _without_cold(queries, cold)
-    warm_hits, cold_hits, base_hits = offset_hits(scorer, pooled, cold,
-                                                  warm.query.popularity_weight)
-    n_warm_q, n_cold_q = _counts(pooled, cold)
+    warm_hits, cold_hits, base = offset_hits(scorer, pooled, cold, warm.query.popularity_weight)
+    return (held, warm_hits, cold_hits, base, *_counts(pooled, cold))
+
+
+def choose_offset(curves: list[tuple], max_warm_drop: float) -> tuple[float, dict]:
+    """The offset with the most cold-target hits whose warm HR@20 stays within
+    ``max_warm_drop`` (relative) of no cold items at all, hits pooled over the folds."""
+    warm_hits, cold_hits = sum(c[1] for c in curves), sum(c[2] for c in curves)
+    base_hits = sum(c[3] for c in curves)
+    n_warm_q, n_cold_q = sum(c[4] for c in curves), sum(c[5] for c in curves)
     warm_hr = warm_hits / max(n_warm_q, 1)
     cold_hr = cold_hits / max(n_cold_q, 1)
     base = base_hits / max(n_warm_q, 1)
@@ -198,8 +224,8 @@ def calibrate(tower: FeatureEncoder, warm: ItemEmbeddings, n_warm: int, held: np
     summary = (f"validation: cold-target HR@20 {cold_hr[choice]:.3f} on {n_cold_q} queries, "
                f"warm-target HR@20 {warm_hr[choice]:.4f} vs {base:.4f} without cold items")
     return float(OFFSETS[choice]), {
-        "method": "validation", "summary": summary, "warm_queries": n_warm_q,
-        "cold_queries": n_cold_q, "warm_hr@20_without_cold": round(float(base), 5),
+        "method": "validation", "summary": summary, "warm_queries": int(n_warm_q),
+        "cold_queries": int(n_cold_q), "warm_hr@20_without_cold": round(float(base), 5),
         "warm_hr@20": round(float(warm_hr[choice]), 5),
         "cold_hr@20": round(float(cold_hr[choice]), 5),
         "max_warm_drop": max_warm_drop,
@@ -209,12 +235,15 @@ def calibrate(tower: FeatureEncoder, warm: ItemEmbeddings, n_warm: int, held: np
 
 
 def _without_cold(queries: dict[str, Queries], cold: np.ndarray) -> Queries:
-    """Every task's queries pooled, cold items removed from histories (they have no behaviour)."""
+    """Every task's queries over warm items pooled, cold items removed from histories (they
+    have no behaviour)."""
     histories, targets = [], []
+    n = len(cold)
     for q in queries.values():
         for history, target in zip(q.histories, q.targets, strict=True):
+            history = history[history < n]
             history = history[~cold[history]]
-            if len(history):
+            if len(history) and target < n:
                 histories.append(history)
                 targets.append(target)
     return Queries(histories, np.asarray(targets, dtype=np.int64))
@@ -260,4 +289,4 @@ def _above(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
     return len(ordered) - np.searchsorted(ordered, values, side="left")
 
 
-__all__ = ["attach_cold_items", "build_tower", "calibrate", "train_tower"]
+__all__ = ["attach_cold_items", "build_tower", "choose_offset", "train_tower"]

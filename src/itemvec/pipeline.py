@@ -166,7 +166,8 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
         from itemvec.coldstart import attach_cold_items
 
         result, embeddings = attach_cold_items(plan, result, embeddings,
-                                               validation_queries(valid, model_items, config),
+                                               validation_queries(valid, model_items, config,
+                                                                  tasks=("s2i",)),
                                                config.training)
         stats["coldstart"] = {**plan.coldstart, "calibration": {
             k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
