@@ -137,3 +137,23 @@ def test_mode_is_validated_with_field_value_and_choices(shop):
         FeatureConfig(holdout=0.9)
     _, _, _, items = shop
     assert side_information(items, None, None, None, "joint").config.mode == "joint"
+
+
+def test_update_of_a_behaviour_first_bundle_keeps_the_calibration(models, shop, tmp_path):
+    from itemvec.update import load_parent, update_log
+
+    _, first = models
+    catalogue, hidden, _, items = shop
+    bundle = save_model(first, tmp_path / "b", config())
+    events = catalogue.events.filter(pl.col("item_id").is_in(sorted(hidden)[:12]) |
+                                     (pl.col("ts") > catalogue.events["ts"].quantile(0.8)))
+    frame = pl.DataFrame({"context": events["session_id"], "item": events["item_id"],
+                          ROW: np.arange(events.height), "time": events["ts"],
+                          "weight": np.ones(events.height, np.float32)})
+    result = update_log(load_parent(bundle), build_log(frame, IngestConfig(time="ts"), "new"),
+                        progress=False)
+    encoder = result.training.encoder
+    assert bool(encoder.id_only)
+    assert float(encoder.cold_offset) == pytest.approx(first.stats["coldstart"]["offset"])
+    assert result.lineage["new_items_placed_from_features"] >= 10  # hidden items now warm
+    assert np.isfinite(result.embeddings.vectors).all()
