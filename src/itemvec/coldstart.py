@@ -47,6 +47,8 @@ PATIENCE = 3  # tower epochs without a better held-out loss before it stops
 BATCH = 512
 MIN_PSEUDO_COLD = 200  # pseudo-cold items wanted over all folds (small catalogues)
 MAX_FOLDS = 5
+# below these, a 0.5% warm budget cannot be resolved and the offset would be noise
+MIN_WARM_QUERIES, MIN_COLD_QUERIES = 200, 30
 
 
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
@@ -213,11 +215,13 @@ def choose_offset(curves: list[tuple], max_warm_drop: float) -> tuple[float, dic
     cold_hr = cold_hits / max(n_cold_q, 1)
     base = base_hits / max(n_warm_q, 1)
     feasible = warm_hr >= (1 - max_warm_drop) * base - 1e-12
-    if n_cold_q == 0 or not feasible.any():
-        choice = 0
+    few = n_cold_q < MIN_COLD_QUERIES or n_warm_q < MIN_WARM_QUERIES
+    if few or not feasible.any():
+        choice = 0  # the safe end: warm rankings as without cold items
         logger.warning("calibration: %s; cold logits get the lowest offset %.2f",
-                       "no cold-target validation queries" if n_cold_q == 0 else
-                       "every offset costs warm targets more than allowed", OFFSETS[0])
+                       f"too few validation queries ({n_warm_q} warm-target, {n_cold_q} "
+                       f"cold-target; need {MIN_WARM_QUERIES} and {MIN_COLD_QUERIES})" if few
+                       else "every offset costs warm targets more than allowed", OFFSETS[0])
     else:
         allowed = np.where(feasible, cold_hr, -1.0)
         choice = int(np.flatnonzero(allowed == allowed.max())[0])
