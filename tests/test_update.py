@@ -143,6 +143,24 @@ def test_update_is_a_normal_bundle_with_grown_counts(updated, files):
     assert again.exit_code == 0 and json.loads(again.output)["items"]
 
 
+def test_refresh_keeps_the_parents_orientation(updated, files):
+    """The default start is rotated onto the stored vectors: an item's vector stays near its
+    parent vector (a fresh spectral start would be arbitrarily rotated, cosine ~0)."""
+    old, new = load_embeddings(files["bundle"]), load_embeddings(updated["out"])
+    assert read_manifest(updated["out"])["lineage"]["settings"]["start"] == "refresh"
+    same = np.sum(old.vectors * new.vectors[:len(old)], axis=1)
+    assert np.median(same) > 0.6, np.median(same)
+
+
+def test_stored_start_continues_from_the_stored_weights(files, tmp_path):
+    """--start stored: the touched-anchor schedule moves rows only a little from the parent."""
+    result = update(files["bundle"], files["new"], out=tmp_path / "v2", progress=False,
+                    settings=UpdateConfig(epochs=1, start="stored", anchors="touched"))
+    old = load_embeddings(files["bundle"])
+    same = np.sum(old.vectors * result.embeddings.vectors[:len(old)], axis=1)
+    assert np.median(same) > 0.8, np.median(same)
+
+
 def test_second_generation_and_decay(updated, files, tmp_path):
     """Updating an update: decayed counts, generation 2, the first update untouched."""
     before = _digests(updated["out"])
@@ -217,6 +235,8 @@ def test_decay_factor_halves_per_half_life():
 def test_update_config_validates():
     with pytest.raises(ConfigError, match="update.anchors"):
         UpdateConfig(anchors="some")
+    with pytest.raises(ConfigError, match="update.start"):
+        UpdateConfig(start="scratch")
     with pytest.raises(ConfigError, match="duration"):
         UpdateConfig(decay_half_life="soon")
     assert UpdateConfig(decay_half_life="2d").decay_half_life == 2 * 86400

@@ -3,12 +3,14 @@
     parent bundle (counts, encoder weights, config)  +  new event log
       -> extend the vocabulary with items first seen in the new events
       -> count the new pairs, decay the stored counts (optional), add them up
-      -> copy the stored weights; start each new item where its features put it (bundles
-         trained with an item table: their cold items warm up too), else at the
-         co-occurrence-weighted mean direction of its known neighbours (popularity logit
-         regressed from its co-occurrence mass)
-      -> continue training for a short schedule, by default only the anchor rows the new
-         events touched (the softmax still normalises over every item)
+      -> start (default ``refresh``) from the spectral start of the merged counts, where a
+         retrain would start, rotated onto the stored vectors (orthogonal Procrustes) so the
+         new vectors stay comparable with the parent's; or (``stored``) copy the stored
+         weights and start each new item where its features put it (bundles trained with an
+         item table: their cold items warm up too), else at the co-occurrence-weighted mean
+         direction of its known neighbours (popularity logit regressed from its mass)
+      -> train for a short schedule (3 epochs), every anchor row by default; with ``stored``
+         optionally only the rows the new events touched (the softmax still covers every item)
       -> a new, normal bundle whose manifest records the lineage
 
 The parent bundle is only read; the new one is written atomically (``bundle.write_bundle``).
@@ -60,7 +62,7 @@ from itemvec.errors import BundleError, ConfigError, DataError, ItemvecError
 from itemvec.features import SPEC_FILE, FeatureSpec, aligned_table
 from itemvec.ingest import EventLog, read_events
 from itemvec.pipeline import holdout_by_time, make_validator, read_item_table
-from itemvec.training import Trainer, TrainingResult
+from itemvec.training import Trainer, TrainingResult, popularity_logits, spectral_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +76,12 @@ class UpdateConfig:
     batch_size: int | None = None  # None: the parent's training.batch_size
     patience: int = 2
     eval_every: int = 1
-    anchors: str = "touched"  # touched: only rows the new events changed; all: every row
+    anchors: str = "all"  # all: every row; touched: only rows the new events changed (start=stored)
     decay_half_life: float | None = None  # seconds; None: the parent's time_decay_half_life
     validation_fraction: float = 0.1  # newest new contexts held out for early stopping
     init: str = "neighbours"  # new rows: neighbours (co-occurrence mean) or random
+    start: str = "refresh"  # refresh: spectral start of the merged counts rotated onto the
+    # stored vectors (every row trains); stored: continue from the stored weights as they are
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 0, "update.epochs", "must be >= 0", self.epochs)
@@ -88,6 +92,7 @@ class UpdateConfig:
         _require(self.eval_every >= 1, "update.eval_every", "must be >= 1", self.eval_every)
         _choice("update.anchors", self.anchors, ("touched", "all"))
         _choice("update.init", self.init, ("neighbours", "random"))
+        _choice("update.start", self.start, ("stored", "refresh"))
         _require(0 <= self.validation_fraction < 0.5, "update.validation_fraction",
                  "must be in [0, 0.5)", self.validation_fraction)
         if self.decay_half_life is not None:
@@ -373,6 +378,22 @@ def place_from_features(encoder: ItemEncoder, rows: np.ndarray, scale: float) ->
     return len(items)
 
 
+@torch.no_grad()
+def refresh_rows(encoder: ItemEncoder, counts: sp.csr_matrix, seed: int) -> None:
+    """Restart every id row and logit from the spectral start of the merged ``counts``.
+
+    This is where a retrain starts, minus re-reading the old events. The spectral factor is
+    rotated onto the stored rows (orthogonal Procrustes): cosines do not change, but vectors
+    stay comparable with the parent's for anyone who cached them.
+    """
+    weight = encoder.item_embedding.weight
+    stored = weight.detach().cpu().numpy().astype(np.float64)
+    fresh = spectral_vectors(counts, stored.shape[1], seed).astype(np.float64)
+    u, _, vt = np.linalg.svd(fresh.T @ stored)
+    weight.copy_(torch.as_tensor(fresh @ (u @ vt), dtype=weight.dtype))
+    encoder.item_bias.copy_(torch.as_tensor(popularity_logits(counts), dtype=weight.dtype))
+
+
 # -- the update ----------------------------------------------------------------------------------
 def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = None,
                valid: EventLog | None = None, item_table: pl.DataFrame | None = None,
@@ -408,8 +429,12 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
                              features, index)
     from_features = place_from_features(encoder, np.arange(n_old, n_warm),
                                         float(np.median(np.linalg.norm(vectors, axis=1))))
+    if settings.start == "refresh" and settings.epochs > 0:  # 0 epochs: only place new items
+        refresh_rows(encoder, warm_counts, config.training.seed)
     touched = touched_rows(fresh)[:n_warm]
-    targets = warm_counts if settings.anchors == "all" else _rows_only(warm_counts, touched)
+    if (settings.start == "refresh" and settings.epochs > 0) or settings.anchors == "all":
+        touched = np.ones(n_warm, dtype=bool)
+    targets = warm_counts if touched.all() else _rows_only(warm_counts, touched)
     if targets.nnz == 0:
         raise DataError(f"{log.source}: the new events hold no co-occurring pair of items; "
                         "nothing to update")

@@ -46,9 +46,15 @@ def register(app: typer.Typer) -> None:
         epochs: Annotated[int, typer.Option(
             "--epochs", help="Most epochs of continued training (early stopping on the newest "
             "new contexts may end sooner); 0 only places the new items.")] = 3,
+        start: Annotated[str, typer.Option(
+            "--start", help="refresh: restart from the spectral start of the merged counts, "
+            "rotated onto the stored vectors (as a retrain would start, without re-reading old "
+            "events); stored: continue from the stored weights (vectors move least).")] =
+            "refresh",
         anchors: Annotated[str, typer.Option(
-            "--anchors", help="touched: train only the item rows the new events changed (the "
-            "softmax still covers every item); all: every row.")] = "touched",
+            "--anchors", help="all: train every item row; touched: only the rows the new "
+            "events changed (the softmax still covers every item; --start stored only).")] =
+            "all",
         lr: Annotated[float | None, typer.Option(
             "--lr", help="Learning rate.  [default: the bundle's]")] = None,
         quiet: Quiet = False,
@@ -61,7 +67,7 @@ def register(app: typer.Typer) -> None:
         from itemvec.update import update as run_update
 
         _configure_logging(quiet)
-        settings = UpdateConfig(epochs=epochs, anchors=anchors, lr=lr,
+        settings = UpdateConfig(epochs=epochs, start=start, anchors=anchors, lr=lr,
                                 decay_half_life=decay_half_life)
         ingest = dict(context=context, item=item, time=time, event=event,
                       event_weights=event_weights, session_gap=session_gap,
