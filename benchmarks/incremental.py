@@ -175,12 +175,13 @@ def run(name: str, data_dir: Path, repeats: int, variants: dict[str, UpdateConfi
 
 VARIANTS = {
     "update, 0 epochs (new items placed, no training)": UpdateConfig(epochs=0),
-    "update, touched anchors, 3 epochs": UpdateConfig(epochs=3, anchors="touched"),
-    "update, all anchors, 3 epochs": UpdateConfig(epochs=3, anchors="all"),
-    "update, touched anchors, 6 epochs": UpdateConfig(epochs=6, anchors="touched"),
-    "update, touched anchors, 3 epochs, early stopping on new events (CLI default)":
-        UpdateConfig(),
-    "update, all anchors, 3 epochs, early stopping on new events": UpdateConfig(anchors="all"),
+    "update, stored weights, touched anchors, 3 epochs, early stopping on new events "
+    "(default before 2026-11-28)": UpdateConfig(start="stored", anchors="touched"),
+    "update, stored weights, all anchors, 3 epochs, early stopping on new events":
+        UpdateConfig(start="stored"),
+    "update, refresh, 2 epochs, early stopping on new events": UpdateConfig(epochs=2),
+    "update, refresh, 3 epochs, same valid split as the retrain": UpdateConfig(),
+    "**update, refresh, 3 epochs, early stopping on new events (CLI default)**": UpdateConfig(),
 }
 
 
