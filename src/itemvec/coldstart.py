@@ -81,7 +81,7 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
                   folds=len(epochs), held_out_loss=losses)
     if curves:
         offset, report["calibration"] = choose_offset(curves, config.max_warm_drop)
-    else:  # no validation slice: the expected partition-function gap stands in
+    elif len(has) > warm.dim:  # no validation slice: the expected partition-function gap
         tower = build_tower(result.encoder, plan, training, has)
         tower.fit_cold_bias(rows=torch.as_tensor(has))
         index = torch.arange(plan.n_warm)
@@ -90,10 +90,18 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         report["calibration"] = {"method": "partition-gap (no validation queries)"}
         logger.warning("behaviour-first: no validation queries to calibrate cold items on; "
                        "using the partition-function gap %.3f as the offset", offset)
+    else:
+        offset, report["calibration"] = 0.0, {"method": "none (too few items with features)"}
     tower = build_tower(result.encoder, plan, training, has)  # refit on every warm item
     train_tower(tower, targets, has, np.zeros(0, np.int64), report["tower_epochs"],
                 config.tower_lr, training.temperature, rng, fixed=True)
-    tower.fit_cold_bias(rows=torch.as_tensor(has))
+    if len(has) > warm.dim:
+        tower.fit_cold_bias(rows=torch.as_tensor(has))
+    else:  # too few warm items with features to regress on: the mean logit
+        logger.warning("behaviour-first: only %d warm items have features; cold items get the "
+                       "mean popularity logit", len(has))
+        tower.cold_bias.zero_()
+        tower.cold_bias[-1] = float(warm.item_bias.mean())
     tower.cold_offset.fill_(float(offset))
     report["offset"] = float(offset)
     plan.encoder, plan.coldstart = tower, report

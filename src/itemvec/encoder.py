@@ -154,7 +154,9 @@ class FeatureEncoder(ItemEncoder):
         """
         import scipy.sparse as sp
 
-        rows = np.arange(self.n_items) if rows is None else np.asarray(rows)
+        rows = np.arange(self.n_items) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return
         vectors = vectors[rows]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         unit = vectors / np.maximum(norms, 1e-12) * float(norms.mean())
