@@ -110,6 +110,12 @@ def train(
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.  [default: 0]")] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")] = None,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="fp32; bf16 (mixed precision, CPU or CUDA); fp16 (mixed precision "
+        "with loss scaling, CUDA only).  [default: fp32]")] = None,
+    accumulate: Annotated[int | None, typer.Option(
+        "--accumulate", help="Gradient accumulation: one optimiser step per this many batches "
+        "(a larger effective batch in the same memory).  [default: 1]")] = None,
     config_file: Annotated[Path | None, typer.Option(
         "--config", help="JSON config (same shape as a bundle manifest's config).")] = None,
     tensorboard: Annotated[Path | None, typer.Option(
@@ -146,7 +152,8 @@ def train(
              session_gap=session_gap, context_kind=context_kind),
         dict(min_count=min_count, window=window, min_support=min_support),
         dict(objective=objective, dim=dim, epochs=epochs, temperature=temperature, lr=lr,
-             seed=seed, device=device, checkpoint_every=checkpoint_every,
+             seed=seed, device=device, precision=precision, accumulate=accumulate,
+             checkpoint_every=checkpoint_every,
              checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None),
     )
     trackers = make_trackers(tensorboard, log_json)

@@ -147,6 +147,8 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    precision: str = "fp32"  # fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast + loss scaling, CUDA)
+    accumulate: int = 1  # gradient accumulation: one optimiser step per this many batches
     checkpoint_every: float | None = None  # seconds between resumable checkpoints; 0 = each epoch
     checkpoint_dir: str | None = None  # default: <--out>/.checkpoint
 
@@ -166,6 +168,8 @@ class TrainingConfig:
         if self.objective != "auto":
             objectives.get(self.objective)  # unknown name -> error listing the known ones
         _require(self.hidden >= 0, "training.hidden", "must be >= 0", self.hidden)
+        _choice("training.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _require(self.accumulate >= 1, "training.accumulate", "must be >= 1", self.accumulate)
         _require(0 <= self.validation_fraction < 0.5, "training.validation_fraction",
                  "must be in [0, 0.5)", self.validation_fraction)
         _require(self.patience >= 1, "training.patience", "must be >= 1", self.patience)

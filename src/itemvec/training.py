@@ -91,6 +91,11 @@ class Trainer:
         self.resume = resume
         self._identity: dict | None = None
         self.device = resolve_device(config.device)
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise ItemvecError(f"training.precision fp16 needs a CUDA device, got "
+                               f"{self.device.type}; use bf16 (or fp32) on the CPU")
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
+        self._scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
 
     def build_encoder(self, targets: sp.csr_matrix) -> ItemEncoder:
         torch.manual_seed(self.config.seed)
@@ -213,30 +218,48 @@ class Trainer:
         pass
 
     def _epoch(self, encoder, objective, optimiser, rng, epoch: int) -> float:
+        """One pass; with ``accumulate`` > 1 the optimiser steps once per that many batches
+        (and once more for a remainder at the end of the epoch), on the mean of their losses."""
         encoder.train()
-        total, steps = 0.0, 0
-        for batch in objective.batches(rng):
-            loss = objective.loss(encoder, self.shard(batch))
+        total, steps, every = 0.0, 0, self.config.accumulate
+        n_batches = len(objective)
+        optimiser.zero_grad(set_to_none=True)
+        for steps, batch in enumerate(objective.batches(rng), start=1):
+            with self._autocast():
+                loss = objective.loss(encoder, self.shard(batch))
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}; "
+                    f"loss became {loss.item()} at epoch {epoch}, step {steps}; "
                     "lower training.lr or raise training.temperature")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            self.after_backward(encoder)
-            try:
-                optimiser.step()
-            except RuntimeError as exc:  # e.g. lr so large the Adam step size overflows float32
-                if "overflow" not in str(exc):
-                    raise
-                raise TrainingDivergedError(
-                    f"optimiser step overflowed at epoch {epoch}, step {steps + 1}; lower "
-                    f"training.lr (now {self.config.lr})") from None
+            scaled = loss / min(every, n_batches - (steps - 1) // every * every)
+            (self._scaler.scale(scaled) if self._scaler is not None else scaled).backward()
+            if steps % every == 0 or steps == n_batches:
+                self._step(encoder, optimiser, epoch, steps)
             total += loss.item()
-            steps += 1
         # The loss check sees bad weights one step late; never checkpoint or export them.
         for name, value in encoder.state_dict().items():
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise TrainingDivergedError(f"weights {name} became inf or NaN in epoch {epoch}, "
                                             f"step {steps}; lower training.lr")
         return total / max(steps, 1)
+
+    def _step(self, encoder, optimiser, epoch: int, steps: int) -> None:
+        self.after_backward(encoder)
+        try:
+            if self._scaler is not None:  # fp16: skips the step when gradients overflowed
+                self._scaler.step(optimiser)
+                self._scaler.update()
+            else:
+                optimiser.step()
+        except RuntimeError as exc:  # e.g. lr so large the Adam step size overflows float32
+            if "overflow" not in str(exc):
+                raise
+            raise TrainingDivergedError(
+                f"optimiser step overflowed at epoch {epoch}, step {steps}; lower "
+                f"training.lr (now {self.config.lr})") from None
+        optimiser.zero_grad(set_to_none=True)
+
+    def _autocast(self):
+        """Mixed precision: matmuls in bf16/fp16, reductions (log-softmax) kept in fp32."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
