@@ -157,3 +157,71 @@ def test_update_of_a_behaviour_first_bundle_keeps_the_calibration(models, shop, 
     assert float(encoder.cold_offset) == pytest.approx(first.stats["coldstart"]["offset"])
     assert result.lineage["new_items_placed_from_features"] >= 10  # hidden items now warm
     assert np.isfinite(result.embeddings.vectors).all()
+
+
+class _Tower:
+    """Stands in for the fitted feature tower: every item's features give its category axis."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = torch.as_tensor(vectors, dtype=torch.float32)
+
+    def feature_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.vectors[items]
+
+
+def test_rare_warm_items_lean_on_features_when_validation_says_so():
+    """Rare items with noisy behaviour vectors but telling features: a prior is chosen, rare
+    items move most, popular ones barely; and with useless features none is chosen."""
+    from itemvec.coldstart import choose_feature_prior
+    from itemvec.embeddings import ItemEmbeddings
+    from itemvec.evaluation import Queries
+
+    rng = np.random.default_rng(0)
+    n, n_cat, dim = 200, 10, 16
+    category = np.arange(n) % n_cat
+    axes = np.eye(dim)[:n_cat]
+    counts = np.where(np.arange(n) < 100, 50, 1)  # items 0-99 popular, 100-199 seen once
+    noise = rng.normal(size=(n, dim))
+    vectors = np.where((counts > 1)[:, None], axes[category] + 0.1 * noise, noise)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    warm = ItemEmbeddings([f"i{i}" for i in range(n)], vectors.astype(np.float32),
+                          temperature=0.2)
+    histories, targets = [], []
+    for q in range(400):
+        k = q % n_cat
+        popular = np.flatnonzero((category == k) & (counts > 1))
+        rare = np.flatnonzero((category == k) & (counts == 1))
+        histories.append(rng.choice(popular, 3, replace=False))
+        targets.append(rng.choice(rare))
+    queries = {"s2i": Queries(histories, np.asarray(targets))}
+    share, report = choose_feature_prior(_Tower(axes[category]), warm, np.arange(n), queries,
+                                         counts)
+    assert report["prior"] > 0
+    assert share[100:].min() > 0.3 and share[:100].max() < share[100:].min()
+    good = axes[category] + 0.1 * noise  # behaviour already places the rare items well
+    good /= np.linalg.norm(good, axis=1, keepdims=True)
+    warm = ItemEmbeddings(warm.item_ids, good.astype(np.float32), temperature=0.2)
+    useless = rng.normal(size=(n, dim))
+    useless /= np.linalg.norm(useless, axis=1, keepdims=True)
+    share, report = choose_feature_prior(_Tower(useless), warm, np.arange(n), queries, counts)
+    assert report["prior"] == 0 and not share.any()
+
+
+def test_encoder_blends_a_warm_item_by_its_feature_share():
+    """The stored encoder gives what the exported vectors hold (``update``/``embed`` read it)."""
+    from itemvec.encoder import FeatureEncoder
+
+    torch.manual_seed(0)
+    index = [np.array([[1], [2], [1], [2]])]  # 3 warm items + 1 cold, one categorical field
+    encoder = FeatureEncoder(3, 8, 0, [3], index)
+    encoder.id_only.fill_(True)
+    encoder.eval()
+    with torch.no_grad():
+        plain = encoder(torch.arange(3))
+        feature = encoder.feature_vectors(torch.arange(3))
+        encoder.feature_share.copy_(torch.tensor([0.0, 0.5, 1.0]))
+        mixed = encoder(torch.arange(3))
+    torch.testing.assert_close(mixed[0], plain[0])
+    expected = torch.nn.functional.normalize(0.5 * plain[1] + 0.5 * feature[1], dim=-1)
+    torch.testing.assert_close(mixed[1], expected)
+    torch.testing.assert_close(mixed[2], feature[2])

@@ -15,7 +15,11 @@ The default way ``itemvec train --items`` uses item features (``features.mode``)
    ``features.max_warm_drop`` (relative) against no cold items at all, wins. A regressed logit
    under-rates the popular new items that dominate cold queries; the offset corrects that,
    and the warm constraint keeps cold items from crowding warm ones out of the top 20;
-5. the tower and the ridge are refitted on all warm items for the chosen number of epochs.
+5. the tower and the ridge are refitted on all warm items for the chosen number of epochs;
+6. warm items with little behaviour may lean on their features: vector =
+   normalize((1 - s) e_id + s g(x)) with s = c / (contexts + c), the prior strength c chosen
+   on the validation queries (warm targets) from ``PRIORS``; it must beat c = 0 (every warm item
+   exactly its behaviour vector) by ``PRIOR_MARGIN``, else warm vectors stay bit-identical.
 
 The result is a ``FeatureEncoder`` with ``id_only`` set: its warm rows are the behaviour
 vectors, its feature path embeds cold items, and ``cold_offset`` holds the calibration, so
@@ -35,7 +39,7 @@ from torch.nn import functional as F
 from itemvec.config import TrainingConfig
 from itemvec.embeddings import ItemEmbeddings
 from itemvec.encoder import FeatureEncoder, ItemEncoder
-from itemvec.evaluation import Queries
+from itemvec.evaluation import Queries, hit_rate
 from itemvec.features import SidePlan
 from itemvec.training import TrainingResult
 
@@ -49,10 +53,13 @@ MIN_PSEUDO_COLD = 200  # pseudo-cold items wanted over all folds (small catalogu
 MAX_FOLDS = 5
 # below these, a 0.5% warm budget cannot be resolved and the offset would be noise
 MIN_WARM_QUERIES, MIN_COLD_QUERIES = 200, 30
+PRIORS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # contexts' worth of evidence the features count as
+PRIOR_MARGIN = 0.01  # relative validation gain a feature prior needs over none
 
 
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
-                      queries: dict[str, Queries] | None, training: TrainingConfig
+                      queries: dict[str, Queries] | None, training: TrainingConfig,
+                      item_counts: np.ndarray | None = None
                       ) -> tuple[TrainingResult, ItemEmbeddings]:
     """Fit the tower to ``result.encoder`` and return the model over warm + cold items.
 
@@ -104,15 +111,52 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         tower.cold_bias[-1] = float(warm.item_bias.mean())
     tower.cold_offset.fill_(float(offset))
     report["offset"] = float(offset)
+    if queries is not None and item_counts is not None:
+        share, report["feature_prior"] = choose_feature_prior(tower, warm, has, queries,
+                                                              item_counts)
+        tower.feature_share.copy_(torch.as_tensor(share))
     plan.encoder, plan.coldstart = tower, report
     vectors, bias = tower.export()
-    vectors[:plan.n_warm], bias[:plan.n_warm] = warm.vectors, warm.item_bias  # bit-identical
+    if not bool((tower.feature_share > 0).any()):
+        vectors[:plan.n_warm] = warm.vectors  # bit-identical to the behaviour model
+    bias[:plan.n_warm] = warm.item_bias
     embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, warm.query,
                                 warm.metadata, warm.item_table)
     logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)",
                 report["tower_epochs"], len(has), offset,
                 report["calibration"].get("summary", "-"))
     return dataclasses.replace(result, encoder=tower), embeddings
+
+
+def choose_feature_prior(tower: FeatureEncoder, warm: ItemEmbeddings, has: np.ndarray,
+                         queries: dict[str, Queries], item_counts: np.ndarray
+                         ) -> tuple[np.ndarray, dict]:
+    """Per-warm-item feature shares ``c / (contexts + c)`` for the best prior ``c`` on the
+    validation queries' warm targets (zeros unless it beats no prior by ``PRIOR_MARGIN``)."""
+    n = len(warm)
+    with torch.no_grad():
+        features = tower.feature_vectors(torch.arange(n)).numpy()
+    pooled = _without_cold(queries, np.zeros(n, dtype=bool))
+    has_features = np.zeros(n, dtype=bool)
+    has_features[has] = True
+    counts = np.asarray(item_counts[:n], dtype=np.float64)
+    scores, shares = {}, {}
+    for prior in PRIORS:
+        share = np.where(has_features, prior / (counts + prior), 0.0) if prior else np.zeros(n)
+        mixed = (1 - share)[:, None] * warm.vectors + share[:, None] * features
+        mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+        scorer = ItemEmbeddings(warm.item_ids, mixed, warm.item_bias, warm.temperature,
+                                warm.query)
+        scores[prior] = hit_rate(scorer, pooled) if len(pooled) else 0.0
+        shares[prior] = share.astype(np.float32)
+    best = max(PRIORS, key=lambda p: scores[p])
+    if len(pooled) < MIN_WARM_QUERIES or scores[best] < scores[0.0] * (1 + PRIOR_MARGIN):
+        best = 0.0
+    logger.info("behaviour-first: feature prior %g (validation warm HR@20 %.4f, none %.4f)",
+                best, scores[best], scores[0.0])
+    return shares[best], {"prior": best, "validation_hr@20": {f"{p:g}": round(v, 5)
+                                                              for p, v in scores.items()},
+                          "queries": len(pooled), "margin": PRIOR_MARGIN}
 
 
 def pseudo_cold_folds(rows: np.ndarray, share: float, rng: np.random.Generator,

@@ -88,6 +88,8 @@ class FeatureEncoder(ItemEncoder):
         self.register_buffer("cold_bias", torch.zeros(dim + 1))  # ridge: features -> bias
         self.register_buffer("cold_offset", torch.zeros(()))  # calibrated shift of cold logits
         self.register_buffer("id_only", torch.zeros((), dtype=torch.bool))  # behaviour-first
+        # behaviour-first: how far each warm item leans on its features (0 = its id vector only)
+        self.register_buffer("feature_share", torch.zeros(n_items))
         self.id_dropout, self.field_dropout = id_dropout, field_dropout
         self.n_total = n_items
         if features is not None:
@@ -110,7 +112,23 @@ class FeatureEncoder(ItemEncoder):
         return [getattr(self, f"features_{f}")[items] for f in range(len(self.field_sizes))]
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return self._fuse(items, self._rows(items), allow_id=True)
+        vectors = self._fuse(items, self._rows(items), allow_id=True)
+        if bool(self.id_only) and bool((self.feature_share > 0).any()):
+            vectors = self._lean_on_features(items, vectors)
+        return vectors
+
+    def _lean_on_features(self, items: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Warm items with little behaviour: normalize((1 - s) id vector + s feature vector)."""
+        flat = items.reshape(-1)
+        warm = flat < self.n_items
+        share = torch.where(warm, self.feature_share[torch.where(warm, flat, 0)], 0.0)
+        lean = share > 0
+        if not bool(lean.any()):
+            return vectors
+        out = vectors.reshape(len(flat), -1).clone()
+        s = share[lean, None]
+        out[lean] = F.normalize((1 - s) * out[lean] + s * self.feature_vectors(flat[lean]), dim=-1)
+        return out.reshape(vectors.shape)
 
     def feature_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Vectors from the features alone (how a cold item is embedded)."""

@@ -453,7 +453,8 @@ def load_feature_encoder(files: dict[str, bytes], state: dict):
     encoder = FeatureEncoder(shape["n_items"], shape["dim"], shape["hidden"],
                              shape["field_sizes"])
     defaults = encoder.state_dict()  # bundles from before behaviour-first lack its buffers
-    encoder.load_state_dict({**{k: defaults[k] for k in ("cold_offset", "id_only")}, **state})
+    encoder.load_state_dict({**{k: defaults[k] for k in ("cold_offset", "id_only",
+                                                         "feature_share")}, **state})
     encoder.eval()
     return spec, encoder
 

@@ -168,7 +168,7 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
         result, embeddings = attach_cold_items(plan, result, embeddings,
                                                validation_queries(valid, model_items, config,
                                                                   tasks=("s2i",)),
-                                               config.training)
+                                               config.training, log.item_counts())
         stats["coldstart"] = {**plan.coldstart, "calibration": {
             k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
     stored = apply_min_support(matrix, log, config.cooccurrence)  # privacy guard (--min-support)

@@ -340,6 +340,7 @@ def extend_encoder(state: dict[str, torch.Tensor], config: PipelineConfig, n_war
                           "encoder does not know; update with the itemvec that trained it")
     n_old = n_warm - len(new_vectors)
     fill = {"item_embedding.weight": new_vectors, "item_bias": new_bias,
+            "feature_share": np.zeros(len(new_vectors), np.float32),  # new rows: id vector only
             "item_logits.weight": np.zeros((len(new_vectors),) + tuple(
                 target.get("item_logits.weight", torch.zeros(0, 0)).shape[1:]), np.float32)}
     for name, value in state.items():
