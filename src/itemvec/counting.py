@@ -126,8 +126,13 @@ def _parquet_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterato
     except Exception as exc:  # pyarrow raises ArrowInvalid & co.
         raise DataError(f"{path}: cannot read as parquet: {_first_line(exc)}") from None
     _require(handle.schema_arrow.names, columns, path)
-    for batch in handle.iter_batches(batch_size=chunk_rows, columns=columns):
-        yield pl.from_arrow(batch)
+    rows = handle.metadata.num_rows
+    del handle
+    # polars' reader decodes only the row groups (pages) a slice needs, several times faster
+    # than pyarrow's iter_batches + from_arrow on string columns
+    scan = pl.scan_parquet(path).select(columns)
+    for start in range(0, rows, chunk_rows):
+        yield scan.slice(start, chunk_rows).collect()
 
 
 def _csv_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
@@ -171,15 +176,21 @@ class _Vocabulary:
         return self.frame.height
 
     def encode(self, items: pl.Series) -> np.ndarray:
-        unique = items.unique(maintain_order=True).to_frame("item")
-        new = unique.join(self.frame, on="item", how="anti", maintain_order="left")
-        if new.height:
-            new = new.with_columns(pl.int_range(len(self), len(self) + new.height,
-                                                dtype=pl.Int32).alias("gid"))
-            self.frame = pl.concat([self.frame, new])
-        joined = items.to_frame("item").join(self.frame, on="item", how="left",
-                                              maintain_order="left")
-        return joined["gid"].to_numpy()
+        """int64 global ids; one join against the known items, a second only for new ones."""
+        frame = items.to_frame("item")
+        gid = frame.join(self.frame, on="item", how="left", maintain_order="left")["gid"]
+        missing = gid.is_null()
+        if not missing.any():
+            return gid.to_numpy().astype(np.int64)
+        fresh = frame.filter(missing)
+        new = fresh["item"].unique(maintain_order=True).to_frame("item")
+        new = new.with_columns(pl.int_range(len(self), len(self) + new.height,
+                                            dtype=pl.Int32).alias("gid"))
+        self.frame = pl.concat([self.frame, new])
+        out = gid.fill_null(-1).to_numpy().astype(np.int64)
+        out[missing.to_numpy()] = fresh.join(new, on="item", how="left",
+                                             maintain_order="left")["gid"].to_numpy()
+        return out
 
 
 def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFrame:
@@ -188,27 +199,40 @@ def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFram
 
 
 def _contexts(table: pl.DataFrame, ingest: IngestConfig, grouped: bool) -> pl.DataFrame:
-    """The steps of ``ingest.build_log`` up to de-duplication, on whole contexts."""
+    """The steps of ``ingest.build_log`` up to de-duplication, on whole contexts.
+
+    Collapsing immediate repeats (sessions) is left to ``_drop_repeats`` on integer ids, which
+    is cheaper than comparing strings and gives the same rows."""
     has_time = "time" in table.columns
     ordered = _ordered(ingest)
     ctx = pl.col("context").rle_id() if grouped else pl.col("context").rank("dense")
     table = table.with_columns(ctx.cast(pl.Int64).alias("ctx"))
-    if not _in_order(table, has_time):  # rows are in file order: a stable sort is enough
+    if not _in_order(table, has_time, grouped):  # rows are in file order: a stable sort is enough
         table = table.sort(["ctx", "time"] if has_time else ["ctx"], maintain_order=True)
     if has_time and ingest.session_gap is not None:
         table = _split_sessions(table, ingest.session_gap)
-    return _dedupe(table, ordered and ingest.dedupe_consecutive, ordered)
+    return table if ordered else _dedupe(table, False, ordered)
 
 
-def _in_order(table: pl.DataFrame, has_time: bool) -> bool:
-    """True when rows already run in (ctx, time) order (most logs): the sort can be skipped."""
+def _in_order(table: pl.DataFrame, has_time: bool, grouped: bool = False) -> bool:
+    """True when rows already run in (ctx, time) order (most logs): the sort can be skipped.
+
+    Run ids (``grouped``) never decrease, so only the times within a context are checked."""
     ctx = np.diff(table["ctx"].to_numpy())
-    if np.any(ctx < 0):
+    if not grouped and np.any(ctx < 0):
         return False
     if not has_time:
         return True
     step = np.diff(table["time"].to_numpy())
-    return not np.any((ctx == 0) & (step < 0))
+    return not np.any((step < 0) & (ctx == 0))
+
+
+def _drop_repeats(ctx: np.ndarray, items: np.ndarray) -> np.ndarray | None:
+    """Mask keeping all but immediate repeats of an item in a context (None: nothing to drop)."""
+    same = (items[1:] == items[:-1]) & (ctx[1:] == ctx[:-1])
+    if not same.any():
+        return None
+    return np.concatenate([[True], ~same])
 
 
 def _ordered(ingest: IngestConfig) -> bool:
@@ -216,103 +240,141 @@ def _ordered(ingest: IngestConfig) -> bool:
                                                 and ingest.time is not None)
 
 
+_NO_PAIRS = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
 def chunk_pairs(chunk: _Chunk, ordered: bool,
-                config: CooccurrenceConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Upper-triangle (lo, hi, weight) of one chunk's pairs: ``count_pairs``' loop, unsymmetrised."""
-    ctx, items = chunk.ctx, chunk.items
-    if ordered:
-        offsets = config.window
-    else:
-        longest = int(np.bincount(ctx - ctx[0]).max(initial=0)) if len(ctx) else 0
-        offsets = max(1, min(longest - 1, config.basket_max_size - 1))
-    los, his, weights = [], [], []
+                config: CooccurrenceConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk's upper-triangle pairs, summed: sorted unique keys ``lo << 32 | hi`` and their
+    float64 weights (``count_pairs``' loop, unsymmetrised).
+
+    Pairs are aggregated by sorting 64-bit keys (numpy's vectorised sort) instead of building a
+    sparse matrix. With unit event scales (no event weights, no decay) a pair's weight depends
+    only on its offset, so the offset is packed into the key's low bits and only the keys are
+    sorted; otherwise the weights follow an argsort."""
+    ctx, items, scale = chunk.ctx, chunk.items, chunk.scale
+    if len(ctx) < 2:
+        return _NO_PAIRS
+    starts = np.flatnonzero(np.concatenate([[True], ctx[1:] != ctx[:-1]]))
+    lengths = np.diff(starts, append=len(ctx))
+    longest = int(lengths.max())
+    offsets = config.window if ordered else config.basket_max_size - 1
+    offsets = max(1, min(offsets, longest - 1))  # no pair lies further apart
+    rest = np.repeat(starts + lengths - 1, lengths) - np.arange(len(ctx))  # events after it
+    harmonic = ordered and config.distance_weighting == "harmonic"
+    bits = max(1, int(items.max()).bit_length())
+    offset_bits = (offsets - 1).bit_length()
+    packed = 2 * bits + offset_bits <= 62 and bool(np.all(scale == 1.0))
+    keys, weights = [], []
+    left = None  # positions with a partner at this offset, once they are few
     for offset in range(1, offsets + 1):
-        left = np.flatnonzero(ctx[:-offset] == ctx[offset:]) if len(ctx) > offset else []
-        if len(left) == 0:
-            break
-        right = left + offset
-        a, b = items[left], items[right]
-        keep = a != b
-        weight = chunk.scale[left] * chunk.scale[right]
-        if ordered and config.distance_weighting == "harmonic":
-            weight = weight / offset
-        a, b = a[keep], b[keep]
-        los.append(np.minimum(a, b))
-        his.append(np.maximum(a, b))
-        weights.append(weight[keep])
-    if not los:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0)
-    return np.concatenate(los), np.concatenate(his), np.concatenate(weights)
+        if left is None:  # many: contiguous slices, vectorised without gathers
+            keep = rest[:-offset] >= offset
+            if np.count_nonzero(keep) < len(ctx) // 4:
+                left = np.flatnonzero(keep)
+        else:
+            left = left[rest[left] >= offset]
+        if left is None:
+            a, b = items[:-offset], items[offset:]
+            keep &= a != b
+            sa, sb = scale[:-offset], scale[offset:]
+        else:
+            a, b = items[left], items[left + offset]
+            keep = a != b
+            sa, sb = (None, None) if packed else (scale[left], scale[left + offset])
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        if packed:
+            keys.append(((((lo << bits) | hi) << offset_bits) | (offset - 1))[keep])
+            continue
+        keys.append(((lo << 32) | hi)[keep])
+        weight = (sa * sb)[keep]
+        weights.append(weight / offset if harmonic else weight)
+    if not keys:
+        return _NO_PAIRS
+    keys = np.concatenate(keys)
+    if not packed:
+        order = np.argsort(keys)
+        return _sum_sorted(keys[order], np.concatenate(weights)[order])
+    keys.sort()
+    per_offset = 1.0 / np.arange(1, offsets + 1) if harmonic else np.ones(offsets)
+    pairs = keys >> offset_bits
+    first = _run_starts(pairs)
+    weight = np.add.reduceat(per_offset[keys & ((1 << offset_bits) - 1)], first)
+    pairs = pairs[first]
+    return ((pairs >> bits) << 32) | (pairs & ((1 << bits) - 1)), weight
+
+
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal values in a sorted array starts."""
+    return np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+
+
+def _sum_sorted(keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(keys) == 0:
+        return _NO_PAIRS
+    first = _run_starts(keys)
+    return keys[first], np.add.reduceat(weights, first)
 
 
 # -- accumulation ----------------------------------------------------------------------------------
 class PairAccumulator:
-    """Sums (lo, hi, weight) triples into an upper-triangular float64 CSR, spilling when big.
+    """Sums sorted (key, weight) parts of pairs into one sorted part, spilling when big.
 
-    Each chunk becomes a CSR (coo->csr sums its duplicates); chunk matrices are buffered and
-    folded into the running sum pairwise in large batches; when the running matrix outgrows its share of
-    ``memory_limit`` it is written to ``workdir`` as an uncompressed shard and restarted.
+    Parts are buffered and merged (one sort of their concatenation) in large batches; when the
+    running sum outgrows its share of ``memory_limit`` it is written to ``workdir`` as an
+    uncompressed shard and restarted. Keys and weights cost 16 bytes per pair.
     """
 
     def __init__(self, memory_limit: int, workdir: Path) -> None:
         self.memory_limit = memory_limit
         self.workdir = workdir
-        self.buffer: list[sp.csr_matrix] = []
+        self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
         self.buffered = 0
-        self.total: sp.csr_matrix | None = None
+        self.total: tuple[np.ndarray, np.ndarray] | None = None
         self.shards: list[Path] = []
-        # buffered chunk matrices and the running sum cost ~12 B per non-zero (float64 + int32)
-        self.buffer_limit = max(1 << 12, memory_limit // 4 // 12)
+        self.buffer_limit = max(1 << 12, memory_limit // 4 // 16)
         self.matrix_limit = max(1 << 16, memory_limit // 3)
 
-    def add(self, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, n: int) -> None:
-        if len(lo):
-            part = sp.csr_matrix((weight, (lo, hi)), shape=(n, n), dtype=np.float64)
-            self.buffer.append(part)
-            self.buffered += part.nnz
+    def add(self, keys: np.ndarray, weights: np.ndarray) -> None:
+        if len(keys):
+            self.buffer.append((keys, weights))
+            self.buffered += len(keys)
         if self.buffered >= self.buffer_limit:
-            self.fold(n)
+            self.fold()
 
-    def fold(self, n: int) -> None:
-        parts = [_resized(p, n) for p in self.buffer]
-        if self.total is not None:
-            parts.append(_resized(self.total, n))
+    def fold(self) -> None:
+        parts = self.buffer + ([self.total] if self.total is not None else [])
         self.buffer, self.buffered = [], 0
-        while len(parts) > 1:  # pairwise: each entry is merged O(log parts) times
-            parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
-                     for i in range(0, len(parts), 2)]
-        self.total = parts[0] if parts else None
-        if self.total is not None and _nbytes(self.total) > self.matrix_limit:
+        self.total = _merge(parts) if parts else None
+        if self.total is not None and 16 * len(self.total[0]) > self.matrix_limit:
             self.spill()
 
     def spill(self) -> None:
         shard = self.workdir / f"shard-{len(self.shards):04d}.npz"
-        sp.save_npz(shard, self.total, compressed=False)
-        logger.info("spilled %d pairs (%.0f MB) to %s", self.total.nnz, _nbytes(self.total) / 1e6,
-                    shard)
+        keys, weights = self.total
+        np.savez(shard, keys=keys, weights=weights)
+        logger.info("spilled %d pairs (%.0f MB) to %s", len(keys), 16 * len(keys) / 1e6, shard)
         self.shards.append(shard)
         self.total = None
 
-    def result(self, n: int) -> sp.csr_matrix:
-        self.fold(n)
-        total = self.total if self.total is not None else sp.csr_matrix((n, n), dtype=np.float64)
-        total = _resized(total, n)
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique keys ``lo << 32 | hi`` and float64 sums over everything added."""
+        self.fold()
+        total = self.total if self.total is not None else _NO_PAIRS
         for shard in self.shards:
-            total = total + _resized(sp.load_npz(shard).tocsr(), n)
+            with np.load(shard, allow_pickle=False) as saved:
+                total = _merge([total, (saved["keys"], saved["weights"])])
             shard.unlink()
         return total
 
 
-def _nbytes(matrix: sp.csr_matrix) -> int:
-    return matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
-
-
-def _resized(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
-    if matrix.shape != (n, n):
-        matrix = matrix.copy()
-        matrix.resize((n, n))
-    return matrix
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum sorted (keys, weights) parts into one."""
+    if len(parts) == 1:
+        return parts[0]
+    keys = np.concatenate([k for k, _ in parts])
+    order = np.argsort(keys)
+    return _sum_sorted(keys[order], np.concatenate([w for _, w in parts])[order])
 
 
 # -- the counter -----------------------------------------------------------------------------------
@@ -343,6 +405,11 @@ class StreamCounter:
         ctx = table["ctx"].to_numpy().astype(np.int64)
         scale = table["weight"].to_numpy().astype(np.float64)  # weight now, its sqrt below
         times = table["time"].to_numpy() if "time" in table.columns else None
+        if self.ordered and self.ingest.dedupe_consecutive:  # as ingest._dedupe
+            mask = _drop_repeats(ctx, items)
+            if mask is not None:
+                ctx, items, scale = ctx[mask], items[mask], scale[mask]
+                times = None if times is None else times[mask]
         self.event_counts = _grow(self.event_counts, n)
         self.event_counts += np.bincount(items, minlength=n)
         if times is not None and not self.pairs:  # pre-pass: newest time per item
@@ -366,7 +433,7 @@ class StreamCounter:
         self.context_counts = _grow(self.context_counts, n)
         self.context_counts += _contexts_per_item(chunk, n)
         if self.pairs:
-            self.accumulator.add(*chunk_pairs(chunk, self.ordered, self.config), n)
+            self.accumulator.add(*chunk_pairs(chunk, self.ordered, self.config))
 
 
 def _grow(counts: np.ndarray, n: int, fill: float = 0) -> np.ndarray:
@@ -376,10 +443,11 @@ def _grow(counts: np.ndarray, n: int, fill: float = 0) -> np.ndarray:
 
 
 def _contexts_per_item(chunk: _Chunk, n: int) -> np.ndarray:
-    """Distinct contexts per item: unique (ctx, item) keys, hashed in one int64 column."""
+    """Distinct contexts per item: unique (ctx, item) keys, sorted in one int64 column."""
     if len(chunk.items) == 0:
         return np.zeros(n, np.int64)
-    keys = pl.Series((chunk.ctx - chunk.ctx[0]) * n + chunk.items).unique().to_numpy()
+    keys = np.sort((chunk.ctx - chunk.ctx[0]) * n + chunk.items)
+    keys = keys[_run_starts(keys)]
     return np.bincount(keys % n, minlength=n)
 
 
@@ -566,7 +634,7 @@ def _check_same_vocabulary(first: StreamCounter, second: StreamCounter) -> None:
 def _finish(counter: StreamCounter, top_k: int | None) -> Counts:
     """Sort the vocabulary like ``ingest`` does, drop pruned items and symmetrise."""
     n = len(counter.vocabulary)
-    upper = counter.accumulator.result(n)
+    keys, weights = counter.accumulator.result()
     events = _grow(counter.event_counts, n)
     vocab = counter.vocabulary.frame.with_columns(pl.Series("len", events[:n]))
     vocab = vocab.sort(["len", "item"], descending=[True, False])
@@ -575,26 +643,39 @@ def _finish(counter: StreamCounter, top_k: int | None) -> Counts:
         order = order[counter.keep[order]]
     position = np.full(n, -1, np.int64)
     position[order] = np.arange(len(order))
-    coo = upper.tocoo()
-    rows, cols = position[coo.row], position[coo.col]
-    del upper
-    data = coo.data
-    del coo
-    m = len(order)
-    matrix = sp.csr_matrix((np.concatenate([data, data]),
-                            (np.concatenate([rows, cols]), np.concatenate([cols, rows]))),
-                           shape=(m, m), dtype=np.float64)
-    del rows, cols, data
-    matrix = matrix.astype(np.float32)
-    matrix.sum_duplicates()
+    rows, cols = position[keys >> 32], position[keys & 0xFFFFFFFF]
+    del keys
+    matrix = _symmetric(rows, cols, weights.astype(np.float32), len(order))
+    del rows, cols, weights
     matrix.eliminate_zeros()
     if top_k is not None:
         matrix = top_k_partners(matrix, top_k)
     item_ids = counter.vocabulary.frame["item"].to_numpy()[order].astype(object)
-    stats = {"events": counter.events, "contexts": counter.contexts, "items": m,
+    stats = {"events": counter.events, "contexts": counter.contexts, "items": len(order),
              "nonzeros": int(matrix.nnz),
              "context_kind": "session" if counter.ordered else "basket"}
     return Counts(item_ids, _grow(counter.context_counts, n)[order], matrix, stats)
+
+
+def _symmetric(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, m: int) -> sp.csr_matrix:
+    """CSR (sorted indices) of the symmetric matrix holding ``data`` at (rows, cols), cols, rows.
+
+    Every unordered pair is given once and off the diagonal, so no entry repeats: no duplicate
+    summing is needed, and two linear counting sorts replace sorting each row. The first
+    (COO -> CSR, keyed by column) groups entries by column; the second (CSR -> CSC, which scipy
+    emits with sorted indices) groups them by row in column order. By symmetry the CSC of the
+    result is its CSR."""
+    if len(rows) == 0:
+        return sp.csr_matrix((m, m), dtype=np.float32)
+    both = sp.coo_matrix((np.concatenate([data, data]),
+                          (np.concatenate([cols, rows]), np.concatenate([rows, cols]))),
+                         shape=(m, m))
+    both.has_canonical_format = True  # entries are unique: tocsr must not sort to sum them
+    by_row = both.tocsr().tocsc()
+    del both
+    matrix = sp.csr_matrix((by_row.data, by_row.indices, by_row.indptr), shape=(m, m))
+    matrix.has_sorted_indices = True
+    return matrix
 
 
 def top_k_partners(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
