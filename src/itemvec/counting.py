@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -166,31 +168,59 @@ class _Chunk:
     scale: np.ndarray  # float64 sqrt(event weight * context decay)
 
 
+@dataclass
+class _Events:
+    n: int  # vocabulary size once the chunk was encoded
+    ctx: np.ndarray
+    items: np.ndarray
+    scale: np.ndarray  # float64 event weight
+    times: np.ndarray | None
+
+
 class _Vocabulary:
-    """Item id -> global integer id, in first-seen order."""
+    """Item id -> global integer id (new items get the next ids, in first-seen order).
+
+    Ids are looked up by their 64-bit hash (an integer join is several times cheaper than a
+    string join), and every row's string is then compared with its id's string, so a hash
+    collision cannot merge two items: on one, lookups switch to joining the strings."""
 
     def __init__(self) -> None:
-        self.frame = pl.DataFrame(schema={"item": pl.String, "gid": pl.Int32})
+        self.frame = pl.DataFrame(schema={"key": pl.UInt64, "gid": pl.Int32, "item": pl.String})
+        self.by_string = False
 
     def __len__(self) -> int:
         return self.frame.height
 
     def encode(self, items: pl.Series) -> np.ndarray:
-        """int64 global ids; one join against the known items, a second only for new ones."""
-        frame = items.to_frame("item")
-        gid = frame.join(self.frame, on="item", how="left", maintain_order="left")["gid"]
+        """int64 global ids of ``items``."""
+        if not self.by_string:
+            gid = self._encode(items, _hash_items(items))
+            if (self.frame["item"].gather(gid) == items).all():
+                return gid.to_numpy().astype(np.int64)
+            logger.info("item id hash collision: looking item ids up by string")
+            self.by_string = True
+        return self._encode(items, items).to_numpy().astype(np.int64)
+
+    def _encode(self, items: pl.Series, keys: pl.Series) -> pl.Series:
+        """Ids by ``keys`` (hashes or the strings themselves); unknown keys become new items."""
+        known = self.frame.select(pl.col("item" if self.by_string else "key").alias("k"), "gid")
+        frame = pl.DataFrame({"k": keys})
+        gid = frame.join(known, on="k", how="left", maintain_order="left")["gid"]
         missing = gid.is_null()
         if not missing.any():
-            return gid.to_numpy().astype(np.int64)
-        fresh = frame.filter(missing)
-        new = fresh["item"].unique(maintain_order=True).to_frame("item")
+            return gid
+        fresh = pl.DataFrame({"k": keys.filter(missing), "item": items.filter(missing)})
+        new = fresh.unique(subset="k", keep="first", maintain_order=True)
         new = new.with_columns(pl.int_range(len(self), len(self) + new.height,
                                             dtype=pl.Int32).alias("gid"))
-        self.frame = pl.concat([self.frame, new])
-        out = gid.fill_null(-1).to_numpy().astype(np.int64)
-        out[missing.to_numpy()] = fresh.join(new, on="item", how="left",
-                                             maintain_order="left")["gid"].to_numpy()
-        return out
+        added = new.select(_hash_items(new["item"]).alias("key"), "gid", "item")
+        self.frame = pl.concat([self.frame, added])
+        ids = fresh.join(new.select("k", "gid"), on="k", how="left", maintain_order="left")["gid"]
+        return gid.scatter(missing.arg_true(), ids)
+
+
+def _hash_items(items: pl.Series) -> pl.Series:
+    return items.hash(seed=5)
 
 
 def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFrame:
@@ -397,11 +427,17 @@ class StreamCounter:
         self.events = self.contexts = 0
 
     def add(self, table: pl.DataFrame, grouped: bool) -> None:
+        prepared = self.prepare(table, grouped)
+        if prepared is not None:
+            self.count(prepared)
+
+    def prepare(self, table: pl.DataFrame, grouped: bool) -> _Events | None:
+        """Contexts, order, sessions, global ids and de-duplication (the reading thread's part:
+        chunks must be prepared in file order, since new items get the next ids)."""
         table = _contexts(table, self.ingest, grouped)
         if table.height == 0:
-            return
+            return None
         items = self.vocabulary.encode(table["item"])
-        n = len(self.vocabulary)
         ctx = table["ctx"].to_numpy().astype(np.int64)
         scale = table["weight"].to_numpy().astype(np.float64)  # weight now, its sqrt below
         times = table["time"].to_numpy() if "time" in table.columns else None
@@ -410,6 +446,12 @@ class StreamCounter:
             if mask is not None:
                 ctx, items, scale = ctx[mask], items[mask], scale[mask]
                 times = None if times is None else times[mask]
+        return _Events(len(self.vocabulary), ctx, items, scale, times)
+
+    def count(self, events: _Events) -> None:
+        """Item counts and pair sums of prepared chunks, taken in file order."""
+        n, ctx, items, scale, times = (events.n, events.ctx, events.items, events.scale,
+                                       events.times)
         self.event_counts = _grow(self.event_counts, n)
         self.event_counts += np.bincount(items, minlength=n)
         if times is not None and not self.pairs:  # pre-pass: newest time per item
@@ -476,6 +518,12 @@ def _columns(ingest: IngestConfig) -> list[str]:
 
 
 def _grouped_pass(path: Path, counter: StreamCounter, chunk_rows: int, progress) -> None:
+    for events in _background(_grouped_chunks(path, counter, chunk_rows, progress)):
+        counter.count(events)
+
+
+def _grouped_chunks(path: Path, counter: StreamCounter, chunk_rows: int,
+                    progress) -> Iterator[_Events]:
     """Stream a log grouped by context, carrying the last (maybe unfinished) context over."""
     check, carry, offset = _GroupCheck(), None, _first_row(path)
     for frame in iter_batches(path, _columns(counter.ingest), chunk_rows):
@@ -489,10 +537,59 @@ def _grouped_pass(path: Path, counter: StreamCounter, chunk_rows: int, progress)
         carry, frame = frame.slice(tail), frame.slice(0, tail)
         if frame.height:
             check.closed(_as_string(frame, counter.ingest.context))
-            counter.add(_table(frame, counter.ingest, path), grouped=True)
+            events = counter.prepare(_table(frame, counter.ingest, path), grouped=True)
+            if events is not None:
+                yield events
     if carry is not None and carry.height:
         check.closed(_as_string(carry, counter.ingest.context))
-        counter.add(_table(carry, counter.ingest, path), grouped=True)
+        events = counter.prepare(_table(carry, counter.ingest, path), grouped=True)
+        if events is not None:
+            yield events
+
+
+_END = object()
+
+
+def _background(items: Iterator, depth: int = 1) -> Iterator:
+    """Produce ``items`` in a thread, at most ``depth`` ahead of the consumer.
+
+    Reading and preparing a chunk is mostly polars, counting it mostly numpy; both release the
+    GIL, so the next chunk is read on one core while this one is counted on the other. Errors
+    raised while producing are re-raised here; stopping early stops the thread."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # handed to the consumer
+            put((None, exc))
+
+    thread = threading.Thread(target=run, name="itemvec-count-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _first_row(path: Path) -> int:
@@ -542,10 +639,17 @@ def _row_estimate(path: Path) -> int:
 
 
 def _partitioned_pass(buckets: list[Path], counter: StreamCounter, progress) -> None:
+    for events in _background(_bucket_chunks(buckets, counter, progress)):
+        counter.count(events)
+
+
+def _bucket_chunks(buckets: list[Path], counter: StreamCounter, progress) -> Iterator[_Events]:
     for bucket in buckets:
         frame = pl.read_parquet(bucket)
         progress.update(frame.height)
-        counter.add(_table(frame, counter.ingest, bucket), grouped=False)
+        events = counter.prepare(_table(frame, counter.ingest, bucket), grouped=False)
+        if events is not None:
+            yield events
 
 
 def _run_pass(path: Path, counter_args: dict, chunk_rows: int, grouped: bool | None,
