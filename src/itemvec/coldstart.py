@@ -19,7 +19,8 @@ The default way ``itemvec train --items`` uses item features (``features.mode``)
 6. warm items with little behaviour may lean on their features: vector =
    normalize((1 - s) e_id + s g(x)) with s = c / (contexts + c), the prior strength c chosen
    on the validation queries (warm targets) from ``PRIORS``; it must beat c = 0 (every warm item
-   exactly its behaviour vector) by ``PRIOR_MARGIN``, else warm vectors stay bit-identical.
+   exactly its behaviour vector) by a paired z >= ``PRIOR_Z``, else warm vectors stay
+   bit-identical.
 
 The result is a ``FeatureEncoder`` with ``id_only`` set: its warm rows are the behaviour
 vectors, its feature path embeds cold items, and ``cold_offset`` holds the calibration, so
@@ -39,7 +40,7 @@ from torch.nn import functional as F
 from itemvec.config import TrainingConfig
 from itemvec.embeddings import ItemEmbeddings
 from itemvec.encoder import FeatureEncoder, ItemEncoder
-from itemvec.evaluation import Queries, hit_rate
+from itemvec.evaluation import Queries, target_ranks
 from itemvec.features import SidePlan
 from itemvec.training import TrainingResult
 
@@ -54,7 +55,7 @@ MAX_FOLDS = 5
 # below these, a 0.5% warm budget cannot be resolved and the offset would be noise
 MIN_WARM_QUERIES, MIN_COLD_QUERIES = 200, 30
 PRIORS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # contexts' worth of evidence the features count as
-PRIOR_MARGIN = 0.01  # relative validation gain a feature prior needs over none
+PRIOR_Z = 2.0  # a feature prior must beat none by this paired z on validation (~2 sigma)
 
 
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
@@ -132,7 +133,8 @@ def choose_feature_prior(tower: FeatureEncoder, warm: ItemEmbeddings, has: np.nd
                          queries: dict[str, Queries], item_counts: np.ndarray
                          ) -> tuple[np.ndarray, dict]:
     """Per-warm-item feature shares ``c / (contexts + c)`` for the best prior ``c`` on the
-    validation queries' warm targets (zeros unless it beats no prior by ``PRIOR_MARGIN``)."""
+    validation queries' warm targets; zeros unless its gain over no prior is significant: a
+    paired (McNemar) z of at least ``PRIOR_Z`` over the queries one of the two gets right."""
     n = len(warm)
     with torch.no_grad():
         features = tower.feature_vectors(torch.arange(n)).numpy()
@@ -140,23 +142,30 @@ def choose_feature_prior(tower: FeatureEncoder, warm: ItemEmbeddings, has: np.nd
     has_features = np.zeros(n, dtype=bool)
     has_features[has] = True
     counts = np.asarray(item_counts[:n], dtype=np.float64)
-    scores, shares = {}, {}
+    hits, shares = {}, {}
     for prior in PRIORS:
         share = np.where(has_features, prior / (counts + prior), 0.0) if prior else np.zeros(n)
         mixed = (1 - share)[:, None] * warm.vectors + share[:, None] * features
         mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
         scorer = ItemEmbeddings(warm.item_ids, mixed, warm.item_bias, warm.temperature,
                                 warm.query)
-        scores[prior] = hit_rate(scorer, pooled) if len(pooled) else 0.0
+        hits[prior] = target_ranks(scorer, pooled) < K if len(pooled) else np.zeros(0, bool)
         shares[prior] = share.astype(np.float32)
-    best = max(PRIORS, key=lambda p: scores[p])
-    if len(pooled) < MIN_WARM_QUERIES or scores[best] < scores[0.0] * (1 + PRIOR_MARGIN):
+    best = max(PRIORS, key=lambda p: hits[p].sum())
+    z = _paired_z(hits[best], hits[0.0])
+    if len(pooled) < MIN_WARM_QUERIES or z < PRIOR_Z:
         best = 0.0
-    logger.info("behaviour-first: feature prior %g (validation warm HR@20 %.4f, none %.4f)",
-                best, scores[best], scores[0.0])
-    return shares[best], {"prior": best, "validation_hr@20": {f"{p:g}": round(v, 5)
-                                                              for p, v in scores.items()},
-                          "queries": len(pooled), "margin": PRIOR_MARGIN}
+    scores = {p: float(h.mean()) if len(h) else 0.0 for p, h in hits.items()}
+    logger.info("behaviour-first: feature prior %g (validation warm HR@20 %.4f, none %.4f, "
+                "z %.2f)", best, scores[best], scores[0.0], z)
+    return shares[best], {"prior": best, "z": round(z, 3), "queries": len(pooled),
+                          "validation_hr@20": {f"{p:g}": round(v, 5) for p, v in scores.items()}}
+
+
+def _paired_z(better: np.ndarray, base: np.ndarray) -> float:
+    """McNemar's z for two scorers' hits on the same queries (0 when they never disagree)."""
+    wins, losses = int((better & ~base).sum()), int((~better & base).sum())
+    return (wins - losses) / np.sqrt(wins + losses) if wins + losses else 0.0
 
 
 def pseudo_cold_folds(rows: np.ndarray, share: float, rng: np.random.Generator,
