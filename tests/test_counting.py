@@ -9,7 +9,15 @@ import scipy.sparse as sp
 
 from itemvec.config import CooccurrenceConfig, IngestConfig
 from itemvec.cooccurrence import count_pairs, prune_rare_items
-from itemvec.counting import count_file, parse_size, read_counts, top_k_partners, write_counts
+from itemvec.counting import (
+    _Chunk,
+    chunk_pairs,
+    count_file,
+    parse_size,
+    read_counts,
+    top_k_partners,
+    write_counts,
+)
 from itemvec.errors import ConfigError, DataError
 from itemvec.ingest import read_events, restrict_vocabulary
 from itemvec.synth import generate, write_streamed
@@ -131,3 +139,75 @@ def test_bad_input_names_the_problem(tmp_path):
     assert parse_size("1.5G") == int(1.5 * 1024**3)
     with pytest.raises(ConfigError):
         parse_size("lots")
+
+
+def brute_force_pairs(ctx, items, scale, window, harmonic):
+    """Upper-triangle sums of count_pairs' loop, one pair at a time."""
+    sums = {}
+    for i in range(len(ctx)):
+        for offset in range(1, window + 1):
+            j = i + offset
+            if j >= len(ctx) or ctx[j] != ctx[i]:
+                break
+            if items[i] != items[j]:
+                key = (min(items[i], items[j]), max(items[i], items[j]))
+                weight = scale[i] * scale[j] / (offset if harmonic else 1)
+                sums[key] = sums.get(key, 0.0) + weight
+    return sums
+
+
+@pytest.mark.parametrize("unit", [True, False])  # packed offset keys / weights sorted alongside
+@pytest.mark.parametrize("ordered", [True, False])
+def test_chunk_pairs_match_brute_force(unit, ordered):
+    rng = np.random.default_rng(4)
+    ctx = np.sort(rng.integers(0, 300, 2_000))
+    items = rng.integers(0, 40, len(ctx))
+    scale = np.ones(len(ctx)) if unit else np.sqrt(rng.choice([0.5, 1.0, 3.0], len(ctx)))
+    config = CooccurrenceConfig(window=3, basket_max_size=6)
+    keys, weights = chunk_pairs(_Chunk(ctx, items, scale), ordered, config)
+    assert np.all(np.diff(keys) > 0)  # sorted, unique
+    window = 3 if ordered else 5
+    expected = brute_force_pairs(ctx, items, scale, window, harmonic=ordered)
+    got = {(int(k >> 32), int(k & 0xFFFFFFFF)): w for k, w in zip(keys, weights, strict=True)}
+    assert got.keys() == expected.keys()
+    assert all(abs(got[k] - expected[k]) < 1e-9 for k in expected)
+
+
+def test_hash_collisions_fall_back_to_strings(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import itemvec.counting as counting
+
+    caplog.set_level(logging.INFO, logger="itemvec.counting")
+
+    monkeypatch.setattr(counting, "_hash_items", lambda items: items.hash(seed=5) % 7)
+    shop = generate(n_events=20_000, n_items=200, n_categories=8, seed=5)
+    path = tmp_path / "events.parquet"
+    shop.events.write_parquet(path)
+    ingest = IngestConfig(context="session_id", item="item_id", time="ts")
+    assert_same(path, ingest, CooccurrenceConfig(), chunk_rows=3_000)
+    assert "hash collision" in caplog.text
+
+
+def test_unit_weights_tiny_memory_limit_and_baskets_stay_equal(tmp_path):
+    shop = generate(n_events=30_000, n_items=500, n_categories=10, seed=6)
+    path = tmp_path / "events.parquet"
+    shop.events.write_parquet(path, row_group_size=4_000)
+    ingest = IngestConfig(context="session_id", item="item_id", time="ts")
+    counts = assert_same(path, ingest, CooccurrenceConfig(), chunk_rows=2_500, memory_limit="64K")
+    assert counts.stats["spilled_shards"] >= 2
+    baskets = IngestConfig(context="session_id", item="item_id", context_kind="basket")
+    assert_same(path, baskets, CooccurrenceConfig(basket_max_size=4), chunk_rows=2_500,
+                memory_limit="64K")
+    assert_same(path, baskets, CooccurrenceConfig(), chunk_rows=2_500, grouped=False)
+
+
+def test_error_in_a_later_chunk_reaches_the_caller(tmp_path):
+    frame = generate(n_events=10_000, n_items=100, seed=7).events
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 8_000).then(None)
+                               .otherwise(pl.col("item_id")).alias("item_id"))
+    path = tmp_path / "events.parquet"
+    frame.write_parquet(path)
+    with pytest.raises(DataError, match="row 8001: column 'item_id' is empty"):
+        count_file(path, IngestConfig(context="session_id", item="item_id"), chunk_rows=1_000,
+                   progress=False)

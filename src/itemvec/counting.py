@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import re
 import shutil
@@ -228,16 +229,18 @@ def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFram
     return event_table(frame, ingest, path)
 
 
-def _contexts(table: pl.DataFrame, ingest: IngestConfig, grouped: bool) -> pl.DataFrame:
+def _contexts(table: pl.DataFrame, ingest: IngestConfig, grouped: bool,
+              sort: bool = True) -> pl.DataFrame:
     """The steps of ``ingest.build_log`` up to de-duplication, on whole contexts.
 
     Collapsing immediate repeats (sessions) is left to ``_drop_repeats`` on integer ids, which
-    is cheaper than comparing strings and gives the same rows."""
+    is cheaper than comparing strings and gives the same rows; ``sort=False`` leaves the sort
+    into (ctx, time) order to the caller too."""
     has_time = "time" in table.columns
     ordered = _ordered(ingest)
     ctx = pl.col("context").rle_id() if grouped else pl.col("context").rank("dense")
     table = table.with_columns(ctx.cast(pl.Int64).alias("ctx"))
-    if not _in_order(table, has_time, grouped):  # rows are in file order: a stable sort is enough
+    if sort and not _in_order(table, has_time, grouped):  # file order: a stable sort will do
         table = table.sort(["ctx", "time"] if has_time else ["ctx"], maintain_order=True)
     if has_time and ingest.session_gap is not None:
         table = _split_sessions(table, ingest.session_gap)
@@ -313,10 +316,14 @@ def chunk_pairs(chunk: _Chunk, ordered: bool,
             keep = a != b
             sa, sb = (None, None) if packed else (scale[left], scale[left + offset])
         lo, hi = np.minimum(a, b), np.maximum(a, b)
+        lo <<= bits if packed else 32  # in place: these arrays are the size of the chunk
+        lo |= hi
         if packed:
-            keys.append(((((lo << bits) | hi) << offset_bits) | (offset - 1))[keep])
+            lo <<= offset_bits
+            lo |= offset - 1
+        keys.append(lo[keep])
+        if packed:
             continue
-        keys.append(((lo << 32) | hi)[keep])
         weight = (sa * sb)[keep]
         weights.append(weight / offset if harmonic else weight)
     if not keys:
@@ -399,12 +406,42 @@ class PairAccumulator:
 
 
 def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Sum sorted (keys, weights) parts into one."""
+    """Sum sorted (keys, weights) parts into one; big merges split the key range over threads
+    (numpy's sort and gathers release the GIL)."""
+    parts = [part for part in parts if len(part[0])] or [_NO_PAIRS]
     if len(parts) == 1:
         return parts[0]
+    pieces = _pieces(sum(len(k) for k, _ in parts))
+    if pieces == 1:
+        return _merge_one(parts)
+    largest = max((k for k, _ in parts), key=len)
+    pivots = largest[[len(largest) * i // pieces for i in range(1, pieces)]]
+    bounds = [np.concatenate([[0], np.searchsorted(k, pivots), [len(k)]]) for k, _ in parts]
+    jobs = [[(k[b[i]:b[i + 1]], w[b[i]:b[i + 1]]) for (k, w), b in zip(parts, bounds, strict=True)]
+            for i in range(pieces)]
+    merged = _in_threads(_merge_one, jobs)
+    return (np.concatenate([k for k, _ in merged]), np.concatenate([w for _, w in merged]))
+
+
+def _merge_one(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     keys = np.concatenate([k for k, _ in parts])
     order = np.argsort(keys)
     return _sum_sorted(keys[order], np.concatenate([w for _, w in parts])[order])
+
+
+_PARALLEL_MIN = 1 << 20  # smaller jobs are not worth a thread
+
+
+def _pieces(size: int) -> int:
+    return max(1, min(os.cpu_count() or 1, 4)) if size >= _PARALLEL_MIN else 1
+
+
+def _in_threads(function, jobs: list) -> list:
+    """``[function(job) for job in jobs]``, one thread each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="itemvec-count") as pool:
+        return list(pool.map(function, jobs))
 
 
 # -- the counter -----------------------------------------------------------------------------------
@@ -434,13 +471,20 @@ class StreamCounter:
     def prepare(self, table: pl.DataFrame, grouped: bool) -> _Events | None:
         """Contexts, order, sessions, global ids and de-duplication (the reading thread's part:
         chunks must be prepared in file order, since new items get the next ids)."""
-        table = _contexts(table, self.ingest, grouped)
         if table.height == 0:
             return None
+        # sessions without gaps to split: sort ids and numbers, not the string columns
+        late = self.ordered and self.ingest.session_gap is None
+        table = _contexts(table, self.ingest, grouped, sort=not late)
         items = self.vocabulary.encode(table["item"])
         ctx = table["ctx"].to_numpy().astype(np.int64)
         scale = table["weight"].to_numpy().astype(np.float64)  # weight now, its sqrt below
         times = table["time"].to_numpy() if "time" in table.columns else None
+        if late and not _in_order(table, times is not None, grouped):
+            by = ["ctx", "time"] if times is not None else ["ctx"]
+            order = table.select(pl.arg_sort_by(by, maintain_order=True)).to_series().to_numpy()
+            ctx, items, scale = ctx[order], items[order], scale[order]
+            times = None if times is None else times[order]
         if self.ordered and self.ingest.dedupe_consecutive:  # as ingest._dedupe
             mask = _drop_repeats(ctx, items)
             if mask is not None:
@@ -765,21 +809,47 @@ def _symmetric(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, m: int) -> 
     """CSR (sorted indices) of the symmetric matrix holding ``data`` at (rows, cols), cols, rows.
 
     Every unordered pair is given once and off the diagonal, so no entry repeats: no duplicate
-    summing is needed, and two linear counting sorts replace sorting each row. The first
-    (COO -> CSR, keyed by column) groups entries by column; the second (CSR -> CSC, which scipy
-    emits with sorted indices) groups them by row in column order. By symmetry the CSC of the
-    result is its CSR."""
+    summing is needed, and two linear counting sorts replace sorting each row. Blocks of rows
+    with about equal numbers of entries are built in parallel threads (scipy's sparsetools
+    release the GIL) and stacked."""
     if len(rows) == 0:
         return sp.csr_matrix((m, m), dtype=np.float32)
-    both = sp.coo_matrix((np.concatenate([data, data]),
-                          (np.concatenate([cols, rows]), np.concatenate([rows, cols]))),
-                         shape=(m, m))
-    both.has_canonical_format = True  # entries are unique: tocsr must not sort to sum them
-    by_row = both.tocsr().tocsc()
-    del both
-    matrix = sp.csr_matrix((by_row.data, by_row.indices, by_row.indptr), shape=(m, m))
+    pieces = _pieces(2 * len(rows))
+    if pieces == 1:
+        blocks = [_row_block((rows, cols, data, 0, m, m))]
+    else:
+        per_row = np.cumsum(np.bincount(rows, minlength=m) + np.bincount(cols, minlength=m))
+        cuts = np.searchsorted(per_row, [per_row[-1] * i / pieces for i in range(1, pieces)])
+        edges = [0, *sorted({int(c) for c in cuts}), m]
+        blocks = _in_threads(_row_block, [(rows, cols, data, a, b, m)
+                                          for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    total = sum(len(indices) for _, indices, _ in blocks)
+    index = np.int64 if max(total, m) > np.iinfo(np.int32).max else np.int32
+    indptr, start = [np.zeros(1, index)], 0
+    for block_ptr, _, _ in blocks:
+        indptr.append(block_ptr[1:].astype(index) + start)
+        start += int(block_ptr[-1])
+    matrix = sp.csr_matrix((np.concatenate([d for _, _, d in blocks]),
+                            np.concatenate([i for _, i, _ in blocks]).astype(index, copy=False),
+                            np.concatenate(indptr)), shape=(m, m))
     matrix.has_sorted_indices = True
     return matrix
+
+
+def _row_block(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, indices, data) of rows a..b: entries grouped by column (COO -> CSR keyed by
+    column), then by row in column order (CSR -> CSC, which scipy emits with sorted indices)."""
+    rows, cols, data, a, b, m = job
+    if a == 0 and b == m:
+        upper, lower = slice(None), slice(None)
+    else:
+        upper, lower = (rows >= a) & (rows < b), (cols >= a) & (cols < b)
+    block = sp.coo_matrix((np.concatenate([data[upper], data[lower]]),
+                           (np.concatenate([cols[upper], rows[lower]]),
+                            np.concatenate([rows[upper], cols[lower]]) - a)), shape=(m, b - a))
+    block.has_canonical_format = True  # entries are unique: tocsr must not sort to sum them
+    by_row = block.tocsr().tocsc()
+    return by_row.indptr, by_row.indices, by_row.data
 
 
 def top_k_partners(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
