@@ -339,10 +339,12 @@ def chunk_pairs(chunk: _Chunk, ordered: bool,
         order = np.argsort(keys)
         return _sum_sorted(keys[order], np.concatenate(weights)[order])
     keys.sort()
-    per_offset = 1.0 / np.arange(1, offsets + 1) if harmonic else np.ones(offsets)
     pairs = keys >> offset_bits
     first = _run_starts(pairs)
-    weight = np.add.reduceat(per_offset[keys & ((1 << offset_bits) - 1)], first)
+    if harmonic:  # 1 / offset, as count_pairs divides the unit weight by it
+        weight = np.add.reduceat(1.0 / ((keys & ((1 << offset_bits) - 1)) + 1), first)
+    else:  # a sum of ones: the run's length
+        weight = np.diff(first, append=len(keys)).astype(np.float64)
     pairs = pairs[first]
     return ((pairs >> bits) << 32) | (pairs & ((1 << bits) - 1)), weight
 
