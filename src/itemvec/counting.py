@@ -797,8 +797,9 @@ def _finish(counter: StreamCounter, top_k: int | None) -> Counts:
     order = vocab["gid"].to_numpy()
     if counter.keep is not None:
         order = order[counter.keep[order]]
-    position = np.full(n, -1, np.int64)
-    position[order] = np.arange(len(order))
+    index = np.int32 if n < np.iinfo(np.int32).max else np.int64  # what scipy will use
+    position = np.full(n, -1, index)
+    position[order] = np.arange(len(order), dtype=index)
     rows, cols = position[keys >> 32], position[keys & 0xFFFFFFFF]
     del keys
     matrix = _symmetric(rows, cols, weights.astype(np.float32), len(order))
@@ -852,9 +853,11 @@ def _row_block(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         upper, lower = slice(None), slice(None)
     else:
         upper, lower = (rows >= a) & (rows < b), (cols >= a) & (cols < b)
+    minor = np.concatenate([rows[upper], cols[lower]])
+    if a:
+        minor -= a
     block = sp.coo_matrix((np.concatenate([data[upper], data[lower]]),
-                           (np.concatenate([cols[upper], rows[lower]]),
-                            np.concatenate([rows[upper], cols[lower]]) - a)), shape=(m, b - a))
+                           (np.concatenate([cols[upper], rows[lower]]), minor)), shape=(m, b - a))
     block.has_canonical_format = True  # entries are unique: tocsr must not sort to sum them
     by_row = block.tocsr().tocsc()
     return by_row.indptr, by_row.indices, by_row.data
