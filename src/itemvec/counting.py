@@ -342,11 +342,18 @@ def chunk_pairs(chunk: _Chunk, ordered: bool,
     pairs = keys >> offset_bits
     first = _run_starts(pairs)
     if harmonic:  # 1 / offset, as count_pairs divides the unit weight by it
-        weight = np.add.reduceat(1.0 / ((keys & ((1 << offset_bits) - 1)) + 1), first)
+        keys &= (1 << offset_bits) - 1  # in place (big arrays): offset - 1
+        keys += 1
+        weight = np.add.reduceat(1.0 / keys, first)
     else:  # a sum of ones: the run's length
         weight = np.diff(first, append=len(keys)).astype(np.float64)
+    del keys
     pairs = pairs[first]
-    return ((pairs >> bits) << 32) | (pairs & ((1 << bits) - 1)), weight
+    keys = pairs >> bits
+    keys <<= 32
+    pairs &= (1 << bits) - 1
+    keys |= pairs
+    return keys, weight
 
 
 def _run_starts(keys: np.ndarray) -> np.ndarray:
