@@ -225,3 +225,30 @@ def test_encoder_blends_a_warm_item_by_its_feature_share():
     expected = torch.nn.functional.normalize(0.5 * plain[1] + 0.5 * feature[1], dim=-1)
     torch.testing.assert_close(mixed[1], expected)
     torch.testing.assert_close(mixed[2], feature[2])
+
+
+def test_cli_max_warm_drop_reaches_the_calibration(tmp_path, monkeypatch, capsys):
+    """--max-warm-drop sets the warm budget of the cold calibration; a bad value is one line."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from itemvec.cli import app, main
+    from itemvec.synth import write
+
+    shop = generate(6_000, 120, 6, seed=4)
+    events, items = write(shop, tmp_path / "events.csv")
+    base = ["train", str(events), "--context", "session_id", "--item", "item_id", "--time",
+            "ts", "--items", str(items), "--epochs", "2", "--dim", "16", "-q"]
+    result = CliRunner().invoke(app, [*base, "--max-warm-drop", "0.2", "--out",
+                                      str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    stored = json.loads((tmp_path / "m" / SPEC_FILE).read_text())
+    assert stored["config"]["max_warm_drop"] == 0.2
+    monkeypatch.setattr(sys, "argv", ["itemvec", *base, "--max-warm-drop", "-1", "--out",
+                                      str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "features.max_warm_drop must be in [0, 1), got -1" in err
+    assert len(err.strip().splitlines()) == 1

@@ -91,6 +91,10 @@ def train(
         "--side-mode", help="How item features are used: behaviour-first (behaviour trained as "
         "without them, a feature tower embeds cold items, calibrated on validation) or joint "
         "(EGES-style, trained together).  [default: behaviour-first]")] = None,
+    max_warm_drop: Annotated[float | None, typer.Option(
+        "--max-warm-drop", help="behaviour-first: how much (relative) validation HR@20 of items "
+        "with behaviour the cold items may cost when they are calibrated into rankings; raise "
+        "it to show new items more.  [default: 0.005]")] = None,
     min_count: Annotated[int | None, typer.Option(
         "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")] = None,
     window: Annotated[int | None, typer.Option(
@@ -161,7 +165,8 @@ def train(
         model = run_training(events, config, out=out, items=items, item_key=item_key,
                              progress=not quiet, callbacks=trackers, resume=resume,
                              features=features, relations=relations,
-                             relation_weight=relation_weight, side_mode=side_mode)
+                             relation_weight=relation_weight, side_mode=side_mode,
+                             max_warm_drop=max_warm_drop)
     finally:
         close_all(trackers)
     stats = model.stats

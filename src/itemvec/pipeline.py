@@ -209,7 +209,8 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
           progress: bool = True, callbacks: list[Callback] | tuple = (),
           resume: bool = False, features: str | dict[str, str] | None = None,
           relations: str | Path | None = None,
-          relation_weight: float | None = None, side_mode: str | None = None) -> TrainedModel:
+          relation_weight: float | None = None, side_mode: str | None = None,
+          max_warm_drop: float | None = None) -> TrainedModel:
     """``itemvec train``: read the log (and item table), train, and write the bundle.
 
     With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
@@ -221,7 +222,8 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
     checkpoint = manager_for(config.training, out, resume)
     log = read_events(events, config.ingest)
     table = read_item_table(items, item_key) if items is not None else None
-    side = side_information(table, features, relations, relation_weight, side_mode)
+    side = side_information(table, features, relations, relation_weight, side_mode,
+                            max_warm_drop)
     model = train_on_log(log, config, item_table=table, progress=progress, callbacks=callbacks,
                          checkpoint=checkpoint, resume=resume, side=side)
     if out is not None:
@@ -234,14 +236,16 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
 def side_information(table: pl.DataFrame | None, features: str | dict[str, str] | None,
                      relations: str | Path | None,
                      relation_weight: float | None,
-                     side_mode: str | None = None) -> SideInformation | None:
+                     side_mode: str | None = None,
+                     max_warm_drop: float | None = None) -> SideInformation | None:
     """Item features are on whenever an item table is given (``features='none'`` turns them off)."""
     chosen = parse_feature_option(features) if isinstance(features, str | None) else features
     if table is None and chosen:
         raise ConfigError("--features needs an item table; pass it with --items")
     if relations is None and (table is None or chosen == {}):
         return None
-    options = {"relation_weight": relation_weight, "mode": side_mode}
+    options = {"relation_weight": relation_weight, "mode": side_mode,
+               "max_warm_drop": max_warm_drop}
     config = FeatureConfig(**{k: v for k, v in options.items() if v is not None})
     triples = read_relations(relations) if relations is not None else None
     return SideInformation(table, chosen, triples, config)
