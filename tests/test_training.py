@@ -174,3 +174,19 @@ def test_accumulated_gradient_is_the_mean_of_the_group(monkeypatch):
     loss = sum(objective.loss(encoder, b) for b in batches) / 2
     loss.backward()
     torch.testing.assert_close(grads[2], encoder.item_embedding.weight.grad)
+
+
+@pytest.mark.parametrize("objective", ["infonce", "sgns"])
+def test_pairs_per_epoch_bounds_a_sampled_epoch(objective):
+    from itemvec.errors import ConfigError
+    from itemvec.objectives import build_objective
+
+    targets = _block_targets()
+    full = build_objective(targets, TrainingConfig(objective=objective, batch_size=4),
+                           torch.device("cpu"))
+    capped = build_objective(targets, TrainingConfig(objective=objective, batch_size=4,
+                                                     pairs_per_epoch=12), torch.device("cpu"))
+    assert len(full) == targets.nnz // 4 > 3 and len(capped) == 3
+    assert len(list(capped.batches(np.random.default_rng(0)))) == 3
+    with pytest.raises(ConfigError, match="training.pairs_per_epoch must be >= 1"):
+        TrainingConfig(pairs_per_epoch=0)

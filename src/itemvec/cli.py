@@ -120,6 +120,9 @@ def train(
     accumulate: Annotated[int | None, typer.Option(
         "--accumulate", help="Gradient accumulation: one optimiser step per this many batches "
         "(a larger effective batch in the same memory).  [default: 1]")] = None,
+    pairs_per_epoch: Annotated[int | None, typer.Option(
+        "--pairs-per-epoch", help="infonce/sgns: pairs drawn per epoch, to bound an epoch on a "
+        "huge catalogue.  [default: one per non-zero co-occurrence]")] = None,
     config_file: Annotated[Path | None, typer.Option(
         "--config", help="JSON config (same shape as a bundle manifest's config).")] = None,
     tensorboard: Annotated[Path | None, typer.Option(
@@ -157,6 +160,7 @@ def train(
         dict(min_count=min_count, window=window, min_support=min_support),
         dict(objective=objective, dim=dim, epochs=epochs, temperature=temperature, lr=lr,
              seed=seed, device=device, precision=precision, accumulate=accumulate,
+             pairs_per_epoch=pairs_per_epoch,
              checkpoint_every=checkpoint_every,
              checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None),
     )

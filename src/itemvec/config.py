@@ -136,6 +136,8 @@ class TrainingConfig:
     weight_decay: float = 0.0
     target_power: float = 1.0  # co-occurrence counts ** power form the target distribution
     row_weight_power: float = 0.5  # how much frequent anchors weigh: row mass ** power
+    pairs_per_epoch: int | None = None  # infonce/sgns: pairs drawn per epoch (None: one per
+    # non-zero of the matrix); bounds an epoch on huge catalogues
     negatives: int = 5  # sgns only
     negative_power: float = 0.75  # sgns only: unigram ** power
     init: str = "svd"  # svd: truncated SVD of shifted PPMI; random: small normal
@@ -162,6 +164,9 @@ class TrainingConfig:
         _require(self.weight_decay >= 0, "training.weight_decay", "must be >= 0", self.weight_decay)
         _require(self.target_power > 0, "training.target_power", "must be > 0", self.target_power)
         _require(self.negatives >= 1, "training.negatives", "must be >= 1", self.negatives)
+        _require(self.pairs_per_epoch is None or self.pairs_per_epoch >= 1,
+                 "training.pairs_per_epoch", "must be >= 1", self.pairs_per_epoch,
+                 "or leave it unset for one pass over the non-zeros")
         _choice("training.init", self.init, ("svd", "random"))
         from itemvec.objectives import objectives  # late: objectives imports this module
 

@@ -54,6 +54,11 @@ def build_objective(targets: sp.csr_matrix, config: TrainingConfig,
     return objectives.get(name)(targets, config, device)
 
 
+def _pairs_per_epoch(targets: sp.csr_matrix, config: TrainingConfig) -> int:
+    """One draw per non-zero by default; ``training.pairs_per_epoch`` caps an epoch."""
+    return max(config.pairs_per_epoch or targets.nnz, 1)
+
+
 def _powered(targets: sp.csr_matrix, power: float) -> sp.csr_matrix:
     out = targets.tocsr().astype(np.float64, copy=True)
     out.data = np.power(out.data, power)
@@ -103,7 +108,7 @@ class SampledSoftmax:
 
     def __init__(self, targets: sp.csr_matrix, config: TrainingConfig, device: torch.device):
         powered = _powered(targets, config.target_power)
-        self.pairs = PairSampler(powered, config.batch_size, pairs_per_epoch=max(powered.nnz, 1))
+        self.pairs = PairSampler(powered, config.batch_size, _pairs_per_epoch(powered, config))
         logq = np.log(np.maximum(self.pairs.partner_probability, 1e-12))
         self.logq = torch.as_tensor(logq, dtype=torch.float32, device=device)
         self.temperature = config.temperature
@@ -132,7 +137,7 @@ class NegativeSampling:
 
     def __init__(self, targets: sp.csr_matrix, config: TrainingConfig, device: torch.device):
         powered = _powered(targets, config.target_power)
-        self.pairs = PairSampler(powered, config.batch_size, pairs_per_epoch=max(powered.nnz, 1))
+        self.pairs = PairSampler(powered, config.batch_size, _pairs_per_epoch(powered, config))
         item_mass = np.asarray(targets.sum(axis=0)).ravel()
         self.noise = unigram_negatives(item_mass, config.negative_power)
         self.negatives = config.negatives
