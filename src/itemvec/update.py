@@ -428,13 +428,13 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
     index = None if features is None else _feature_index(features, table, vocabulary)
     encoder = extend_encoder(parent.encoder_state, config, n_warm, new_vectors, new_bias,
                              features, index)
-    if settings.start == "refresh" and settings.epochs > 0:  # 0 epochs: only place new items
-        # (new items with features are then placed from them, in the rotated frame)
+    refresh = settings.start == "refresh" and settings.epochs > 0  # 0 epochs: only placing
+    if refresh:  # new items with features are then placed from them, in the rotated frame
         refresh_rows(encoder, warm_counts, config.training.seed)
     from_features = place_from_features(encoder, np.arange(n_old, n_warm),
                                         float(np.median(np.linalg.norm(vectors, axis=1))))
     touched = touched_rows(fresh)[:n_warm]
-    if (settings.start == "refresh" and settings.epochs > 0) or settings.anchors == "all":
+    if refresh or settings.anchors == "all":
         touched = np.ones(n_warm, dtype=bool)
     targets = warm_counts if touched.all() else _rows_only(warm_counts, touched)
     if targets.nnz == 0:
