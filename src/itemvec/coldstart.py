@@ -136,8 +136,10 @@ def choose_feature_prior(tower: FeatureEncoder, warm: ItemEmbeddings, has: np.nd
     validation queries' warm targets; zeros unless its gain over no prior is significant: a
     paired (McNemar) z of at least ``PRIOR_Z`` over the queries one of the two gets right."""
     n = len(warm)
-    with torch.no_grad():
-        features = tower.feature_vectors(torch.arange(n)).numpy()
+    with torch.no_grad():  # in blocks: text fields make one pass over every item costly
+        index = torch.arange(n)
+        features = torch.cat([tower.feature_vectors(index[i:i + 8192])
+                              for i in range(0, n, 8192)]).numpy()
     pooled = _without_cold(queries, np.zeros(n, dtype=bool))
     has_features = np.zeros(n, dtype=bool)
     has_features[has] = True
