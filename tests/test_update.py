@@ -267,3 +267,10 @@ def test_feature_bundle_warms_cold_items_from_features(shop, files, tmp_path):
     purity = np.mean([np.mean([category[j] == category[q] for j in row])
                       for q, row in zip(held, neighbours, strict=True)])
     assert purity > 0.6, purity
+
+
+def test_an_fp16_bundle_updates_on_the_cpu_in_fp32():
+    from itemvec.update import _precision_here
+
+    assert _precision_here(TrainingConfig(precision="fp16", device="cpu")) == "fp32"
+    assert _precision_here(TrainingConfig(precision="bf16", device="cpu")) == "bf16"

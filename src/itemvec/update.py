@@ -443,7 +443,8 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
     training = dataclasses.replace(config.training, epochs=max(settings.epochs, 1),
                                    patience=settings.patience, eval_every=settings.eval_every,
                                    lr=settings.lr or config.training.lr,
-                                   batch_size=settings.batch_size or config.training.batch_size)
+                                   batch_size=settings.batch_size or config.training.batch_size,
+                                   precision=_precision_here(config.training))
     result = _train(encoder, targets, training if settings.epochs else None, valid, vocabulary,
                     config, progress)
     out_vectors, out_bias = result.encoder.export()
@@ -491,6 +492,17 @@ def _train(encoder: ItemEncoder, targets: sp.csr_matrix, training: TrainingConfi
         return TrainingResult(encoder=encoder)
     validator = make_validator(valid, vocabulary, config)
     return Trainer(training, validator, progress=progress).fit(targets, encoder=encoder)
+
+
+def _precision_here(training: TrainingConfig) -> str:
+    """A bundle trained in fp16 on a GPU may be updated on a CPU: fp32 there (fp16 needs CUDA)."""
+    from itemvec.training import resolve_device
+
+    if training.precision == "fp16" and resolve_device(training.device).type != "cuda":
+        logger.warning("the bundle was trained with precision fp16, which needs CUDA; updating "
+                       "in fp32 on %s", resolve_device(training.device))
+        return "fp32"
+    return training.precision
 
 
 def _rows_only(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
