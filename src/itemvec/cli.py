@@ -36,6 +36,11 @@ ContextKind = Annotated[str | None, typer.Option(
     "--context-kind", help="session (order matters, windowed pairs), basket (all pairs) or auto "
     "(session when --time is given).  [default: auto]")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
+ItemKey = Annotated[str, typer.Option("--item-key", help="Id column of --items.")]
+Window = Annotated[int | None, typer.Option(
+    "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")]
+MinCount = Annotated[int | None, typer.Option(
+    "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")]
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -76,7 +81,7 @@ def train(
     items: Annotated[Path | None, typer.Option(
         "--items", help="Item table (id + columns such as category, title); stored in the "
         "bundle and shown beside results.")] = None,
-    item_key: Annotated[str, typer.Option("--item-key", help="Id column of --items.")] = "item_id",
+    item_key: ItemKey = "item_id",
     features: Annotated[str | None, typer.Option(
         "--features", help="Feature columns of --items and their kinds, e.g. "
         "category:cat,price:num,title:text (kind auto/skip too); 'none' = no features.  "
@@ -95,10 +100,8 @@ def train(
         "--max-warm-drop", help="behaviour-first: how much (relative) validation HR@20 of items "
         "with behaviour the cold items may cost when they are calibrated into rankings; raise "
         "it to show new items more.  [default: 0.005]")] = None,
-    min_count: Annotated[int | None, typer.Option(
-        "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")] = None,
-    window: Annotated[int | None, typer.Option(
-        "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")] = None,
+    min_count: MinCount = None,
+    window: Window = None,
     min_support: Annotated[int | None, typer.Option(
         "--min-support", help="Privacy: store (and explain with) only item pairs seen in at least "
         "this many distinct contexts.  [default: 1]")] = None,
@@ -342,7 +345,7 @@ def evaluate(
     items: Annotated[Path | None, typer.Option(
         "--items", help="Item table (id + columns such as category, title) stored in the --out "
         "bundle, for plots and reports.")] = None,
-    item_key: Annotated[str, typer.Option("--item-key", help="Id column of --items.")] = "item_id",
+    item_key: ItemKey = "item_id",
     quiet: Quiet = False,
 ) -> None:
     """Split contexts 80/10/10 by time, train, and rank ALL items for each test query."""

@@ -15,9 +15,11 @@ def register(app: typer.Typer) -> None:
         Event,
         EventWeights,
         Item,
+        MinCount,
         Quiet,
         SessionGap,
         Time,
+        Window,
         _configure_logging,
         build_config,
     )
@@ -35,10 +37,8 @@ def register(app: typer.Typer) -> None:
         event_weights: EventWeights = None,
         session_gap: SessionGap = None,
         context_kind: ContextKind = None,
-        window: Annotated[int | None, typer.Option(
-            "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")] = None,
-        min_count: Annotated[int | None, typer.Option(
-            "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")] = None,
+        window: Window = None,
+        min_count: MinCount = None,
         engine: Annotated[str, typer.Option(
             "--engine", help="local (streaming, bounded memory) or spark.")] = "local",
         master: Annotated[str, typer.Option(

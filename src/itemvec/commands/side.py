@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from itemvec.cli import ItemKey
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -14,8 +16,7 @@ def register(app: typer.Typer) -> None:
         bundle: Annotated[Path, typer.Argument(help="Bundle trained with --items (features).")],
         items: Annotated[Path, typer.Option("--items", help="New items: same feature columns "
                                             "as the training item table.")],
-        item_key: Annotated[str, typer.Option("--item-key", help="Id column of --items.")] =
-            "item_id",
+        item_key: ItemKey = "item_id",
         out: Annotated[Path | None, typer.Option(
             "--out", help="Write the extended bundle here (default: update BUNDLE in place, "
             "atomically).")] = None,

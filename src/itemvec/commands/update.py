@@ -13,6 +13,7 @@ from itemvec.cli import (
     Event,
     EventWeights,
     Item,
+    ItemKey,
     Quiet,
     SessionGap,
     Time,
@@ -37,8 +38,7 @@ def register(app: typer.Typer) -> None:
         items: Annotated[Path | None, typer.Option(
             "--items", help="Item table for new (or changed) items; the bundle's rows are kept "
             "for the rest.")] = None,
-        item_key: Annotated[str, typer.Option("--item-key", help="Id column of --items.")] =
-            "item_id",
+        item_key: ItemKey = "item_id",
         decay_half_life: Annotated[str | None, typer.Option(
             "--decay-half-life", help="Age the stored counts: they count 0.5 ** (time from the "
             "bundle's newest event to the newest new event / this), e.g. 30d; needs --time.  "
