@@ -151,6 +151,8 @@ class TrainingConfig:
     threads: int | None = None
     precision: str = "fp32"  # fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast + loss scaling, CUDA)
     accumulate: int = 1  # gradient accumulation: one optimiser step per this many batches
+    sparse_updates: str = "auto"  # lazy Adam on the id rows a batch touches; auto: sampled
+    # objectives above 50k items (itemvec.optimiser.use_sparse_updates)
     checkpoint_every: float | None = None  # seconds between resumable checkpoints; 0 = each epoch
     checkpoint_dir: str | None = None  # default: <--out>/.checkpoint
 
@@ -175,6 +177,7 @@ class TrainingConfig:
         _require(self.hidden >= 0, "training.hidden", "must be >= 0", self.hidden)
         _choice("training.precision", self.precision, ("fp32", "bf16", "fp16"))
         _require(self.accumulate >= 1, "training.accumulate", "must be >= 1", self.accumulate)
+        _choice("training.sparse_updates", self.sparse_updates, ("auto", "on", "off"))
         _require(0 <= self.validation_fraction < 0.5, "training.validation_fraction",
                  "must be in [0, 0.5)", self.validation_fraction)
         _require(self.patience >= 1, "training.patience", "must be >= 1", self.patience)

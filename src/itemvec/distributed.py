@@ -76,6 +76,9 @@ class DistributedTrainer(Trainer):
             return tuple(part[self.rank::self.world] for part in batch)
         return batch[self.rank::self.world]
 
+    def sparse_updates(self, n_items: int) -> bool:
+        return False  # gradients are all-reduced as one flat dense tensor
+
     def after_backward(self, encoder) -> None:
         grads = [p.grad for p in encoder.parameters() if p.grad is not None]
         if not grads:

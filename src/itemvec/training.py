@@ -24,6 +24,7 @@ from itemvec.cooccurrence import ppmi
 from itemvec.encoder import ItemEncoder
 from itemvec.errors import ItemvecError
 from itemvec.objectives import build_objective
+from itemvec.optimiser import build_optimiser, use_sparse_updates
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +117,7 @@ class Trainer:
         resumed = self._open_checkpoint(targets)  # refuse a mismatched checkpoint before any work
         encoder = self.build_encoder(targets) if encoder is None else encoder.to(self.device)
         objective = build_objective(targets, self.config, self.device)
-        optimiser = torch.optim.Adam(encoder.parameters(), lr=self.config.lr,
-                                     weight_decay=self.config.weight_decay)
+        optimiser = build_optimiser(encoder, self.config, self.sparse_updates(targets.shape[0]))
         result = self._loop(encoder, objective, optimiser, resumed)
         result.seconds = time.perf_counter() - started
         return result
@@ -209,6 +209,9 @@ class Trainer:
         best = {k: v.to(self.device) for k, v in best.items()}
         done = state.stale >= self.config.patience or state.epoch >= self.config.epochs
         return best, state.stale, self.config.epochs + 1 if done else state.epoch + 1
+
+    def sparse_updates(self, n_items: int) -> bool:
+        return use_sparse_updates(self.config, n_items)
 
     # hooks for itemvec.distributed: this process's part of a batch; gradient all-reduce
     def shard(self, batch):
