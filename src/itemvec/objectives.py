@@ -122,13 +122,36 @@ class SampledSoftmax:
 
     def loss(self, encoder: ItemEncoder, batch: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
         anchors, partners = (torch.as_tensor(x, device=self.device) for x in batch)
-        logits = encoder(anchors) @ encoder(partners).T / self.temperature
-        logits = logits + (encoder.item_bias[partners] - self.logq[partners])[None, :]
-        diagonal = torch.eye(len(anchors), dtype=torch.bool, device=self.device)
-        collide = (partners[None, :] == partners[:, None]) | (partners[None, :] == anchors[:, None])
-        logits = logits.masked_fill(collide & ~diagonal, MASKED)
+        # B x B logits dominate a step on big catalogues: the temperature is folded into the
+        # B x d anchors and the partner logits into the product (one pass, not three), and only
+        # the few colliding entries are masked, in place.
+        offset = encoder.item_bias[partners] - self.logq[partners]
+        logits = torch.addmm(offset[None, :], encoder(anchors) / self.temperature,
+                             encoder(partners).T)
+        logits.index_put_(in_batch_collisions(anchors, partners),
+                          torch.tensor(MASKED, dtype=logits.dtype, device=self.device))
         labels = torch.arange(len(anchors), device=self.device)
         return F.cross_entropy(logits, labels)
+
+
+def in_batch_collisions(anchors: torch.Tensor,
+                        partners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries (i, j), i != j, where partner j is anchor i's own partner or the anchor itself:
+    not negatives for row i. Found through groups of equal partners, never a B x B comparison."""
+    values, group, sizes = torch.unique(partners, return_inverse=True, return_counts=True)
+    members = torch.argsort(group, stable=True)  # partner positions, grouped by value
+    starts = torch.cumsum(sizes, 0) - sizes
+    at = torch.searchsorted(values, anchors).clamp(max=len(values) - 1)
+    rows, cols = [], []
+    for wanted in (group, torch.where(values[at] == anchors, at, -1)):
+        row = torch.nonzero(wanted >= 0).squeeze(1)
+        count = sizes[wanted[row]]
+        first = torch.repeat_interleave(starts[wanted[row]] - torch.cumsum(count, 0) + count, count)
+        rows.append(torch.repeat_interleave(row, count))
+        cols.append(members[first + torch.arange(int(count.sum()), device=anchors.device)])
+    rows, cols = torch.cat(rows), torch.cat(cols)
+    keep = rows != cols
+    return rows[keep], cols[keep]
 
 
 @objectives.register("sgns")
