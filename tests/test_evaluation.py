@@ -196,6 +196,22 @@ def test_queries_match_the_reference_protocol(ordered, task):
     assert got == want and queries.skipped_unknown == unknown and len(got) > 20
 
 
+@pytest.mark.parametrize("task", ["s2i", "i2i"])
+def test_capped_session_queries_are_the_reference_sample(task):
+    """The vectorised session path keeps exactly the queries the seeded cap picks from the
+    full list (empty and one-event contexts included)."""
+    rng = np.random.default_rng(11)
+    contexts = [rng.integers(0, 9, size=rng.integers(0, 12)).tolist() for _ in range(120)]
+    log = make_log(contexts, n_items=9, ordered=True)
+    to_model = np.where(np.arange(9) == 4, -1, np.arange(9))
+    want, unknown = reference_queries(log, to_model, task, seed=5)
+    keep = np.sort(np.random.default_rng(5).choice(len(want), size=25, replace=False))
+    queries = build_queries(log, to_model, task, seed=5, max_queries=25)
+    got = [(h.tolist(), int(t)) for h, t in zip(queries.histories, queries.targets, strict=True)]
+    assert len(want) > 100 and got == [want[i] for i in keep]
+    assert queries.skipped_unknown == unknown > 0
+
+
 def test_one_long_history_costs_linear_memory():
     """A 30k-event user history: quadratic prefix copies would need ~3.6 GB."""
     import tracemalloc
