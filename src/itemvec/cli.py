@@ -147,6 +147,13 @@ def train(
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Data-parallel training across the processes of torchrun "
         "(gloo on CPU, NCCL on CUDA); rank 0 writes the bundle.")] = False,
+    streaming: Annotated[str, typer.Option(
+        "--streaming", help="Train without reading the log whole (pre-pass for the held-out "
+        "slice, then chunked counting with bounded memory): on, off, or auto (on for "
+        "Parquet/CSV logs above 20M rows; JSONL never).")] = "auto",
+    memory_limit: Annotated[str | None, typer.Option(
+        "--memory-limit", help="Streaming: memory for partial pair sums before spilling to "
+        "disk, e.g. 4G.  [default: 4G]")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""
@@ -173,7 +180,8 @@ def train(
                              progress=not quiet, callbacks=trackers, resume=resume,
                              features=features, relations=relations,
                              relation_weight=relation_weight, side_mode=side_mode,
-                             max_warm_drop=max_warm_drop)
+                             max_warm_drop=max_warm_drop, streaming=streaming,
+                             memory_limit=memory_limit)
     finally:
         close_all(trackers)
     stats = model.stats

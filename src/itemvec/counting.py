@@ -180,6 +180,7 @@ class _Events:
     items: np.ndarray
     scale: np.ndarray  # float64 event weight
     times: np.ndarray | None
+    excluded: np.ndarray | None = None  # bool per event: its context is left out (``exclude``)
 
 
 class _Vocabulary:
@@ -226,6 +227,46 @@ class _Vocabulary:
 
 def _hash_items(items: pl.Series) -> pl.Series:
     return items.hash(seed=5)
+
+
+class Exclusion:
+    """Context ids to leave out of the counts (e.g. a held-out validation slice).
+
+    Ids are as ``EventLog.context_ids`` has them (``id#part`` where ``session_gap`` split a
+    context). Membership is looked up by sorted 64-bit hashes, once per context of a chunk;
+    hash hits are confirmed by comparing the strings, so a collision cannot drop a context."""
+
+    def __init__(self, contexts) -> None:
+        labels = pl.Series("context", contexts, dtype=pl.String).unique()
+        frame = pl.DataFrame({"h": labels.hash(seed=13), "context": labels}).sort("h")
+        self.hashes = frame["h"].to_numpy()
+        self.labels = frame["context"]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def contains(self, labels: pl.Series) -> np.ndarray:
+        """Bool per label: is it one of the excluded contexts."""
+        if len(self.hashes) == 0 or len(labels) == 0:
+            return np.zeros(len(labels), bool)
+        hashes = labels.hash(seed=13).to_numpy()
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        hit = self.hashes[at] == hashes
+        if hit.any():
+            same = (self.labels.gather(at[hit]) == labels.filter(pl.Series(hit))).to_numpy()
+            if not same.all():  # a collision (or two ids sharing a hash): compare strings
+                return labels.is_in(self.labels.implode()).to_numpy()
+        return hit
+
+    def flags(self, table: pl.DataFrame) -> np.ndarray:
+        """Bool per ``ctx`` value of ``table`` (index = ctx): is that context excluded."""
+        ctx = table["ctx"].to_numpy()
+        first = np.full(int(ctx.max()) + 1, -1, np.int64)
+        first[ctx[::-1]] = np.arange(len(ctx) - 1, -1, -1)  # first row of each context
+        present = first >= 0
+        out = np.zeros(len(first), bool)
+        out[present] = self.contains(table["context"].gather(first[present]))
+        return out
 
 
 def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFrame:
@@ -332,9 +373,9 @@ def chunk_pairs(chunk: _Chunk, ordered: bool,
         keys.append(key)
         weight = sa[keep] * sb[keep]
         weights.append(weight / offset if harmonic else weight)
-    if not keys:
+    keys = np.concatenate(keys) if keys else _NO_PAIRS[0]
+    if len(keys) == 0:  # e.g. only one-event contexts, or only repeats of one item
         return _NO_PAIRS
-    keys = np.concatenate(keys)
     if not packed:
         order = np.argsort(keys)
         return _sum_sorted(keys[order], np.concatenate(weights)[order])
@@ -465,13 +506,16 @@ class StreamCounter:
 
     def __init__(self, ingest: IngestConfig, config: CooccurrenceConfig, memory_limit: int,
                  workdir: Path, keep: np.ndarray | None = None,
-                 newest: float | None = None, pairs: bool = True) -> None:
+                 newest: float | None = None, pairs: bool = True,
+                 exclude: Exclusion | None = None) -> None:
         self.ingest, self.config = ingest, config
         self.ordered = _ordered(ingest)
         self.vocabulary = _Vocabulary()
         self.keep = keep  # min-count mask over global ids (second pass)
         self.newest = newest  # newest context end, for the time decay
         self.pairs = pairs
+        self.exclude = exclude  # contexts counted in the vocabulary order only
+        self.excluded_contexts = 0
         self.accumulator = PairAccumulator(memory_limit, workdir)
         self.event_counts = np.zeros(0, np.int64)
         self.context_counts = np.zeros(0, np.int64)
@@ -505,7 +549,8 @@ class StreamCounter:
             if mask is not None:
                 ctx, items, scale = ctx[mask], items[mask], scale[mask]
                 times = None if times is None else times[mask]
-        return _Events(len(self.vocabulary), ctx, items, scale, times)
+        excluded = None if self.exclude is None else self.exclude.flags(table)[ctx]
+        return _Events(len(self.vocabulary), ctx, items, scale, times, excluded)
 
     def count(self, events: _Events) -> None:
         """Item counts and pair sums of prepared chunks, taken in file order."""
@@ -513,6 +558,12 @@ class StreamCounter:
                                        events.times)
         self.event_counts = _grow(self.event_counts, n)
         self.event_counts += np.bincount(items, minlength=n)
+        self.context_counts = _grow(self.context_counts, n)
+        if events.excluded is not None:  # left-out contexts only order the vocabulary
+            self.excluded_contexts += _n_contexts(ctx[events.excluded])
+            ctx, items, scale, times = _drop_excluded(ctx, items, scale, times, events.excluded)
+            if len(ctx) == 0:
+                return
         if times is not None and not self.pairs:  # pre-pass: newest time per item
             self.item_latest = _grow(self.item_latest, n, -np.inf)
             np.maximum.at(self.item_latest, items, times)
@@ -531,10 +582,19 @@ class StreamCounter:
         chunk = _Chunk(ctx, items, np.sqrt(scale))
         self.events += len(items)
         self.contexts += 1 + int(np.count_nonzero(np.diff(ctx)))
-        self.context_counts = _grow(self.context_counts, n)
         self.context_counts += _contexts_per_item(chunk, n)
         if self.pairs:
             self.accumulator.add(*chunk_pairs(chunk, self.ordered, self.config))
+
+
+def _n_contexts(ctx: np.ndarray) -> int:
+    """Contexts among events sorted by context."""
+    return 0 if len(ctx) == 0 else 1 + int(np.count_nonzero(np.diff(ctx)))
+
+
+def _drop_excluded(ctx, items, scale, times, excluded: np.ndarray):
+    keep = ~excluded
+    return ctx[keep], items[keep], scale[keep], None if times is None else times[keep]
 
 
 def _grow(counts: np.ndarray, n: int, fill: float = 0) -> np.ndarray:
@@ -583,27 +643,33 @@ def _grouped_pass(path: Path, counter: StreamCounter, chunk_rows: int, progress)
 
 def _grouped_chunks(path: Path, counter: StreamCounter, chunk_rows: int,
                     progress) -> Iterator[_Events]:
-    """Stream a log grouped by context, carrying the last (maybe unfinished) context over."""
+    for table in grouped_tables(path, counter.ingest, chunk_rows, progress):
+        events = counter.prepare(table, grouped=True)
+        if events is not None:
+            yield events
+
+
+def grouped_tables(path: Path, ingest: IngestConfig, chunk_rows: int,
+                   progress) -> Iterator[pl.DataFrame]:
+    """Validated event tables (``event_table``) of a log grouped by context, each holding whole
+    contexts: the last (maybe unfinished) context of a batch is carried into the next. Raises
+    ``NotGroupedError`` when a context re-appears."""
     check, carry, offset = _GroupCheck(), None, _first_row(path)
-    for frame in iter_batches(path, _columns(counter.ingest), chunk_rows):
+    for frame in iter_batches(path, _columns(ingest), chunk_rows):
         frame = frame.with_row_index(ROW, offset=offset)
         offset += frame.height
         progress.update(frame.height)
         frame = frame if carry is None else pl.concat([carry, frame], how="vertical_relaxed")
-        context = _as_string(frame, counter.ingest.context)
+        context = _as_string(frame, ingest.context)
         last = context[-1]
         tail = int((context == last).arg_true()[0]) if last is not None else frame.height
         carry, frame = frame.slice(tail), frame.slice(0, tail)
         if frame.height:
-            check.closed(_as_string(frame, counter.ingest.context))
-            events = counter.prepare(_table(frame, counter.ingest, path), grouped=True)
-            if events is not None:
-                yield events
+            check.closed(_as_string(frame, ingest.context))
+            yield _table(frame, ingest, path)
     if carry is not None and carry.height:
-        check.closed(_as_string(carry, counter.ingest.context))
-        events = counter.prepare(_table(carry, counter.ingest, path), grouped=True)
-        if events is not None:
-            yield events
+        check.closed(_as_string(carry, ingest.context))
+        yield _table(carry, ingest, path)
 
 
 _END = object()
@@ -703,12 +769,18 @@ def _partitioned_pass(buckets: list[Path], counter: StreamCounter, progress) -> 
 
 
 def _bucket_chunks(buckets: list[Path], counter: StreamCounter, progress) -> Iterator[_Events]:
+    for table in bucket_tables(buckets, counter.ingest, progress):
+        events = counter.prepare(table, grouped=False)
+        if events is not None:
+            yield events
+
+
+def bucket_tables(buckets: list[Path], ingest: IngestConfig, progress) -> Iterator[pl.DataFrame]:
+    """Validated event tables of ``partition``'s buckets (whole contexts, not grouped)."""
     for bucket in buckets:
         frame = pl.read_parquet(bucket)
         progress.update(frame.height)
-        events = counter.prepare(_table(frame, counter.ingest, bucket), grouped=False)
-        if events is not None:
-            yield events
+        yield _table(frame, ingest, bucket)
 
 
 def _run_pass(path: Path, counter_args: dict, chunk_rows: int, grouped: bool | None,
@@ -742,11 +814,18 @@ def _run_pass(path: Path, counter_args: dict, chunk_rows: int, grouped: bool | N
 def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfig | None = None,
                chunk_rows: int = DEFAULT_CHUNK_ROWS, memory_limit: int | str | None = None,
                top_k: int | None = None, grouped: bool | None = None,
-               workdir: str | Path | None = None, progress: bool = True) -> Counts:
+               workdir: str | Path | None = None, progress: bool = True,
+               exclude=None) -> Counts:
     """Count ``path`` chunk by chunk; equal to ``count_pairs(read_events(path, ingest), config)``.
 
     ``grouped``: None detects (falls back to hash partitioning), True requires, False always
     partitions. ``memory_limit`` bounds the partial sums held in memory (spilled beyond it).
+
+    ``exclude`` (context ids, as ``EventLog.context_ids``) leaves those contexts out, as
+    ``pipeline.train_on_log`` does with its held-out slice: the result equals ``count_pairs`` of
+    ``restrict_vocabulary(rest, prune_rare_items(rest, min_count))`` with ``rest`` the log's
+    other contexts (``log.subset``). So the vocabulary keeps the whole log's order (left-out
+    events still count towards it), and items seen only in left-out contexts are dropped.
     """
     path = Path(path)
     config = config or CooccurrenceConfig()
@@ -760,7 +839,8 @@ def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfi
     scratch = Path(tempfile.mkdtemp(prefix="itemvec-count-", dir=workdir))
     state: dict = {"workdir": scratch}
     try:
-        args = dict(ingest=ingest, config=config, memory_limit=limit, workdir=scratch)
+        args = dict(ingest=ingest, config=config, memory_limit=limit, workdir=scratch,
+                    exclude=None if exclude is None else Exclusion(exclude))
         prepass = config.min_count > 1 or (config.time_decay_half_life is not None
                                            and ingest.time is not None)
         first = None
@@ -768,7 +848,8 @@ def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfi
             first = _run_pass(path, {**args, "pairs": False}, chunk_rows, grouped, state,
                               progress, "pre-pass")
             if config.min_count > 1:
-                args["keep"] = first.context_counts >= config.min_count
+                args["keep"] = _grow(first.context_counts, len(first.vocabulary)) >= \
+                    config.min_count
             if config.time_decay_half_life is not None and ingest.time is not None:
                 latest = _grow(first.item_latest, len(first.vocabulary), -np.inf)
                 kept = latest[args["keep"]] if "keep" in args else latest
@@ -783,6 +864,8 @@ def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfi
     counts.stats.update({"source": str(path), "mode": state.get("mode"), "seconds": round(seconds, 3),
                          "events_per_second": round(counter.events / max(seconds, 1e-9)),
                          "spilled_shards": len(counter.accumulator.shards), "top_k": top_k,
+                         **({} if exclude is None else
+                            {"excluded_contexts": counter.excluded_contexts}),
                          "chunk_rows": chunk_rows, "memory_limit": limit})
     logger.info("counted %d events in %.1fs (%.0f events/s, %s)", counter.events, seconds,
                 counts.stats["events_per_second"], state.get("mode"))
@@ -804,6 +887,8 @@ def _finish(counter: StreamCounter, top_k: int | None) -> Counts:
     order = vocab["gid"].to_numpy()
     if counter.keep is not None:
         order = order[counter.keep[order]]
+    elif counter.exclude is not None:  # items seen only in left-out contexts
+        order = order[_grow(counter.context_counts, n)[order] > 0]
     index = np.int32 if n < np.iinfo(np.int32).max else np.int64  # what scipy will use
     position = np.full(n, -1, index)
     position[order] = np.arange(len(order), dtype=index)

@@ -23,6 +23,7 @@ from itemvec.bundle import check_target, write_bundle
 from itemvec.checkpoint import CheckpointManager, manager_for
 from itemvec.config import PipelineConfig, QueryConfig
 from itemvec.cooccurrence import apply_min_support, count_pairs, prune_rare_items
+from itemvec.counting import DEFAULT_CHUNK_ROWS, _ordered, count_file
 from itemvec.embeddings import ItemEmbeddings
 from itemvec.errors import ConfigError, DataError
 from itemvec.evaluation import (
@@ -46,6 +47,7 @@ from itemvec.ingest import (
     restrict_vocabulary,
 )
 from itemvec.relations import read_relations
+from itemvec.streaming import VALIDATION_CONTEXTS, hold_out, read_contexts, sample_valid, use_streaming
 from itemvec.training import Callback, Trainer, TrainingResult
 from itemvec.tuning import tune_query
 
@@ -123,6 +125,29 @@ def make_validator(valid: EventLog | None, model_items: np.ndarray, config: Pipe
     return validator
 
 
+@dataclass
+class Counted:
+    """What training needs from counting, whichever way the log was counted."""
+
+    matrix: sp.csr_matrix  # co-occurrence of the training contexts
+    item_ids: np.ndarray  # vocabulary (str), most frequent first
+    item_counts: np.ndarray  # training contexts each item occurs in
+    ordered: bool  # sessions (True) or baskets
+    source: str
+    events: int  # training events and contexts (for the bundle's stats)
+    contexts: int
+    stored: sp.csr_matrix | None = None  # what the bundle keeps (after --min-support); matrix
+    extra_stats: dict = field(default_factory=dict)  # added to the bundle's stats
+
+    @classmethod
+    def from_log(cls, log: EventLog, config: PipelineConfig) -> Counted:
+        """Count ``log`` (already restricted to its vocabulary) in memory."""
+        matrix = count_pairs(log, config.cooccurrence) if log.n_items >= 2 else None
+        stored = None if matrix is None else apply_min_support(matrix, log, config.cooccurrence)
+        return cls(matrix, log.item_ids, log.item_counts(), log.ordered, log.source,
+                   log.n_events, log.n_contexts, stored)
+
+
 def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
                  item_table: pl.DataFrame | None = None, progress: bool = True,
                  callbacks: list[Callback] | tuple = (),
@@ -138,48 +163,61 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
         log, valid = holdout_by_time(log, config.training.validation_fraction,
                                      config.training.seed)
     log = restrict_vocabulary(log, prune_rare_items(log, config.cooccurrence.min_count))
-    if log.n_items < 2:
-        raise DataError(f"{log.source}: fewer than 2 items left after --min-count "
+    return train_on_counts(Counted.from_log(log, config), config, valid, item_table, progress,
+                           callbacks, checkpoint, resume, side, started)
+
+
+def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | None = None,
+                    item_table: pl.DataFrame | None = None, progress: bool = True,
+                    callbacks: list[Callback] | tuple = (),
+                    checkpoint: CheckpointManager | None = None, resume: bool = False,
+                    side: SideInformation | None = None,
+                    started: float | None = None) -> TrainedModel:
+    """Train and wrap a counted log (in memory or streamed); ``valid`` drives early stopping and
+    query tuning. Shared by ``train_on_log`` and the streaming path of ``train``."""
+    started = time.perf_counter() if started is None else started
+    matrix, item_ids, ordered = counted.matrix, counted.item_ids, counted.ordered
+    if len(item_ids) < 2:
+        raise DataError(f"{counted.source}: fewer than 2 items left after --min-count "
                         f"{config.cooccurrence.min_count}; lower it or add data")
-    matrix = count_pairs(log, config.cooccurrence)
     if matrix.nnz == 0:
-        raise DataError(f"{log.source}: no two items ever share a context; nothing to learn")
-    plan = None if side is None else prepare_side(side, log.item_ids, matrix, config.training)
-    model_items = log.item_ids if plan is None else plan.item_ids
+        raise DataError(f"{counted.source}: no two items ever share a context; nothing to learn")
+    plan = None if side is None else prepare_side(side, item_ids, matrix, config.training)
+    model_items = item_ids if plan is None else plan.item_ids
     behaviour_first = plan is not None and plan.behaviour_first  # cold items attached after
-    trained_items = log.item_ids if behaviour_first else model_items
+    trained_items = item_ids if behaviour_first else model_items
     validator = make_validator(valid, trained_items, config)
     result = Trainer(config.training, validator, progress=progress, callbacks=callbacks,
                      checkpoint=checkpoint, resume=resume).fit(
         matrix if plan is None else plan.targets, encoder=None if plan is None else plan.encoder)
     vectors, bias = result.encoder.export()
-    stats = _stats(log, matrix, result, time.perf_counter() - started)
+    stats = _stats(counted, result, time.perf_counter() - started)
     if plan is not None:
         stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
     embeddings = ItemEmbeddings(trained_items, vectors, bias, config.training.temperature,
-                                query_settings(config, log.ordered),
+                                query_settings(config, ordered),
                                 metadata={"config": config.to_dict(), "stats": stats},
                                 item_table=item_table)
     if config.training.tune_query:
-        tune_on_validation(embeddings, valid, log.ordered, config)
+        tune_on_validation(embeddings, valid, ordered, config)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
         from itemvec.coldstart import attach_cold_items
 
         result, embeddings = attach_cold_items(plan, result, embeddings,
                                                validation_queries(valid, model_items, config,
                                                                   tasks=("s2i",)),
-                                               config.training, log.item_counts())
+                                               config.training, counted.item_counts)
         stats["coldstart"] = {**plan.coldstart, "calibration": {
             k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
-    stored = apply_min_support(matrix, log, config.cooccurrence)  # privacy guard (--min-support)
+    stored = matrix if counted.stored is None else counted.stored  # privacy guard (--min-support)
     if plan is None or plan.n_cold == 0:
-        return TrainedModel(embeddings, stored, log.item_counts(), result, stats,
+        return TrainedModel(embeddings, stored, counted.item_counts, result, stats,
                             {} if plan is None else plan.files())
     n = len(model_items)  # cold items: empty co-occurrence rows, zero counts
     stored = sp.csr_matrix((stored.data, stored.indices,
                             np.concatenate([stored.indptr, np.full(plan.n_cold, stored.indptr[-1])])),
                            shape=(n, n))
-    counts = np.concatenate([log.item_counts(), np.zeros(plan.n_cold, dtype=np.int64)])
+    counts = np.concatenate([counted.item_counts, np.zeros(plan.n_cold, dtype=np.int64)])
     return TrainedModel(embeddings, stored, counts, result, stats, plan.files())
 
 
@@ -193,14 +231,15 @@ def tune_on_validation(embeddings: ItemEmbeddings, valid: EventLog | None, order
     embeddings.metadata["stats"]["query_tuning"] = info
 
 
-def _stats(log: EventLog, matrix: sp.csr_matrix, result: TrainingResult, seconds: float) -> dict:
+def _stats(counted: Counted, result: TrainingResult, seconds: float) -> dict:
     return {
-        "source": log.source, "events": int(log.n_events), "contexts": int(log.n_contexts),
-        "items": int(log.n_items), "cooccurrence_nonzeros": int(matrix.nnz),
-        "context_kind": "session" if log.ordered else "basket",
+        "source": counted.source, "events": int(counted.events),
+        "contexts": int(counted.contexts), "items": len(counted.item_ids),
+        "cooccurrence_nonzeros": int(counted.matrix.nnz),
+        "context_kind": "session" if counted.ordered else "basket",
         "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
         "epochs_run": len(result.history), "history": result.history,
-        "train_seconds": round(seconds, 3),
+        "train_seconds": round(seconds, 3), **counted.extra_stats,
     }
 
 
@@ -210,27 +249,76 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
           resume: bool = False, features: str | dict[str, str] | None = None,
           relations: str | Path | None = None,
           relation_weight: float | None = None, side_mode: str | None = None,
-          max_warm_drop: float | None = None) -> TrainedModel:
+          max_warm_drop: float | None = None, streaming: str = "auto",
+          memory_limit: int | str | None = None) -> TrainedModel:
     """``itemvec train``: read the log (and item table), train, and write the bundle.
 
     With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
     unless ``training.checkpoint_dir``) and removed once the bundle is in place; ``resume``
-    continues from it.
+    continues from it. ``streaming`` (auto, on, off) chooses ``train_streamed`` over reading
+    the log whole (``streaming.use_streaming``); ``memory_limit`` bounds its counter.
     """
     if out is not None:
         check_target(Path(out))  # fail before training, not after it
+    streamed = use_streaming(events, streaming)
+    if streamed:
+        _check_streamable(config)
     checkpoint = manager_for(config.training, out, resume)
-    log = read_events(events, config.ingest)
+    log = None if streamed else read_events(events, config.ingest)
     table = read_item_table(items, item_key) if items is not None else None
     side = side_information(table, features, relations, relation_weight, side_mode,
                             max_warm_drop)
-    model = train_on_log(log, config, item_table=table, progress=progress, callbacks=callbacks,
-                         checkpoint=checkpoint, resume=resume, side=side)
+    options = dict(item_table=table, progress=progress, callbacks=callbacks,
+                   checkpoint=checkpoint, resume=resume, side=side)
+    if streamed:
+        model = train_streamed(events, config, memory_limit=memory_limit, **options)
+    else:
+        model = train_on_log(log, config, **options)
     if out is not None:
         save_model(model, out, config)
     if checkpoint is not None:
         checkpoint.clear()
     return model
+
+
+def _check_streamable(config: PipelineConfig) -> None:
+    if config.cooccurrence.min_support > 1:
+        raise ConfigError("--min-support needs the whole log in memory; use --streaming off "
+                          "(or drop --min-support) to train with it")
+
+
+def train_streamed(events: str | Path, config: PipelineConfig,
+                   memory_limit: int | str | None = None,
+                   chunk_rows: int = DEFAULT_CHUNK_ROWS, **options) -> TrainedModel:
+    """``train_on_log(read_events(events), config)`` without ever holding the whole log.
+
+    A pre-pass picks the held-out contexts exactly as ``holdout_by_time`` does; the rest is
+    counted by ``count_file`` (bounded by ``memory_limit``) and a seeded sample of at most
+    ``VALIDATION_CONTEXTS`` held-out contexts is read back for early stopping and tuning (all
+    of them when fewer: then vocabulary, matrix, validation slice and, with the same seed,
+    vectors equal the in-memory path's). ``options`` as for ``train_on_counts``.
+    """
+    _check_streamable(config)
+    started = time.perf_counter()
+    ingest, training, progress = config.ingest, config.training, options.get("progress", True)
+    holdout = hold_out(events, ingest, training.validation_fraction, training.seed,
+                       chunk_rows=chunk_rows, progress=progress)
+    counts = count_file(events, ingest, config.cooccurrence, chunk_rows=chunk_rows,
+                        memory_limit=memory_limit, grouped=None if holdout.grouped else False,
+                        progress=progress,
+                        exclude=holdout.valid["label"] if holdout.valid.height else None)
+    sample = sample_valid(holdout, VALIDATION_CONTEXTS, training.seed)
+    valid = read_contexts(events, ingest, sample, chunk_rows=chunk_rows, progress=progress)
+    extra = {"streaming": {"holdout_contexts": holdout.valid.height,
+                           "validation_contexts_read": 0 if valid is None else valid.n_contexts,
+                           "counting": {k: counts.stats.get(k) for k in (
+                               "mode", "seconds", "events_per_second", "spilled_shards",
+                               "memory_limit")},
+                           "seconds_before_training": round(time.perf_counter() - started, 3)}}
+    counted = Counted(counts.matrix, counts.item_ids, counts.item_counts, _ordered(ingest),
+                      str(Path(events)), counts.stats["events"], holdout.n_train,
+                      extra_stats=extra)
+    return train_on_counts(counted, config, valid, started=started, **options)
 
 
 def side_information(table: pl.DataFrame | None, features: str | dict[str, str] | None,
@@ -294,4 +382,5 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
             "model": model}
 
 
-__all__ = ["Queries", "TrainedModel", "evaluate_log", "train", "train_on_log"]
+__all__ = ["Counted", "Queries", "TrainedModel", "evaluate_log", "train", "train_on_counts",
+           "train_on_log", "train_streamed"]
