@@ -107,8 +107,8 @@ class SampledSoftmax:
     """In-batch sampled softmax over (anchor, partner) pairs with logQ popularity correction."""
 
     def __init__(self, targets: sp.csr_matrix, config: TrainingConfig, device: torch.device):
-        powered = _powered(targets, config.target_power)
-        self.pairs = PairSampler(powered, config.batch_size, _pairs_per_epoch(powered, config))
+        self.pairs = PairSampler(targets, config.batch_size, _pairs_per_epoch(targets, config),
+                                 power=config.target_power)
         logq = np.log(np.maximum(self.pairs.partner_probability, 1e-12))
         self.logq = torch.as_tensor(logq, dtype=torch.float32, device=device)
         self.temperature = config.temperature
@@ -159,8 +159,8 @@ class NegativeSampling:
     """Skip-gram with negative sampling over cosine / temperature (item2vec, prod2vec)."""
 
     def __init__(self, targets: sp.csr_matrix, config: TrainingConfig, device: torch.device):
-        powered = _powered(targets, config.target_power)
-        self.pairs = PairSampler(powered, config.batch_size, _pairs_per_epoch(powered, config))
+        self.pairs = PairSampler(targets, config.batch_size, _pairs_per_epoch(targets, config),
+                                 power=config.target_power)
         item_mass = np.asarray(targets.sum(axis=0)).ravel()
         self.noise = unigram_negatives(item_mass, config.negative_power)
         self.negatives = config.negatives

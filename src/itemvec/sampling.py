@@ -13,15 +13,21 @@ import scipy.sparse as sp
 
 
 class DiscreteSampler:
-    """Draw indices with probability proportional to ``weights`` (inverse CDF, batched)."""
+    """Draw indices with probability proportional to ``weights`` (inverse CDF, batched).
+
+    Only the float64 CDF is kept: with 10^8 non-zero pairs every extra array is ~1 GB.
+    """
 
     def __init__(self, weights: np.ndarray) -> None:
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.sum() <= 0:
+        cdf = np.cumsum(weights, dtype=np.float64)
+        if len(cdf) == 0 or cdf[-1] <= 0:
             raise ValueError("sampler needs at least one positive weight")
-        self.cdf = np.cumsum(weights)
-        self.cdf /= self.cdf[-1]
-        self.probabilities = weights / weights.sum()
+        cdf /= cdf[-1]
+        self.cdf = cdf
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return np.diff(self.cdf, prepend=0.0)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         idx = np.searchsorted(self.cdf, rng.random(size), side="right")
@@ -45,18 +51,25 @@ class RowBatches:
 
 
 class PairSampler:
-    """Positive (anchor, partner) pairs drawn in proportion to the target matrix entries."""
+    """Positive (anchor, partner) pairs drawn in proportion to ``targets ** power`` entries.
 
-    def __init__(self, targets: sp.csr_matrix, batch_size: int, pairs_per_epoch: int) -> None:
-        coo = targets.tocoo()
-        self.anchors = coo.row.astype(np.int64)
-        self.partners = coo.col.astype(np.int64)
-        self.sampler = DiscreteSampler(coo.data)
-        self.batch_size = batch_size
-        self.steps = max(1, pairs_per_epoch // batch_size)
-        partner_mass = np.bincount(self.partners, weights=coo.data, minlength=targets.shape[1])
+    Reads the CSR arrays in place (int32 anchors built once, partners are the column indices),
+    so 189M non-zeros (100M events over 1M items) cost ~2.3 GB here, not ~9 GB via COO/int64.
+    """
+
+    def __init__(self, targets: sp.csr_matrix, batch_size: int, pairs_per_epoch: int,
+                 power: float = 1.0) -> None:
+        targets = targets.tocsr()
+        n_rows = targets.shape[0]
+        self.anchors = np.repeat(np.arange(n_rows, dtype=np.int32), np.diff(targets.indptr))
+        self.partners = targets.indices
+        weights = targets.data if power == 1.0 else np.power(targets.data, power, dtype=np.float64)
+        partner_mass = np.bincount(self.partners, weights=weights, minlength=targets.shape[1])
         # probability that an item shows up as a sampled partner: the logQ correction term
         self.partner_probability = partner_mass / partner_mass.sum()
+        self.sampler = DiscreteSampler(weights)
+        self.batch_size = batch_size
+        self.steps = max(1, pairs_per_epoch // batch_size)
 
     def __len__(self) -> int:
         return self.steps
@@ -64,7 +77,7 @@ class PairSampler:
     def epoch(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for _ in range(self.steps):
             picks = self.sampler.sample(rng, self.batch_size)
-            yield self.anchors[picks], self.partners[picks]
+            yield self.anchors[picks].astype(np.int64), self.partners[picks].astype(np.int64)
 
 
 def unigram_negatives(item_mass: np.ndarray, power: float) -> DiscreteSampler:
