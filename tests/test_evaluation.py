@@ -226,3 +226,24 @@ def test_one_long_history_costs_linear_memory():
         tracemalloc.stop()
     assert len(queries) == 100
     assert peak < 100 * 2**20, peak
+
+
+def test_ranks_of_a_huge_catalogue_are_scored_in_small_batches(monkeypatch):
+    """At 1M items 1,024 queries of float64 scores would be 8 GB: batches shrink with width."""
+    import itemvec.evaluation as evaluation
+
+    class Scorer:
+        widths: list[int] = []
+
+        def __len__(self) -> int:
+            return 1000
+
+        def score_histories(self, histories):
+            self.widths.append(len(histories))
+            return np.tile(-np.arange(1000, dtype=np.float32), (len(histories), 1))
+
+    monkeypatch.setattr(evaluation, "SCORE_CELLS", 10_000)
+    queries = Queries([np.array([0])] * 25, np.arange(1, 26))
+    ranks = evaluation.target_ranks(Scorer(), queries)
+    assert Scorer.widths == [10, 10, 5]
+    np.testing.assert_array_equal(ranks, np.arange(0, 25))  # item 0 (history) is excluded

@@ -148,8 +148,13 @@ def _cap(queries: Queries, max_queries: int | None, rng: np.random.Generator) ->
                    queries.skipped_unknown)
 
 
+SCORE_CELLS = 1 << 25  # scores held at once: 256 MB of float64 (32 queries at 1M items)
+
+
 def target_ranks(scorer: Scorer, queries: Queries, batch_size: int = 1024) -> np.ndarray:
     """0-based rank of each target among all items, history excluded, ties counted against."""
+    width = len(scorer) if hasattr(scorer, "__len__") else 0
+    batch_size = max(1, min(batch_size, SCORE_CELLS // max(width, 1)))
     ranks = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), batch_size):
         stop = min(start + batch_size, len(queries))
