@@ -190,3 +190,16 @@ def test_pairs_per_epoch_bounds_a_sampled_epoch(objective):
     assert len(list(capped.batches(np.random.default_rng(0)))) == 3
     with pytest.raises(ConfigError, match="training.pairs_per_epoch must be >= 1"):
         TrainingConfig(pairs_per_epoch=0)
+
+
+def test_default_sampled_epoch_is_at_most_the_auto_cap(monkeypatch):
+    from itemvec import objectives
+
+    monkeypatch.setattr(objectives, "AUTO_MAX_PAIRS", 8)
+    targets = _block_targets()
+    assert targets.nnz > 8
+    capped = objectives.build_objective(targets, TrainingConfig(objective="infonce", batch_size=4),
+                                        torch.device("cpu"))
+    asked = objectives.build_objective(targets, TrainingConfig(
+        objective="infonce", batch_size=4, pairs_per_epoch=targets.nnz), torch.device("cpu"))
+    assert len(capped) == 2 and len(asked) == targets.nnz // 4

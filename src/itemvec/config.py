@@ -137,7 +137,7 @@ class TrainingConfig:
     target_power: float = 1.0  # co-occurrence counts ** power form the target distribution
     row_weight_power: float = 0.5  # how much frequent anchors weigh: row mass ** power
     pairs_per_epoch: int | None = None  # infonce/sgns: pairs drawn per epoch (None: one per
-    # non-zero of the matrix); bounds an epoch on huge catalogues
+    # non-zero of the matrix, at most 10M); bounds an epoch on huge catalogues
     negatives: int = 5  # sgns only
     negative_power: float = 0.75  # sgns only: unigram ** power
     init: str = "svd"  # svd: truncated SVD of shifted PPMI; random: small normal

@@ -54,9 +54,13 @@ def build_objective(targets: sp.csr_matrix, config: TrainingConfig,
     return objectives.get(name)(targets, config, device)
 
 
+AUTO_MAX_PAIRS = 10_000_000
+
+
 def _pairs_per_epoch(targets: sp.csr_matrix, config: TrainingConfig) -> int:
-    """One draw per non-zero by default; ``training.pairs_per_epoch`` caps an epoch."""
-    return max(config.pairs_per_epoch or targets.nnz, 1)
+    """One draw per non-zero, at most 10M (``training.pairs_per_epoch`` sets it): 100M events
+    over 1M items give 189M non-zeros, and an epoch is also the spacing of validations."""
+    return max(config.pairs_per_epoch or min(targets.nnz, AUTO_MAX_PAIRS), 1)
 
 
 def _powered(targets: sp.csr_matrix, power: float) -> sp.csr_matrix:
