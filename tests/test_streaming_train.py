@@ -142,6 +142,7 @@ def test_streamed_training_equals_in_memory_training(files, kind, ingest, tmp_pa
                 "best_epoch", "validation_hr@20", "query_tuning"):
         assert stats[key] == expected.stats[key], key
     assert stats["streaming"]["holdout_contexts"] == stats["streaming"]["validation_contexts_read"]
+    assert "streaming" not in expected.stats
     from itemvec.bundle import load_embeddings
 
     assert load_embeddings(tmp_path / "model").metadata["stats"]["events"] == stats["events"]

@@ -236,7 +236,7 @@ class Exclusion:
     context). Membership is looked up by sorted 64-bit hashes, once per context of a chunk;
     hash hits are confirmed by comparing the strings, so a collision cannot drop a context."""
 
-    def __init__(self, contexts) -> None:
+    def __init__(self, contexts: pl.Series | np.ndarray | list[str]) -> None:
         labels = pl.Series("context", contexts, dtype=pl.String).unique()
         frame = pl.DataFrame({"h": labels.hash(seed=13), "context": labels}).sort("h")
         self.hashes = frame["h"].to_numpy()
@@ -815,7 +815,7 @@ def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfi
                chunk_rows: int = DEFAULT_CHUNK_ROWS, memory_limit: int | str | None = None,
                top_k: int | None = None, grouped: bool | None = None,
                workdir: str | Path | None = None, progress: bool = True,
-               exclude=None) -> Counts:
+               exclude: pl.Series | np.ndarray | list[str] | None = None) -> Counts:
     """Count ``path`` chunk by chunk; equal to ``count_pairs(read_events(path, ingest), config)``.
 
     ``grouped``: None detects (falls back to hash partitioning), True requires, False always
