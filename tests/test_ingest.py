@@ -185,6 +185,17 @@ def test_vocabulary_is_most_frequent_first_then_by_id(write_file):
     np.testing.assert_array_equal(log.item_counts(), [3, 2, 1, 1])
 
 
+def test_item_counts_leave_the_log_untouched(write_file):
+    """Counts dedupe within each context; the session order itself must not change."""
+    path = write_file("e.csv", "session_id,item_id\n1,z\n1,m\n1,z\n1,a\n2,m\n2,z\n")
+    log = read_events(path, IngestConfig(context_kind="session"))
+    items, indptr = log.items.copy(), log.indptr.copy()
+    np.testing.assert_array_equal(log.item_counts(), [2, 2, 1])
+    np.testing.assert_array_equal(log.items, items)
+    np.testing.assert_array_equal(log.indptr, indptr)
+    assert contexts(log) == {"1": ["z", "m", "z", "a"], "2": ["m", "z"]}
+
+
 def test_subset_and_restrict_vocabulary(write_file):
     path = write_file("e.csv", "session_id,item_id\n1,a\n1,b\n2,a\n2,c\n3,b\n")
     log = read_events(path, IngestConfig())

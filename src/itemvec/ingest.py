@@ -94,8 +94,9 @@ class EventLog:
         """Number of contexts each item occurs in (items are deduplicated per context)."""
         # Rows are contexts: summing duplicates sorts within each row only, far cheaper than one
         # global sort of (context, item) keys on long logs (0.14 s vs ~8 s at 10M events).
+        # copy=True: sum_duplicates sorts the index arrays in place, i.e. the log's own items.
         incidence = sp.csr_matrix((np.ones(len(self.items), dtype=np.int32), self.items,
-                                   self.indptr), shape=(self.n_contexts, self.n_items))
+                                   self.indptr), shape=(self.n_contexts, self.n_items), copy=True)
         incidence.sum_duplicates()
         return np.bincount(incidence.indices, minlength=self.n_items)
 
