@@ -2,6 +2,11 @@
 
     python -m benchmarks.scale count FILE.parquet [--time ts]        # streaming counter throughput
     python -m benchmarks.scale compare FILE.parquet --json OUT.json  # itemvec vs gensim item2vec
+    python -m benchmarks.scale steps --items 789000 --batch 512 --steps 400  # optimiser step cost
+
+``steps`` times sampled-softmax (infonce) steps on a random co-occurrence matrix of the given
+size (20 non-zeros per row, the density of the 10M-event / 1M-item synthetic log) with lazy
+(row-sparse) and dense Adam: setup (sampler, encoder) and the mean time of one step.
 
 ``compare`` splits the sessions by time (80/10/10), trains itemvec with default settings
 (``train_on_log``: counting + training + early stopping on the valid part) and gensim's
@@ -48,6 +53,49 @@ def count(args) -> dict:
     return {"task": "count", "file": str(args.events), **counts.stats, **took,
             "events_per_wall_s": round(events / took["wall_s"]),
             "events_per_cpu_s": round(events / took["cpu_s"]), "peak_rss_gib": _peak_rss_gib()}
+
+
+def _time_steps(trainer, matrix, n_steps: int) -> dict:
+    """Setup (sampler, encoder, optimiser) and loop time of one ``fit`` of a single epoch."""
+    marks = {}
+    original = trainer._epoch
+
+    def timed(*args, **kwargs):
+        marks["loop"] = time.perf_counter()
+        out = original(*args, **kwargs)
+        marks["done"] = time.perf_counter()
+        return out
+
+    trainer._epoch = timed
+    start = time.perf_counter()
+    trainer.fit(matrix)
+    loop = marks["done"] - marks["loop"]
+    return {"setup_s": round(marks["loop"] - start, 2), "loop_s": round(loop, 2),
+            "ms_per_step": round(1000 * loop / n_steps, 2)}
+
+
+def steps(args) -> dict:
+    import scipy.sparse as sp
+    import torch
+
+    from itemvec.config import TrainingConfig
+    from itemvec.training import Trainer
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    n, nnz = args.items, 20 * args.items
+    upper = sp.csr_matrix((np.ones(nnz, np.float32), (rng.integers(0, n, nnz),
+                                                       rng.integers(0, n, nnz))), shape=(n, n))
+    matrix = (upper + upper.T).tocsr()
+    result = {"task": "steps", "items": n, "nonzeros": int(matrix.nnz), "batch": args.batch,
+              "steps": args.steps, "threads": args.threads}
+    for mode, key in (("on", "lazy"), ("off", "dense")):
+        config = TrainingConfig(objective="infonce", init="random", epochs=1, device="cpu",
+                                batch_size=args.batch, pairs_per_epoch=args.batch * args.steps,
+                                sparse_updates=mode)
+        result[key] = _time_steps(Trainer(config, progress=False), matrix, args.steps)
+    result["speedup"] = round(result["dense"]["ms_per_step"] / result["lazy"]["ms_per_step"], 1)
+    return result
 
 
 def compare(args) -> dict:
@@ -116,8 +164,14 @@ def main() -> None:
     p.add_argument("--max-queries", type=int, default=5000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
+    p = sub.add_parser("steps")
+    p.add_argument("--items", type=int, default=789_000)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = count(args) if args.task == "count" else compare(args)
+    result = {"count": count, "compare": compare, "steps": steps}[args.task](args)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.json:
