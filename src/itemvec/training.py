@@ -29,6 +29,7 @@ from itemvec.optimiser import build_optimiser, use_sparse_updates
 logger = logging.getLogger(__name__)
 
 Validator = Callable[[ItemEncoder], float]
+LONG_EPOCH_STEPS = 1000  # epochs with this many steps get their own progress bar
 Callback = Callable[[dict], None]  # receives each epoch's record: epoch, loss, validation, ...
 
 
@@ -227,7 +228,9 @@ class Trainer:
         total, steps, every = 0.0, 0, self.config.accumulate
         n_batches = len(objective)
         optimiser.zero_grad(set_to_none=True)
-        for steps, batch in enumerate(objective.batches(rng), start=1):
+        batches = tqdm(objective.batches(rng), total=n_batches, desc=f"epoch {epoch}", unit="step",
+                       leave=False, disable=not self.progress or n_batches < LONG_EPOCH_STEPS)
+        for steps, batch in enumerate(batches, start=1):
             with self._autocast():
                 loss = objective.loss(encoder, self.shard(batch))
             if not torch.isfinite(loss):
