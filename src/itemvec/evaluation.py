@@ -148,7 +148,7 @@ def _cap(queries: Queries, max_queries: int | None, rng: np.random.Generator) ->
                    queries.skipped_unknown)
 
 
-SCORE_CELLS = 1 << 25  # scores held at once: 256 MB of float64 (32 queries at 1M items)
+SCORE_CELLS = 1 << 25  # scores held at once: 128 MB of float32 (32 queries at 1M items)
 
 
 def target_ranks(scorer: Scorer, queries: Queries, batch_size: int = 1024) -> np.ndarray:
@@ -159,7 +159,9 @@ def target_ranks(scorer: Scorer, queries: Queries, batch_size: int = 1024) -> np
     for start in range(0, len(queries), batch_size):
         stop = min(start + batch_size, len(queries))
         histories = queries.histories[start:stop]
-        scores = np.asarray(scorer.score_histories(histories), dtype=np.float64)
+        scores = np.asarray(scorer.score_histories(histories))
+        if not np.issubdtype(scores.dtype, np.floating):  # float32 stays: same order and ties
+            scores = scores.astype(np.float64)
         rows = np.arange(stop - start)
         targets = queries.targets[start:stop]
         target_scores = scores[rows, targets].copy()
