@@ -83,6 +83,9 @@ def power(matrix: sp.csr_matrix, exponent: float = 0.75, **_: float) -> sp.csr_m
     return out.astype(np.float32)
 
 
+PPMI_BLOCK = 1 << 24  # non-zeros per block of the PPMI computation
+
+
 @reweightings.register("ppmi")
 def ppmi(matrix: sp.csr_matrix, shift: float = 1.0, smoothing: float = 0.75,
          **_: float) -> sp.csr_matrix:
@@ -91,17 +94,28 @@ def ppmi(matrix: sp.csr_matrix, shift: float = 1.0, smoothing: float = 0.75,
     SGNS with k negatives factorises PMI - log k (Levy & Goldberg 2014); smoothing the column
     marginal with ** 0.75 is their fix for PMI's bias towards rare items.
     """
-    matrix = matrix.tocsr().astype(np.float64)
-    matrix.eliminate_zeros()  # explicit zeros would be log(0)
-    total = matrix.sum()
-    rows = np.asarray(matrix.sum(axis=1)).ravel()
-    cols = np.power(np.asarray(matrix.sum(axis=0)).ravel(), smoothing)
+    matrix = matrix.tocsr()
+    wide = sp.csr_matrix((matrix.data.astype(np.float64), matrix.indices, matrix.indptr),
+                         shape=matrix.shape)  # float64 sums; the index arrays are shared
+    total = wide.sum()
+    rows = np.asarray(wide.sum(axis=1)).ravel()
+    cols = np.power(np.asarray(wide.sum(axis=0)).ravel(), smoothing)
+    del wide
     cols = cols / cols.sum() * total
-    coo = matrix.tocoo()
-    pmi = np.log(coo.data * total / (rows[coo.row] * cols[coo.col])) - np.log(shift)
-    keep = pmi > 0
-    out = sp.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=matrix.shape)
-    return out.astype(np.float32)
+    pmi, keep = np.empty(matrix.nnz, dtype=np.float32), np.empty(matrix.nnz, dtype=bool)
+    row_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
+    # In blocks of entries: with 10^8 non-zeros each float64 temporary of the whole would be ~1.5 GB.
+    for start in range(0, matrix.nnz, PPMI_BLOCK):
+        stop = min(start + PPMI_BLOCK, matrix.nnz)
+        data = matrix.data[start:stop].astype(np.float64)
+        with np.errstate(divide="ignore"):  # explicit zeros: log(0) = -inf, dropped below
+            block = np.log(data * total / (rows[row_of[start:stop]] *
+                                           cols[matrix.indices[start:stop]])) - np.log(shift)
+        pmi[start:stop] = block
+        keep[start:stop] = block > 0
+    indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of[keep], minlength=matrix.shape[0]), out=indptr[1:])
+    return sp.csr_matrix((pmi[keep], matrix.indices[keep], indptr), shape=matrix.shape)
 
 
 def reweight(matrix: sp.csr_matrix, name: str, **params: float) -> sp.csr_matrix:
