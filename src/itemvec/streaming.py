@@ -19,6 +19,7 @@ and their sort: ~1.1 GB peak); the counter is bounded by its ``memory_limit``.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +123,6 @@ def context_ends(path: Path, ingest: IngestConfig, chunk_rows: int,
             tables = counting.bucket_tables(buckets, ingest, bar)
             parts = [_context_ends(t, ingest, False) for t in counting._background(tables)]
     finally:
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
     return _concat(parts), False
 
