@@ -41,6 +41,9 @@ Window = Annotated[int | None, typer.Option(
     "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")]
 MinCount = Annotated[int | None, typer.Option(
     "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")]
+MemoryLimit = Annotated[str | None, typer.Option(
+    "--memory-limit", help="Streamed counting (train --streaming, cooccur --engine local): "
+    "memory for partial pair sums before spilling to disk, e.g. 4G.  [default: 4G]")]
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -125,7 +128,7 @@ def train(
         "(a larger effective batch in the same memory).  [default: 1]")] = None,
     pairs_per_epoch: Annotated[int | None, typer.Option(
         "--pairs-per-epoch", help="infonce/sgns: pairs drawn per epoch, to bound an epoch on a "
-        "huge catalogue.  [default: one per non-zero co-occurrence]")] = None,
+        "huge catalogue.  [default: one per non-zero co-occurrence, at most 10M]")] = None,
     config_file: Annotated[Path | None, typer.Option(
         "--config", help="JSON config (same shape as a bundle manifest's config).")] = None,
     tensorboard: Annotated[Path | None, typer.Option(
@@ -151,9 +154,7 @@ def train(
         "--streaming", help="Train without reading the log whole (pre-pass for the held-out "
         "slice, then chunked counting with bounded memory): on, off, or auto (on for "
         "Parquet/CSV logs above 20M rows; JSONL never).")] = "auto",
-    memory_limit: Annotated[str | None, typer.Option(
-        "--memory-limit", help="Streaming: memory for partial pair sums before spilling to "
-        "disk, e.g. 4G.  [default: 4G]")] = None,
+    memory_limit: MemoryLimit = None,
     quiet: Quiet = False,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""

@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
         Event,
         EventWeights,
         Item,
+        MemoryLimit,
         MinCount,
         Quiet,
         SessionGap,
@@ -43,9 +44,7 @@ def register(app: typer.Typer) -> None:
             "--engine", help="local (streaming, bounded memory) or spark.")] = "local",
         master: Annotated[str, typer.Option(
             "--master", help="Spark master URL (--engine spark).")] = "local[2]",
-        memory_limit: Annotated[str | None, typer.Option(
-            "--memory-limit", help="Local engine: memory for partial sums before spilling to "
-            "disk, e.g. 4G.  [default: 4G]")] = None,
+        memory_limit: MemoryLimit = None,
         chunk_rows: Annotated[int, typer.Option(
             "--chunk-rows", help="Local engine: rows read per chunk.")] = 4_000_000,
         top_k: Annotated[int | None, typer.Option(
