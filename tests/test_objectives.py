@@ -121,3 +121,47 @@ def test_infonce_loss_and_gradient_match_the_textbook_formula():
     assert collide.any()  # the planted groups are small: the batch has repeats to mask
     torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(grad_ours, grad_reference)
+
+
+def test_softmax_loss_and_gradient_match_the_textbook_formula():
+    """The hand-written gradient equals autograd's on -sum_j t_ij log softmax_j, anchor masked,
+    rows weighted; with an accumulation factor (upstream gradient != 1) too."""
+    from torch.nn import functional as F
+
+    from itemvec.objectives import MASKED
+
+    targets, _ = planted_targets()
+    config = TrainingConfig(objective="softmax", batch_size=16, row_weight_power=0.5)
+    objective = build_objective(targets, config, torch.device("cpu"))
+    torch.manual_seed(0)
+    encoder = ItemEncoder(targets.shape[0], 8)
+    with torch.no_grad():
+        encoder.item_bias.normal_()
+    anchors = next(iter(objective.batches(np.random.default_rng(0))))
+    params = (encoder.item_embedding.weight, encoder.item_bias)
+    ours = objective.loss(encoder, anchors)
+    grad_ours = torch.autograd.grad(ours * 0.25, params)
+    index = torch.as_tensor(anchors)
+    vectors = encoder.all_vectors()
+    logits = vectors[index] @ vectors.T / objective.temperature + encoder.item_bias
+    logits[torch.arange(len(index)), index] = MASKED
+    target = torch.as_tensor(objective.targets[anchors].toarray())
+    weight = objective.row_weight[index]
+    per_row = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
+    reference = (per_row * weight).sum() / weight.sum()
+    grad_reference = torch.autograd.grad(reference * 0.25, params)
+    assert not torch.allclose(weight, weight[0])  # the row weights are exercised
+    torch.testing.assert_close(ours, reference)
+    for got, want in zip(grad_ours, grad_reference, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_softmax_ignores_a_diagonal_target():
+    """An anchor's own logit is masked, so a self co-occurrence cannot be a target."""
+    targets, _ = planted_targets()
+    with_diagonal = targets + sp.diags(np.full(targets.shape[0], 5.0, dtype=np.float32))
+    config = TrainingConfig(objective="softmax")
+    plain = build_objective(targets, config, torch.device("cpu"))
+    other = build_objective(with_diagonal.tocsr(), config, torch.device("cpu"))
+    assert other.targets.diagonal().sum() == 0
+    np.testing.assert_allclose(other.targets.toarray(), plain.targets.toarray())
