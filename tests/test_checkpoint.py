@@ -52,7 +52,7 @@ def matrix(tmp_path_factory) -> sp.csr_matrix:
 
 def config(**overrides) -> TrainingConfig:
     base = dict(device="cpu", epochs=EPOCHS, dim=16, hidden=8, eval_every=1, patience=2,
-                checkpoint_every=0)
+                patience_batches=0, checkpoint_every=0)
     return TrainingConfig(**{**base, **overrides})
 
 
@@ -98,10 +98,10 @@ def test_resume_after_interruption_is_bit_identical(matrix, uninterrupted, tmp_p
 
 
 def test_resume_restores_early_stopping_state(matrix, tmp_path):
-    # scores: best at epoch 2, then stale 1, 2 -> early stop after epoch 4 (patience 2)
-    scores = [0.1, 0.5, 0.4, 0.3, 0.9, 0.9]
+    # scores: the start (epoch 0), then best at epoch 2, stale 1, 2 -> early stop after epoch 4
+    scores = [0.05, 0.1, 0.5, 0.4, 0.3, 0.9, 0.9]
     full = Trainer(config(), fake_validator(scores), progress=False).fit(matrix)
-    assert (full.best_epoch, len(full.history)) == (2, 4)
+    assert (full.best_epoch, [r["epoch"] for r in full.history]) == (2, [0, 1, 2, 3, 4])
 
     manager = CheckpointManager(tmp_path / "ck", every=0)
     with pytest.raises(Interrupt):
@@ -111,10 +111,10 @@ def test_resume_restores_early_stopping_state(matrix, tmp_path):
     assert (state.epoch, state.best_epoch, state.best_score, state.stale) == (3, 2, 0.5, 1)
     assert state.best is not None and not torch.equal(state.best["item_embedding.weight"],
                                                       state.encoder["item_embedding.weight"])
-    resumed = Trainer(config(), fake_validator(scores[3:]), progress=False, checkpoint=manager,
+    resumed = Trainer(config(), fake_validator(scores[4:]), progress=False, checkpoint=manager,
                       resume=True).fit(matrix)
     assert (resumed.best_epoch, resumed.best_score) == (2, 0.5)
-    assert len(resumed.history) == 4  # stopped at the same epoch, not at 5 or 6
+    assert resumed.history == full.history  # stopped at the same epoch, not at 5 or 6
     assert_identical(weights(resumed), weights(full))  # the best (epoch 2) weights come back
 
 

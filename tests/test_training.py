@@ -42,9 +42,11 @@ def test_stats_describe_the_run(trained, shop_log):
     stats = trained.stats
     assert stats["items"] == trained.embeddings.vectors.shape[0] <= shop_log.n_items
     assert stats["context_kind"] == "session"
-    assert 1 <= stats["best_epoch"] <= stats["epochs_run"] <= 40
+    assert 0 <= stats["best_epoch"] <= stats["epochs_run"] <= 40
     assert 0 < stats["validation_hr@20"] <= 1
-    assert len(stats["history"]) == stats["epochs_run"]
+    # epoch 0 scores the spectral start; then one record per trained epoch
+    assert [r["epoch"] for r in stats["history"]] == list(range(stats["epochs_run"] + 1))
+    assert "loss" not in stats["history"][0] and "loss" in stats["history"][-1]
     np.testing.assert_allclose(np.linalg.norm(trained.embeddings.vectors, axis=1), 1, rtol=1e-5)
 
 
@@ -83,18 +85,46 @@ def test_spectral_start_already_separates_blocks():
 
 
 def test_early_stopping_restores_the_best_epoch():
-    scores = iter([0.5, 0.9, 0.4, 0.3, 0.2, 0.1])
+    scores = iter([0.1, 0.5, 0.9, 0.4, 0.3, 0.2, 0.1])  # the start first, then epochs 1, 2, ...
     snapshots = []
 
     def validator(encoder) -> float:
         snapshots.append(encoder.export()[0].copy())
         return next(scores)
 
-    config = TrainingConfig(epochs=20, eval_every=1, patience=2, dim=4, device="cpu", lr=0.05)
+    config = TrainingConfig(epochs=20, eval_every=1, patience=2, patience_batches=0, dim=4,
+                            device="cpu", lr=0.05)
     result = Trainer(config, validator, progress=False).fit(_block_targets())
     assert result.best_epoch == 2 and result.best_score == 0.9
-    assert len(result.history) == 4  # epochs 3 and 4 did not improve: stop
-    np.testing.assert_allclose(result.encoder.export()[0], snapshots[1], rtol=1e-6)
+    assert [r["epoch"] for r in result.history] == [0, 1, 2, 3, 4]  # 3, 4 did not improve: stop
+    np.testing.assert_allclose(result.encoder.export()[0], snapshots[2], rtol=1e-6)
+
+
+def test_patience_counts_batches_since_the_best():
+    """One batch per epoch (10 anchors, batch 512): 6 batches of patience are 6 epochs; with
+    batch 2 (5 batches an epoch) the same patience is spent after 2 epochs."""
+    def run(batch_size: int) -> list[int]:
+        scores = iter([0.1, 0.9] + [0.5] * 30)
+        config = TrainingConfig(epochs=30, patience=1, patience_batches=6, dim=4, device="cpu",
+                                batch_size=batch_size)
+        result = Trainer(config, lambda encoder: next(scores), progress=False).fit(
+            _block_targets())
+        assert result.best_epoch == 1
+        return [r["epoch"] for r in result.history]
+
+    assert run(512) == list(range(8))  # best at 1, stop at 1 + 6
+    assert run(2) == [0, 1, 2, 3]  # best at 1, stop at 1 + 2 (10 batches >= 6)
+
+
+def test_a_spectral_start_no_epoch_beats_is_kept():
+    scores = iter([0.9] + [0.2] * 10)  # the start scores best, every epoch worse
+    config = TrainingConfig(epochs=5, dim=4, device="cpu", lr=0.5)
+    trainer = Trainer(config, lambda encoder: next(scores), progress=False)
+    start = trainer.build_encoder(_block_targets()).export()[0]
+    result = trainer.fit(_block_targets())
+    assert result.best_epoch == 0 and result.best_score == 0.9
+    assert result.history[-1]["epoch"] >= 1  # it trained, found nothing better, went back
+    np.testing.assert_allclose(result.encoder.export()[0], start, rtol=1e-6)
 
 
 def test_diverging_loss_raises_a_user_error(monkeypatch):

@@ -144,8 +144,9 @@ class TrainingConfig:
     hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
     tune_query: bool = True  # choose query settings on the validation slice after training
     validation_fraction: float = 0.1
-    patience: int = 5  # evaluations without improvement; spectral starts dip, then recover
-    eval_every: int = 2
+    patience: int = 1  # evaluations without a new best before stopping, and ...
+    patience_batches: int = 120  # ... batches since the best (Trainer._patience_spent)
+    eval_every: int = 1
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -181,6 +182,8 @@ class TrainingConfig:
         _require(0 <= self.validation_fraction < 0.5, "training.validation_fraction",
                  "must be in [0, 0.5)", self.validation_fraction)
         _require(self.patience >= 1, "training.patience", "must be >= 1", self.patience)
+        _require(self.patience_batches >= 0, "training.patience_batches", "must be >= 0",
+                 self.patience_batches, "use 0 to count evaluations only")
         _require(self.eval_every >= 1, "training.eval_every", "must be >= 1", self.eval_every)
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                  "training.device", "must be auto, cpu, cuda or cuda:N", self.device)

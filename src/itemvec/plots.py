@@ -245,8 +245,9 @@ def curves_figure(history: list[dict], best_epoch: int | None = None):
     validated = [r for r in history if r.get("validation") is not None]
     fig = _figure(10 if validated else 5.5, 3.8)
     axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
-    epochs = [r["epoch"] for r in history]
-    axes[0].plot(epochs, [r["loss"] for r in history], marker="o", markersize=3)
+    trained = [r for r in history if "loss" in r]  # epoch 0, the start, has no loss
+    axes[0].plot([r["epoch"] for r in trained], [r["loss"] for r in trained], marker="o",
+                 markersize=3)
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("training loss")
     axes[0].set_title("loss")
@@ -257,7 +258,7 @@ def curves_figure(history: list[dict], best_epoch: int | None = None):
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation HR@20")
         ax.set_title("held-out HR@20 (early stopping)")
-        if best_epoch:
+        if best_epoch is not None:
             ax.axvline(best_epoch, color="#888888", linestyle="--", linewidth=1)
             ax.annotate(f"best: epoch {best_epoch}", (best_epoch, ax.get_ylim()[0]),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)

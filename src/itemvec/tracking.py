@@ -71,7 +71,8 @@ class TensorBoardLog(_Tracker):
 
     def __call__(self, record: dict) -> None:
         epoch = int(record["epoch"])
-        self.writer.add_scalar("train/loss", float(record["loss"]), epoch)
+        if "loss" in record:  # not for epoch 0, the scored start
+            self.writer.add_scalar("train/loss", float(record["loss"]), epoch)
         if record.get("validation") is not None:
             self.writer.add_scalar("validation/hr@20", float(record["validation"]), epoch)
         self.writer.flush()

@@ -116,20 +116,25 @@ class Trainer:
             raise TrainingDivergedError("the co-occurrence counts contain inf or NaN (overflow from "
                                         "huge --event-weights?); use smaller event weights")
         resumed = self._open_checkpoint(targets)  # refuse a mismatched checkpoint before any work
-        encoder = self.build_encoder(targets) if encoder is None else encoder.to(self.device)
+        fresh = encoder is None  # a spectral start built here is itself a candidate model
+        encoder = self.build_encoder(targets) if fresh else encoder.to(self.device)
         objective = build_objective(targets, self.config, self.device)
         optimiser = build_optimiser(encoder, self.config, self.sparse_updates(targets.shape[0]))
-        result = self._loop(encoder, objective, optimiser, resumed)
+        result = self._loop(encoder, objective, optimiser, resumed, fresh)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _loop(self, encoder, objective, optimiser,
-              resumed: TrainingState | None = None) -> TrainingResult:
+    def _loop(self, encoder, objective, optimiser, resumed: TrainingState | None = None,
+              score_start: bool = False) -> TrainingResult:
         rng = np.random.default_rng(self.config.seed)
         result = TrainingResult(encoder=encoder)
         best_state, stale, first = copy.deepcopy(encoder.state_dict()), 0, 1
+        per_epoch = len(objective)
         if resumed is not None:
-            best_state, stale, first = self._restore(resumed, encoder, optimiser, rng, result)
+            best_state, stale, first = self._restore(resumed, encoder, optimiser, rng, result,
+                                                     per_epoch)
+        elif score_start and self.validator is not None:
+            self._score_start(encoder, result)
         bar = tqdm(range(first, self.config.epochs + 1), desc="training", unit="epoch",
                    initial=first - 1, total=self.config.epochs,
                    disable=not self.progress, leave=False)
@@ -145,15 +150,12 @@ class Trainer:
                     best_state, stale = copy.deepcopy(encoder.state_dict()), 0
                 else:
                     stale += 1
-            result.history.append(record)
-            for callback in self.callbacks:
-                callback(record)
-            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-            logger.info("epoch %d: %s", epoch, record)
+            self._report(record, result, bar)
+            stop = self._patience_spent(stale, epoch - result.best_epoch, per_epoch)
             if self.checkpoint is not None and self.checkpoint.due(
-                    final=stale >= self.config.patience or epoch == self.config.epochs):
+                    final=stop or epoch == self.config.epochs):
                 self._save(epoch, encoder, optimiser, rng, result, best_state, stale)
-            if stale >= self.config.patience:
+            if stop:
                 logger.info("early stop at epoch %d (best %d)", epoch, result.best_epoch)
                 break
         if self.validator is not None:
@@ -161,6 +163,27 @@ class Trainer:
         else:
             result.best_epoch = result.history[-1]["epoch"]
         return result
+
+    def _score_start(self, encoder: ItemEncoder, result: TrainingResult) -> None:
+        """Epoch 0: the spectral start is often near the optimum on large, clean logs, and
+        training only has to beat it."""
+        result.best_score, result.best_epoch = self.validator(encoder), 0
+        self._report({"epoch": 0, "validation": result.best_score}, result, None)
+
+    def _report(self, record: dict, result: TrainingResult, bar) -> None:
+        result.history.append(record)
+        for callback in self.callbacks:
+            callback(record)
+        if bar is not None:
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        logger.info("epoch %d: %s", record["epoch"], record)
+
+    def _patience_spent(self, stale: int, since_best: int, per_epoch: int) -> bool:
+        """Stop after ``patience`` evaluations without a new best that span ``patience_batches``
+        batches: on a small catalogue an epoch is one or a few batches and validation keeps
+        creeping up for dozens of epochs; on a large one an epoch is thousands of batches."""
+        return (stale >= self.config.patience
+                and since_best * per_epoch >= self.config.patience_batches)
 
     # -- checkpoints: taken at epoch ends, so the numpy RNG state alone fixes every later batch --
     def _open_checkpoint(self, targets: sp.csr_matrix) -> TrainingState | None:
@@ -195,7 +218,7 @@ class Trainer:
                            "checkpoint (if any) is intact", self.checkpoint.path, exc)
 
     def _restore(self, state: TrainingState, encoder, optimiser, rng,
-                 result: TrainingResult) -> tuple[dict, int, int]:
+                 result: TrainingResult, per_epoch: int) -> tuple[dict, int, int]:
         """Put every piece of ``state`` back; returns (best weights, stale count, next epoch)."""
         encoder.load_state_dict(state.encoder)
         optimiser.load_state_dict(state.optimiser)
@@ -208,7 +231,8 @@ class Trainer:
         result.best_score, result.best_epoch = state.best_score, state.best_epoch
         best = state.best if state.best is not None else copy.deepcopy(encoder.state_dict())
         best = {k: v.to(self.device) for k, v in best.items()}
-        done = state.stale >= self.config.patience or state.epoch >= self.config.epochs
+        done = (self._patience_spent(state.stale, state.epoch - state.best_epoch, per_epoch)
+                or state.epoch >= self.config.epochs)
         return best, state.stale, self.config.epochs + 1 if done else state.epoch + 1
 
     def sparse_updates(self, n_items: int) -> bool:

@@ -441,7 +441,8 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
         raise DataError(f"{log.source}: the new events hold no co-occurring pair of items; "
                         "nothing to update")
     training = dataclasses.replace(config.training, epochs=max(settings.epochs, 1),
-                                   patience=settings.patience, eval_every=settings.eval_every,
+                                   patience=settings.patience, patience_batches=0,
+                                   eval_every=settings.eval_every,
                                    lr=settings.lr or config.training.lr,
                                    batch_size=settings.batch_size or config.training.batch_size,
                                    precision=_precision_here(config.training))
