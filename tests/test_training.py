@@ -105,8 +105,8 @@ def test_patience_counts_batches_since_the_best():
     batch 2 (5 batches an epoch) the same patience is spent after 2 epochs."""
     def run(batch_size: int) -> list[int]:
         scores = iter([0.1, 0.9] + [0.5] * 30)
-        config = TrainingConfig(epochs=30, patience=1, patience_batches=6, dim=4, device="cpu",
-                                batch_size=batch_size)
+        config = TrainingConfig(epochs=30, eval_every=1, patience=1, patience_batches=6, dim=4,
+                                device="cpu", batch_size=batch_size)
         result = Trainer(config, lambda encoder: next(scores), progress=False).fit(
             _block_targets())
         assert result.best_epoch == 1

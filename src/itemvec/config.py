@@ -144,9 +144,9 @@ class TrainingConfig:
     hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
     tune_query: bool = True  # choose query settings on the validation slice after training
     validation_fraction: float = 0.1
-    patience: int = 1  # evaluations without a new best before stopping, and ...
+    patience: int = 2  # evaluations without a new best before stopping, and ...
     patience_batches: int = 120  # ... batches since the best (Trainer._patience_spent)
-    eval_every: int = 1
+    eval_every: int = 2
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
