@@ -210,3 +210,20 @@ def test_atomic_write_bytes_replaces_whole_files(tmp_path):
     bundle.atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert leftovers(tmp_path) == []
+
+
+def test_sparse_parts_are_scipy_npz_files(tmp_path):
+    """Written at a faster zlib level, still read by ``scipy.sparse.load_npz``, without pickle."""
+    import scipy.sparse as sp
+
+    from itemvec.bundle import save_sparse
+
+    rng = np.random.default_rng(0)
+    matrix = sp.random(300, 300, density=0.05, format="csr", random_state=1, dtype=np.float32)
+    matrix.data = rng.random(matrix.nnz).astype(np.float32) * 7
+    save_sparse(tmp_path / "m.npz", matrix)
+    back = sp.load_npz(tmp_path / "m.npz")
+    assert back.format == "csr" and back.dtype == np.float32 and back.shape == (300, 300)
+    assert (back != matrix).nnz == 0
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as parts:
+        assert sorted(parts.files) == ["data", "format", "indices", "indptr", "shape"]

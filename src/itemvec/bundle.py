@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,19 @@ def write_bundle(out: str | Path, embeddings: ItemEmbeddings, *, config: dict[st
     return out
 
 
+def save_sparse(path: Path, matrix: sp.spmatrix | sp.sparray) -> None:
+    """``scipy.sparse.save_npz``'s layout (``load_npz`` reads it) at zlib level 1, not 6:
+    ~6x faster on co-occurrence counts for ~10% more bytes; at 10^8 non-zeros that is minutes."""
+    matrix = matrix.tocsr()
+    arrays = {"indices": matrix.indices, "indptr": matrix.indptr,
+              "format": np.array(matrix.format.encode()), "shape": np.array(matrix.shape),
+              "data": matrix.data}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
 def _write_parts(staging: Path, embeddings: ItemEmbeddings, encoder_state, cooccurrence,
                  item_counts) -> list[str]:
     np.save(staging / "embeddings.npy", embeddings.vectors, allow_pickle=False)
@@ -121,7 +135,7 @@ def _write_parts(staging: Path, embeddings: ItemEmbeddings, encoder_state, coocc
                   str(staging / "encoder.safetensors"))
         files.append("encoder.safetensors")
     if cooccurrence is not None:
-        sp.save_npz(staging / "cooccurrence.npz", cooccurrence.tocsr(), compressed=True)
+        save_sparse(staging / "cooccurrence.npz", cooccurrence)
         files.append("cooccurrence.npz")
     return files
 

@@ -995,7 +995,9 @@ def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: Ingest
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        sp.save_npz(staging / "cooccurrence.npz", counts.matrix.tocsr(), compressed=True)
+        from itemvec.bundle import save_sparse  # late: bundle pulls in the query side
+
+        save_sparse(staging / "cooccurrence.npz", counts.matrix)
         pl.DataFrame({"item_id": pl.Series(counts.item_ids.astype(str), dtype=pl.String),
                       "count": np.asarray(counts.item_counts, dtype=np.int64)}
                      ).write_parquet(staging / "items.parquet")
