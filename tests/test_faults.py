@@ -146,7 +146,7 @@ def test_failure_mid_write_keeps_the_previous_bundle(old_bundle, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("itemvec.bundle.sp.save_npz", disk_full)  # after the .npy files
+    monkeypatch.setattr("itemvec.bundle.save_sparse", disk_full)  # after the .npy files
     with pytest.raises(OSError):
         write_bundle(old_bundle, _embeddings(2), config={}, stats={},
                      cooccurrence=sp.eye(50, format="csr"))
