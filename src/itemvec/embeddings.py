@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from itemvec.config import QueryConfig
 from itemvec.errors import UnknownItemError
@@ -165,17 +166,26 @@ class ItemEmbeddings:
         return (weights * effective ** self.query.evidence_power).astype(np.float32)
 
     def pool(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Weighted sum of each history's vectors (zeros for an empty history)."""
-        pooled = np.zeros((len(histories), self.dim), dtype=np.float32)
-        for row, items in enumerate(histories):
-            if len(items):
-                pooled[row] = self.history_weights(len(items)) @ self.vectors[items]
-        return pooled
+        """Weighted sum of each history's vectors (zeros for an empty history).
+
+        One sparse (histories x items) weight matrix times the vectors: weights depend only on
+        a history's length, so they are computed once per length, not once per history.
+        """
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        if not lengths.any():
+            return np.zeros((len(histories), self.dim), dtype=np.float32)
+        by_length = {n: self.history_weights(int(n)) for n in np.unique(lengths)}
+        weights = np.concatenate([by_length[n] for n in lengths])
+        items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        matrix = sp.csr_matrix((weights, items, indptr), shape=(len(histories), len(self)))
+        return np.asarray(matrix @ self.vectors, dtype=np.float32)
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Recommendation logits over all items, one row per history (indices)."""
-        logits = self.pool(histories) @ self.vectors.T / self.temperature
-        return logits + self.query.popularity_weight * self.item_bias[None, :]
+        logits = (self.pool(histories) / self.temperature) @ self.vectors.T  # 2 passes, not 3
+        logits += self.query.popularity_weight * self.item_bias[None, :]
+        return logits
 
     def with_query(self, **changes) -> ItemEmbeddings:
         """A view with other query settings (e.g. recency_half_life), sharing the vectors."""
