@@ -54,7 +54,6 @@ def _prepared(name: str, data_dir: str | None):
         return train, valid, queries, config
     from benchmarks.datasets import load
     from benchmarks.protocol import prepare
-    from itemvec.config import PipelineConfig
 
     dataset = load(name, data_dir) if data_dir else load(name)
     config = PipelineConfig(ingest=dataset.ingest)
@@ -98,6 +97,8 @@ def record_curve(name: str, data_dir: str | None = None, epochs: int = EPOCHS) -
 def stopping_point(valid: list[float], batches: int, every: int = 1, patience: int = 1,
                    patience_batches: int = 0, score_start: bool = True) -> tuple[int, int]:
     """(kept epoch, last epoch trained) of ``Trainer``'s rule replayed on a recorded curve."""
+    from itemvec.training import patience_spent
+
     last = len(valid) - 1
     best, kept, stale = (valid[0], 0, 0) if score_start else (-np.inf, 0, 0)
     for epoch in range(1, last + 1):
@@ -107,7 +108,7 @@ def stopping_point(valid: list[float], batches: int, every: int = 1, patience: i
             best, kept, stale = valid[epoch], epoch, 0
         else:
             stale += 1
-        if stale >= patience and (epoch - kept) * batches >= patience_batches:
+        if patience_spent(stale, epoch - kept, batches, patience, patience_batches):
             return kept, epoch
     return kept, last
 

@@ -79,6 +79,15 @@ def popularity_logits(matrix: sp.csr_matrix) -> np.ndarray:
     return (logits - logits.mean()).astype(np.float32)
 
 
+def patience_spent(stale: int, since_best: int, per_epoch: int, patience: int,
+                   patience_batches: int) -> bool:
+    """Early stopping: ``stale`` evaluations without a new best, ``since_best`` epochs of
+    ``per_epoch`` batches each. Both counts must be reached: on a small catalogue an epoch is
+    one or a few batches and validation keeps creeping up for dozens of epochs; on a large one
+    an epoch is thousands of batches (``benchmarks/results/stopping.md``)."""
+    return stale >= patience and since_best * per_epoch >= patience_batches
+
+
 class Trainer:
     """Trains an ``ItemEncoder`` on co-occurrence targets with the configured objective."""
 
@@ -179,11 +188,8 @@ class Trainer:
         logger.info("epoch %d: %s", record["epoch"], record)
 
     def _patience_spent(self, stale: int, since_best: int, per_epoch: int) -> bool:
-        """Stop after ``patience`` evaluations without a new best that span ``patience_batches``
-        batches: on a small catalogue an epoch is one or a few batches and validation keeps
-        creeping up for dozens of epochs; on a large one an epoch is thousands of batches."""
-        return (stale >= self.config.patience
-                and since_best * per_epoch >= self.config.patience_batches)
+        return patience_spent(stale, since_best, per_epoch, self.config.patience,
+                              self.config.patience_batches)
 
     # -- checkpoints: taken at epoch ends, so the numpy RNG state alone fixes every later batch --
     def _open_checkpoint(self, targets: sp.csr_matrix) -> TrainingState | None:
