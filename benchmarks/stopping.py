@@ -34,8 +34,9 @@ def _prepared(name: str, data_dir: str | None):
     from itemvec.config import IngestConfig, PipelineConfig
 
     if name.endswith((".parquet", ".csv")):  # an `itemvec synth` log, split as benchmarks.scale
+        from itemvec.cooccurrence import prune_rare_items
         from itemvec.evaluation import build_queries, split_contexts
-        from itemvec.ingest import read_events
+        from itemvec.ingest import read_events, restrict_vocabulary
         from itemvec.pipeline import vocabulary_map
 
         config = PipelineConfig(ingest=IngestConfig(context="session_id", item="item_id",
@@ -44,9 +45,6 @@ def _prepared(name: str, data_dir: str | None):
         split = split_contexts(log, seed=0)
         train, valid, test = (log.subset(np.sort(p)) for p in (split.train, split.valid,
                                                                  split.test))
-        from itemvec.cooccurrence import prune_rare_items
-        from itemvec.ingest import restrict_vocabulary
-
         train = restrict_vocabulary(train, prune_rare_items(train, config.cooccurrence.min_count))
         mapping = vocabulary_map(test, train.item_ids)
         queries = {t: build_queries(test, mapping, t, seed=0, max_queries=5000)
