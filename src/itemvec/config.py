@@ -145,7 +145,7 @@ class TrainingConfig:
     tune_query: bool = True  # choose query settings on the validation slice after training
     validation_fraction: float = 0.1
     patience: int = 2  # evaluations without a new best before stopping, and ...
-    patience_batches: int = 120  # ... batches since the best (Trainer._patience_spent)
+    patience_batches: int = 120  # ... batches since the best (training.patience_spent)
     eval_every: int = 2
     seed: int = 0
     device: str = "auto"

@@ -238,7 +238,7 @@ def _stats(counted: Counted, result: TrainingResult, seconds: float) -> dict:
         "cooccurrence_nonzeros": int(counted.matrix.nnz),
         "context_kind": "session" if counted.ordered else "basket",
         "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
-        "epochs_run": sum("loss" in r for r in result.history), "history": result.history,
+        "epochs_run": result.epochs_run, "history": result.history,
         "train_seconds": round(seconds, 3), **counted.extra_stats,
     }
 

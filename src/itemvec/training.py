@@ -45,6 +45,11 @@ class TrainingResult:
     best_score: float | None = None
     seconds: float = 0.0
 
+    @property
+    def epochs_run(self) -> int:
+        """Trained epochs; a scored start (epoch 0) is in ``history`` but trained nothing."""
+        return sum("loss" in record for record in self.history)
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

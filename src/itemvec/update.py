@@ -465,7 +465,7 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
               + apply_min_support(fresh, log, config.cooccurrence)).tocsr().astype(np.float32)
     files = {} if features is None else {SPEC_FILE: _spec_file(features, n_warm)}
     logger.info("update: %d new items, %d new events, %d epochs in %.1fs", n_warm - n_old,
-                log.n_events, len(result.history), seconds)
+                log.n_events, result.epochs_run, seconds)
     return UpdateResult(embeddings, stored, item_counts, result, config, lineage, stats,
                         vocabulary[n_old:n_warm], files)
 
@@ -547,7 +547,7 @@ def _stats(log: EventLog, counts: sp.csr_matrix, result: TrainingResult, seconds
         "items": int(n_items), "cooccurrence_nonzeros": int(counts.nnz),
         "context_kind": "session" if log.ordered else "basket",
         "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
-        "epochs_run": len(result.history), "history": result.history,
+        "epochs_run": result.epochs_run, "history": result.history,
         "train_seconds": round(seconds, 3), "data_range": _time_range(log),
     }
 
