@@ -8,6 +8,7 @@ so every method ranks the same items and answers the same queries.
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass
 
@@ -112,3 +113,14 @@ def stratified_hr(rank: np.ndarray, targets: np.ndarray, strata: np.ndarray) -> 
         out[label] = float((rank[mask] < K).mean()) if mask.any() else float("nan")
         out[f"{label}_queries"] = int(mask.sum())
     return out
+
+
+def encode_hits(rank: np.ndarray) -> str:
+    """Per-query hits (rank < K) packed to bits, base64: results.json keeps them for paired
+    comparisons between methods (same queries, same order) without pickle or a second file."""
+    return base64.b64encode(np.packbits(np.asarray(rank) < K).tobytes()).decode("ascii")
+
+
+def decode_hits(text: str, n: int) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=n)
+    return bits.astype(bool)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks.methods import ALL, PEERS
 from benchmarks.protocol import K
+from benchmarks.significance import DRAWS, intervals, paired_cell
 from itemvec.bundle import atomic_write_bytes
 from itemvec.evaluation import TASKS
 
@@ -97,6 +98,31 @@ def geometric_mean_ratio(results: dict) -> tuple[float | None, list[tuple[str, s
     return math.exp(sum(math.log(r[2]) for r in rows) / len(rows)), rows
 
 
+def ratio_markdown(results: dict) -> list[str]:
+    """The geometric-mean ratio and, where per-query hits are stored, paired 95% intervals."""
+    ratio, rows = geometric_mean_ratio(results)
+    if ratio is None:
+        return []
+    cells = [paired_cell(results["datasets"][n], n, t, p) for n, t, _, p in rows]
+    paired = all(c is not None for c in cells)
+    per_cell, overall = intervals(cells) if paired else ([None] * len(rows), None)
+    head = (f"itemvec / best tuned peer ({HR}), geometric mean over {len(rows)} "
+            f"(data set, task) pairs: **{ratio:.3f}**")
+    if overall is not None:
+        head += f" (paired bootstrap 95% interval {overall[0]:.3f}-{overall[1]:.3f})"
+    lines = [head, "", "| data set | task | ratio | 95% interval | queries only itemvec / "
+             "only the peer hits | best peer |", "|---|---|---|---|---|---|"]
+    for (n, t, r, p), cell, ci in zip(rows, cells, per_cell, strict=True):
+        span = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "–"
+        split = "{} / {}".format(*cell.discordant) if cell else "–"
+        lines.append(f"| {n} | {t} | {r:.3f} | {span} | {split} | {p} |")
+    if paired:
+        lines += ["", "Intervals: queries resampled with replacement, the same draw for both "
+                  f"methods, {DRAWS} draws (`benchmarks/significance.py`); the best peer is the one "
+                  "named, fixed across draws."]
+    return lines
+
+
 def summary_markdown(results: dict) -> str:
     lines = [f"Measured {results['meta'].get('updated', '')} on "
              f"{results['meta'].get('machine', 'this machine')}; full-ranking {HR} on the test "
@@ -117,13 +143,8 @@ def summary_markdown(results: dict) -> str:
                 value = block["methods"][m]["tasks"][task][HR]
                 cells.append(f"**{value:.4f}**" if m in PEERS and value == top else f"{value:.4f}")
             lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
-    ratio, rows = geometric_mean_ratio(results)
     lines.append("")
-    if ratio is not None:
-        lines += [f"itemvec / best tuned peer ({HR}), geometric mean over {len(rows)} "
-                  f"(data set, task) pairs: **{ratio:.3f}**", "",
-                  "| data set | task | ratio | best peer |", "|---|---|---|---|"]
-        lines += [f"| {n} | {t} | {r:.3f} | {p} |" for n, t, r, p in rows]
+    lines += ratio_markdown(results)
     if results["meta"].get("quick"):
         lines += ["", "(quick run: tiny grids, smoke test only)"]
     return "\n".join(lines) + "\n"

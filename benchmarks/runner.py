@@ -21,6 +21,7 @@ from benchmarks.probes import probe
 from benchmarks.protocol import (
     K,
     Prepared,
+    encode_hits,
     metrics,
     popularity_strata,
     ranks,
@@ -67,7 +68,8 @@ def run_method(data: Prepared, name: str, categories: dict[str, dict[str, str]],
                        "train_seconds": round(chosen["fit_seconds"], 3),
                        "peak_mib": round(chosen["peak_mib"], 1),
                        "params": chosen["params"], "query": chosen["query"],
-                       "by_popularity": stratified_hr(rank, data.test[task].targets, strata)}
+                       "by_popularity": stratified_hr(rank, data.test[task].targets, strata),
+                       "hits": encode_hits(rank)}
     result = {"method": name, "fits": len(grid), "configs": len(tuning),
               "tuning_seconds": round(time.perf_counter() - began, 3),
               "memory_method": MEMORY_METHOD, "tasks": tasks, "tuning": tuning}

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from benchmarks.methods import ease_weights, sample_grid, sar_similarity
-from benchmarks.protocol import popularity_strata, stratified_hr
+from benchmarks.protocol import decode_hits, popularity_strata, stratified_hr
 from benchmarks.report import geometric_mean_ratio
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -87,6 +87,8 @@ def test_quick_run_on_groceries(tmp_path):
             entry = block["methods"][method]["tasks"][task]
             assert 0.2 < entry["HR@20"] <= 1.0 and entry["NDCG@20"] <= entry["HR@20"]
             assert entry["queries"] == block["stats"]["test_queries"][task] > 500
+            hits = decode_hits(entry["hits"], entry["queries"])
+            assert hits.mean() == pytest.approx(entry["HR@20"])
     # every basket method sees the same queries; co-occurrence must find more than chance
     assert block["methods"]["itemknn"]["tasks"]["s2i"]["MRR@20"] > 0.1
     assert (tmp_path / "groceries.md").read_text().startswith("# groceries")
@@ -105,3 +107,24 @@ def test_quick_item2vec_on_groceries(tmp_path):
     assert i2v["tasks"]["s2i"]["HR@20"] > 0.2
     probe = i2v["probe"]["level1"]
     assert probe["classes"] == 10 and probe["accuracy"] > probe["majority_accuracy"]
+
+
+def test_hits_round_trip_through_base64():
+    from benchmarks.protocol import encode_hits
+
+    rank = np.array([0, 19, 20, 5, 100, 3, 7, 40, 1, 2, 25])
+    assert decode_hits(encode_hits(rank), len(rank)).tolist() == (rank < 20).tolist()
+
+
+def test_paired_bootstrap_intervals_know_ties_from_wins():
+    from benchmarks.significance import PairedCell, intervals
+
+    rng = np.random.default_rng(1)
+    peer = rng.random(2000) < 0.3
+    tie = PairedCell("a", "s2i", "ease", peer.copy(), peer)
+    better = PairedCell("b", "s2i", "ease", peer | (rng.random(2000) < 0.15), peer)
+    assert tie.discordant == (0, 0) and better.discordant[1] == 0
+    (tie_ci, better_ci), overall = intervals([tie, better], draws=500)
+    assert tie_ci == (1.0, 1.0)  # identical hits: every draw gives the same ratio
+    assert better_ci[0] > 1.2 and better_ci[0] < better.ratio < better_ci[1]
+    assert 1.0 < overall[0] < overall[1] < better.ratio
