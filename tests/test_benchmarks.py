@@ -128,3 +128,19 @@ def test_paired_bootstrap_intervals_know_ties_from_wins():
     assert tie_ci == (1.0, 1.0)  # identical hits: every draw gives the same ratio
     assert better_ci[0] > 1.2 and better_ci[0] < better.ratio < better_ci[1]
     assert 1.0 < overall[0] < overall[1] < better.ratio
+
+
+def test_seeds_table_takes_one_ratio_per_run(tmp_path):
+    from benchmarks.seeds import collect, markdown
+
+    for seed, ours in ((0, 0.2), (1, 0.5)):
+        methods = {m: {"tasks": {t: {"HR@20": v} for t in ("i2i", "s2i")}}
+                   for m, v in (("itemvec", ours), ("ease", 0.4))}
+        block = {"stats": {"seed": seed}, "methods": methods}
+        (tmp_path / str(seed)).mkdir()
+        (tmp_path / str(seed) / "results.json").write_text(
+            json.dumps({"datasets": {"a": block}}))
+    cells = collect([tmp_path / "0", tmp_path / "1"])
+    assert cells[("a", "s2i")] == [(0, 0.5, "ease"), (1, 1.25, "ease")]
+    row = markdown(cells).splitlines()[2]
+    assert "| 0.791 | 1/2 |" in row  # sqrt(0.5 * 1.25)

@@ -46,6 +46,7 @@ from itemvec.ingest import (
     require_columns,
     restrict_vocabulary,
 )
+from itemvec.objectives import resolve_objective
 from itemvec.relations import read_relations
 from itemvec.streaming import VALIDATION_CONTEXTS, hold_out, read_contexts, sample_valid, use_streaming
 from itemvec.training import Callback, Trainer, TrainingResult
@@ -138,6 +139,7 @@ class Counted:
     contexts: int
     stored: sp.csr_matrix | None = None  # what the bundle keeps (after --min-support); matrix
     extra_stats: dict = field(default_factory=dict)  # added to the bundle's stats
+    log: EventLog | None = None  # the contexts themselves, for history fine-tuning (in memory)
 
     @classmethod
     def from_log(cls, log: EventLog, config: PipelineConfig) -> Counted:
@@ -145,7 +147,7 @@ class Counted:
         matrix = count_pairs(log, config.cooccurrence) if log.n_items >= 2 else None
         stored = None if matrix is None else apply_min_support(matrix, log, config.cooccurrence)
         return cls(matrix, log.item_ids, log.item_counts(), log.ordered, log.source,
-                   log.n_events, log.n_contexts, stored)
+                   log.n_events, log.n_contexts, stored, log=log)
 
 
 def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
@@ -200,6 +202,8 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                                 item_table=item_table)
     if config.training.tune_query:
         tune_on_validation(embeddings, valid, ordered, config)
+    if counted.log is not None and (plan is None or behaviour_first):
+        finetune_on_histories(result.encoder, embeddings, counted.log, valid, config, progress)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
         from itemvec.coldstart import attach_cold_items
 
@@ -219,6 +223,38 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                            shape=(n, n))
     counts = np.concatenate([counted.item_counts, np.zeros(plan.n_cold, dtype=np.int64)])
     return TrainedModel(embeddings, stored, counts, result, stats, plan.files())
+
+
+def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
+                          valid: EventLog | None, config: PipelineConfig,
+                          progress: bool = False) -> None:
+    """History fine-tuning (``itemvec.histories``) where it applies: a validation slice to judge
+    it, ``training.history_epochs`` > 0 and a full-softmax model (it scores every item per
+    example). Vectors, logits and query settings change only if validation prefers the result."""
+    training = config.training
+    if training.history_epochs == 0 or resolve_objective(training.objective,
+                                                         len(embeddings)) != "softmax":
+        return
+    queries = validation_queries(valid, embeddings.item_ids, config)
+    if queries is None:
+        return
+    from itemvec.histories import build_examples, finetune
+
+    examples = build_examples(log, embeddings, seed=training.seed)
+    if len(examples) == 0:
+        return
+    report = finetune(encoder, embeddings, examples, queries, training.history_epochs,
+                      training.history_lr, training.batch_size, seed=training.seed,
+                      progress=progress)
+    embeddings.metadata["stats"]["history_finetune"] = report
+    logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
+                report["start"], report["best"], report["best_epoch"], report["epochs_run"],
+                report["seconds"])
+    if report["best_epoch"]:
+        embeddings.vectors, embeddings.item_bias = encoder.export()
+        if training.tune_query:
+            embeddings.query, info = tune_query(embeddings, queries, valid.ordered)
+            embeddings.metadata["stats"]["query_tuning_after_histories"] = info
 
 
 def tune_on_validation(embeddings: ItemEmbeddings, valid: EventLog | None, ordered: bool,
