@@ -59,6 +59,20 @@ def test_train_stores_config_and_item_table(cli_model):
     assert "category" in embeddings.item_table.columns
 
 
+def test_history_fine_tuning_is_reported_and_can_be_turned_off(cli_model, shop_files,
+                                                               tmp_path, cli):
+    report = load_embeddings(cli_model).metadata["stats"]["history_finetune"]
+    assert report["examples"] > 0 and report["best"] >= report["start"]
+    assert report["epochs_run"] >= 2 and report["history"][0]["epoch"] == 1
+    out = tmp_path / "off"
+    code, _, stderr = cli(["train", shop_files[0], "--time", "ts", "--out", out, "--epochs", "2",
+                           "--history-epochs", "0", "--device", "cpu", "-q"])
+    assert code == 0, stderr
+    embeddings = load_embeddings(out)
+    assert embeddings.metadata["config"]["training"]["history_epochs"] == 0
+    assert "history_finetune" not in embeddings.metadata["stats"]
+
+
 def test_export_parquet_has_string_ids_and_float32_lists(cli_model, tmp_path, cli):
     out = tmp_path / "vectors.parquet"
     code, stdout, stderr = cli(["export", cli_model, "--out", out])

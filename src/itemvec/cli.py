@@ -114,6 +114,9 @@ def train(
     dim: Annotated[int | None, typer.Option("--dim", help="Embedding size.  [default: 64]")] = None,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", help="Maximum epochs (early stopping may end sooner).  [default: 40]")] = None,
+    history_epochs: Annotated[int | None, typer.Option(
+        "--history-epochs", help="Maximum epochs of fine-tuning on history -> next item after "
+        "training, kept only if validation prefers it; 0 = off.  [default: 10]")] = None,
     temperature: Annotated[float | None, typer.Option(
         "--temperature", help="Softmax temperature on cosines.  [default: 0.2]")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.  [default: 0.01]")] = None,
@@ -169,9 +172,9 @@ def train(
         dict(context=context, item=item, time=time, event=event, event_weights=event_weights,
              session_gap=session_gap, context_kind=context_kind),
         dict(min_count=min_count, window=window, min_support=min_support),
-        dict(objective=objective, dim=dim, epochs=epochs, temperature=temperature, lr=lr,
-             seed=seed, device=device, precision=precision, accumulate=accumulate,
-             pairs_per_epoch=pairs_per_epoch,
+        dict(objective=objective, dim=dim, epochs=epochs, history_epochs=history_epochs,
+             temperature=temperature, lr=lr, seed=seed, device=device, precision=precision,
+             accumulate=accumulate, pairs_per_epoch=pairs_per_epoch,
              checkpoint_every=checkpoint_every,
              checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None),
     )
