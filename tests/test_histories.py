@@ -99,3 +99,11 @@ def test_finetuning_keeps_the_start_when_validation_does_not_improve():
 def test_config_rejects_negative_history_epochs():
     with pytest.raises(ConfigError, match="training.history_epochs must be >= 0, got -1"):
         TrainingConfig(history_epochs=-1)
+
+
+def test_auto_fine_tunes_only_logs_up_to_two_million_events():
+    from itemvec.pipeline import history_epochs
+
+    assert history_epochs(TrainingConfig(), 2_000_000) == 10
+    assert history_epochs(TrainingConfig(), 2_000_001) == 0
+    assert history_epochs(TrainingConfig(history_epochs=3), 50_000_000) == 3

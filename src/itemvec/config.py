@@ -143,7 +143,8 @@ class TrainingConfig:
     init: str = "svd"  # svd: truncated SVD of shifted PPMI; random: small normal
     hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
     tune_query: bool = True  # choose query settings on the validation slice after training
-    history_epochs: int = 10  # fine-tune on history -> next item (itemvec.histories); 0 = off
+    history_epochs: int | None = None  # fine-tune on history -> next item (itemvec.histories):
+    # None = auto (10 up to 2M training events, else off: it scores every item per event); 0 = off
     history_lr: float = 0.002
     validation_fraction: float = 0.1
     patience: int = 2  # evaluations without a new best before stopping, and ...
@@ -184,8 +185,9 @@ class TrainingConfig:
         _require(0 <= self.validation_fraction < 0.5, "training.validation_fraction",
                  "must be in [0, 0.5)", self.validation_fraction)
         _require(self.patience >= 1, "training.patience", "must be >= 1", self.patience)
-        _require(self.history_epochs >= 0, "training.history_epochs", "must be >= 0",
-                 self.history_epochs, "use 0 to turn history fine-tuning off")
+        _require(self.history_epochs is None or self.history_epochs >= 0,
+                 "training.history_epochs", "must be >= 0", self.history_epochs,
+                 "use 0 to turn history fine-tuning off, or leave it unset for auto")
         _require(0 < self.history_lr < float("inf"), "training.history_lr", "must be > 0",
                  self.history_lr, "try 0.002")
         _require(self.patience_batches >= 0, "training.patience_batches", "must be >= 0",

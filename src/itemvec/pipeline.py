@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from itemvec.baselines import build_baseline
 from itemvec.bundle import check_target, write_bundle
 from itemvec.checkpoint import CheckpointManager, manager_for
-from itemvec.config import PipelineConfig, QueryConfig
+from itemvec.config import PipelineConfig, QueryConfig, TrainingConfig
 from itemvec.cooccurrence import apply_min_support, count_pairs, prune_rare_items
 from itemvec.counting import DEFAULT_CHUNK_ROWS, _ordered, count_file
 from itemvec.embeddings import ItemEmbeddings
@@ -53,6 +53,8 @@ from itemvec.training import Callback, Trainer, TrainingResult
 from itemvec.tuning import tune_query
 
 logger = logging.getLogger(__name__)
+AUTO_HISTORY_EPOCHS = 10
+AUTO_HISTORY_MAX_EVENTS = 2_000_000
 VALIDATION_QUERIES = 3000
 
 
@@ -225,15 +227,23 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     return TrainedModel(embeddings, stored, counts, result, stats, plan.files())
 
 
+def history_epochs(training: TrainingConfig, events: int) -> int:
+    """``training.history_epochs``, or for auto: 10 up to ``AUTO_HISTORY_MAX_EVENTS`` training
+    events, else 0 (an epoch scores every item for each of up to 300k examples)."""
+    if training.history_epochs is not None:
+        return training.history_epochs
+    return AUTO_HISTORY_EPOCHS if events <= AUTO_HISTORY_MAX_EVENTS else 0
+
+
 def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
                           valid: EventLog | None, config: PipelineConfig,
                           progress: bool = False) -> None:
     """History fine-tuning (``itemvec.histories``) where it applies: a validation slice to judge
-    it, ``training.history_epochs`` > 0 and a full-softmax model (it scores every item per
+    it, ``history_epochs`` > 0 and a full-softmax model (it scores every item per
     example). Vectors, logits and query settings change only if validation prefers the result."""
     training = config.training
-    if training.history_epochs == 0 or resolve_objective(training.objective,
-                                                         len(embeddings)) != "softmax":
+    epochs = history_epochs(training, log.n_events)
+    if epochs == 0 or resolve_objective(training.objective, len(embeddings)) != "softmax":
         return
     queries = validation_queries(valid, embeddings.item_ids, config)
     if queries is None:
@@ -243,9 +253,8 @@ def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
     examples = build_examples(log, embeddings, seed=training.seed)
     if len(examples) == 0:
         return
-    report = finetune(encoder, embeddings, examples, queries, training.history_epochs,
-                      training.history_lr, training.batch_size, seed=training.seed,
-                      progress=progress)
+    report = finetune(encoder, embeddings, examples, queries, epochs, training.history_lr,
+                      training.batch_size, seed=training.seed, progress=progress)
     embeddings.metadata["stats"]["history_finetune"] = report
     logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
                 report["start"], report["best"], report["best_epoch"], report["epochs_run"],
