@@ -125,7 +125,8 @@ def counts_equal(a, b) -> bool:
 def small_config(**ingest) -> PipelineConfig:
     return PipelineConfig(ingest=IngestConfig(time="ts", **ingest),
                           training=TrainingConfig(epochs=3, dim=16, device="cpu", eval_every=1,
-                                                  validation_fraction=0.15))
+                                                  validation_fraction=0.15,
+                                                  history_epochs=0))  # streaming has no log
 
 
 @pytest.mark.parametrize("kind,ingest", [("parquet", {}), ("csv", {"session_gap": 90})])
