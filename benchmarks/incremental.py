@@ -151,6 +151,13 @@ def run(name: str, data_dir: Path, repeats: int, variants: dict[str, UpdateConfi
                 "retrain": {"seconds": round(float(np.median(retrain_times)), 2),
                             "epochs": retrain.stats["epochs_run"],
                             **score(retrain.embeddings, universe, queries, new_targets)}}
+        began = time.perf_counter()  # what the update is closest to: no history fine-tuning
+        plain_config = dataclasses.replace(config, training=dataclasses.replace(
+            config.training, history_epochs=0))
+        plain = train_on_log(train, plain_config, valid=valid, progress=False)
+        rows["retrain without history fine-tuning (--history-epochs 0)"] = {
+            "seconds": round(time.perf_counter() - began, 2), "epochs": plain.stats["epochs_run"],
+            **score(plain.embeddings, universe, queries, new_targets)}
         for label, settings in variants.items():
             times, result = [], None
             for _ in range(repeats):

@@ -61,12 +61,7 @@ from itemvec.encoder import FeatureEncoder, ItemEncoder
 from itemvec.errors import BundleError, ConfigError, DataError, ItemvecError
 from itemvec.features import SPEC_FILE, FeatureSpec, aligned_table
 from itemvec.ingest import EventLog, read_events
-from itemvec.pipeline import (
-    finetune_on_histories,
-    holdout_by_time,
-    make_validator,
-    read_item_table,
-)
+from itemvec.pipeline import holdout_by_time, make_validator, read_item_table
 from itemvec.training import Trainer, TrainingResult, popularity_logits, spectral_vectors
 
 logger = logging.getLogger(__name__)
@@ -466,8 +461,6 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
                                 parent.embeddings.query,
                                 metadata={"config": config.to_dict(), "stats": stats,
                                           "lineage": lineage}, item_table=table)
-    if features is None and settings.epochs:  # as train does, on the new contexts
-        finetune_on_histories(result.encoder, embeddings, log, valid, config, progress)
     stored = (move(parent.cooccurrence, plan.parent_positions, n) * factor
               + apply_min_support(fresh, log, config.cooccurrence)).tocsr().astype(np.float32)
     files = {} if features is None else {SPEC_FILE: _spec_file(features, n_warm)}
