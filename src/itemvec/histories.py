@@ -3,8 +3,8 @@
 The co-occurrence objective teaches item -> item. ``recommend`` asks history -> item: the
 history's unit vectors are pooled with the query weights (recency, evidence) and scored by
 cosine / temperature plus the popularity logit. A few epochs on exactly that task, started from
-the co-occurrence model, teach the vectors to add up well: items that are redundant inside one
-history stop double-counting, complementary ones pull together. Examples come from the training
+the co-occurrence model, train the vectors for how they are used: summed into one query, not
+compared one pair at a time. Examples come from the training
 contexts (sessions: the previous <= 50 items -> the next; baskets: the rest of the basket -> one
 item), history items are masked from the softmax as they are from rankings, and the result is
 kept only if it beats the start on the validation slice (mean of i2i and s2i HR@20).
@@ -29,7 +29,7 @@ from itemvec.tuning import MARGIN, score
 logger = logging.getLogger(__name__)
 MAX_LENGTH = 50  # history items per example (the most recent ones)
 MAX_TARGETS_PER_BASKET = 30
-MAX_EXAMPLES = 300_000  # per epoch, a seeded sample beyond this
+MAX_EXAMPLES = 300_000  # examples kept (one seeded sample beyond this, the same every epoch)
 
 
 @dataclass
