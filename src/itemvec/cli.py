@@ -116,7 +116,8 @@ def train(
         "--epochs", help="Maximum epochs (early stopping may end sooner).  [default: 40]")] = None,
     history_epochs: Annotated[int | None, typer.Option(
         "--history-epochs", help="Maximum epochs of fine-tuning on history -> next item after "
-        "training, kept only if validation prefers it; 0 = off.  [default: 10]")] = None,
+        "training, kept only if validation prefers it; 0 = off.  [default: auto: 10 up to 2M "
+        "training events, off above]")] = None,
     temperature: Annotated[float | None, typer.Option(
         "--temperature", help="Softmax temperature on cosines.  [default: 0.2]")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.  [default: 0.01]")] = None,

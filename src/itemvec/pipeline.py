@@ -202,10 +202,11 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                                 query_settings(config, ordered),
                                 metadata={"config": config.to_dict(), "stats": stats},
                                 item_table=item_table)
+    queries = validation_queries(valid, trained_items, config)  # for query tuning and histories
     if config.training.tune_query:
-        tune_on_validation(embeddings, valid, ordered, config)
+        tune_on_validation(embeddings, queries, ordered)
     if counted.log is not None and (plan is None or behaviour_first):
-        finetune_on_histories(result.encoder, embeddings, counted.log, valid, config, progress)
+        finetune_on_histories(result.encoder, embeddings, counted.log, queries, config, progress)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
         from itemvec.coldstart import attach_cold_items
 
@@ -236,17 +237,15 @@ def history_epochs(training: TrainingConfig, events: int) -> int:
 
 
 def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
-                          valid: EventLog | None, config: PipelineConfig,
+                          queries: dict[str, Queries] | None, config: PipelineConfig,
                           progress: bool = False) -> None:
     """History fine-tuning (``itemvec.histories``) where it applies: a validation slice to judge
     it, ``history_epochs`` > 0 and a full-softmax model (it scores every item per
     example). Vectors, logits and query settings change only if validation prefers the result."""
     training = config.training
     epochs = history_epochs(training, log.n_events)
-    if epochs == 0 or resolve_objective(training.objective, len(embeddings)) != "softmax":
-        return
-    queries = validation_queries(valid, embeddings.item_ids, config)
-    if queries is None:
+    if queries is None or epochs == 0 or resolve_objective(training.objective,
+                                                           len(embeddings)) != "softmax":
         return
     from itemvec.histories import build_examples, finetune
 
@@ -262,18 +261,17 @@ def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
     if report["best_epoch"]:
         embeddings.vectors, embeddings.item_bias = encoder.export()
         if training.tune_query:
-            embeddings.query, info = tune_query(embeddings, queries, valid.ordered)
-            embeddings.metadata["stats"]["query_tuning_after_histories"] = info
+            tune_on_validation(embeddings, queries, log.ordered, "query_tuning_after_histories")
 
 
-def tune_on_validation(embeddings: ItemEmbeddings, valid: EventLog | None, ordered: bool,
-                       config: PipelineConfig) -> None:
-    """Set the bundle's query settings to the ones the held-out contexts prefer."""
-    queries = validation_queries(valid, embeddings.item_ids, config)
+def tune_on_validation(embeddings: ItemEmbeddings, queries: dict[str, Queries] | None,
+                       ordered: bool, key: str = "query_tuning") -> None:
+    """Set the bundle's query settings to the ones the held-out ``queries`` prefer; the
+    trial record goes to ``stats[key]``."""
     if queries is None:
         return
     embeddings.query, info = tune_query(embeddings, queries, ordered)
-    embeddings.metadata["stats"]["query_tuning"] = info
+    embeddings.metadata["stats"][key] = info
 
 
 def _stats(counted: Counted, result: TrainingResult, seconds: float) -> dict:
