@@ -36,15 +36,14 @@ from scipy.special import log_softmax
 from benchmarks.cold_start import (
     CategoryPopularity,
     features_only,
-    hide_items,
+    hidden_split,
     load_side,
     query_sets,
     tradeoff,
 )
 from itemvec.config import PipelineConfig
-from itemvec.evaluation import evaluate, split_contexts
+from itemvec.evaluation import evaluate
 from itemvec.features import FeatureConfig, SideInformation
-from itemvec.ingest import restrict_vocabulary
 from itemvec.pipeline import train_on_log
 
 BUDGETS = (0.005, 0.02, 0.05, 0.10)
@@ -74,19 +73,15 @@ def best_within(points: list, base_warm: float, budget: float) -> float:
 def trained(name: str, seed: int):
     """The default behaviour-first model on ``name`` with 10% of items hidden (cold_start's)."""
     data = load_side(name)
-    log = data.log
-    split = split_contexts(log, seed=seed)
-    hidden = hide_items(log, 0.10, seed, data.items)
-    train = restrict_vocabulary(log.subset(np.sort(split.train)), ~hidden)
-    valid = restrict_vocabulary(log.subset(np.sort(split.valid)), ~hidden)
-    test = log.subset(np.sort(split.test))
+    parts = hidden_split(data, seed)
     config = PipelineConfig()
     config.training.device = "cpu"
-    table = data.items.filter(pl.col("item_id").is_in(log.item_ids.tolist()))
+    table = data.items.filter(pl.col("item_id").is_in(data.log.item_ids.tolist()))
     side = SideInformation(table, data.features or None,
                            config=FeatureConfig(mode="behaviour-first"))
-    model = train_on_log(train, config, valid=valid, item_table=table, side=side, progress=False)
-    return data, model, test, set(log.item_ids[hidden].tolist()), table, config
+    model = train_on_log(parts.train, config, valid=parts.valid, item_table=table, side=side,
+                         progress=False)
+    return data, model, parts.test, parts.hidden_ids, table, config
 
 
 def run(name: str, seed: int = 0) -> dict:

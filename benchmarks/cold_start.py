@@ -271,25 +271,41 @@ def query_sets(test: EventLog, hidden_ids: set[str], item_ids: np.ndarray, n_war
     return out
 
 
+@dataclass
+class HiddenSplit:
+    """The protocol's split: 10% of items hidden from train and valid, kept in test."""
+
+    train: EventLog
+    valid: EventLog
+    test: EventLog
+    hidden_ids: set[str]
+
+
+def hidden_split(data: SideData, seed: int) -> HiddenSplit:
+    log = data.log
+    split = split_contexts(log, seed=seed)
+    hidden = hide_items(log, 0.10, seed, data.items)
+    train, valid, test = (log.subset(np.sort(part)) for part in
+                          (split.train, split.valid, split.test))
+    return HiddenSplit(restrict_vocabulary(train, ~hidden), restrict_vocabulary(valid, ~hidden),
+                       test, set(log.item_ids[hidden].tolist()))
+
+
 def run_dataset(name: str, seed: int, epochs: int | None, max_queries: int,
                 device: str, data_dir: Path = DATA) -> dict:
     data = load_side(name, data_dir)
     log = data.log
     logger.info("%s: %d items, %d contexts", name, log.n_items, log.n_contexts)
-    split = split_contexts(log, seed=seed)
-    hidden = hide_items(log, 0.10, seed, data.items)
-    keep = ~hidden
-    train_log = restrict_vocabulary(log.subset(np.sort(split.train)), keep)
-    valid_log = restrict_vocabulary(log.subset(np.sort(split.valid)), keep)
-    test_log = log.subset(np.sort(split.test))
-    hidden_ids = set(log.item_ids[hidden].tolist())
+    parts = hidden_split(data, seed)
+    train_log, valid_log, test_log, hidden_ids = parts.train, parts.valid, parts.test, \
+        parts.hidden_ids
     config = PipelineConfig()
     config.training.device = device
     if epochs:
         config.training.epochs = epochs
     table = data.items.filter(pl.col("item_id").is_in(log.item_ids.tolist()))
     result = {"dataset": name, "note": data.note, "items": int(log.n_items),
-              "hidden_items": int(hidden.sum()), "contexts": int(log.n_contexts),
+              "hidden_items": len(hidden_ids), "contexts": int(log.n_contexts),
               "item_table_rows": int(table.height), "probe": data.probe_name}
     models, seconds = {}, {}
     # side = the default (behaviour-first); joint = the EGES-style mode trained with behaviour
