@@ -42,9 +42,9 @@ from benchmarks.cold_start import (
     tradeoff,
 )
 from itemvec.config import PipelineConfig
-from itemvec.evaluation import evaluate
-from itemvec.features import FeatureConfig, SideInformation
-from itemvec.pipeline import train_on_log
+from itemvec.evaluation.protocol import evaluate
+from itemvec.model.features import FeatureConfig, SideInformation
+from itemvec.train.pipeline import train_on_log
 
 BUDGETS = (0.005, 0.02, 0.05, 0.10)
 ALPHAS = (0.5, 1.0, 2.0)

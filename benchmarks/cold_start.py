@@ -6,7 +6,7 @@ Protocol (per data set):
 2. Hide a random 10% of the items (seeded) from training and validation behaviour; they stay in
    the item table, so a model with side information knows them as *cold* items.
 3. Train four models on the same behaviour: ``behaviour`` (itemvec default, no item table),
-   ``side`` (all feature columns, the default behaviour-first mode: itemvec.coldstart),
+   ``side`` (all feature columns, the default behaviour-first mode: itemvec.train.coldstart),
    ``joint`` (all feature columns, ``features.mode = "joint"``: EGES-style fusion trained with
    behaviour) and ``side-no-probe`` (behaviour-first on the feature columns that do not reveal
    the probe label, where such a set exists).
@@ -21,7 +21,7 @@ Protocol (per data set):
    (behaviour-first warm vectors are the behaviour model's), and the share of each cold item's
    10 nearest warm items that carry its label.
 6. Trade-off on test: warm and cold HR@20 of the default model if its calibrated cold offset
-   moved by each ``itemvec.coldstart.OFFSETS`` value (how much cold quality a looser warm
+   moved by each ``itemvec.train.coldstart.OFFSETS`` value (how much cold quality a looser warm
    budget would buy), beside the validation curve the offset was chosen on.
 
     python benchmarks/cold_start.py --datasets all --device cpu --threads 2 \
@@ -47,13 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import datasets as adapters  # noqa: E402
 from benchmarks.probes import probe  # noqa: E402
-from itemvec.baselines import recency_weights  # noqa: E402
 from itemvec.config import IngestConfig, PipelineConfig  # noqa: E402
-from itemvec.embeddings import ItemEmbeddings  # noqa: E402
-from itemvec.evaluation import Queries, build_queries, evaluate, split_contexts  # noqa: E402
-from itemvec.features import FeatureConfig, SideInformation  # noqa: E402
-from itemvec.ingest import EventLog, restrict_vocabulary  # noqa: E402
-from itemvec.pipeline import train_on_log  # noqa: E402
+from itemvec.data.ingest import EventLog, restrict_vocabulary  # noqa: E402
+from itemvec.evaluation.baselines import recency_weights  # noqa: E402
+from itemvec.evaluation.protocol import Queries, build_queries, evaluate, split_contexts  # noqa: E402
+from itemvec.model.features import FeatureConfig, SideInformation  # noqa: E402
+from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
+from itemvec.train.pipeline import train_on_log  # noqa: E402
 
 logger = logging.getLogger("cold_start")
 DATA = adapters.DEFAULT_DATA_DIR
@@ -86,8 +86,8 @@ def load_side(name: str, data_dir: Path = DATA) -> SideData:
 
 
 def _synth() -> SideData:
-    from itemvec.ingest import ROW, build_log
-    from itemvec.synth import generate
+    from itemvec.data.ingest import ROW, build_log
+    from itemvec.data.synth import generate
 
     shop = generate(60_000, 1_000, 25, seed=0)
     ev = shop.events
@@ -97,7 +97,7 @@ def _synth() -> SideData:
     log = build_log(table, IngestConfig(time="ts"), "synth")
     labels = dict(zip(shop.items["item_id"], shop.items["category"], strict=True))
     return SideData("synth", log, shop.items, "category", labels, "category",
-                    {"brand": "cat", "price": "num"}, "itemvec.synth.generate(60000, 1000, 25)")
+                    {"brand": "cat", "price": "num"}, "itemvec.data.synth.generate(60000, 1000, 25)")
 
 
 def _groceries(base, root: Path) -> SideData:
@@ -369,7 +369,7 @@ def run_dataset(name: str, seed: int, epochs: int | None, max_queries: int,
 def tradeoff(model: ItemEmbeddings, queries: dict[str, Queries], n_warm: int) -> dict:
     """Test HR@20 of warm and of cold targets if the calibrated cold offset moved by each
     ``coldstart.OFFSETS`` value (0 = as shipped), and warm HR@20 with no cold item ranked."""
-    from itemvec.coldstart import OFFSETS, offset_hits
+    from itemvec.train.coldstart import OFFSETS, offset_hits
 
     pooled = Queries([*queries["warm"].histories, *queries["cold"].histories],
                      np.concatenate([queries["warm"].targets, queries["cold"].targets]))

@@ -1,7 +1,7 @@
 """Adapters: each data set in ``../shared/data`` -> an itemvec ``EventLog`` + item categories.
 
 Every adapter builds a table with columns ``context, item, weight`` (and ``time`` when the data
-has a clock) and hands it to ``itemvec.ingest.build_log`` with the ``IngestConfig`` that
+has a clock) and hands it to ``itemvec.data.ingest.build_log`` with the ``IngestConfig`` that
 ``itemvec train`` would get for the same file, so the benchmark reads data exactly as the
 product does. Nothing is copied into the repository.
 
@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from itemvec.config import IngestConfig
-from itemvec.ingest import ROW, EventLog, build_log
+from itemvec.data.ingest import ROW, EventLog, build_log
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

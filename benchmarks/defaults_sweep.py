@@ -21,8 +21,8 @@ import numpy as np
 
 from benchmarks.datasets import DEFAULT_DATA_DIR, load
 from itemvec.config import PipelineConfig
-from itemvec.evaluation import TASKS, build_queries, evaluate, split_contexts
-from itemvec.pipeline import train_on_log, vocabulary_map
+from itemvec.evaluation.protocol import TASKS, build_queries, evaluate, split_contexts
+from itemvec.train.pipeline import train_on_log, vocabulary_map
 
 VALID_QUERIES = 5000
 

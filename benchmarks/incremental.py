@@ -2,7 +2,7 @@
 
 Protocol (results in benchmarks/incremental.md):
 
-1. contexts split 80/10/10 by the time of their last event (``itemvec.evaluation.split_contexts``;
+1. contexts split 80/10/10 by the time of their last event (``evaluation.protocol.split_contexts``;
    amazon-beauty has no clock, so the split is seeded random);
 2. the training events are cut into a *base* 80% and a *new* 20%: movielens by event timestamp
    (a user whose ratings straddle the cut has a base part and a new part); amazon-beauty, which
@@ -10,7 +10,7 @@ Protocol (results in benchmarks/incremental.md):
    numbers users and items by first appearance), the first ones holding 80% of the events are
    the base;
 3. base model: ``train_on_log(base, valid=valid split)``, written as a bundle;
-   update: ``itemvec.update`` of that bundle with the new part (early stopping on the same valid
+   update: ``itemvec.train.update`` of that bundle with the new part (early stopping on the same valid
    split, and the CLI default: the newest 10% of the new contexts);
    retrain: ``train_on_log(base + new, valid=valid split)``, written as a bundle;
 4. every model ranks the same universe (the retrain's items) for the same test queries
@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.datasets import DEFAULT_DATA_DIR, load  # noqa: E402
 from itemvec.config import PipelineConfig  # noqa: E402
-from itemvec.embeddings import ItemEmbeddings  # noqa: E402
-from itemvec.evaluation import build_queries, metrics_from_ranks, split_contexts, target_ranks  # noqa: E402
-from itemvec.ingest import EventLog  # noqa: E402
-from itemvec.pipeline import save_model, train_on_log, vocabulary_map  # noqa: E402
-from itemvec.update import UpdateConfig, load_parent, save_update, update_log  # noqa: E402
+from itemvec.data.ingest import EventLog  # noqa: E402
+from itemvec.evaluation.protocol import build_queries, metrics_from_ranks, split_contexts, target_ranks  # noqa: E402
+from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
+from itemvec.train.pipeline import save_model, train_on_log, vocabulary_map  # noqa: E402
+from itemvec.train.update import UpdateConfig, load_parent, save_update, update_log  # noqa: E402
 
 logger = logging.getLogger("incremental")
 K = 20

@@ -19,8 +19,8 @@ import scipy.linalg as sl
 import scipy.sparse as sp
 
 from benchmarks.protocol import Prepared, context_matrix
-from itemvec.baselines import Popularity, history_matrix, recency_weights
-from itemvec.registry import Registry
+from itemvec.evaluation.baselines import Popularity, history_matrix, recency_weights
+from itemvec.util.registry import Registry
 
 logger = logging.getLogger(__name__)
 methods: Registry = Registry("method")
@@ -98,7 +98,7 @@ class ItemvecMethod(Method):
     name = "itemvec"
 
     def fit(self, data: Prepared, params: dict):
-        from itemvec.pipeline import train_on_log
+        from itemvec.train.pipeline import train_on_log
 
         model = train_on_log(data.full_train, data.config, valid=data.valid_log, progress=False)
         if not np.array_equal(model.embeddings.item_ids, data.item_ids):

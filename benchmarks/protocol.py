@@ -1,7 +1,7 @@
 """itemvec's evaluation protocol, shared by every method: split, vocabulary, queries, ranks.
 
-The split is ``itemvec.evaluation.split_contexts`` (80/10/10 by the time of each context's last
-event, seeded random without a clock). The vocabulary is what ``itemvec.pipeline.train_on_log``
+The split is ``itemvec.evaluation.protocol.split_contexts`` (80/10/10 by the time of each context's last
+event, seeded random without a clock). The vocabulary is what ``itemvec.train.pipeline.train_on_log``
 keeps from the train split with default settings (items seen in >= ``min_count`` train contexts),
 so every method ranks the same items and answers the same queries.
 """
@@ -16,8 +16,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from itemvec.config import PipelineConfig
-from itemvec.cooccurrence import count_pairs, prune_rare_items
-from itemvec.evaluation import (
+from itemvec.counting.cooccurrence import count_pairs, prune_rare_items
+from itemvec.data.ingest import EventLog, restrict_vocabulary
+from itemvec.evaluation.protocol import (
     TASKS,
     Queries,
     Split,
@@ -26,8 +27,7 @@ from itemvec.evaluation import (
     split_contexts,
     target_ranks,
 )
-from itemvec.ingest import EventLog, restrict_vocabulary
-from itemvec.pipeline import vocabulary_map
+from itemvec.train.pipeline import vocabulary_map
 
 logger = logging.getLogger(__name__)
 K = 20

@@ -27,7 +27,7 @@ from benchmarks.protocol import (
     ranks,
     stratified_hr,
 )
-from itemvec.evaluation import TASKS
+from itemvec.evaluation.protocol import TASKS
 
 logger = logging.getLogger(__name__)
 HR = f"HR@{K}"

@@ -42,7 +42,7 @@ def _peak_rss_gib() -> float:
 
 def count(args) -> dict:
     from itemvec.config import IngestConfig
-    from itemvec.counting import count_file
+    from itemvec.counting.streamed import count_file
 
     start = _clock()
     counts = count_file(args.events, IngestConfig(context="session_id", item="item_id",
@@ -79,7 +79,7 @@ def steps(args) -> dict:
     import torch
 
     from itemvec.config import TrainingConfig
-    from itemvec.training import Trainer
+    from itemvec.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -104,10 +104,10 @@ def compare(args) -> dict:
     from gensim.models import Word2Vec
 
     from itemvec.config import IngestConfig, PipelineConfig
-    from itemvec.embeddings import ItemEmbeddings
-    from itemvec.evaluation import build_queries, evaluate, split_contexts
-    from itemvec.ingest import read_events
-    from itemvec.pipeline import train_on_log, vocabulary_map
+    from itemvec.data.ingest import read_events
+    from itemvec.evaluation.protocol import build_queries, evaluate, split_contexts
+    from itemvec.query.embeddings import ItemEmbeddings
+    from itemvec.train.pipeline import train_on_log, vocabulary_map
 
     logging.basicConfig(level=logging.WARNING)
     config = PipelineConfig()

@@ -62,8 +62,8 @@ def timed(fn, args_list) -> dict[str, float]:
 
 # -- in process ------------------------------------------------------------------------------------
 def inprocess(sizes: list[int], backend: str, calls: int, batch: int, seed: int = 0) -> list[dict]:
-    from itemvec.embeddings import ItemEmbeddings
-    from itemvec.index import ExactIndex, build_index, recall_at_k
+    from itemvec.query.embeddings import ItemEmbeddings
+    from itemvec.query.index import ExactIndex, build_index, recall_at_k
 
     rows = []
     for n in sizes:
@@ -107,9 +107,9 @@ def inprocess(sizes: list[int], backend: str, calls: int, batch: int, seed: int 
 
 # -- HTTP ------------------------------------------------------------------------------------------
 def write_synthetic_bundle(root: Path, name: str, n: int, backend: str, seed: int = 0) -> Path:
-    from itemvec.bundle import write_bundle
-    from itemvec.embeddings import ItemEmbeddings
-    from itemvec.index import build_index, save_index
+    from itemvec.query.embeddings import ItemEmbeddings
+    from itemvec.query.index import build_index, save_index
+    from itemvec.store.bundle import write_bundle
 
     vectors, bias = synthetic(n, seed)
     emb = ItemEmbeddings([f"i{i}" for i in range(n)], vectors, bias, temperature=0.1)

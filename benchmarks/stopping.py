@@ -34,10 +34,10 @@ def _prepared(name: str, data_dir: str | None):
     from itemvec.config import IngestConfig, PipelineConfig
 
     if name.endswith((".parquet", ".csv")):  # an `itemvec synth` log, split as benchmarks.scale
-        from itemvec.cooccurrence import prune_rare_items
-        from itemvec.evaluation import build_queries, split_contexts
-        from itemvec.ingest import read_events, restrict_vocabulary
-        from itemvec.pipeline import vocabulary_map
+        from itemvec.counting.cooccurrence import prune_rare_items
+        from itemvec.data.ingest import read_events, restrict_vocabulary
+        from itemvec.evaluation.protocol import build_queries, split_contexts
+        from itemvec.train.pipeline import vocabulary_map
 
         config = PipelineConfig(ingest=IngestConfig(context="session_id", item="item_id",
                                                     time="ts"))
@@ -60,11 +60,11 @@ def _prepared(name: str, data_dir: str | None):
 
 
 def record_curve(name: str, data_dir: str | None = None, epochs: int = EPOCHS) -> dict:
-    from itemvec.embeddings import ItemEmbeddings
-    from itemvec.evaluation import hit_rate
-    from itemvec.objectives import build_objective
-    from itemvec.pipeline import Counted, make_validator, query_settings
-    from itemvec.training import Trainer
+    from itemvec.evaluation.protocol import hit_rate
+    from itemvec.model.objectives import build_objective
+    from itemvec.query.embeddings import ItemEmbeddings
+    from itemvec.train.pipeline import Counted, make_validator, query_settings
+    from itemvec.train.trainer import Trainer
 
     train, valid, test, config = _prepared(name, data_dir)
     counted = Counted.from_log(train, config)
@@ -95,7 +95,7 @@ def record_curve(name: str, data_dir: str | None = None, epochs: int = EPOCHS) -
 def stopping_point(valid: list[float], batches: int, every: int = 1, patience: int = 1,
                    patience_batches: int = 0, score_start: bool = True) -> tuple[int, int]:
     """(kept epoch, last epoch trained) of ``Trainer``'s rule replayed on a recorded curve."""
-    from itemvec.training import patience_spent
+    from itemvec.train.trainer import patience_spent
 
     last = len(valid) - 1
     best, kept, stale = (valid[0], 0, 0) if score_start else (-np.inf, 0, 0)
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--curves", type=Path, default=CURVES)
     args = parser.parse_args()
-    from itemvec.bundle import atomic_write_bytes
+    from itemvec.store.bundle import atomic_write_bytes
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)

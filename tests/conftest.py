@@ -1,6 +1,6 @@
 """Shared fixtures: one small synthetic shop, read and trained once per test session.
 
-The shop has planted structure (hidden categories, see ``itemvec.synth``): a working model puts
+The shop has planted structure (hidden categories, see ``itemvec.data.synth``): a working model puts
 items of the same category next to each other, a broken one does not. Training runs only a
 couple of times in the whole suite; tests that need a model reuse ``trained`` / ``bundle_dir``.
 """
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
-from itemvec.embeddings import ItemEmbeddings
-from itemvec.ingest import EventLog, read_events
-from itemvec.pipeline import TrainedModel, save_model, train_on_log
-from itemvec.synth import SyntheticShop, generate, write
+from itemvec.data.ingest import EventLog, read_events
+from itemvec.data.synth import SyntheticShop, generate, write
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.train.pipeline import TrainedModel, save_model, train_on_log
 
 SHOP_EVENTS, SHOP_ITEMS, SHOP_CATEGORIES = 30_000, 400, 10
 # Items seen in at least this many contexts have enough data for the neighbour check.
@@ -97,8 +97,8 @@ def purity() -> Callable[..., float]:
 
 
 def run_cli(args: Sequence[str | Path]) -> tuple[int, str, str]:
-    """Run ``itemvec.cli.main`` in-process: (exit code, stdout, stderr)."""
-    from itemvec.cli import main
+    """Run ``itemvec.cli.main.main`` in-process: (exit code, stdout, stderr)."""
+    from itemvec.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
@@ -146,7 +146,7 @@ def running_server(bundle: Path, *args: str, log: Path) -> Iterator[tuple[subpro
     """A real ``itemvec serve`` on a free loopback port, healthy before it is yielded."""
     script = Path(sys.executable).with_name("itemvec")  # the installed entry point if there is one
     launcher = [str(script)] if script.is_file() else [
-        sys.executable, "-c", "from itemvec.cli import main; main()"]
+        sys.executable, "-c", "from itemvec.cli.main import main; main()"]
     port = free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen([*launcher, "serve", str(bundle), "--host", "127.0.0.1",

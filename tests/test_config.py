@@ -16,7 +16,7 @@ from itemvec.config import (
     parse_duration,
     parse_event_weights,
 )
-from itemvec.errors import ConfigError, ItemvecError
+from itemvec.util.errors import ConfigError, ItemvecError
 
 
 def test_unknown_top_level_key_names_it_and_the_known_keys():

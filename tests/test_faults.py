@@ -22,13 +22,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from itemvec.bundle import MANIFEST, load_embeddings, write_bundle
-from itemvec.checkpoint import DEFAULT_DIRNAME, FILENAME, CheckpointManager
 from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
-from itemvec.embeddings import ItemEmbeddings
-from itemvec.errors import BundleError
-from itemvec.synth import generate, write
-from itemvec.training import Trainer, TrainingDivergedError
+from itemvec.data.synth import generate, write
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.store.bundle import MANIFEST, load_embeddings, write_bundle
+from itemvec.train.checkpoint import DEFAULT_DIRNAME, FILENAME, CheckpointManager
+from itemvec.train.trainer import Trainer, TrainingDivergedError
+from itemvec.util.errors import BundleError
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--context", "session_id", "--item", "item_id", "--time", "ts", "--epochs", "10",
@@ -43,7 +43,7 @@ def _env() -> dict[str, str]:
 
 
 def _train(events: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from itemvec.cli import main; main()",
+    return subprocess.Popen([sys.executable, "-c", "from itemvec.cli.main import main; main()",
                              "train", str(events), "--out",
                              str(out), *TRAIN_ARGS, *extra], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -146,7 +146,7 @@ def test_failure_mid_write_keeps_the_previous_bundle(old_bundle, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("itemvec.bundle.save_sparse", disk_full)  # after the .npy files
+    monkeypatch.setattr("itemvec.store.bundle.save_sparse", disk_full)  # after the .npy files
     with pytest.raises(OSError):
         write_bundle(old_bundle, _embeddings(2), config={}, stats={},
                      cooccurrence=sp.eye(50, format="csr"))
@@ -159,8 +159,8 @@ KILL_MID_WRITE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import numpy as np
-    import itemvec.bundle as bundle
-    from itemvec.embeddings import ItemEmbeddings
+    import itemvec.store.bundle as bundle
+    from itemvec.query.embeddings import ItemEmbeddings
 
     vectors = np.eye(50, 8, dtype=np.float32) + 0.1
     embeddings = ItemEmbeddings([f"i{k}" for k in range(50)], vectors, np.zeros(50, np.float32))
@@ -201,7 +201,7 @@ def _watch_renames(monkeypatch, bundle: Path) -> list[bool]:
         real(src, dst)
         present.append((bundle / MANIFEST).is_file())
 
-    monkeypatch.setattr("itemvec.bundle.os.replace", replace)
+    monkeypatch.setattr("itemvec.store.bundle.os.replace", replace)
     return present
 
 
@@ -215,7 +215,7 @@ def test_replacing_a_bundle_never_leaves_the_path_missing(old_bundle, monkeypatc
 
 
 def test_swap_without_renameat2_still_replaces(old_bundle, monkeypatch):
-    monkeypatch.setattr("itemvec.bundle._exchange", lambda a, b: False)
+    monkeypatch.setattr("itemvec.store.bundle._exchange", lambda a, b: False)
     present = _watch_renames(monkeypatch, old_bundle)
     _write(old_bundle, seed=5)
     assert present == [False, True]  # the fallback's two renames: a brief gap, both dirs whole
@@ -303,15 +303,15 @@ class Poisoned:
 
 @pytest.fixture(scope="module")
 def small_matrix(events):
-    from itemvec.cooccurrence import count_pairs
-    from itemvec.ingest import read_events
+    from itemvec.counting.cooccurrence import count_pairs
+    from itemvec.data.ingest import read_events
 
     config = PipelineConfig(ingest=IngestConfig(context="session_id", item="item_id", time="ts"))
     return count_pairs(read_events(events, config.ingest), config.cooccurrence)
 
 
 def _poison(monkeypatch, epoch: int, step, where: str) -> list:
-    import itemvec.training as training
+    import itemvec.train.trainer as training
 
     made = []
     real = training.build_objective

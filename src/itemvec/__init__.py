@@ -1,11 +1,11 @@
 """itemvec: self-supervised item embeddings from behaviour logs.
 
 The pipeline reads top-down: ingest -> cooccurrence -> sampling -> encoder -> training ->
-embeddings -> evaluation -> index -> serve. ``itemvec.pipeline.train`` calls one step per stage.
+embeddings -> evaluation -> index -> serve. ``itemvec.train.pipeline.train`` calls one step per stage.
 """
 
-from itemvec.embeddings import ItemEmbeddings
-from itemvec.errors import ItemvecError
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.util.errors import ItemvecError
 
 __all__ = ["ItemEmbeddings", "ItemvecError", "__version__"]
 __version__ = "0.1.0"

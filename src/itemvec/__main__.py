@@ -1,5 +1,5 @@
 """``python -m itemvec`` runs the command line."""
 
-from itemvec.cli import main
+from itemvec.cli.main import main
 
 main()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from itemvec.errors import ConfigError
+from itemvec.util.errors import ConfigError
 
 C = TypeVar("C")
 
@@ -143,7 +143,7 @@ class TrainingConfig:
     init: str = "svd"  # svd: truncated SVD of shifted PPMI; random: small normal
     hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
     tune_query: bool = True  # choose query settings on the validation slice after training
-    history_epochs: int | None = None  # fine-tune on history -> next item (itemvec.histories):
+    history_epochs: int | None = None  # fine-tune on history -> next item (itemvec.train.histories):
     # None = auto (10 up to 2M training events, else off: it scores every item per event); 0 = off
     history_lr: float = 0.002
     validation_fraction: float = 0.1
@@ -156,7 +156,7 @@ class TrainingConfig:
     precision: str = "fp32"  # fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast + loss scaling, CUDA)
     accumulate: int = 1  # gradient accumulation: one optimiser step per this many batches
     sparse_updates: str = "auto"  # lazy Adam on the id rows a batch touches; auto: sampled
-    # objectives above 50k items (itemvec.optimiser.use_sparse_updates)
+    # objectives above 50k items (itemvec.model.optimiser.use_sparse_updates)
     checkpoint_every: float | None = None  # seconds between resumable checkpoints; 0 = each epoch
     checkpoint_dir: str | None = None  # default: <--out>/.checkpoint
 
@@ -174,7 +174,7 @@ class TrainingConfig:
                  "training.pairs_per_epoch", "must be >= 1", self.pairs_per_epoch,
                  "or leave it unset for one pass over the non-zeros")
         _choice("training.init", self.init, ("svd", "random"))
-        from itemvec.objectives import objectives  # late: objectives imports this module
+        from itemvec.model.objectives import objectives  # late: objectives imports this module
 
         if self.objective != "auto":
             objectives.get(self.objective)  # unknown name -> error listing the known ones

@@ -23,7 +23,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from itemvec.plots import (
+from itemvec.analysis.plots import (
     default_color_column,
     map_payload,
     static_text,
@@ -73,7 +73,7 @@ def _strings(embeddings, column: str | None) -> np.ndarray | None:
     if column is None:
         return None
     if column not in cached:
-        from itemvec.search import aligned_table
+        from itemvec.query.search import aligned_table
 
         table = aligned_table(embeddings)
         values = table[column].to_list() if table is not None and column in table.columns else None
@@ -88,9 +88,9 @@ def map_for(model) -> dict[str, Any]:
         cached = model.__dict__.get("_explorer_map")
         if cached is not None:
             return cached
-        from itemvec.embeddings import ItemEmbeddings
-        from itemvec.plots import project
-        from itemvec.search import aligned_table
+        from itemvec.analysis.plots import project
+        from itemvec.query.embeddings import ItemEmbeddings
+        from itemvec.query.search import aligned_table
 
         emb = model.embeddings
         rows = np.arange(len(emb))

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from itemvec import __version__
-from itemvec.errors import ItemvecError, UnknownItemError
 from itemvec.serve.state import ModelHolder, NotReady
+from itemvec.util.errors import ItemvecError, UnknownItemError
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ def _install_routes(app: FastAPI, holder: ModelHolder) -> None:  # noqa: C901 - 
 
     @app.get("/items/{item_id}", responses=ERRORS, summary="An item's embedding and attributes")
     def item(item_id: Annotated[str, Path(min_length=1, max_length=256)]) -> JSONResponse:
-        from itemvec.search import aligned_table
+        from itemvec.query.search import aligned_table
 
         model = holder.current()
         emb = model.embeddings

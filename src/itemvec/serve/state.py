@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from itemvec.embeddings import ItemEmbeddings
-from itemvec.errors import BundleError, ItemvecError
-from itemvec.explain import Explainer, explainer_for_bundle
-from itemvec.search import ItemSearch, item_filter
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.explain import Explainer, explainer_for_bundle
+from itemvec.query.search import ItemSearch, item_filter
+from itemvec.util.errors import BundleError, ItemvecError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class LoadedModel:
 
 def load_model(path: str | Path, index: str = "auto", check: bool = True) -> LoadedModel:
     """Read a bundle and build everything a request could need (not the lazy text encoder)."""
-    from itemvec.bundle import load_embeddings
+    from itemvec.store.bundle import load_embeddings
 
     path = Path(path)
     began = time.perf_counter()

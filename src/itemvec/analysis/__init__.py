@@ -1,0 +1,1 @@
+"""Reading a trained model: reports, plots, classification probes, clustering."""

@@ -1,0 +1,1 @@
+"""The ``itemvec`` command line: one module per group of commands."""

@@ -1,0 +1,518 @@
+"""The ``itemvec`` command line. Every user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from itemvec.config import PipelineConfig, load_config
+from itemvec.util.errors import DataError, ItemvecError
+
+# rich_markup_mode=None: help texts are plain text, so "[default: 5]" and "itemvec[track]" in them
+# are shown as written instead of being eaten as rich markup tags.
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Self-supervised item embeddings from behaviour logs.")
+logger = logging.getLogger("itemvec")
+
+# -- shared options ----------------------------------------------------------------------------
+Context = Annotated[str, typer.Option("--context", help="Column with the session, basket, order "
+                                      "or user id that groups co-occurring events.")]
+Item = Annotated[str, typer.Option("--item", help="Column with the item id (read as a string).")]
+Time = Annotated[str | None, typer.Option("--time", help="Column with a timestamp (number or "
+                                          "ISO-8601); orders events and splits by time.")]
+Event = Annotated[str | None, typer.Option("--event", help="Column with the event type.")]
+EventWeights = Annotated[str | None, typer.Option(
+    "--event-weights", help="Weights per event type, e.g. view=1,cart=3,purchase=5.")]
+SessionGap = Annotated[str | None, typer.Option(
+    "--session-gap", help="Split a context into sessions at gaps longer than this (e.g. 30m); "
+    "needs --time.")]
+ContextKind = Annotated[str | None, typer.Option(
+    "--context-kind", help="session (order matters, windowed pairs), basket (all pairs) or auto "
+    "(session when --time is given).  [default: auto]")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
+ItemKey = Annotated[str, typer.Option("--item-key", help="Id column of --items.")]
+Window = Annotated[int | None, typer.Option(
+    "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")]
+MinCount = Annotated[int | None, typer.Option(
+    "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")]
+MemoryLimit = Annotated[str | None, typer.Option(
+    "--memory-limit", help="Streamed counting (train --streaming, cooccur --engine local): "
+    "memory for partial pair sums before spilling to disk, e.g. 4G.  [default: 4G]")]
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not quiet:
+        logging.getLogger("itemvec.train.trainer").setLevel(logging.WARNING)
+
+
+def _merge(config: PipelineConfig, section: str, **values: Any) -> None:
+    """Apply the CLI options that were given on top of a section of the config."""
+    current = getattr(config, section).__dict__.copy()
+    current.update({k: v for k, v in values.items() if v is not None})
+    setattr(config, section, type(getattr(config, section))(**current))
+
+
+def build_config(config_file: Path | None, ingest: dict, cooccurrence: dict,
+                 training: dict) -> PipelineConfig:
+    config = load_config(config_file) if config_file else PipelineConfig()
+    _merge(config, "ingest", **ingest)
+    _merge(config, "cooccurrence", **cooccurrence)
+    _merge(config, "training", **training)
+    return config
+
+
+# -- train -------------------------------------------------------------------------------------
+@app.command()
+def train(
+    events: Annotated[Path, typer.Argument(help="Event log: .csv/.tsv, .parquet or .jsonl.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (atomically).")],
+    context: Context = "session_id",
+    item: Item = "item_id",
+    time: Time = None,
+    event: Event = None,
+    event_weights: EventWeights = None,
+    session_gap: SessionGap = None,
+    context_kind: ContextKind = None,
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="Item table (id + columns such as category, title); stored in the "
+        "bundle and shown beside results.")] = None,
+    item_key: ItemKey = "item_id",
+    features: Annotated[str | None, typer.Option(
+        "--features", help="Feature columns of --items and their kinds, e.g. "
+        "category:cat,price:num,title:text (kind auto/skip too); 'none' = no features.  "
+        "[default: every column, auto-typed]")] = None,
+    relations: Annotated[Path | None, typer.Option(
+        "--relations", help="Triples head,relation,tail (item -> brand, item -> item, ...) "
+        "added as extra training signal.")] = None,
+    relation_weight: Annotated[float | None, typer.Option(
+        "--relation-weight", help="Mass of relation edges relative to behaviour.  "
+        "[default: 0.5]")] = None,
+    side_mode: Annotated[str | None, typer.Option(
+        "--side-mode", help="How item features are used: behaviour-first (behaviour trained as "
+        "without them, a feature tower embeds cold items, calibrated on validation) or joint "
+        "(EGES-style, trained together).  [default: behaviour-first]")] = None,
+    max_warm_drop: Annotated[float | None, typer.Option(
+        "--max-warm-drop", help="behaviour-first: how much (relative) validation HR@20 of items "
+        "with behaviour the cold items may cost when they are calibrated into rankings; raise "
+        "it to show new items more.  [default: 0.005]")] = None,
+    min_count: MinCount = None,
+    window: Window = None,
+    min_support: Annotated[int | None, typer.Option(
+        "--min-support", help="Privacy: store (and explain with) only item pairs seen in at least "
+        "this many distinct contexts.  [default: 1]")] = None,
+    objective: Annotated[str | None, typer.Option(
+        "--objective", help="auto (softmax up to 50k items, infonce beyond), softmax, infonce or "
+        "sgns.  [default: auto]")] = None,
+    dim: Annotated[int | None, typer.Option("--dim", help="Embedding size.  [default: 64]")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Maximum epochs (early stopping may end sooner).  [default: 40]")] = None,
+    history_epochs: Annotated[int | None, typer.Option(
+        "--history-epochs", help="Maximum epochs of fine-tuning on history -> next item after "
+        "training, kept only if validation prefers it; 0 = off.  [default: auto: 10 up to 2M "
+        "training events, off above]")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        "--temperature", help="Softmax temperature on cosines.  [default: 0.2]")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.  [default: 0.01]")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.  [default: 0]")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")] = None,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="fp32; bf16 (mixed precision, CPU or CUDA); fp16 (mixed precision "
+        "with loss scaling, CUDA only).  [default: fp32]")] = None,
+    accumulate: Annotated[int | None, typer.Option(
+        "--accumulate", help="Gradient accumulation: one optimiser step per this many batches "
+        "(a larger effective batch in the same memory).  [default: 1]")] = None,
+    pairs_per_epoch: Annotated[int | None, typer.Option(
+        "--pairs-per-epoch", help="infonce/sgns: pairs drawn per epoch, to bound an epoch on a "
+        "huge catalogue.  [default: one per non-zero co-occurrence, at most 10M]")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="JSON config (same shape as a bundle manifest's config).")] = None,
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="Write loss and validation curves to this TensorBoard log dir "
+        "(needs pip install 'itemvec[track]').  [default: off]")] = None,
+    log_json: Annotated[Path | None, typer.Option(
+        "--log-json", help="Write one JSON line per epoch (epoch, loss, validation, seconds) to "
+        "this file, or to DIR/training_log.jsonl for a directory.  [default: off]")] = None,
+    checkpoint_every: Annotated[str | None, typer.Option(
+        "--checkpoint-every", help="Save a resumable checkpoint at the end of an epoch once this "
+        "long (e.g. 10m, 90s; 0 = every epoch) has passed since the last; kept in "
+        "OUT/.checkpoint until the bundle is written.  [default: off]")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(
+        "--checkpoint-dir", help="Keep the checkpoint here instead of OUT/.checkpoint (outside "
+        "--out).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run from its checkpoint; give the same data "
+        "and options.")] = False,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Data-parallel training across the processes of torchrun "
+        "(gloo on CPU, NCCL on CUDA); rank 0 writes the bundle.")] = False,
+    streaming: Annotated[str, typer.Option(
+        "--streaming", help="Train without reading the log whole (pre-pass for the held-out "
+        "slice, then chunked counting with bounded memory): on, off, or auto (on for "
+        "Parquet/CSV logs above 20M rows; JSONL never).")] = "auto",
+    memory_limit: MemoryLimit = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train item embeddings from an event log and write a model bundle."""
+    from itemvec.train.pipeline import train as run_training
+    if distributed:
+        from itemvec.train.distributed import train as run_training  # noqa: F811
+    from itemvec.train.tracking import close_all, make_trackers
+
+    _configure_logging(quiet)
+    config = build_config(
+        config_file,
+        dict(context=context, item=item, time=time, event=event, event_weights=event_weights,
+             session_gap=session_gap, context_kind=context_kind),
+        dict(min_count=min_count, window=window, min_support=min_support),
+        dict(objective=objective, dim=dim, epochs=epochs, history_epochs=history_epochs,
+             temperature=temperature, lr=lr, seed=seed, device=device, precision=precision,
+             accumulate=accumulate, pairs_per_epoch=pairs_per_epoch,
+             checkpoint_every=checkpoint_every,
+             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None),
+    )
+    trackers = make_trackers(tensorboard, log_json)
+    try:
+        model = run_training(events, config, out=out, items=items, item_key=item_key,
+                             progress=not quiet, callbacks=trackers, resume=resume,
+                             features=features, relations=relations,
+                             relation_weight=relation_weight, side_mode=side_mode,
+                             max_warm_drop=max_warm_drop, streaming=streaming,
+                             memory_limit=memory_limit)
+    finally:
+        close_all(trackers)
+    stats = model.stats
+    typer.echo(f"trained {stats['items']} items from {stats['events']} events in "
+               f"{stats['contexts']} contexts in {stats['train_seconds']:.1f}s "
+               f"(best epoch {stats['best_epoch']}); bundle: {out}")
+
+
+# -- export / similar / recommend ------------------------------------------------------------------
+@app.command()
+def export(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .parquet (or .jsonl).")],
+) -> None:
+    """Write item_id (string) and embedding (list<float32>) for every item."""
+    import polars as pl
+
+    from itemvec.store.bundle import atomic_write_bytes, load_embeddings
+
+    embeddings = load_embeddings(bundle)
+    frame = pl.DataFrame({
+        "item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String),
+        "embedding": pl.Series(embeddings.vectors).cast(pl.List(pl.Float32)),
+    })
+    import io
+
+    buffer = io.BytesIO()
+    if out.suffix.lower() in (".jsonl", ".ndjson"):
+        frame.write_ndjson(buffer)
+    elif out.suffix.lower() in (".parquet", ".pq"):
+        frame.write_parquet(buffer)
+    else:
+        raise ItemvecError(f"--out {out}: unknown extension; use .parquet or .jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    typer.echo(f"wrote {len(embeddings)} embeddings of dim {embeddings.dim} to {out}")
+
+
+def _rows_with_table(embeddings, ids, scores) -> list[dict]:
+    rows = [{"item_id": str(i), "score": round(float(s), 6)} for i, s in zip(ids, scores,
+                                                                           strict=True)]
+    table = embeddings.item_table
+    if table is not None:
+        import polars as pl
+
+        info = {r["item_id"]: r for r in table.filter(pl.col("item_id").is_in(list(ids)))
+                .iter_rows(named=True)}
+        for row in rows:
+            extra = {k: v for k, v in info.get(row["item_id"], {}).items()
+                     if k not in ("item_id", "count")}
+            row.update(extra)
+    return rows
+
+
+def _print_rows(title: str, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = list(rows[0]) if rows else ["item_id", "score"]
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row.get(c, "")) for c in columns])
+    Console().print(table)
+
+
+@app.command()
+def similar(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    item_id: Annotated[str, typer.Argument(help="Item id to find neighbours of.")],
+    n: Annotated[int, typer.Option("-n", help="How many neighbours.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Items most similar (cosine) to ITEM_ID."""
+    from itemvec.store.bundle import load_embeddings
+
+    _check_n(n)
+    embeddings = load_embeddings(bundle)
+    ids, scores = embeddings.similar_items(item_id, n=n)
+    if as_json:
+        typer.echo(json.dumps({"item_id": item_id, "items": [str(i) for i in ids],
+                               "scores": [round(float(s), 6) for s in scores]}))
+    else:
+        _print_rows(f"items similar to {item_id}", _rows_with_table(embeddings, ids, scores))
+
+
+def _check_n(n: int) -> None:
+    if n < 1 or n > 10_000:
+        raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
+
+
+def read_queries(path: Path) -> list[tuple[Any, list[str]]]:
+    """Lines of {"id": ..., "history": [...]} with errors naming the file and line."""
+    queries = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        history = record.get("history") if isinstance(record, dict) else None
+        if not isinstance(history, list):
+            raise DataError(f"{path}:{number}: expected {{\"id\": ..., \"history\": [...]}}")
+        queries.append((record.get("id"), [str(h) for h in history]))
+    if not queries:
+        raise DataError(f"{path}: no queries")
+    return queries
+
+
+@app.command()
+def recommend(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    queries: Annotated[Path, typer.Option("--queries", help='JSONL: {"id": 7, "history": '
+                                          '["a", "b"]} per line, oldest first.')],
+    out: Annotated[Path, typer.Option("--out", help="JSONL output: id, items, scores.")],
+    n: Annotated[int, typer.Option("-n", help="Recommendations per query.")] = 20,
+    quiet: Quiet = False,
+) -> None:
+    """Recommend items for each history in --queries; history items are excluded."""
+    from itemvec.store.bundle import atomic_write_bytes, load_embeddings
+
+    _configure_logging(quiet)
+    _check_n(n)
+    embeddings = load_embeddings(bundle)
+    records = read_queries(queries)
+    lines, skipped = [], 0
+    for start in range(0, len(records), 1024):
+        chunk = records[start:start + 1024]
+        ids, scores = embeddings.recommend([h for _, h in chunk], n=n)
+        skipped += embeddings.last_skipped
+        for (query_id, _), row_ids, row_scores in zip(chunk, ids, scores, strict=True):
+            lines.append(json.dumps({"id": query_id, "items": [str(i) for i in row_ids],
+                                     "scores": [round(float(s), 6) for s in row_scores]}))
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+    typer.echo(f"wrote {len(lines)} recommendations to {out}; skipped {skipped} unknown "
+               "history items", err=True)
+
+
+# -- evaluate / demo / synth -------------------------------------------------------------------
+@app.command()
+def evaluate(
+    events: Annotated[Path, typer.Argument(help="Event log to split, train on and score.")],
+    context: Context = "session_id",
+    item: Item = "item_id",
+    time: Time = None,
+    event: Event = None,
+    event_weights: EventWeights = None,
+    session_gap: SessionGap = None,
+    context_kind: ContextKind = None,
+    baselines: Annotated[str, typer.Option(
+        "--baselines", help="Comma-separated baselines to score beside itemvec.")] =
+        "popularity,itemknn",
+    k: Annotated[int, typer.Option("-k", help="Cut-off for HR/NDCG/MRR.")] = 20,
+    max_queries: Annotated[int | None, typer.Option(
+        "--max-queries", help="Score at most this many test queries per task.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Split and training seed.")] = 0,
+    config_file: Annotated[Path | None, typer.Option("--config", help="JSON config.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Also write the trained bundle, with the metrics in DIR/evaluation.json "
+        "(what itemvec report DIR reads).")] = None,
+    report: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] =
+        None,
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="Item table (id + columns such as category, title) stored in the --out "
+        "bundle, for plots and reports.")] = None,
+    item_key: ItemKey = "item_id",
+    quiet: Quiet = False,
+) -> None:
+    """Split contexts 80/10/10 by time, train, and rank ALL items for each test query."""
+    from itemvec.data.ingest import read_events
+    from itemvec.store.bundle import atomic_write_bytes
+    from itemvec.train.pipeline import evaluate_log, read_item_table, save_model
+
+    _configure_logging(quiet)
+    config = build_config(config_file, dict(
+        context=context, item=item, time=time, event=event, event_weights=event_weights,
+        session_gap=session_gap, context_kind=context_kind), {}, dict(seed=seed))
+    log = read_events(events, config.ingest)
+    table = read_item_table(items, item_key) if items is not None else None
+    names = [b.strip() for b in baselines.split(",") if b.strip()]
+    result = evaluate_log(log, config, names, k=k, seed=seed, max_queries=max_queries,
+                          progress=not quiet)
+    _print_results(result["results"], k)
+    payload = {key: value for key, value in result.items() if key != "model"}
+    metrics = json.dumps({**payload, "k": k}, indent=2, default=str).encode()
+    if out is not None:
+        result["model"].embeddings.item_table = table
+        save_model(result["model"], out, config)
+        atomic_write_bytes(out / "evaluation.json", metrics)
+    if report is not None:
+        atomic_write_bytes(report, metrics)
+
+
+def _print_results(results: dict, k: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    for task, methods in results.items():
+        table = Table(title=f"{task}: full ranking, test split")
+        for column in ("method", f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "queries", "train s"):
+            table.add_column(column)
+        for name, m in methods.items():
+            table.add_row(name, f"{m[f'HR@{k}']:.4f}", f"{m[f'NDCG@{k}']:.4f}",
+                          f"{m[f'MRR@{k}']:.4f}", str(m["queries"]), f"{m['train_seconds']:.1f}")
+        Console().print(table)
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option("--events", help="Synthetic events to generate.")] =
+        60_000,
+    items: Annotated[int, typer.Option("--items", help="Synthetic items.")] = 1_000,
+    out: Annotated[Path, typer.Option("--out", help="Where to leave the data and bundle.")] =
+        Path("itemvec-demo"),
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Generate a synthetic shop log, train, evaluate against popularity, show neighbours."""
+    from itemvec.cli.demo import run_demo
+
+    _configure_logging(quiet)
+    run_demo(n_events=events, n_items=items, out=out, seed=seed, progress=not quiet)
+
+
+@app.command()
+def synth(
+    events: Annotated[int, typer.Option("--events", help="Number of events.")],
+    items: Annotated[int, typer.Option("--items", help="Number of items.")],
+    out: Annotated[Path, typer.Option("--out", help="Event log to write (format by extension); "
+                                      "the item table goes beside it as NAME_items.EXT.")],
+    categories: Annotated[int, typer.Option("--categories", help="Hidden categories.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Write a realistic synthetic log: session_id, item_id, ts, event (+ item table)."""
+    from itemvec.data.synth import generate, write
+
+    if events < 2 or items < 2 or categories < 1 or categories > items:
+        raise ItemvecError("synth needs --events >= 2, --items >= 2, 1 <= --categories <= --items")
+    if events > 5_000_000 and out.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
+        from itemvec.data.synth import write_streamed  # chunked: 100M events never sit in memory
+
+        events_path, items_path = write_streamed(out, events, items, categories, seed=seed)
+    else:
+        events_path, items_path = write(generate(events, items, categories, seed=seed), out)
+    typer.echo(f"wrote {events} events to {events_path} and {items} items to {items_path}")
+
+
+# Commands of other areas live in their own modules (itemvec/cli/*.py); each defines
+# ``register(app)``. Importing them here keeps this file about the core pipeline.
+def _register_extensions() -> None:
+    import importlib
+    import pkgutil
+
+    import itemvec.cli as commands
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        if module not in ("main", "demo", "__main__"):
+            importlib.import_module(f"itemvec.cli.{module}").register(app)
+
+
+_register_extensions()
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage-error types, abort types) of click and of the copy of click that typer vendors."""
+    import importlib
+
+    errors, aborts = [], []
+    for name in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors += [module.ClickException] if hasattr(module, "ClickException") else []
+        aborts += [module.Abort] if hasattr(module, "Abort") else []
+    return tuple(errors), tuple(aborts)
+
+
+# Packages of the optional extras (pyproject.toml) -> the extra that installs them.
+OPTIONAL_EXTRAS = {
+    "fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "matplotlib": "plot",
+    "faiss": "ann", "pyspark": "spark", "tensorboard": "track", "umap": "umap",
+    "gensim": "bench", "implicit": "bench",
+}
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        # Non-standalone typer returns the exit code of ``typer.Exit`` and of Ctrl-C (130).
+        code = app(standalone_mode=False)
+    except ItemvecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        code = 130
+    except ModuleNotFoundError as exc:  # an optional part used without its extra
+        extra = OPTIONAL_EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        typer.echo(f"error: this command needs {exc.name}, which is not installed; "
+                   f"pip install 'itemvec[{extra}]'", err=True)
+        sys.exit(2)
+    except OSError as exc:  # unwritable --out, full disk, ...: the user's to fix, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:  # click usage errors and friends
+        usage_errors, aborts = _click_exception_types()
+        if isinstance(exc, usage_errors):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if not isinstance(exc, aborts):
+            raise
+        code = 130
+    if code == 130:
+        typer.echo("interrupted; no bundle was written", err=True)
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""``itemvec cooccur``: count co-occurrences out of core (local engine) or on Spark."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from itemvec.util.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    from itemvec.cli.main import (
+        Context,
+        ContextKind,
+        Event,
+        EventWeights,
+        Item,
+        MemoryLimit,
+        MinCount,
+        Quiet,
+        SessionGap,
+        Time,
+        Window,
+        _configure_logging,
+        build_config,
+    )
+
+    @app.command()
+    def cooccur(
+        events: Annotated[Path, typer.Argument(help="Event log: .parquet or .csv/.tsv "
+                                               "(local engine also .jsonl, read whole).")],
+        out: Annotated[Path, typer.Option("--out", help="Directory to write: cooccurrence.npz, "
+                                          "items.parquet (item_id, count), manifest.json.")],
+        context: Context = "session_id",
+        item: Item = "item_id",
+        time: Time = None,
+        event: Event = None,
+        event_weights: EventWeights = None,
+        session_gap: SessionGap = None,
+        context_kind: ContextKind = None,
+        window: Window = None,
+        min_count: MinCount = None,
+        engine: Annotated[str, typer.Option(
+            "--engine", help="local (streaming, bounded memory) or spark.")] = "local",
+        master: Annotated[str, typer.Option(
+            "--master", help="Spark master URL (--engine spark).")] = "local[2]",
+        memory_limit: MemoryLimit = None,
+        chunk_rows: Annotated[int, typer.Option(
+            "--chunk-rows", help="Local engine: rows read per chunk.")] = 4_000_000,
+        top_k: Annotated[int | None, typer.Option(
+            "--top-k", help="Keep only each item's k strongest partners.")] = None,
+        config_file: Annotated[Path | None, typer.Option("--config", help="JSON config.")] = None,
+        quiet: Quiet = False,
+    ) -> None:
+        """Count co-occurring item pairs into the bundle's matrix format (no training)."""
+        from itemvec.counting.streamed import count_file, top_k_partners, write_counts
+
+        _configure_logging(quiet)
+        config = build_config(config_file, dict(
+            context=context, item=item, time=time, event=event, event_weights=event_weights,
+            session_gap=session_gap, context_kind=context_kind),
+            dict(window=window, min_count=min_count), {})
+        if engine == "local":
+            counts = count_file(events, config.ingest, config.cooccurrence, chunk_rows=chunk_rows,
+                                memory_limit=memory_limit, top_k=top_k, progress=not quiet)
+        elif engine == "spark":
+            from itemvec.counting.spark import count_spark
+
+            counts = count_spark(events, config.ingest, config.cooccurrence, master=master)
+            if top_k is not None:
+                counts.matrix = top_k_partners(counts.matrix, top_k)
+        else:
+            raise ConfigError(f"--engine must be local or spark, got {engine!r}")
+        write_counts(out, counts, engine=engine, ingest=config.ingest,
+                     config=config.cooccurrence)
+        stats = counts.stats
+        rate = stats.get("events_per_second")
+        typer.echo(f"counted {counts.n_items} items, {counts.matrix.nnz} non-zero pairs in "
+                   f"{stats.get('seconds', 0):.1f}s" + (f" ({rate:,} events/s)" if rate else "")
+                   + f"; wrote {out}")

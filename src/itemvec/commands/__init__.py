@@ -1,1 +1,0 @@
-"""CLI commands outside the core pipeline; each module defines ``register(app)``."""

@@ -1,0 +1,1 @@
+"""Item x item co-occurrence: in memory, streamed out of core, on Spark."""

@@ -1,0 +1,2 @@
+"""Reading behaviour logs and item tables into contexts: ingest, streamed reads, relations,
+synthetic shops."""

@@ -1,0 +1,436 @@
+"""Read event logs (CSV/TSV, Parquet, JSONL) into contexts of item indices.
+
+A *context* is whatever groups co-occurring items: a session, a basket, an order, a user's
+history. ``read_events`` validates the named columns, orders events in time, splits sessions at
+gaps of inactivity and encodes item ids (always strings) as dense integer indices.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from itemvec.config import IngestConfig
+from itemvec.util.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}
+ROW = "__row"
+
+
+@dataclass
+class EventLog:
+    """Contexts as CSR-style arrays over a string vocabulary.
+
+    Events of context ``c`` are ``items[indptr[c]:indptr[c+1]]`` in time order (or file order),
+    with per-event ``weights`` and, when the log has a clock, ``times`` in seconds.
+    """
+
+    item_ids: np.ndarray  # vocabulary: index -> item id (str), most frequent first
+    context_ids: np.ndarray  # context index -> context id (str)
+    indptr: np.ndarray  # int64, len = n_contexts + 1
+    items: np.ndarray  # int32 item index per event
+    weights: np.ndarray  # float32 weight per event
+    times: np.ndarray | None  # float64 seconds per event, or None
+    ordered: bool  # True: sessions (order matters); False: baskets
+    source: str = ""
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_contexts(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def n_events(self) -> int:
+        return len(self.items)
+
+    def context(self, c: int) -> np.ndarray:
+        return self.items[self.indptr[c] : self.indptr[c + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def context_end_times(self) -> np.ndarray | None:
+        """Time of each context's last event (used for the time-based split)."""
+        if self.times is None:
+            return None
+        out = np.full(self.n_contexts, -np.inf)
+        nonempty = self.lengths() > 0
+        if nonempty.any():  # max, not last: baskets keep file order, not time order
+            out[nonempty] = np.maximum.reduceat(self.times, self.indptr[:-1][nonempty])
+        return out
+
+    def subset(self, contexts: np.ndarray) -> EventLog:
+        """A log with only the given contexts (same vocabulary)."""
+        contexts = np.asarray(contexts, dtype=np.int64)
+        starts, stops = self.indptr[contexts], self.indptr[contexts + 1]
+        take = _ranges(starts, stops)
+        indptr = np.zeros(len(contexts) + 1, dtype=np.int64)
+        np.cumsum(stops - starts, out=indptr[1:])
+        return EventLog(
+            item_ids=self.item_ids, context_ids=self.context_ids[contexts], indptr=indptr,
+            items=self.items[take], weights=self.weights[take],
+            times=None if self.times is None else self.times[take],
+            ordered=self.ordered, source=self.source,
+        )
+
+    def item_counts(self) -> np.ndarray:
+        """Number of contexts each item occurs in (items are deduplicated per context)."""
+        # Rows are contexts: summing duplicates sorts within each row only, far cheaper than one
+        # global sort of (context, item) keys on long logs (0.14 s vs ~8 s at 10M events).
+        # copy=True: sum_duplicates sorts the index arrays in place, i.e. the log's own items.
+        incidence = sp.csr_matrix((np.ones(len(self.items), dtype=np.int32), self.items,
+                                   self.indptr), shape=(self.n_contexts, self.n_items), copy=True)
+        incidence.sum_duplicates()
+        return np.bincount(incidence.indices, minlength=self.n_items)
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for every pair, vectorised."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(total, dtype=np.int64) + offsets
+
+
+def file_format(path: Path) -> str:
+    name = path.name.lower()
+    for ext in sorted(EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return EXTENSIONS[ext]
+    known = ", ".join(sorted(EXTENSIONS))
+    raise DataError(f"{path}: unknown file extension {path.suffix!r}; known: {known}")
+
+
+def _open_binary(path: Path):
+    """The file's bytes, decompressed for ``.gz``."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _sniff_separator(path: Path) -> str:
+    if path.name.lower().endswith(".tsv"):
+        return "\t"
+    try:
+        with _open_binary(path) as fh:
+            header = fh.readline(1 << 20).decode("utf-8-sig", errors="replace")
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read file ({getattr(exc, 'strerror', None) or exc})") \
+            from None
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else ","
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    """Read any supported table with every column as a string; ids stay exactly as written."""
+    path = Path(path)
+    kind = file_format(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    _reject_utf16(path)
+    try:
+        try:
+            frame = _read(path, kind, path)
+        except pl.exceptions.ComputeError as exc:
+            if kind == "parquet" or "utf-8" not in str(exc).lower():
+                raise
+            # Not UTF-8: decode as latin-1, which keeps distinct bytes distinct (a lossy decode
+            # would silently merge ids such as 'caf\xe9' and 'caf\xe8').
+            logger.warning("%s is not valid UTF-8; reading it as latin-1", path)
+            with _open_binary(path) as fh:
+                text = fh.read().decode("latin-1")
+            frame = _read(io.BytesIO(text.encode()), kind, path)
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse as {kind}: {_explain(exc, path, kind)}") from None
+    if frame.height == 0:
+        raise DataError(f"{path}: file has a header but no rows")
+    return frame
+
+
+def _read(source: Path | io.BytesIO, kind: str, path: Path) -> pl.DataFrame:
+    if kind == "csv":
+        return pl.read_csv(source, separator=_sniff_separator(path), infer_schema=False,
+                           null_values=["", "NA", "null", "NULL"], encoding="utf8",
+                           truncate_ragged_lines=False)
+    if kind == "parquet":
+        return pl.read_parquet(source)
+    if _is_blank(path):
+        raise pl.exceptions.NoDataError("only whitespace")
+    return pl.read_ndjson(source, infer_schema_length=None)
+
+
+def _reject_utf16(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") and not head.startswith(b"PAR1"):
+        raise DataError(f"{path}: file is UTF-16 encoded; re-save it as UTF-8")
+
+
+def _is_blank(path: Path, limit: int = 1 << 20) -> bool:
+    """True for a small file holding only whitespace (polars then fails with an odd message)."""
+    return path.stat().st_size <= limit and not path.read_bytes().strip()
+
+
+def _explain(exc: BaseException, path: Path, kind: str) -> str:
+    """The first line of a parser error, with the offending CSV row where we can find it."""
+    if kind == "csv":
+        located = _locate_csv_problem(path)
+        if located:
+            return located
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _locate_csv_problem(path: Path, max_rows: int = 5_000_000) -> str | None:
+    """Re-read a CSV that polars rejected with Python's csv module to name the bad row."""
+    separator = _sniff_separator(path)
+    try:
+        with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="replace",
+                              newline="") as fh:
+            reader = csv.reader(fh, delimiter=separator, strict=True)
+            width = None
+            for row in reader:
+                if width is None:
+                    width = len(row)
+                elif row and len(row) != width:
+                    return (f"row {reader.line_num} has {len(row)} fields but the header has "
+                            f"{width} (separator {separator!r}); quote values that contain it")
+                if reader.line_num > max_rows:
+                    return None
+    except csv.Error as exc:
+        return f"row {reader.line_num}: {exc}"
+    except (OSError, EOFError, DataError):
+        return None
+    return None
+
+
+def require_columns(frame: pl.DataFrame, columns: dict[str, str | None], path: Path) -> None:
+    """Fail with the missing column and the columns present."""
+    for option, column in columns.items():
+        if column is not None and column not in frame.columns:
+            present = ", ".join(frame.columns)
+            raise DataError(f"{path}: column {column!r} (from {option}) not found; "
+                            f"columns present: {present}")
+
+
+def _as_string(frame: pl.DataFrame, column: str, path: Path | str = "") -> pl.Series:
+    series = frame[column]
+    if series.dtype == pl.String:
+        return series
+    if series.dtype.is_float():
+        # 7.0 -> "7": ids written as floats by some exporters
+        as_int = series.cast(pl.Int64, strict=False)
+        if (as_int.cast(pl.Float64) == series).fill_null(True).all():
+            return as_int.cast(pl.String)
+    if isinstance(series.dtype, pl.List | pl.Struct | pl.Array | pl.Object):
+        raise DataError(f"{path}: column {column!r} holds {series.dtype}, expected scalar ids")
+    try:
+        return series.cast(pl.String)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{path}: column {column!r} ({series.dtype}) cannot be read as text ids: "
+                        f"{str(exc).strip().splitlines()[0]}") from None
+
+
+def _check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path) -> None:
+    """Null and blank (whitespace-only) ids are errors naming the first such row."""
+    nulls = values.is_null()
+    if values.dtype == pl.String:
+        nulls = nulls | (values.str.strip_chars() == "")
+    if nulls.any():
+        first = int(rows.filter(nulls)[0])
+        raise DataError(f"{path}: row {first}: column {column!r} is empty "
+                        f"({int(nulls.sum())} rows have no {column})")
+
+
+def parse_times(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
+    """Numbers (any unit) or ISO-8601 timestamps -> finite float seconds."""
+    if values.dtype.is_numeric():
+        seconds = values.cast(pl.Float64).to_numpy()
+    elif values.dtype == pl.Date or isinstance(values.dtype, pl.Datetime):
+        seconds = values.cast(pl.Datetime("us")).dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
+    elif values.dtype == pl.String or isinstance(values.dtype, pl.Categorical | pl.Enum):
+        seconds = _parse_text_times(values.cast(pl.String), column, rows, path)
+    else:
+        raise DataError(f"{path}: column {column!r} holds {values.dtype}; --time needs numbers "
+                        "or ISO-8601 timestamps")
+    bad = ~np.isfinite(seconds)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: time "
+                        f"{seconds[first]} is not a finite number")
+    return seconds
+
+
+def _parse_text_times(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
+    text = values.str.strip_chars()
+    numeric = text.cast(pl.Float64, strict=False)
+    if numeric.null_count() == 0:
+        return numeric.to_numpy()
+    if numeric[0] is not None:  # a numeric clock with a stray value: name that value
+        first = int(numeric.is_null().arg_true()[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: cannot parse time "
+                        f"{text[first]!r}; expected a number like the rows before it")
+    try:
+        parsed = text.str.to_datetime(strict=False, time_zone="UTC")
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        parsed = pl.Series([None] * len(text), dtype=pl.Datetime("us", "UTC"))
+    bad = parsed.is_null()
+    if bad.any():
+        first = int(bad.arg_true()[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: cannot parse time "
+                        f"{text[first]!r}; use numbers or ISO-8601 like 2024-01-31T12:00:00")
+    return parsed.dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
+
+
+def read_events(path: str | Path, config: IngestConfig) -> EventLog:
+    """Read an event log and turn it into time-ordered contexts over a string vocabulary."""
+    path = Path(path)
+    frame = read_table(path)
+    require_columns(frame, {"--context": config.context, "--item": config.item,
+                            "--time": config.time, "--event": config.event}, path)
+    used = dict.fromkeys(c for c in (config.context, config.item, config.time, config.event) if c)
+    frame = frame.select(list(used)).with_row_index(ROW, offset=_first_data_row(path))
+    table = event_table(frame, config, path)
+    if table.height == 0:
+        raise DataError(f"{path}: no events left after applying event weights")
+    return build_log(table, config, source=str(path))
+
+
+def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.DataFrame:
+    """Validated columns context, item, ROW, weight (and time) of a frame with a ROW index;
+    events of weight 0 are dropped. Shared by ``read_events`` and the streaming counter."""
+    rows = frame[ROW]
+    context = _as_string(frame, config.context, path)
+    item = _as_string(frame, config.item, path)
+    _check_not_null(context, config.context, rows, path)
+    _check_not_null(item, config.item, rows, path)
+    table = pl.DataFrame({"context": context, "item": item, ROW: rows})
+    if config.time is not None:
+        time_col = frame[config.time]
+        _check_not_null(time_col, config.time, rows, path)
+        table = table.with_columns(pl.Series("time", parse_times(time_col, config.time, rows, path)))
+    table = table.with_columns(pl.Series("weight", _event_weights(frame, config, path)))
+    return table.filter(pl.col("weight") > 0)
+
+
+def _first_data_row(path: Path) -> int:
+    """Row numbers in messages match what an editor shows: CSV rows count the header line."""
+    return 2 if file_format(path) == "csv" else 1
+
+
+def _event_weights(frame: pl.DataFrame, config: IngestConfig, path: Path) -> np.ndarray:
+    if config.event is None:
+        return np.ones(frame.height, dtype=np.float32)
+    events = _as_string(frame, config.event, path).fill_null("")
+    if not config.event_weights:
+        return np.ones(frame.height, dtype=np.float32)
+    unknown = sorted(set(events.unique().to_list()) - set(config.event_weights))
+    if unknown:
+        logger.warning("%s: event types without a weight count as 1: %s", path,
+                       ", ".join(map(repr, unknown[:10])))
+    mapping = pl.DataFrame({"e": list(config.event_weights), "w": list(config.event_weights.values())})
+    joined = pl.DataFrame({"e": events}).join(mapping, on="e", how="left", maintain_order="left")
+    return joined["w"].fill_null(1.0).cast(pl.Float32).to_numpy()
+
+
+def build_log(table: pl.DataFrame, config: IngestConfig, source: str = "") -> EventLog:
+    """Columns context, item, weight and optionally time -> an ``EventLog``."""
+    has_time = "time" in table.columns
+    ordered = config.context_kind == "session" or (config.context_kind == "auto" and has_time)
+    table = table.with_columns(pl.col("context").rank("dense").cast(pl.Int64).alias("ctx"))
+    sort_by = ["ctx", "time", ROW] if has_time else ["ctx", ROW]
+    table = table.sort(sort_by)
+    if has_time and config.session_gap is not None:
+        table = _split_sessions(table, config.session_gap)
+    table = _dedupe(table, ordered and config.dedupe_consecutive, ordered)
+    return _encode(table, has_time, ordered, source)
+
+
+def _split_sessions(table: pl.DataFrame, gap: float) -> pl.DataFrame:
+    """A new session starts where the time since the previous event exceeds ``gap``."""
+    new = (pl.col("time").diff().over("ctx").fill_null(0) > gap).cast(pl.Int64)
+    table = table.with_columns(new.cum_sum().over("ctx").alias("part"))
+    label = pl.col("context") + pl.lit("#") + pl.col("part").cast(pl.String)
+    table = table.with_columns(
+        pl.when(pl.col("part").max().over("ctx") > 0).then(label).otherwise(pl.col("context"))
+        .alias("context")
+    )
+    table = table.with_columns(pl.struct("ctx", "part").rank("dense").cast(pl.Int64).alias("ctx"))
+    return table.drop("part")
+
+
+def _dedupe(table: pl.DataFrame, consecutive: bool, ordered: bool) -> pl.DataFrame:
+    """Sessions: collapse immediate repeats; baskets: one event per (basket, item)."""
+    if consecutive:
+        same = (pl.col("item") == pl.col("item").shift(1)) & (pl.col("ctx") == pl.col("ctx").shift(1))
+        return table.filter(~same.fill_null(False))
+    if not ordered:
+        aggs = [pl.col("weight").max(), pl.col(ROW).min(), pl.col("context").first()]
+        if "time" in table.columns:
+            aggs.append(pl.col("time").min())
+        return table.group_by(["ctx", "item"], maintain_order=True).agg(aggs).sort(["ctx", ROW])
+    return table
+
+
+def _encode(table: pl.DataFrame, has_time: bool, ordered: bool, source: str) -> EventLog:
+    counts = table.group_by("item").len().sort(["len", "item"], descending=[True, False])
+    item_ids = counts["item"].to_numpy().astype(object)
+    index = pl.DataFrame({"item": counts["item"], "idx": np.arange(len(counts), dtype=np.int32)})
+    table = table.join(index, on="item", how="left", maintain_order="left")
+    ctx = table["ctx"].to_numpy()
+    boundaries = np.flatnonzero(np.diff(ctx)) + 1
+    indptr = np.concatenate([[0], boundaries, [len(ctx)]]).astype(np.int64)
+    context_ids = table["context"].to_numpy()[indptr[:-1]].astype(object)
+    return EventLog(
+        item_ids=item_ids, context_ids=context_ids, indptr=indptr,
+        items=table["idx"].to_numpy().astype(np.int32),
+        weights=table["weight"].to_numpy().astype(np.float32),
+        times=table["time"].to_numpy().astype(np.float64) if has_time else None,
+        ordered=ordered, source=source,
+    )
+
+
+def restrict_vocabulary(log: EventLog, keep: np.ndarray) -> EventLog:
+    """Drop items not in ``keep`` (bool mask over the vocabulary) and re-index the rest."""
+    new_index = np.full(log.n_items, -1, dtype=np.int64)
+    new_index[keep] = np.arange(int(keep.sum()))
+    mapped = new_index[log.items]
+    mask = mapped >= 0
+    ctx = np.repeat(np.arange(log.n_contexts), log.lengths())[mask]
+    counts = np.bincount(ctx, minlength=log.n_contexts)
+    indptr = np.zeros(log.n_contexts + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return EventLog(
+        item_ids=log.item_ids[keep], context_ids=log.context_ids, indptr=indptr,
+        items=mapped[mask].astype(np.int32), weights=log.weights[mask],
+        times=None if log.times is None else log.times[mask],
+        ordered=log.ordered, source=log.source,
+    )
+
+
+# Public names for the id rules, shared with other readers (the item table).
+as_string_ids = _as_string
+check_not_null = _check_not_null
+first_data_row = _first_data_row

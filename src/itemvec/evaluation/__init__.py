@@ -1,0 +1,1 @@
+"""Full-ranking evaluation: the time split, queries, metrics, baselines, query tuning."""

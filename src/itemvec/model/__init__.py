@@ -1,0 +1,1 @@
+"""What is trained: the item encoder, side features, objectives, pair sampling, optimiser."""

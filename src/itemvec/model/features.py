@@ -1,0 +1,516 @@
+"""Item side information: typed feature columns turned into padded index tensors.
+
+An item table (``--items``) holds one row per item and columns such as ``category``, ``brand``,
+``price`` or ``title``. Each column used as a feature is a *field* of one kind:
+
+- ``cat``: one or several values (``a|b|c``, or a list column); each value is a vocabulary index;
+- ``num``: a number, bucketed at quantiles of the fitting table (log scale for skewed positives);
+- ``text``: word unigrams and bigrams plus character 3-grams of words, hashed (crc32, stable
+  across processes, no network) into a fixed number of buckets.
+
+``FeatureSpec.fit`` learns vocabularies and bucket edges from a table; ``transform`` turns any
+table into ``{field: int64 [n_items, max_len]}`` with 0 as padding (and for unknown values), so
+new items are featurised exactly like the training ones. The spec is plain JSON (no pickle) and
+lives in the bundle as ``features.json``; ``itemvec embed`` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from itemvec.config import _choice, _require, from_dict
+from itemvec.util.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("cat", "num", "text")
+MODES = ("behaviour-first", "joint")  # how side information is trained (FeatureConfig.mode)
+SPEC_FILE = "features.json"
+SPEC_VERSION = 1
+RESERVED = ("item_id", "count")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class FeatureConfig:
+    """How side information is featurised and trained; stored in ``features.json``."""
+
+    separator: str = "|"  # multi-valued categorical cells: a|b|c
+    max_values: int = 16  # categorical values kept per item
+    num_buckets: int = 16  # quantile buckets for numeric fields
+    text_buckets: int = 16384  # hash buckets for text n-grams
+    max_tokens: int = 96  # text tokens kept per item
+    max_vocab: int = 100_000  # categorical values kept per field (most frequent)
+    id_dropout: float = 0.25  # fraction of items trained on features alone each step
+    field_dropout: float = 0.1  # chance a single field is hidden from an item each step
+    relation_weight: float = 0.5  # mass of relation edges relative to behaviour co-occurrence
+    # behaviour-first: train on behaviour alone, then fit a feature tower to the frozen warm
+    # vectors and calibrate cold logits on validation (itemvec.train.coldstart); joint: EGES-style
+    # fusion trained together with behaviour (id_dropout / field_dropout apply to it)
+    mode: str = "behaviour-first"
+    tower_epochs: int = 60  # behaviour-first: most epochs of the feature tower (early stopping)
+    tower_lr: float = 0.01
+    holdout: float = 0.1  # behaviour-first: warm items held out as pseudo-cold for calibration
+    max_warm_drop: float = 0.005  # relative warm HR@20 the calibrated cold items may cost
+
+    def __post_init__(self) -> None:
+        _require(len(self.separator) >= 1, "features.separator", "must not be empty",
+                 self.separator)
+        for name in ("max_values", "num_buckets", "text_buckets", "max_tokens", "max_vocab"):
+            _require(getattr(self, name) >= 1, f"features.{name}", "must be >= 1",
+                     getattr(self, name))
+        _require(0 <= self.id_dropout < 1, "features.id_dropout", "must be in [0, 1)",
+                 self.id_dropout)
+        _require(0 <= self.field_dropout < 1, "features.field_dropout", "must be in [0, 1)",
+                 self.field_dropout)
+        _require(self.relation_weight >= 0, "features.relation_weight", "must be >= 0",
+                 self.relation_weight)
+        _choice("features.mode", self.mode, MODES)
+        _require(self.tower_epochs >= 1, "features.tower_epochs", "must be >= 1",
+                 self.tower_epochs)
+        _require(self.tower_lr > 0, "features.tower_lr", "must be > 0", self.tower_lr)
+        _require(0 < self.holdout < 0.5, "features.holdout", "must be in (0, 0.5)", self.holdout)
+        _require(0 <= self.max_warm_drop < 1, "features.max_warm_drop", "must be in [0, 1)",
+                 self.max_warm_drop)
+
+
+@dataclass
+class Field:
+    """One fitted feature column: its kind and whatever maps raw values to indices."""
+
+    name: str
+    kind: str
+    vocab: list[str] = field(default_factory=list)  # cat: index i+1 <-> vocab[i]
+    edges: list[float] = field(default_factory=list)  # num: bucket edges
+    log: bool = False  # num: bucket log1p(x)
+    buckets: int = 0  # text: hash buckets
+    max_len: int = 1  # width of the padded index tensor
+
+    @property
+    def size(self) -> int:
+        """Rows of this field's embedding table (index 0 is padding)."""
+        if self.kind == "cat":
+            return len(self.vocab) + 1
+        if self.kind == "num":
+            return len(self.edges) + 2
+        return self.buckets + 1
+
+
+# -- parsing the --features option -----------------------------------------------------------------
+def parse_feature_option(text: str | None) -> dict[str, str] | None:
+    """'category:cat,price:num,title' -> {'category': 'cat', 'price': 'num', 'title': 'auto'}.
+
+    None -> every column auto-typed; 'none' -> {} (the table is stored but not used as features).
+    """
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none", "off"):
+        return {}
+    chosen: dict[str, str] = {}
+    for part in text.split(","):
+        name, _, kind = part.strip().partition(":")
+        kind = kind.strip().lower() or "auto"
+        if not name.strip():
+            raise ConfigError(f"--features must look like category:cat,price:num,title:text, "
+                              f"got {text!r}")
+        if kind not in (*KINDS, "auto", "skip"):
+            raise ConfigError(f"--features {name}:{kind}: unknown kind {kind!r}; known: "
+                              "cat, num, text, auto, skip")
+        chosen[name.strip()] = kind
+    return chosen
+
+
+# -- auto-typing ---------------------------------------------------------------------------------
+def infer_kind(series: pl.Series, separator: str = "|") -> str | None:
+    """Guess a column's kind; None for columns that cannot help (constant, id-like, empty)."""
+    values = series.drop_nulls()
+    if len(values) == 0:
+        return None
+    if isinstance(series.dtype, pl.List | pl.Array):
+        return "cat"
+    n_distinct = values.n_unique()
+    if n_distinct <= 1:
+        return None
+    distinct_ratio = n_distinct / len(values)
+    numbers = _as_float(values)
+    if numbers is not None:
+        integral = bool(np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)))
+        return "cat" if integral and distinct_ratio < 0.5 else "num"
+    text = values.cast(pl.String)
+    if float(text.str.contains(separator, literal=True).mean()) >= 0.05:
+        return "cat"
+    words = float(text.str.count_matches(r"\S+").mean())
+    spaced = float(text.str.contains(" ", literal=True).mean())
+    if words >= 2.5 or (distinct_ratio > 0.5 and spaced > 0.5):
+        return "text"
+    if distinct_ratio > 0.9 and len(values) > 50:
+        return None  # id-like (codes, URLs): one value per item carries nothing to share
+    return "cat"
+
+
+def _as_float(values: pl.Series) -> np.ndarray | None:
+    if values.dtype.is_numeric():
+        return values.cast(pl.Float64).to_numpy()
+    if values.dtype != pl.String:
+        return None
+    parsed = values.str.strip_chars().cast(pl.Float64, strict=False)
+    if parsed.null_count() > 0.05 * len(values):
+        return None
+    return parsed.drop_nulls().to_numpy()
+
+
+def choose_fields(table: pl.DataFrame, chosen: dict[str, str] | None,
+                  separator: str = "|") -> dict[str, str]:
+    """Columns to use and their kinds: the override's, else auto-typed ones."""
+    columns = [c for c in table.columns if c not in RESERVED]
+    if chosen is None:
+        kinds = {c: infer_kind(table[c], separator) for c in columns}
+        picked = {c: k for c, k in kinds.items() if k is not None}
+        logger.info("auto-typed features: %s (skipped: %s)", picked,
+                    [c for c, k in kinds.items() if k is None])
+        return picked
+    out = {}
+    for name, kind in chosen.items():
+        if name not in table.columns:
+            raise DataError(f"--features: column {name!r} not in the item table; columns "
+                            f"present: {', '.join(table.columns)}")
+        if kind == "skip":
+            continue
+        if kind == "auto":
+            kind = infer_kind(table[name], separator)
+            if kind is None:
+                logger.warning("--features: column %r is constant or id-like; skipped", name)
+                continue
+        out[name] = kind
+    return out
+
+
+# -- the spec ------------------------------------------------------------------------------------
+class FeatureSpec:
+    """Fitted fields; turns item tables into padded index tensors the same way every time."""
+
+    def __init__(self, fields: list[Field], config: FeatureConfig | None = None) -> None:
+        self.fields = fields
+        self.config = config or FeatureConfig()
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @classmethod
+    def fit(cls, table: pl.DataFrame, chosen: dict[str, str] | None = None,
+            config: FeatureConfig | None = None) -> FeatureSpec:
+        """Learn vocabularies / bucket edges from ``table`` (one row per item)."""
+        config = config or FeatureConfig()
+        kinds = choose_fields(table, chosen, config.separator)
+        fields = [_fit_field(name, kind, table[name], config) for name, kind in kinds.items()]
+        return cls(fields, config)
+
+    def transform(self, table: pl.DataFrame) -> dict[str, np.ndarray]:
+        """``{field: int64 [rows, max_len]}``; 0 = padding / unknown value / missing."""
+        out = {}
+        for f in self.fields:
+            if f.name not in table.columns:
+                raise DataError(f"item table has no column {f.name!r}, which the model was "
+                                f"trained with; columns present: {', '.join(table.columns)}")
+            out[f.name] = _transform_field(f, table[f.name], self.config)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": SPEC_VERSION, "config": asdict(self.config),
+                "fields": [asdict(f) for f in self.fields]}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        if data.get("version") != SPEC_VERSION:
+            raise ConfigError(f"features spec version {data.get('version')!r} is not "
+                              f"{SPEC_VERSION}; upgrade itemvec")
+        config = from_dict(FeatureConfig, data.get("config", {}), "features.config")
+        fields = [from_dict(Field, f, "features.fields[]") for f in data.get("fields", [])]
+        return cls(fields, config)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> FeatureSpec:
+        return cls.from_dict(json.loads(raw))
+
+    def describe(self) -> str:
+        return ", ".join(f"{f.name}:{f.kind}({f.size})" for f in self.fields)
+
+
+def _cells(series: pl.Series, separator: str) -> list[list[str]]:
+    """Each cell as a list of cleaned string values (multi-valued cells split)."""
+    if isinstance(series.dtype, pl.List | pl.Array):
+        return [[str(v).strip() for v in (cell or []) if v is not None and str(v).strip()]
+                for cell in series.to_list()]
+    out = []
+    for cell in series.cast(pl.String).to_list():
+        if cell is None:
+            out.append([])
+        else:
+            out.append([v.strip() for v in cell.split(separator) if v.strip()])
+    return out
+
+
+def _fit_field(name: str, kind: str, series: pl.Series, config: FeatureConfig) -> Field:
+    if kind == "cat":
+        cells = _cells(series, config.separator)
+        values, counts = np.unique([v for cell in cells for v in cell] or [""],
+                                   return_counts=True)
+        order = np.lexsort((values, -counts))[:config.max_vocab]
+        vocab = [str(values[i]) for i in order if values[i] != ""]
+        width = max([len(c) for c in cells] + [1])
+        return Field(name, "cat", vocab=vocab, max_len=min(width, config.max_values))
+    if kind == "num":
+        x = _numbers(name, series)
+        finite = x[np.isfinite(x)]
+        log = bool(len(finite) and finite.min() >= 0 and
+                   finite.max() > 10 * max(np.median(finite), 1e-9))
+        scaled = np.log1p(finite) if log else finite
+        quantiles = np.linspace(0, 1, config.num_buckets + 1)[1:-1]
+        edges = np.unique(np.quantile(scaled, quantiles)) if len(scaled) else np.zeros(0)
+        return Field(name, "num", edges=[float(e) for e in edges], log=log)
+    if kind == "text":
+        return Field(name, "text", buckets=config.text_buckets, max_len=config.max_tokens)
+    raise ConfigError(f"feature {name!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _numbers(name: str, series: pl.Series) -> np.ndarray:
+    if series.dtype.is_numeric():
+        return series.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    parsed = series.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    bad = parsed.is_null() & series.is_not_null()
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise DataError(f"item table: row {row + 1}: column {name!r}: {series[row]!r} is not a "
+                        f"number; use --features {name}:cat or fix the value")
+    return parsed.fill_null(np.nan).to_numpy()
+
+
+def _transform_field(f: Field, series: pl.Series, config: FeatureConfig) -> np.ndarray:
+    n = len(series)
+    if f.kind == "num":
+        x = _numbers(f.name, series)
+        scaled = np.log1p(np.maximum(x, 0)) if f.log else x
+        index = 1 + np.searchsorted(np.asarray(f.edges), scaled, side="right")
+        return np.where(np.isfinite(x), index, 0).astype(np.int64).reshape(n, 1)
+    out = np.zeros((n, f.max_len), dtype=np.int64)
+    if f.kind == "cat":
+        position = {v: i + 1 for i, v in enumerate(f.vocab)}
+        for row, cell in enumerate(_cells(series, config.separator)):
+            known = list(dict.fromkeys(position[v] for v in cell if v in position))[:f.max_len]
+            out[row, :len(known)] = known
+        return out
+    salt = f.name.encode() + b"\x00"
+    for row, cell in enumerate(series.cast(pl.String).to_list()):
+        tokens = text_tokens(cell or "")[:f.max_len]
+        out[row, :len(tokens)] = [1 + zlib.crc32(salt + t.encode()) % f.buckets for t in tokens]
+    return out
+
+
+def text_tokens(text: str) -> list[str]:
+    """Distinct word unigrams, word bigrams and character 3-grams of words, in that order."""
+    words = _WORD.findall(text.lower())
+    grams = [f"w:{w}" for w in words]
+    grams += [f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    for w in words:
+        padded = f"<{w}>"
+        grams += [f"c:{padded[i:i + 3]}" for i in range(max(len(padded) - 2, 0))]
+    return list(dict.fromkeys(grams))
+
+
+def incidence(index: np.ndarray, size: int):
+    """Row-normalised sparse (items x values) matrix: mean pooling as a matrix."""
+    import scipy.sparse as sp
+
+    rows, cols = np.nonzero(index)
+    values = index[rows, cols]
+    counts = np.maximum((index > 0).sum(axis=1), 1)
+    return sp.csr_matrix((1.0 / counts[rows], (rows, values)), shape=(len(index), size))
+
+
+# -- training with side information ----------------------------------------------------------------
+@dataclass
+class SideInformation:
+    """What ``train_on_log`` needs besides the log: item table, feature choice, relation triples.
+
+    ``chosen`` None auto-types every column of ``table``; ``{}`` uses no features (relations
+    only, or the table kept for display).
+    """
+
+    table: pl.DataFrame | None = None  # item_id + feature columns, one row per item
+    chosen: dict[str, str] | None = None
+    relations: pl.DataFrame | None = None  # head, relation, tail
+    config: FeatureConfig = field(default_factory=FeatureConfig)
+
+
+@dataclass
+class SidePlan:
+    """The vocabulary (warm items, then cold ones), training targets and encoder to train."""
+
+    item_ids: np.ndarray
+    n_warm: int
+    targets: Any  # scipy CSR, warm x warm
+    encoder: Any = None  # FeatureEncoder (joint: trained with behaviour; behaviour-first: after)
+    spec: FeatureSpec | None = None
+    index: list[np.ndarray] | None = None  # feature index rows per field, warm then cold items
+    coldstart: dict[str, Any] | None = None  # behaviour-first: tower fit and calibration report
+
+    @property
+    def n_cold(self) -> int:
+        return len(self.item_ids) - self.n_warm
+
+    @property
+    def behaviour_first(self) -> bool:
+        """Train the plain encoder on behaviour; the feature tower is fitted afterwards."""
+        return self.spec is not None and self.spec.config.mode == "behaviour-first"
+
+    def files(self) -> dict[str, bytes]:
+        """Bundle files that let ``itemvec embed`` featurise new items identically."""
+        if self.spec is None or self.encoder is None:
+            return {}
+        data = self.spec.to_dict()
+        data["encoder"] = {"n_items": self.n_warm, "dim": self.encoder.dim,
+                           "hidden": self.encoder.hidden,
+                           "field_sizes": [f.size for f in self.spec.fields]}
+        if self.coldstart is not None:
+            data["coldstart"] = self.coldstart
+        return {SPEC_FILE: json.dumps(data, indent=1).encode()}
+
+
+def aligned_table(table: pl.DataFrame, item_ids: np.ndarray) -> pl.DataFrame:
+    """Rows of ``table`` in the order of ``item_ids`` (nulls for items the table lacks)."""
+    order = pl.DataFrame({"item_id": pl.Series([str(i) for i in item_ids], dtype=pl.String)})
+    return order.join(table, on="item_id", how="left", maintain_order="left")
+
+
+def prepare_side(side: SideInformation, warm_ids: np.ndarray, cooccurrence,
+                 training) -> SidePlan:
+    """Relations added to the targets; with features, a spectrally started ``FeatureEncoder``."""
+    import torch
+
+    from itemvec.data.relations import add_relations, relation_matrix
+    from itemvec.model.encoder import FeatureEncoder
+    from itemvec.train.trainer import popularity_logits, spectral_vectors
+
+    targets = cooccurrence
+    if side.relations is not None:
+        targets = add_relations(cooccurrence, relation_matrix(side.relations, warm_ids),
+                                side.config.relation_weight)
+    warm_ids = np.asarray(warm_ids, dtype=object)
+    if side.table is None or side.chosen == {}:
+        return SidePlan(warm_ids, len(warm_ids), targets)
+    spec = FeatureSpec.fit(side.table, side.chosen, side.config)
+    if len(spec) == 0:
+        logger.warning("item table has no usable feature columns; training on behaviour only")
+        return SidePlan(warm_ids, len(warm_ids), targets)
+    warm = set(warm_ids.tolist())
+    cold = np.asarray([i for i in side.table["item_id"].to_list() if i not in warm], dtype=object)
+    item_ids = np.concatenate([warm_ids, cold])
+    index = spec.transform(aligned_table(side.table, item_ids))
+    missing = int((~np.isin(warm_ids, side.table["item_id"].to_numpy())).sum())
+    if missing:
+        logger.warning("%d of %d items in the events are not in the item table; they have no "
+                       "features", missing, len(warm_ids))
+    logger.info("features: %s; %d warm + %d cold items (%s)", spec.describe(), len(warm_ids),
+                len(cold), spec.config.mode)
+    rows = [index[n] for n in spec.names]
+    if spec.config.mode == "behaviour-first":  # the tower is fitted after behaviour training
+        return SidePlan(item_ids, len(warm_ids), targets, None, spec, rows)
+    torch.manual_seed(training.seed)
+    encoder = FeatureEncoder(len(warm_ids), training.dim, training.hidden,
+                             [f.size for f in spec.fields], rows,
+                             side.config.id_dropout, side.config.field_dropout,
+                             training.temperature)
+    if training.init == "svd":
+        vectors = spectral_vectors(targets, training.dim, training.seed)
+        encoder.initialise(vectors, popularity_logits(targets))
+    encoder.initialise_features(encoder.item_embedding.weight.detach().cpu().numpy())
+    return SidePlan(item_ids, len(warm_ids), targets, encoder, spec, rows)
+
+
+def load_feature_encoder(files: dict[str, bytes], state: dict):
+    """(spec, encoder) from a bundle's ``features.json`` and encoder weights."""
+    from itemvec.model.encoder import FeatureEncoder
+
+    data = json.loads(files[SPEC_FILE])
+    spec = FeatureSpec.from_dict({k: v for k, v in data.items() if k != "encoder"})
+    shape = data["encoder"]
+    encoder = FeatureEncoder(shape["n_items"], shape["dim"], shape["hidden"],
+                             shape["field_sizes"])
+    defaults = encoder.state_dict()  # bundles from before behaviour-first lack its buffers
+    encoder.load_state_dict({**{k: defaults[k] for k in ("cold_offset", "id_only",
+                                                         "feature_share")}, **state})
+    encoder.eval()
+    return spec, encoder
+
+
+def embed_into_bundle(bundle: str | Path, table: pl.DataFrame,
+                      out: str | Path | None = None) -> tuple[Path, dict[str, int]]:
+    """Embed the items of ``table`` from their features into a trained bundle, no retraining.
+
+    Items the model learned from behaviour keep their vectors; items already embedded cold are
+    embedded again; new ones are appended. Written atomically to ``out`` (default: in place).
+    """
+    import scipy.sparse as sp
+
+    from itemvec.query.embeddings import ItemEmbeddings
+    from itemvec.store.bundle import load_cooccurrence, load_embeddings, load_encoder_state, write_bundle
+    from itemvec.util.errors import BundleError
+
+    bundle = Path(bundle)
+    if not (bundle / SPEC_FILE).is_file():
+        raise BundleError(f"{bundle}: model was trained without item features (no {SPEC_FILE});"
+                          " retrain with --items to embed new items")
+    current = load_embeddings(bundle)
+    files = {SPEC_FILE: (bundle / SPEC_FILE).read_bytes()}
+    state = load_encoder_state(bundle)
+    spec, encoder = load_feature_encoder(files, state)
+    warm = set(current.item_ids[:encoder.n_items].tolist())
+    incoming = table.filter(~pl.col("item_id").is_in(list(warm)))
+    skipped = table.height - incoming.height
+    vectors, bias = encoder.embed_features([spec.transform(incoming)[n] for n in spec.names])
+    new_ids = incoming["item_id"].to_numpy().astype(object)
+    old_table = current.item_table if current.item_table is not None else pl.DataFrame(
+        {"item_id": current.item_ids.astype(str)})
+    keep = ~np.isin(current.item_ids, new_ids)
+    keep[:encoder.n_items] = True
+    counts = (old_table["count"].to_numpy() if "count" in old_table.columns
+              else np.zeros(len(current), np.int64))[keep]
+    item_table = pl.concat([old_table.filter(pl.Series(keep)).drop("count", strict=False),
+                            incoming], how="diagonal_relaxed")
+    ids = np.concatenate([current.item_ids[keep], new_ids])
+    merged = ItemEmbeddings(ids, np.concatenate([current.vectors[keep], vectors]),
+                            np.concatenate([current.item_bias[keep], bias]),
+                            current.temperature, current.query, current.metadata, item_table)
+    n = len(ids)
+    try:
+        matrix = load_cooccurrence(bundle)[:encoder.n_items, :encoder.n_items].tocsr()
+        matrix = sp.csr_matrix((matrix.data, matrix.indices, np.concatenate(
+            [matrix.indptr, np.full(n - encoder.n_items, matrix.indptr[-1])])), shape=(n, n))
+    except BundleError:
+        matrix = None
+    manifest = current.metadata
+    stats = {**manifest.get("stats", {}), "cold_items": n - encoder.n_items}
+    target = Path(out) if out is not None else bundle
+    write_bundle(target, merged, config=manifest.get("config", {}), stats=stats,
+                 encoder_state=state, cooccurrence=matrix,
+                 item_counts=np.concatenate([counts, np.zeros(len(new_ids), np.int64)]),
+                 extra_files=files)
+    report = {"embedded": len(new_ids), "replaced": int((~keep).sum()),
+              "skipped_warm": skipped, "items": n}
+    return target, report

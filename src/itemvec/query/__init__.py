@@ -1,0 +1,1 @@
+"""Answering queries from trained vectors: ItemEmbeddings, ANN index, text search, explanations."""

@@ -1,0 +1,396 @@
+"""Nearest-neighbour indexes over unit item vectors, behind one interface chosen by name.
+
+``exact`` is a batched matmul + top-k (torch, chunked): the ground truth, and the default for
+small vocabularies where it is already fast. ``hnsw`` and ``ivf`` are FAISS approximate indexes
+(inner product on unit vectors = cosine) for large ones; ``recall_at_k`` measures them against
+``exact``. Every backend answers ``search(queries, k) -> (scores, rows)`` with row -1 where fewer
+than ``k`` results exist.
+
+``ItemEmbeddings.use_index(name)`` plugs an index in; ``nearest`` and ``recommend_top`` add what
+a raw index lacks: filters (over-fetch, then fall back to an exact scan of the allowed items
+when a filter is too selective) and exact re-ranking of recommendation candidates by the full
+logit, popularity included.
+
+An index can be stored in the bundle directory (``index-<name>.faiss`` + ``.json``, the FAISS
+binary format, no pickle) and is rebuilt on load when the embeddings it was built from changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from itemvec.util.errors import ConfigError
+from itemvec.util.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+AUTO_EXACT_MAX_ITEMS = 50_000  # ``auto`` keeps exact search up to this many items
+SELECTIVE_FILTER = 0.02  # filters allowing fewer than this share of items scan them exactly
+indexes: Registry = Registry("index backend")
+
+
+class VectorIndex(Protocol):
+    """What every backend provides."""
+
+    name: str
+    approximate: bool
+    params: dict[str, Any]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), both (len(queries), k), best first; rows are -1 past the end."""
+        ...
+
+
+def _as_queries(queries: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
+
+
+@indexes.register("exact")
+class ExactIndex:
+    """Brute force: (B, d) @ (d, N) and top-k, in chunks of queries to bound memory."""
+
+    name = "exact"
+    approximate = False
+
+    def __init__(self, vectors: np.ndarray, chunk: int = 256, **params: Any) -> None:
+        if params:
+            raise ConfigError(f"index exact: unknown parameter {sorted(params)[0]!r}; known: chunk")
+        import torch
+
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._matrix = torch.from_numpy(self.vectors)
+        self.chunk = int(chunk)
+        self.params = {"chunk": self.chunk}
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        queries = _as_queries(queries)
+        k_eff = min(k, len(self.vectors))
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        with torch.inference_mode():
+            for start in range(0, len(queries), self.chunk):
+                block = torch.from_numpy(queries[start:start + self.chunk]) @ self._matrix.T
+                values, top = torch.topk(block, k_eff, dim=1, sorted=True)
+                scores[start:start + len(block), :k_eff] = values.numpy()
+                rows[start:start + len(block), :k_eff] = top.numpy()
+        return scores, rows
+
+
+class _FaissIndex:
+    """Shared FAISS plumbing: inner-product metric on unit vectors, -1 rows past the end."""
+
+    approximate = True
+    name = "faiss"
+
+    def __init__(self, index: Any, params: dict[str, Any]) -> None:
+        self.index = index
+        self.params = params
+
+    def _search_params(self, k: int) -> Any:  # per call, so concurrent queries never race
+        return None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.index.search(_as_queries(queries), int(k),
+                                         params=self._search_params(int(k)))
+        scores = np.where(rows < 0, -np.inf, scores).astype(np.float32)
+        return scores, rows.astype(np.int64)
+
+    def to_bytes(self) -> bytes:
+        faiss = _faiss()
+        return faiss.serialize_index(self.index).tobytes()
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError("approximate indexes need faiss; install with pip install "
+                          "'itemvec[ann]' or use --index exact") from None
+    return faiss
+
+
+def _check_params(name: str, given: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"index {name}: unknown parameter {unknown[0]!r}; known: "
+                          f"{', '.join(sorted(known))}")
+    return {**known, **given}
+
+
+@indexes.register("hnsw")
+class HNSWIndex(_FaissIndex):
+    """Graph index: the lowest latency at a given recall; slower to build than IVF."""
+
+    name = "hnsw"
+    DEFAULTS = {"M": 32, "ef_construction": 80, "ef_search": 96}
+
+    def __init__(self, vectors: np.ndarray | None = None, index: Any = None, **params: Any) -> None:
+        params = _check_params("hnsw", params, self.DEFAULTS)
+        if index is None:
+            faiss = _faiss()
+            vectors = _as_queries(vectors)
+            index = faiss.IndexHNSWFlat(vectors.shape[1], int(params["M"]),
+                                        faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = int(params["ef_construction"])
+            index.add(vectors)
+        super().__init__(index, params)
+
+    def _search_params(self, k: int) -> Any:
+        return _faiss().SearchParametersHNSW(efSearch=max(int(self.params["ef_search"]), k))
+
+
+@indexes.register("ivf")
+class IVFIndex(_FaissIndex):
+    """Inverted lists around k-means centroids: fast to build, recall set by ``nprobe``."""
+
+    name = "ivf"
+    DEFAULTS = {"nlist": 0, "nprobe": 0, "train_size": 100_000, "seed": 0}
+
+    def __init__(self, vectors: np.ndarray | None = None, index: Any = None, **params: Any) -> None:
+        params = _check_params("ivf", params, self.DEFAULTS)
+        if index is None:
+            faiss = _faiss()
+            vectors = _as_queries(vectors)
+            n, dim = vectors.shape
+            nlist = int(params["nlist"]) or max(1, min(int(4 * math.sqrt(n)), n // 39))
+            params["nlist"] = nlist
+            params["nprobe"] = int(params["nprobe"]) or max(1, min(nlist, nlist // 16 or 1))
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(int(params["seed"]))
+            size = min(n, max(int(params["train_size"]), 40 * nlist))  # FAISS wants >= 39/list
+            sample = vectors[rng.choice(n, size=size, replace=False)]
+            index.train(np.ascontiguousarray(sample))
+            index.add(vectors)
+        super().__init__(index, params)
+
+    def _search_params(self, k: int) -> Any:
+        return _faiss().SearchParametersIVF(nprobe=int(self.params["nprobe"]))
+
+
+def build_index(name: str, vectors: np.ndarray, **params: Any) -> VectorIndex:
+    """Build backend ``name`` (``auto``: exact up to 50k items, else hnsw) over ``vectors``."""
+    if name == "auto":
+        name = "exact" if len(vectors) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
+    backend = indexes.get(name)
+    began = time.perf_counter()
+    index = backend(vectors, **params)
+    logger.info("built %s index over %d items in %.1fs", name, len(vectors),
+                time.perf_counter() - began)
+    return index
+
+
+# -- persistence ---------------------------------------------------------------------------------
+def _paths(bundle: Path, name: str) -> tuple[Path, Path]:
+    return bundle / f"index-{name}.faiss", bundle / f"index-{name}.json"
+
+
+def _embeddings_digest(bundle: Path) -> str | None:
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest.get("files", {}).get("embeddings.npy")
+
+
+def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
+    """Store a FAISS index beside the bundle's embeddings (exact needs nothing stored)."""
+    from itemvec.store.bundle import atomic_write_bytes
+
+    if not isinstance(index, _FaissIndex):
+        return None
+    bundle = Path(bundle)
+    data_path, meta_path = _paths(bundle, index.name)
+    atomic_write_bytes(data_path, index.to_bytes())
+    meta = {"backend": index.name, "params": index.params, "n_items": int(index.index.ntotal),
+            "embeddings_sha256": _embeddings_digest(bundle)}
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
+    return data_path
+
+
+def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save: bool = False,
+               **params: Any) -> VectorIndex:
+    """The stored index ``name`` if it matches the bundle's embeddings, else a fresh build."""
+    if name == "auto":
+        name = "exact" if len(vectors) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
+    bundle = Path(bundle)
+    data_path, meta_path = _paths(bundle, name)
+    backend = indexes.get(name)
+    if issubclass(backend, _FaissIndex) and data_path.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        fresh = (meta.get("embeddings_sha256") == _embeddings_digest(bundle)
+                 and meta.get("n_items") == len(vectors))
+        if fresh and (not params or params == {k: meta["params"].get(k) for k in params}):
+            faiss = _faiss()
+            raw = np.frombuffer(data_path.read_bytes(), dtype=np.uint8)
+            stored = {**meta.get("params", {}), **params}
+            logger.info("loaded stored %s index from %s", name, data_path)
+            return backend(index=faiss.deserialize_index(raw), **stored)
+        logger.info("stored %s index is stale; rebuilding", name)
+    index = build_index(name, vectors, **params)
+    if save:
+        save_index(index, bundle)
+    return index
+
+
+# -- queries with filters ------------------------------------------------------------------------
+def _exact_rows(vectors: np.ndarray, query: np.ndarray, n: int, blocked: np.ndarray | None,
+                seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-n of one query over the items not blocked or seen (scan of allowed rows only)."""
+    allowed = np.ones(len(vectors), dtype=bool) if blocked is None else ~blocked
+    allowed[seen] = False
+    rows = np.flatnonzero(allowed)
+    scores = vectors[rows] @ query
+    top = np.argsort(-scores, kind="stable")[:n]
+    return rows[top], scores[top].astype(np.float32)
+
+
+def nearest(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, n: int,
+            blocked: np.ndarray | None, seen: Sequence[np.ndarray],
+            ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Top-n rows and cosines per query, never returning ``blocked`` or the row's ``seen`` items.
+
+    The index is asked for enough extra results to survive the filter; a row that still comes
+    up short (or a filter allowing under 2% of items) is answered by an exact scan.
+    """
+    queries = _as_queries(queries)
+    total = len(vectors)
+    allowed = total if blocked is None else total - int(blocked.sum())
+    if allowed < SELECTIVE_FILTER * total:
+        pairs = [_exact_rows(vectors, q, n, blocked, s) for q, s in zip(queries, seen, strict=True)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    most_seen = max((len(s) for s in seen), default=0)
+    fetch = min(total, int(math.ceil((n + most_seen) * total / max(allowed, 1) * 1.2)) + 8)
+    scores, rows = index.search(queries, fetch)
+    out_rows, out_scores = [], []
+    for q, (row_scores, row_ids, row_seen) in enumerate(zip(scores, rows, seen, strict=True)):
+        keep = row_ids >= 0
+        if blocked is not None:
+            keep &= ~blocked[np.maximum(row_ids, 0)]
+        if len(row_seen):
+            keep &= ~np.isin(row_ids, row_seen)
+        found, values = row_ids[keep][:n], row_scores[keep][:n]
+        available = allowed - len(row_seen)
+        if len(found) < min(n, available):
+            found, values = _exact_rows(vectors, queries[q], n, blocked, row_seen)
+        out_rows.append(found)
+        out_scores.append(values.astype(np.float32))
+    return out_rows, out_scores
+
+
+def recommend_top(index: VectorIndex, embeddings: Any, histories: Sequence[np.ndarray], n: int,
+                  blocked: np.ndarray | None, seen: Sequence[np.ndarray],
+                  candidates: int = 200) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Recommendations through an index, exact up to the index's recall.
+
+    The logit is ``pooled . v / T + w * bias``. Candidates are the items nearest to the pooled
+    history plus the most popular allowed items; any other item has a cosine no higher than the
+    last near candidate and a bias no higher than the last popular one, so when the n-th best
+    candidate beats that bound the answer is the exact one. Otherwise the row is scored in full.
+    """
+    pooled = embeddings.pool(histories)
+    norms = np.linalg.norm(pooled, axis=1)
+    unit = pooled / np.maximum(norms, 1e-12)[:, None]
+    weight, temperature = embeddings.query.popularity_weight, embeddings.temperature
+    order = _popularity_order(embeddings)
+    out_rows, out_scores = [], []
+    for h, history_seen in enumerate(seen):
+        found = None
+        fetch = min(len(embeddings), max(candidates, 4 * n))
+        for _ in range(3):  # widen the candidate set twice before scoring every item
+            near_rows, near_scores = nearest(index, embeddings.vectors, unit[h:h + 1], fetch,
+                                             blocked, [history_seen])
+            popular = _first_allowed(order, fetch, blocked, history_seen)
+            rows = np.union1d(near_rows[0], popular) if norms[h] > 0 else popular
+            logits = embeddings.vectors[rows] @ pooled[h] / temperature
+            logits = logits + weight * embeddings.item_bias[rows]
+            top = np.argsort(-logits, kind="stable")[:n]
+            if norms[h] == 0 or _bound_holds(logits[top], n, near_scores[0], norms[h],
+                                             temperature, weight, embeddings.item_bias,
+                                             popular, fetch):
+                found = rows[top], logits[top]
+                break
+            if fetch >= len(embeddings):
+                break
+            fetch = min(len(embeddings), fetch * 8)
+        if found is None:
+            found = _score_all(embeddings, pooled[h], n, blocked, history_seen)
+        out_rows.append(found[0])
+        out_scores.append(np.asarray(found[1], dtype=np.float32))
+    return out_rows, out_scores
+
+
+def _score_all(embeddings: Any, pooled: np.ndarray, n: int, blocked: np.ndarray | None,
+               seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-n logits over every allowed item (one matvec, no copy of the matrix)."""
+    from itemvec.query.embeddings import top_k
+
+    logits = embeddings.vectors @ pooled / embeddings.temperature
+    logits = logits + embeddings.query.popularity_weight * embeddings.item_bias
+    if blocked is not None:
+        logits[blocked] = -np.inf
+    logits[seen] = -np.inf
+    top = top_k(logits, n)
+    return top, logits[top]
+
+
+def _popularity_order(embeddings: Any) -> np.ndarray:
+    """Rows by descending learned popularity, computed once per embeddings object."""
+    cached = embeddings.__dict__.get("_popularity_order")
+    if cached is None or len(cached) != len(embeddings):
+        cached = np.argsort(-embeddings.item_bias, kind="stable")
+        embeddings.__dict__["_popularity_order"] = cached
+    return cached
+
+
+def _first_allowed(order: np.ndarray, k: int, blocked: np.ndarray | None,
+                   seen: np.ndarray) -> np.ndarray:
+    """The first ``k`` rows of ``order`` that are neither blocked nor seen."""
+    taken, start, step = [], 0, 2 * k + len(seen)
+    while start < len(order) and sum(len(t) for t in taken) < k:
+        chunk = order[start:start + step]
+        ok = ~np.isin(chunk, seen) if len(seen) else np.ones(len(chunk), bool)
+        if blocked is not None:
+            ok &= ~blocked[chunk]
+        taken.append(chunk[ok])
+        start += step
+        step *= 4
+    return np.concatenate(taken)[:k] if taken else np.zeros(0, np.int64)
+
+
+def _bound_holds(best: np.ndarray, n: int, near_scores: np.ndarray, norm: float,
+                 temperature: float, weight: float, bias: np.ndarray, popular: np.ndarray,
+                 fetch: int) -> bool:
+    """Can an item outside the candidates still beat the n-th best candidate?"""
+    if len(best) < n:
+        return False
+    cos_floor = float(near_scores[-1]) if len(near_scores) >= fetch else -np.inf
+    bias_floor = float(bias[popular[-1]]) if len(popular) >= fetch else -np.inf
+    if not np.isfinite(cos_floor) and not np.isfinite(bias_floor):
+        return True  # every allowed item is a candidate already
+    bound = cos_floor * norm / temperature + weight * bias_floor
+    return bool(best[-1] >= bound)
+
+
+# -- measurement ---------------------------------------------------------------------------------
+def recall_at_k(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, k: int = 10,
+                truth: np.ndarray | None = None) -> float:
+    """Share of the exact top-k that the index also returns in its top-k (averaged)."""
+    if truth is None:
+        _, truth = ExactIndex(vectors).search(queries, k)
+    _, found = index.search(queries, k)
+    hits = [len(np.intersect1d(a[a >= 0], b[b >= 0])) for a, b in zip(truth, found, strict=True)]
+    return float(np.sum(hits) / max(1, np.sum(truth >= 0)))

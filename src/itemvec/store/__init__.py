@@ -1,0 +1,1 @@
+"""The bundle format: one directory written atomically, read without pickle."""

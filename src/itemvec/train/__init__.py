@@ -1,0 +1,2 @@
+"""Training stages and their orchestration: trainer, checkpoints, histories, cold start,
+pipeline, update."""

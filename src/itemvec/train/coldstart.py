@@ -1,0 +1,359 @@
+"""Behaviour-first side information: a feature tower fitted to the frozen behaviour vectors.
+
+The default way ``itemvec train --items`` uses item features (``features.mode``):
+
+1. the behaviour model is trained exactly as without side information (same seed, same
+   vectors and popularity logits for warm items), so warm quality cannot get worse;
+2. a feature tower g(features) -> unit vector (the ``FeatureEncoder`` feature path: field
+   value embeddings, softmax field weights, L2 norm) is fitted to the frozen warm vectors with
+   a contrastive loss: softmax over warm items of cos(g(x_i), e_j) / T, target j = i. A random
+   ``features.holdout`` share of warm items is held out (pseudo-cold) and stops it early;
+3. a ridge regression from g(x) to the warm popularity logits gives each cold item a logit;
+4. one global offset on the cold logits is chosen on the validation queries: pseudo-cold items
+   get their tower vectors and predicted logits, and the offset that maximises HR@20 of
+   pseudo-cold (and naturally cold) targets, while warm-target HR@20 drops at most
+   ``features.max_warm_drop`` (relative) against no cold items at all, wins. A regressed logit
+   under-rates the popular new items that dominate cold queries; the offset corrects that,
+   and the warm constraint keeps cold items from crowding warm ones out of the top 20;
+5. the tower and the ridge are refitted on all warm items for the chosen number of epochs;
+6. warm items with little behaviour may lean on their features: vector =
+   normalize((1 - s) e_id + s g(x)) with s = c / (contexts + c), the prior strength c chosen
+   on the validation queries (warm targets) from ``PRIORS``; it must beat c = 0 (every warm item
+   exactly its behaviour vector) by a paired z >= ``PRIOR_Z``, else warm vectors stay
+   bit-identical.
+
+The result is a ``FeatureEncoder`` with ``id_only`` set: its warm rows are the behaviour
+vectors, its feature path embeds cold items, and ``cold_offset`` holds the calibration, so
+``itemvec embed`` and ``itemvec update`` apply it to new items as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from itemvec.config import TrainingConfig
+from itemvec.evaluation.protocol import Queries, target_ranks
+from itemvec.model.encoder import FeatureEncoder, ItemEncoder
+from itemvec.model.features import SidePlan
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.train.trainer import TrainingResult
+
+logger = logging.getLogger(__name__)
+
+K = 20
+OFFSETS = np.round(np.arange(-4.0, 10.01, 0.25), 2)  # candidate shifts of the cold logits
+PATIENCE = 3  # tower epochs without a better held-out loss before it stops
+BATCH = 512
+MIN_PSEUDO_COLD = 200  # pseudo-cold items wanted over all folds (small catalogues)
+MAX_FOLDS = 5
+# below these, a 0.5% warm budget cannot be resolved and the offset would be noise
+MIN_WARM_QUERIES, MIN_COLD_QUERIES = 200, 30
+PRIORS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # contexts' worth of evidence the features count as
+PRIOR_Z = 2.0  # a feature prior must beat none by this paired z on validation (~2 sigma)
+
+
+def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
+                      queries: dict[str, Queries] | None, training: TrainingConfig,
+                      item_counts: np.ndarray | None = None
+                      ) -> tuple[TrainingResult, ItemEmbeddings]:
+    """Fit the tower to ``result.encoder`` and return the model over warm + cold items.
+
+    ``warm`` is the behaviour model as the pipeline would ship it (query settings tuned);
+    ``queries`` are validation queries over ``plan.item_ids`` (None: no calibration slice).
+    """
+    config = plan.spec.config
+    torch.manual_seed(training.seed)
+    rng = np.random.default_rng(training.seed)
+    targets = torch.as_tensor(warm.vectors)
+    has = np.flatnonzero(np.stack([(f[:plan.n_warm] > 0).any(axis=1) for f in plan.index],
+                                  axis=1).any(axis=1))
+    report: dict[str, Any] = {"mode": "behaviour-first", "tower_items": int(len(has))}
+    curves, epochs, losses = [], [], []
+    for held in pseudo_cold_folds(has, config.holdout, rng):
+        fit_rows = np.setdiff1d(has, held)
+        tower = build_tower(result.encoder, plan, training, fit_rows)  # no held-out in means
+        best, fold_losses = train_tower(tower, targets, fit_rows, held, config.tower_epochs,
+                                        config.tower_lr, training.temperature, rng)
+        epochs.append(best)
+        losses.append(fold_losses)
+        if queries is not None:
+            curves.append(calibration_hits(tower, warm, plan.n_warm, held, queries))
+    report.update(tower_epochs=int(np.median(epochs)) if epochs else 1,
+                  pseudo_cold=int(sum(len(c[0]) for c in curves)) if curves else 0,
+                  folds=len(epochs), held_out_loss=losses)
+    if curves:
+        offset, report["calibration"] = choose_offset(curves, config.max_warm_drop)
+    elif len(has) > warm.dim:  # no validation slice: the expected partition-function gap
+        tower = build_tower(result.encoder, plan, training, has)
+        tower.fit_cold_bias(rows=torch.as_tensor(has))
+        index = torch.arange(plan.n_warm)
+        with torch.no_grad():
+            offset = tower._partition_gap(index, tower.feature_vectors(index))
+        report["calibration"] = {"method": "partition-gap (no validation queries)"}
+        logger.warning("behaviour-first: no validation queries to calibrate cold items on; "
+                       "using the partition-function gap %.3f as the offset", offset)
+    else:
+        offset, report["calibration"] = 0.0, {"method": "none (too few items with features)"}
+    tower = build_tower(result.encoder, plan, training, has)  # refit on every warm item
+    train_tower(tower, targets, has, np.zeros(0, np.int64), report["tower_epochs"],
+                config.tower_lr, training.temperature, rng, fixed=True)
+    if len(has) > warm.dim:
+        tower.fit_cold_bias(rows=torch.as_tensor(has))
+    else:  # too few warm items with features to regress on: the mean logit
+        logger.warning("behaviour-first: only %d warm items have features; cold items get the "
+                       "mean popularity logit", len(has))
+        tower.cold_bias.zero_()
+        tower.cold_bias[-1] = float(warm.item_bias.mean())
+    tower.cold_offset.fill_(float(offset))
+    report["offset"] = float(offset)
+    if queries is not None and item_counts is not None:
+        share, report["feature_prior"] = choose_feature_prior(tower, warm, has, queries,
+                                                              item_counts)
+        tower.feature_share.copy_(torch.as_tensor(share))
+    plan.encoder, plan.coldstart = tower, report
+    vectors, bias = tower.export()
+    if not bool((tower.feature_share > 0).any()):
+        vectors[:plan.n_warm] = warm.vectors  # bit-identical to the behaviour model
+    bias[:plan.n_warm] = warm.item_bias
+    embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, warm.query,
+                                warm.metadata, warm.item_table)
+    logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)",
+                report["tower_epochs"], len(has), offset,
+                report["calibration"].get("summary", "-"))
+    return dataclasses.replace(result, encoder=tower), embeddings
+
+
+def choose_feature_prior(tower: FeatureEncoder, warm: ItemEmbeddings, has: np.ndarray,
+                         queries: dict[str, Queries], item_counts: np.ndarray
+                         ) -> tuple[np.ndarray, dict]:
+    """Per-warm-item feature shares ``c / (contexts + c)`` for the best prior ``c`` on the
+    validation queries' warm targets; zeros unless its gain over no prior is significant: a
+    paired (McNemar) z of at least ``PRIOR_Z`` over the queries one of the two gets right."""
+    n = len(warm)
+    with torch.no_grad():  # in blocks: text fields make one pass over every item costly
+        index = torch.arange(n)
+        features = torch.cat([tower.feature_vectors(index[i:i + 8192])
+                              for i in range(0, n, 8192)]).numpy()
+    pooled = _without_cold(queries, np.zeros(n, dtype=bool))
+    has_features = np.zeros(n, dtype=bool)
+    has_features[has] = True
+    counts = np.asarray(item_counts[:n], dtype=np.float64)
+    hits, shares = {}, {}
+    for prior in PRIORS:
+        share = np.where(has_features, prior / (counts + prior), 0.0) if prior else np.zeros(n)
+        mixed = (1 - share)[:, None] * warm.vectors + share[:, None] * features
+        mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+        scorer = ItemEmbeddings(warm.item_ids, mixed, warm.item_bias, warm.temperature,
+                                warm.query)
+        hits[prior] = target_ranks(scorer, pooled) < K if len(pooled) else np.zeros(0, bool)
+        shares[prior] = share.astype(np.float32)
+    best = max(PRIORS, key=lambda p: hits[p].sum())
+    z = _paired_z(hits[best], hits[0.0])
+    if len(pooled) < MIN_WARM_QUERIES or z < PRIOR_Z:
+        best = 0.0
+    scores = {p: float(h.mean()) if len(h) else 0.0 for p, h in hits.items()}
+    logger.info("behaviour-first: feature prior %g (validation warm HR@20 %.4f, none %.4f, "
+                "z %.2f)", best, scores[best], scores[0.0], z)
+    return shares[best], {"prior": best, "z": round(z, 3), "queries": len(pooled),
+                          "validation_hr@20": {f"{p:g}": round(v, 5) for p, v in scores.items()}}
+
+
+def _paired_z(better: np.ndarray, base: np.ndarray) -> float:
+    """McNemar's z for two scorers' hits on the same queries (0 when they never disagree)."""
+    wins, losses = int((better & ~base).sum()), int((~better & base).sum())
+    return (wins - losses) / np.sqrt(wins + losses) if wins + losses else 0.0
+
+
+def pseudo_cold_folds(rows: np.ndarray, share: float, rng: np.random.Generator,
+                      least: int = MIN_PSEUDO_COLD, most: int = MAX_FOLDS) -> list[np.ndarray]:
+    """Disjoint random ``share``-sized sets of warm items to hold out, enough of them (up to
+    ``most``) that together they hold ``least`` items: a few popular pseudo-cold items would
+    otherwise decide the calibration of a small catalogue alone."""
+    if len(rows) < 20:
+        return []
+    size = max(1, int(round(share * len(rows))))
+    folds = min(most, int(np.ceil(least / size)), len(rows) // size)
+    order = rng.permutation(rows)
+    return [np.sort(order[f * size:(f + 1) * size]) for f in range(max(folds, 1))]
+
+
+def build_tower(behaviour: ItemEncoder, plan: SidePlan, training: TrainingConfig,
+                rows: np.ndarray | None = None) -> FeatureEncoder:
+    """A ``FeatureEncoder`` holding the behaviour weights, warm rows id-only."""
+    config = plan.spec.config
+    tower = FeatureEncoder(plan.n_warm, training.dim, training.hidden,
+                           [f.size for f in plan.spec.fields], plan.index, 0.0,
+                           config.field_dropout, training.temperature)
+    state = {k: v.detach().cpu() for k, v in behaviour.state_dict().items()}
+    tower.load_state_dict({**tower.state_dict(), **state})
+    tower.id_only.fill_(True)
+    tower.initialise_features(tower.item_embedding.weight.detach().cpu().numpy(), rows)
+    return tower
+
+
+def train_tower(tower: FeatureEncoder, targets: torch.Tensor, rows: np.ndarray,
+                held: np.ndarray, epochs: int, lr: float, temperature: float,
+                rng: np.random.Generator, fixed: bool = False) -> tuple[int, list[float]]:
+    """Contrastive fit of the feature path to frozen ``targets``; returns (best epoch, losses).
+
+    Only field embeddings and field weights move. With held-out rows it stops after
+    ``PATIENCE`` epochs without a lower held-out loss and restores the best weights;
+    ``fixed`` runs exactly ``epochs`` epochs.
+    """
+    params = [*tower.field_tables.parameters(), tower.field_logits]
+    optimiser = torch.optim.Adam(params, lr=lr)
+    best, best_epoch, best_state, losses = float("inf"), 0, None, []
+    for epoch in range(1, epochs + 1):
+        tower.train()
+        order = rows[rng.permutation(len(rows))]
+        for start in range(0, len(rows), BATCH):
+            batch = torch.as_tensor(order[start:start + BATCH])
+            loss = _loss(tower, targets, batch, temperature)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        if fixed or len(held) == 0:
+            best_epoch = epoch
+            continue
+        tower.eval()
+        with torch.no_grad():
+            held_loss = float(_loss(tower, targets, torch.as_tensor(held), temperature))
+        losses.append(round(held_loss, 4))
+        if held_loss < best:
+            best, best_epoch = held_loss, epoch
+            best_state = [p.detach().clone() for p in params]
+        elif epoch - best_epoch >= PATIENCE:
+            break
+    if best_state is not None:
+        with torch.no_grad():
+            for p, value in zip(params, best_state, strict=True):
+                p.copy_(value)
+    tower.eval()
+    return best_epoch, losses
+
+
+def _loss(tower: FeatureEncoder, targets: torch.Tensor, batch: torch.Tensor,
+          temperature: float) -> torch.Tensor:
+    logits = tower.feature_vectors(batch) @ targets.T / temperature
+    return F.cross_entropy(logits, batch)
+
+
+# -- calibration ---------------------------------------------------------------------------------
+def calibration_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_warm: int,
+                     held: np.ndarray, queries: dict[str, Queries]) -> tuple:
+    """(held, warm hits, cold hits, warm hits without cold items, warm queries, cold queries)
+    per offset on validation queries, the ``held`` items embedded by ``tower``.
+
+    The held-out items play the part of the cold set (real cold items are left out: how many
+    there will be is not known when ``itemvec embed`` adds more later).
+    """
+    fit_rows = np.setdiff1d(np.arange(n_warm), held)
+    tower.fit_cold_bias(rows=torch.as_tensor(fit_rows))
+    with torch.no_grad():
+        features = tower.feature_vectors(torch.as_tensor(held))
+        predicted = tower.cold_logits(features).numpy()
+    cold = np.zeros(n_warm, dtype=bool)
+    cold[held] = True
+    vectors, bias = warm.vectors.copy(), warm.item_bias.copy()
+    vectors[held], bias[held] = features.numpy(), predicted
+    scorer = ItemEmbeddings(warm.item_ids, vectors, bias, warm.temperature, warm.query)
+    pooled = _without_cold(queries, cold)
+    warm_hits, cold_hits, base = offset_hits(scorer, pooled, cold, warm.query.popularity_weight)
+    return (held, warm_hits, cold_hits, base, *_counts(pooled, cold))
+
+
+def choose_offset(curves: list[tuple], max_warm_drop: float) -> tuple[float, dict]:
+    """The offset with the most cold-target hits whose warm HR@20 stays within
+    ``max_warm_drop`` (relative) of no cold items at all, hits pooled over the folds."""
+    warm_hits, cold_hits = sum(c[1] for c in curves), sum(c[2] for c in curves)
+    base_hits = sum(c[3] for c in curves)
+    n_warm_q, n_cold_q = sum(c[4] for c in curves), sum(c[5] for c in curves)
+    warm_hr = warm_hits / max(n_warm_q, 1)
+    cold_hr = cold_hits / max(n_cold_q, 1)
+    base = base_hits / max(n_warm_q, 1)
+    feasible = warm_hr >= (1 - max_warm_drop) * base - 1e-12
+    few = n_cold_q < MIN_COLD_QUERIES or n_warm_q < MIN_WARM_QUERIES
+    if few or not feasible.any():
+        choice = 0  # the safe end: warm rankings as without cold items
+        logger.warning("calibration: %s; cold logits get the lowest offset %.2f",
+                       f"too few validation queries ({n_warm_q} warm-target, {n_cold_q} "
+                       f"cold-target; need {MIN_WARM_QUERIES} and {MIN_COLD_QUERIES})" if few
+                       else "every offset costs warm targets more than allowed", OFFSETS[0])
+    else:
+        allowed = np.where(feasible, cold_hr, -1.0)
+        choice = int(np.flatnonzero(allowed == allowed.max())[0])
+    summary = (f"validation: cold-target HR@20 {cold_hr[choice]:.3f} on {n_cold_q} queries, "
+               f"warm-target HR@20 {warm_hr[choice]:.4f} vs {base:.4f} without cold items")
+    return float(OFFSETS[choice]), {
+        "method": "validation", "summary": summary, "warm_queries": int(n_warm_q),
+        "cold_queries": int(n_cold_q), "warm_hr@20_without_cold": round(float(base), 5),
+        "warm_hr@20": round(float(warm_hr[choice]), 5),
+        "cold_hr@20": round(float(cold_hr[choice]), 5),
+        "max_warm_drop": max_warm_drop,
+        "curve": {f"{o:g}": [round(float(w), 4), round(float(c), 4)]
+                  for o, w, c in zip(OFFSETS, warm_hr, cold_hr, strict=True)},
+    }
+
+
+def _without_cold(queries: dict[str, Queries], cold: np.ndarray) -> Queries:
+    """Every task's queries over warm items pooled, cold items removed from histories (they
+    have no behaviour)."""
+    histories, targets = [], []
+    n = len(cold)
+    for q in queries.values():
+        for history, target in zip(q.histories, q.targets, strict=True):
+            history = history[history < n]
+            history = history[~cold[history]]
+            if len(history) and target < n:
+                histories.append(history)
+                targets.append(target)
+    return Queries(histories, np.asarray(targets, dtype=np.int64))
+
+
+def _counts(queries: Queries, cold: np.ndarray) -> tuple[int, int]:
+    is_cold = cold[queries.targets]
+    return int((~is_cold).sum()), int(is_cold.sum())
+
+
+def offset_hits(scorer: ItemEmbeddings, queries: Queries, cold: np.ndarray,
+                popularity_weight: float, batch: int = 512
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Hits@20 of warm and of cold targets for every offset in ``OFFSETS``, and warm hits
+    with no cold item ranked at all. Scores are computed once; an offset moves cold columns."""
+    shift = popularity_weight * OFFSETS
+    warm_hits, cold_hits, base = np.zeros(len(OFFSETS)), np.zeros(len(OFFSETS)), 0
+    for start in range(0, len(queries), batch):
+        histories = queries.histories[start:start + batch]
+        targets = queries.targets[start:start + batch]
+        scores = np.asarray(scorer.score_histories(histories), dtype=np.float64)
+        rows = np.arange(len(targets))
+        own = scores[rows, targets].copy()
+        for row, history in enumerate(histories):
+            scores[row, history] = -np.inf
+        scores[rows, targets] = -np.inf
+        warm_sorted = np.sort(scores[:, ~cold], axis=1)
+        cold_sorted = np.sort(scores[:, cold], axis=1)
+        for row, target in enumerate(targets):
+            w, c, t = warm_sorted[row], cold_sorted[row], own[row]
+            if cold[target]:  # its own shift cancels against other cold items'
+                rank = _above(w, t + shift) + _above(c, np.array([t]))
+                cold_hits += rank < K
+            else:
+                above_warm = _above(w, np.array([t]))
+                warm_hits += (above_warm + _above(c, t - shift)) < K
+                base += int(above_warm[0] < K)
+    return warm_hits, cold_hits, base
+
+
+def _above(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """How many entries of the ascending ``ordered`` are >= each value (ties against)."""
+    return len(ordered) - np.searchsorted(ordered, values, side="left")
+
+
+__all__ = ["attach_cold_items", "build_tower", "choose_offset", "train_tower"]

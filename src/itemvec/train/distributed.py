@@ -1,0 +1,147 @@
+"""Data-parallel training: ``torchrun --nproc_per_node N itemvec train ... --distributed``.
+
+Every process reads the log, counts and builds the same objective (same seed, same batches);
+each then scores only its slice of every batch (rows ``rank::world``), and after ``backward``
+the gradients - the embedding table's included - are averaged across processes with one
+all-reduce over a flat buffer, so all replicas take the same Adam step and stay identical
+(rank 0's initial weights are broadcast first, to rule out drift). Validation (early stopping)
+runs on rank 0 and its score is broadcast, so every rank stops at the same epoch; only rank 0
+writes the bundle. Backend: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on
+CPU.
+
+This is plain data parallelism: each process holds the whole embedding table and the all-reduce
+moves ``items x dim`` floats per step, which is right up to a few million items. Beyond that
+the table must be sharded (model parallelism, e.g. TorchRec); see docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from itemvec.config import PipelineConfig, TrainingConfig
+from itemvec.train.trainer import Trainer
+from itemvec.util.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def launched() -> bool:
+    """True inside ``torchrun`` (or anything else that sets the env:// rendezvous variables)."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def init(device: str = "auto") -> tuple[int, int, str]:
+    """Join the process group from torchrun's environment; returns (rank, world, device)."""
+    if not launched():
+        raise ConfigError("--distributed needs torchrun: torchrun --nproc_per_node N "
+                          "$(which itemvec) train ... --distributed")
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    if use_cuda:
+        torch.cuda.set_device(local)
+    return dist.get_rank(), dist.get_world_size(), f"cuda:{local}" if use_cuda else "cpu"
+
+
+class DistributedTrainer(Trainer):
+    """``Trainer`` whose batches are split across processes and gradients averaged."""
+
+    def __init__(self, config: TrainingConfig, validator=None, progress: bool = True,
+                 callbacks=(), **kwargs) -> None:
+        if not dist.is_initialized():
+            raise ConfigError("DistributedTrainer needs an initialised process group "
+                              "(itemvec.train.distributed.init)")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        super().__init__(config, _shared_validator(validator, self.rank) if validator else None,
+                         progress=progress and self.rank == 0,
+                         callbacks=callbacks if self.rank == 0 else (), **kwargs)
+
+    def build_encoder(self, targets):
+        encoder = super().build_encoder(targets)
+        with torch.no_grad():
+            for tensor in encoder.state_dict().values():
+                dist.broadcast(tensor, src=0)
+        return encoder
+
+    def shard(self, batch):
+        if isinstance(batch, tuple):
+            return tuple(part[self.rank::self.world] for part in batch)
+        return batch[self.rank::self.world]
+
+    def sparse_updates(self, n_items: int) -> bool:
+        return False  # gradients are all-reduced as one flat dense tensor
+
+    def after_backward(self, encoder) -> None:
+        grads = [p.grad for p in encoder.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _epoch(self, encoder, objective, optimiser, rng, epoch: int) -> float:
+        loss = torch.tensor([super()._epoch(encoder, objective, optimiser, rng, epoch)],
+                            dtype=torch.float64, device=self.device)
+        dist.all_reduce(loss)
+        return float(loss.item()) / self.world
+
+
+def _shared_validator(validator, rank: int):
+    """Rank 0 scores; every rank gets its score, so early stopping agrees everywhere."""
+
+    def shared(encoder) -> float:
+        value = float(validator(encoder)) if rank == 0 else 0.0
+        device = next(encoder.parameters()).device
+        score = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(score, src=0)
+        return float(score.item())
+
+    return shared
+
+
+@contextlib.contextmanager
+def trainer_as_distributed() -> Iterator[None]:
+    """Make ``pipeline.train_on_log`` build a ``DistributedTrainer`` inside this block."""
+    import itemvec.train.pipeline as pipeline
+
+    original = pipeline.Trainer
+    pipeline.Trainer = DistributedTrainer
+    try:
+        yield
+    finally:
+        pipeline.Trainer = original
+
+
+def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
+          **options):
+    """``pipeline.train`` for ``itemvec train --distributed``: every rank trains, rank 0 writes."""
+    from itemvec.train.pipeline import save_model
+    from itemvec.train.pipeline import train as pipeline_train
+
+    rank, world, device = init(config.training.device)
+    config.training.device = device
+    logger.info("rank %d of %d on %s", rank, world, device)
+    options["progress"] = options.get("progress", True) and rank == 0
+    with trainer_as_distributed():
+        model = pipeline_train(events, config, out=None, **options)
+    if rank == 0 and out is not None:
+        save_model(model, out, config)
+    dist.barrier()
+    return model
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

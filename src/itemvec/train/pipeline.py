@@ -1,0 +1,435 @@
+"""The whole pipeline, one call per stage: read -> count -> train -> embeddings -> bundle.
+
+    log = read_events(...)                       # ingest
+    matrix = count_pairs(log, ...)               # cooccurrence
+    result = Trainer(...).fit(matrix)            # sampling + encoder + objective + training
+    embeddings = ItemEmbeddings(...)             # embeddings (answers queries)
+    write_bundle(out, embeddings, ...)           # bundle
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from itemvec.config import PipelineConfig, QueryConfig, TrainingConfig
+from itemvec.counting.cooccurrence import apply_min_support, count_pairs, prune_rare_items
+from itemvec.counting.streamed import DEFAULT_CHUNK_ROWS, _ordered, count_file
+from itemvec.data.ingest import (
+    EventLog,
+    as_string_ids,
+    check_not_null,
+    first_data_row,
+    read_events,
+    read_table,
+    require_columns,
+    restrict_vocabulary,
+)
+from itemvec.data.relations import read_relations
+from itemvec.data.streaming import (
+    VALIDATION_CONTEXTS,
+    hold_out,
+    read_contexts,
+    sample_valid,
+    use_streaming,
+)
+from itemvec.evaluation.baselines import build_baseline
+from itemvec.evaluation.protocol import (
+    TASKS,
+    Queries,
+    build_queries,
+    hit_rate,
+    metrics_from_ranks,
+    split_contexts,
+    target_ranks,
+)
+from itemvec.evaluation.query_tuning import tune_query
+from itemvec.model.features import FeatureConfig, SideInformation, parse_feature_option, prepare_side
+from itemvec.model.objectives import resolve_objective
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.store.bundle import check_target, write_bundle
+from itemvec.train.checkpoint import CheckpointManager, manager_for
+from itemvec.train.trainer import Callback, Trainer, TrainingResult
+from itemvec.util.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+AUTO_HISTORY_EPOCHS = 10
+AUTO_HISTORY_MAX_EVENTS = 2_000_000
+VALIDATION_QUERIES = 3000
+
+
+@dataclass
+class TrainedModel:
+    embeddings: ItemEmbeddings
+    cooccurrence: sp.csr_matrix
+    item_counts: np.ndarray
+    training: TrainingResult
+    stats: dict = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # extra bundle files (features.json)
+
+
+def read_item_table(path: str | Path, key: str) -> pl.DataFrame:
+    """The optional item table (id + columns such as category, brand, title), keyed by string id."""
+    path = Path(path)
+    frame = read_table(path)
+    require_columns(frame, {"--item-key": key}, path)
+    ids = as_string_ids(frame, key, path)  # same id rules as the event log: 7.0 -> "7"
+    first_row = first_data_row(path)
+    check_not_null(ids, key, pl.Series(np.arange(first_row, first_row + frame.height)), path)
+    frame = frame.drop(key).with_columns(ids.alias("item_id")).select(
+        ["item_id", *[c for c in frame.columns if c != key and c != "item_id"]])
+    return frame.unique("item_id", keep="first", maintain_order=True)
+
+
+def holdout_by_time(log: EventLog, fraction: float, seed: int) -> tuple[EventLog, EventLog | None]:
+    """Split off the newest ``fraction`` of contexts as an early-stopping slice."""
+    if fraction <= 0 or log.n_contexts < 20:
+        return log, None
+    split = split_contexts(log, valid=0.0, test=fraction, seed=seed)
+    return log.subset(np.sort(split.train)), log.subset(np.sort(split.test))
+
+
+def vocabulary_map(source: EventLog, model_items: np.ndarray) -> np.ndarray:
+    """For each item index of ``source``: its index in ``model_items`` or -1."""
+    position = {item: i for i, item in enumerate(model_items)}
+    return np.asarray([position.get(item, -1) for item in source.item_ids], dtype=np.int64)
+
+
+def validation_queries(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig,
+                       tasks: tuple[str, ...] = TASKS) -> dict[str, Queries] | None:
+    """Queries from the held-out contexts (None when there is no slice or too few queries)."""
+    if valid is None:
+        return None
+    mapping = vocabulary_map(valid, model_items)
+    queries = {task: build_queries(valid, mapping, task, seed=config.training.seed,
+                                   max_queries=VALIDATION_QUERIES) for task in tasks}
+    return queries if min(len(q) for q in queries.values()) >= 10 else None
+
+
+def query_settings(config: PipelineConfig, ordered: bool) -> QueryConfig:
+    """Baskets have no order: their items are pooled with equal weights, not by recency."""
+    return config.query if ordered else replace(config.query, recency_half_life=0.0)
+
+
+def make_validator(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig):
+    """Closure scoring the encoder by s2i HR@20 on held-out contexts (None without a slice)."""
+    found = validation_queries(valid, model_items, config, tasks=("s2i",))
+    if found is None:
+        if valid is not None:
+            logger.warning("validation slice has fewer than 10 queries; early stopping off")
+        return None
+    queries, query = found["s2i"], query_settings(config, valid.ordered)
+
+    def validator(encoder) -> float:
+        vectors, bias = encoder.export()
+        scorer = ItemEmbeddings(model_items, vectors, bias, config.training.temperature, query)
+        return hit_rate(scorer, queries)
+
+    return validator
+
+
+@dataclass
+class Counted:
+    """What training needs from counting, whichever way the log was counted."""
+
+    matrix: sp.csr_matrix  # co-occurrence of the training contexts
+    item_ids: np.ndarray  # vocabulary (str), most frequent first
+    item_counts: np.ndarray  # training contexts each item occurs in
+    ordered: bool  # sessions (True) or baskets
+    source: str
+    events: int  # training events and contexts (for the bundle's stats)
+    contexts: int
+    stored: sp.csr_matrix | None = None  # what the bundle keeps (after --min-support); matrix
+    extra_stats: dict = field(default_factory=dict)  # added to the bundle's stats
+    log: EventLog | None = None  # the contexts themselves, for history fine-tuning (in memory)
+
+    @classmethod
+    def from_log(cls, log: EventLog, config: PipelineConfig) -> Counted:
+        """Count ``log`` (already restricted to its vocabulary) in memory."""
+        matrix = count_pairs(log, config.cooccurrence) if log.n_items >= 2 else None
+        stored = None if matrix is None else apply_min_support(matrix, log, config.cooccurrence)
+        return cls(matrix, log.item_ids, log.item_counts(), log.ordered, log.source,
+                   log.n_events, log.n_contexts, stored, log=log)
+
+
+def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
+                 item_table: pl.DataFrame | None = None, progress: bool = True,
+                 callbacks: list[Callback] | tuple = (),
+                 checkpoint: CheckpointManager | None = None, resume: bool = False,
+                 side: SideInformation | None = None) -> TrainedModel:
+    """Count, train and wrap: the core of ``itemvec train`` on an already-read log.
+
+    ``side`` adds item features (cold items from the table join the vocabulary after the warm
+    ones, embedded from features alone) and relation triples (extra targets).
+    """
+    started = time.perf_counter()
+    if valid is None:
+        log, valid = holdout_by_time(log, config.training.validation_fraction,
+                                     config.training.seed)
+    log = restrict_vocabulary(log, prune_rare_items(log, config.cooccurrence.min_count))
+    return train_on_counts(Counted.from_log(log, config), config, valid, item_table, progress,
+                           callbacks, checkpoint, resume, side, started)
+
+
+def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | None = None,
+                    item_table: pl.DataFrame | None = None, progress: bool = True,
+                    callbacks: list[Callback] | tuple = (),
+                    checkpoint: CheckpointManager | None = None, resume: bool = False,
+                    side: SideInformation | None = None,
+                    started: float | None = None) -> TrainedModel:
+    """Train and wrap a counted log (in memory or streamed); ``valid`` drives early stopping and
+    query tuning. Shared by ``train_on_log`` and the streaming path of ``train``."""
+    started = time.perf_counter() if started is None else started
+    matrix, item_ids, ordered = counted.matrix, counted.item_ids, counted.ordered
+    if len(item_ids) < 2:
+        raise DataError(f"{counted.source}: fewer than 2 items left after --min-count "
+                        f"{config.cooccurrence.min_count}; lower it or add data")
+    if matrix.nnz == 0:
+        raise DataError(f"{counted.source}: no two items ever share a context; nothing to learn")
+    plan = None if side is None else prepare_side(side, item_ids, matrix, config.training)
+    model_items = item_ids if plan is None else plan.item_ids
+    behaviour_first = plan is not None and plan.behaviour_first  # cold items attached after
+    trained_items = item_ids if behaviour_first else model_items
+    validator = make_validator(valid, trained_items, config)
+    result = Trainer(config.training, validator, progress=progress, callbacks=callbacks,
+                     checkpoint=checkpoint, resume=resume).fit(
+        matrix if plan is None else plan.targets, encoder=None if plan is None else plan.encoder)
+    vectors, bias = result.encoder.export()
+    stats = _stats(counted, result, time.perf_counter() - started)
+    if plan is not None:
+        stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
+    embeddings = ItemEmbeddings(trained_items, vectors, bias, config.training.temperature,
+                                query_settings(config, ordered),
+                                metadata={"config": config.to_dict(), "stats": stats},
+                                item_table=item_table)
+    queries = validation_queries(valid, trained_items, config)  # for query tuning and histories
+    if config.training.tune_query:
+        tune_on_validation(embeddings, queries, ordered)
+    if counted.log is not None and (plan is None or behaviour_first):
+        finetune_on_histories(result.encoder, embeddings, counted.log, queries, config, progress)
+    if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
+        from itemvec.train.coldstart import attach_cold_items
+
+        result, embeddings = attach_cold_items(plan, result, embeddings,
+                                               validation_queries(valid, model_items, config,
+                                                                  tasks=("s2i",)),
+                                               config.training, counted.item_counts)
+        stats["coldstart"] = {**plan.coldstart, "calibration": {
+            k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
+    stored = matrix if counted.stored is None else counted.stored  # privacy guard (--min-support)
+    if plan is None or plan.n_cold == 0:
+        return TrainedModel(embeddings, stored, counted.item_counts, result, stats,
+                            {} if plan is None else plan.files())
+    n = len(model_items)  # cold items: empty co-occurrence rows, zero counts
+    stored = sp.csr_matrix((stored.data, stored.indices,
+                            np.concatenate([stored.indptr, np.full(plan.n_cold, stored.indptr[-1])])),
+                           shape=(n, n))
+    counts = np.concatenate([counted.item_counts, np.zeros(plan.n_cold, dtype=np.int64)])
+    return TrainedModel(embeddings, stored, counts, result, stats, plan.files())
+
+
+def history_epochs(training: TrainingConfig, events: int) -> int:
+    """``training.history_epochs``, or for auto: 10 up to ``AUTO_HISTORY_MAX_EVENTS`` training
+    events, else 0 (an epoch scores every item for each of up to 300k examples)."""
+    if training.history_epochs is not None:
+        return training.history_epochs
+    return AUTO_HISTORY_EPOCHS if events <= AUTO_HISTORY_MAX_EVENTS else 0
+
+
+def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
+                          queries: dict[str, Queries] | None, config: PipelineConfig,
+                          progress: bool = False) -> None:
+    """History fine-tuning (``itemvec.train.histories``) where it applies: a validation slice to judge
+    it, ``history_epochs`` > 0 and a full-softmax model (it scores every item per
+    example). Vectors, logits and query settings change only if validation prefers the result."""
+    training = config.training
+    epochs = history_epochs(training, log.n_events)
+    if queries is None or epochs == 0 or resolve_objective(training.objective,
+                                                           len(embeddings)) != "softmax":
+        return
+    from itemvec.train.histories import build_examples, finetune
+
+    examples = build_examples(log, embeddings, seed=training.seed)
+    if len(examples) == 0:
+        return
+    report = finetune(encoder, embeddings, examples, queries, epochs, training.history_lr,
+                      training.batch_size, seed=training.seed, progress=progress)
+    embeddings.metadata["stats"]["history_finetune"] = report
+    logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
+                report["start"], report["best"], report["best_epoch"], report["epochs_run"],
+                report["seconds"])
+    if report["best_epoch"]:
+        embeddings.vectors, embeddings.item_bias = encoder.export()
+        if training.tune_query:
+            tune_on_validation(embeddings, queries, log.ordered, "query_tuning_after_histories")
+
+
+def tune_on_validation(embeddings: ItemEmbeddings, queries: dict[str, Queries] | None,
+                       ordered: bool, key: str = "query_tuning") -> None:
+    """Set the bundle's query settings to the ones the held-out ``queries`` prefer; the
+    trial record goes to ``stats[key]``."""
+    if queries is None:
+        return
+    embeddings.query, info = tune_query(embeddings, queries, ordered)
+    embeddings.metadata["stats"][key] = info
+
+
+def _stats(counted: Counted, result: TrainingResult, seconds: float) -> dict:
+    return {
+        "source": counted.source, "events": int(counted.events),
+        "contexts": int(counted.contexts), "items": len(counted.item_ids),
+        "cooccurrence_nonzeros": int(counted.matrix.nnz),
+        "context_kind": "session" if counted.ordered else "basket",
+        "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
+        "epochs_run": result.epochs_run, "history": result.history,
+        "train_seconds": round(seconds, 3), **counted.extra_stats,
+    }
+
+
+def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
+          items: str | Path | None = None, item_key: str = "item_id",
+          progress: bool = True, callbacks: list[Callback] | tuple = (),
+          resume: bool = False, features: str | dict[str, str] | None = None,
+          relations: str | Path | None = None,
+          relation_weight: float | None = None, side_mode: str | None = None,
+          max_warm_drop: float | None = None, streaming: str = "auto",
+          memory_limit: int | str | None = None) -> TrainedModel:
+    """``itemvec train``: read the log (and item table), train, and write the bundle.
+
+    With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
+    unless ``training.checkpoint_dir``) and removed once the bundle is in place; ``resume``
+    continues from it. ``streaming`` (auto, on, off) chooses ``train_streamed`` over reading
+    the log whole (``streaming.use_streaming``); ``memory_limit`` bounds its counter.
+    """
+    if out is not None:
+        check_target(Path(out))  # fail before training, not after it
+    streamed = use_streaming(events, streaming)
+    if streamed:
+        _check_streamable(config)
+    checkpoint = manager_for(config.training, out, resume)
+    log = None if streamed else read_events(events, config.ingest)
+    table = read_item_table(items, item_key) if items is not None else None
+    side = side_information(table, features, relations, relation_weight, side_mode,
+                            max_warm_drop)
+    options = dict(item_table=table, progress=progress, callbacks=callbacks,
+                   checkpoint=checkpoint, resume=resume, side=side)
+    if streamed:
+        model = train_streamed(events, config, memory_limit=memory_limit, **options)
+    else:
+        model = train_on_log(log, config, **options)
+    if out is not None:
+        save_model(model, out, config)
+    if checkpoint is not None:
+        checkpoint.clear()
+    return model
+
+
+def _check_streamable(config: PipelineConfig) -> None:
+    if config.cooccurrence.min_support > 1:
+        raise ConfigError("--min-support needs the whole log in memory; use --streaming off "
+                          "(or drop --min-support) to train with it")
+
+
+def train_streamed(events: str | Path, config: PipelineConfig,
+                   memory_limit: int | str | None = None,
+                   chunk_rows: int = DEFAULT_CHUNK_ROWS, **options) -> TrainedModel:
+    """``train_on_log(read_events(events), config)`` without ever holding the whole log.
+
+    A pre-pass picks the held-out contexts exactly as ``holdout_by_time`` does; the rest is
+    counted by ``count_file`` (bounded by ``memory_limit``) and a seeded sample of at most
+    ``VALIDATION_CONTEXTS`` held-out contexts is read back for early stopping and tuning (all
+    of them when fewer: then vocabulary, matrix, validation slice and, with the same seed,
+    vectors equal the in-memory path's). ``options`` as for ``train_on_counts``.
+    """
+    _check_streamable(config)
+    started = time.perf_counter()
+    ingest, training, progress = config.ingest, config.training, options.get("progress", True)
+    holdout = hold_out(events, ingest, training.validation_fraction, training.seed,
+                       chunk_rows=chunk_rows, progress=progress)
+    counts = count_file(events, ingest, config.cooccurrence, chunk_rows=chunk_rows,
+                        memory_limit=memory_limit, grouped=None if holdout.grouped else False,
+                        progress=progress,
+                        exclude=holdout.valid["label"] if holdout.valid.height else None)
+    sample = sample_valid(holdout, VALIDATION_CONTEXTS, training.seed)
+    valid = read_contexts(events, ingest, sample, chunk_rows=chunk_rows, progress=progress)
+    extra = {"streaming": {"holdout_contexts": holdout.valid.height,
+                           "validation_contexts_read": 0 if valid is None else valid.n_contexts,
+                           "counting": {k: counts.stats.get(k) for k in (
+                               "mode", "seconds", "events_per_second", "spilled_shards",
+                               "memory_limit")},
+                           "seconds_before_training": round(time.perf_counter() - started, 3)}}
+    counted = Counted(counts.matrix, counts.item_ids, counts.item_counts, _ordered(ingest),
+                      str(Path(events)), counts.stats["events"], holdout.n_train,
+                      extra_stats=extra)
+    return train_on_counts(counted, config, valid, started=started, **options)
+
+
+def side_information(table: pl.DataFrame | None, features: str | dict[str, str] | None,
+                     relations: str | Path | None,
+                     relation_weight: float | None,
+                     side_mode: str | None = None,
+                     max_warm_drop: float | None = None) -> SideInformation | None:
+    """Item features are on whenever an item table is given (``features='none'`` turns them off)."""
+    chosen = parse_feature_option(features) if isinstance(features, str | None) else features
+    if table is None and chosen:
+        raise ConfigError("--features needs an item table; pass it with --items")
+    if relations is None and (table is None or chosen == {}):
+        return None
+    options = {"relation_weight": relation_weight, "mode": side_mode,
+               "max_warm_drop": max_warm_drop}
+    config = FeatureConfig(**{k: v for k, v in options.items() if v is not None})
+    triples = read_relations(relations) if relations is not None else None
+    return SideInformation(table, chosen, triples, config)
+
+
+def save_model(model: TrainedModel, out: str | Path, config: PipelineConfig) -> Path:
+    return write_bundle(out, model.embeddings, config=config.to_dict(), stats=model.stats,
+                        encoder_state=model.training.encoder.state_dict(),
+                        cooccurrence=model.cooccurrence, item_counts=model.item_counts,
+                        extra_files=model.files or None)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | tuple = (
+        "popularity", "itemknn"), k: int = 20, seed: int = 0, max_queries: int | None = None,
+        progress: bool = True) -> dict:
+    """Split, train on the train part (early stopping on valid), score test for every method."""
+    split = split_contexts(log, seed=seed)
+    train_log, valid_log, test_log = (log.subset(np.sort(part)) for part in
+                                      (split.train, split.valid, split.test))
+    model = train_on_log(train_log, config, valid=valid_log, progress=progress)
+    model_items = model.embeddings.item_ids
+    queries = {task: build_queries(test_log, vocabulary_map(test_log, model_items), task,
+                                   seed=seed, max_queries=max_queries) for task in TASKS}
+    scorers = {"itemvec": model.embeddings}
+    seconds = {"itemvec": model.stats["train_seconds"]}
+    for name in baselines:
+        began = time.perf_counter()
+        scorers[name] = build_baseline(name, model.cooccurrence, model.item_counts,
+                                       half_life=query_settings(config, log.ordered)
+                                       .recency_half_life)
+        seconds[name] = round(time.perf_counter() - began, 3)
+    from itemvec.analysis.report import hit_rate_by_popularity
+
+    ranks = {task: {name: target_ranks(scorer, queries[task]) for name, scorer in scorers.items()}
+             for task in TASKS}
+    results = {task: {name: {**metrics_from_ranks(r, k), "train_seconds": seconds[name]}
+                      for name, r in ranks[task].items()} for task in TASKS}
+    by_popularity = {task: {name: hit_rate_by_popularity(r, queries[task].targets,
+                                                         model.item_counts, k)
+                            for name, r in ranks[task].items()} for task in TASKS}
+    return {"split": {"train": len(split.train), "valid": len(split.valid),
+                      "test": len(split.test), "by_time": split.by_time},
+            "skipped_unknown_targets": {t: q.skipped_unknown for t, q in queries.items()},
+            "results": results, "by_popularity": by_popularity, "model_stats": model.stats,
+            "model": model}
+
+
+__all__ = ["Counted", "Queries", "TrainedModel", "evaluate_log", "train", "train_on_counts",
+           "train_on_log", "train_streamed"]

@@ -1,0 +1,1 @@
+"""Shared low-level helpers every layer may use: errors, registries, atomic file writes."""

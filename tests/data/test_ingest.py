@@ -1,0 +1,313 @@
+"""Reading event logs: formats, string ids, time order, sessions, weights, dedupe, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from datetime import UTC, datetime
+
+import numpy as np
+import polars as pl
+import pytest
+
+from itemvec.config import IngestConfig
+from itemvec.data.ingest import read_events, read_table, restrict_vocabulary
+from itemvec.util.errors import DataError, ItemvecError
+
+
+def contexts(log) -> dict[str, list[str]]:
+    """context id -> item ids in log order."""
+    return {str(log.context_ids[c]): [str(log.item_ids[i]) for i in log.context(c)]
+            for c in range(log.n_contexts)}
+
+
+# -- formats and ids -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "text"), [
+    ("comma.csv", "session_id,item_id\ns1,007\ns1,42\ns2,007\n"),
+    ("semicolon.csv", "session_id;item_id\ns1;007\ns1;42\ns2;007\n"),
+    ("tabs.tsv", "session_id\titem_id\ns1\t007\ns1\t42\ns2\t007\n"),
+    ("tabs.txt", "session_id\titem_id\ns1\t007\ns1\t42\ns2\t007\n"),
+    ("lines.jsonl", '{"session_id": "s1", "item_id": "007"}\n{"session_id": "s1", "item_id": '
+                    '"42"}\n{"session_id": "s2", "item_id": "007"}\n'),
+])
+def test_text_formats_keep_ids_exactly_as_written(write_file, name, text):
+    log = read_events(write_file(name, text), IngestConfig())
+    assert contexts(log) == {"s1": ["007", "42"], "s2": ["007"]}
+    assert log.item_ids.tolist() == ["007", "42"]  # most frequent first
+    assert not log.ordered  # no clock: baskets
+
+
+def test_gzipped_csv(tmp_path):
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(gzip.compress(b"session_id;item_id\ns1;007\ns1;b\n"))
+    assert contexts(read_events(path, IngestConfig())) == {"s1": ["007", "b"]}
+
+
+def test_integer_ids_in_parquet_and_jsonl_become_strings(tmp_path):
+    frame = pl.DataFrame({"session_id": [1, 1, 2], "item_id": [7, 8, 7]})
+    frame.write_parquet(tmp_path / "e.parquet")
+    frame.write_ndjson(tmp_path / "e.jsonl")
+    for name in ("e.parquet", "e.jsonl"):
+        log = read_events(tmp_path / name, IngestConfig())
+        assert contexts(log) == {"1": ["7", "8"], "2": ["7"]}
+        assert all(isinstance(i, str) for i in log.item_ids)
+
+
+def test_float_written_integer_ids_lose_the_dot_zero(tmp_path):
+    pl.DataFrame({"session_id": [1.0, 1.0], "item_id": [7.0, 8.5]}).write_parquet(
+        tmp_path / "f.parquet")
+    assert contexts(read_events(tmp_path / "f.parquet", IngestConfig())) == {
+        "1": ["7.0", "8.5"]}  # not all integral: kept as written
+    pl.DataFrame({"session_id": [1.0, 1.0], "item_id": [7.0, 8.0]}).write_parquet(
+        tmp_path / "g.parquet")
+    assert contexts(read_events(tmp_path / "g.parquet", IngestConfig())) == {"1": ["7", "8"]}
+
+
+def test_quoted_delimiters_and_bom(write_file):
+    path = write_file("q.csv", '\ufeffsession_id,item_id\n"s,1","a,b"\n"s,1",c\n')
+    assert contexts(read_events(path, IngestConfig())) == {"s,1": ["a,b", "c"]}
+
+
+def test_custom_column_names(write_file):
+    path = write_file("e.csv", "order,sku,extra\no1,x,1\no1,y,2\n")
+    log = read_events(path, IngestConfig(context="order", item="sku"))
+    assert contexts(log) == {"o1": ["x", "y"]}
+
+
+# -- time order and sessions ------------------------------------------------------------------------
+def test_numeric_time_orders_events_within_a_context(write_file):
+    path = write_file("e.csv", "session_id,item_id,ts\ns1,c,30\ns1,a,10\ns2,x,5\ns1,b,20\n")
+    log = read_events(path, IngestConfig(time="ts"))
+    assert log.ordered
+    assert contexts(log) == {"s1": ["a", "b", "c"], "s2": ["x"]}
+    np.testing.assert_array_equal(log.times, [10, 20, 30, 5])
+    np.testing.assert_array_equal(log.context_end_times(), [30, 5])
+
+
+def test_iso_time_orders_events_and_parses_to_seconds(write_file):
+    path = write_file("e.csv", "session_id,item_id,ts\n"
+                               "s1,late,2024-01-02T00:00:00\n"
+                               "s1,early,2024-01-01T00:00:00\n"
+                               "s1,mid,2024-01-01 12:00:00\n")
+    log = read_events(path, IngestConfig(time="ts"))
+    assert contexts(log) == {"s1": ["early", "mid", "late"]}
+    np.testing.assert_allclose(np.diff(log.times), [43200, 43200])
+    assert log.times[0] == pytest.approx(1704067200.0)  # 2024-01-01T00:00:00Z
+
+
+def test_parquet_datetime_column_orders_events(tmp_path):
+    utc = UTC
+    pl.DataFrame({"session_id": ["s", "s"], "item_id": ["b", "a"],
+                  "ts": [datetime(2024, 1, 2, tzinfo=utc), datetime(2024, 1, 1, tzinfo=utc)]}
+                 ).write_parquet(tmp_path / "e.parquet")
+    log = read_events(tmp_path / "e.parquet", IngestConfig(time="ts"))
+    assert contexts(log) == {"s": ["a", "b"]}
+    assert log.times[0] == pytest.approx(1704067200.0)
+
+
+def test_ties_in_time_keep_file_order(write_file):
+    path = write_file("e.csv", "session_id,item_id,ts\ns1,b,1\ns1,a,1\ns1,c,0\n")
+    assert contexts(read_events(path, IngestConfig(time="ts"))) == {"s1": ["c", "b", "a"]}
+
+
+def test_session_gap_splits_a_users_history(write_file):
+    path = write_file("e.csv", "user,item_id,ts\n"
+                               "u1,a,0\nu1,b,60\nu1,c,7200\nu1,d,7260\nu2,x,0\nu2,y,100000\n"
+                               "u3,p,0\nu3,q,10\n")
+    log = read_events(path, IngestConfig(context="user", time="ts", session_gap="30m"))
+    assert contexts(log) == {"u1#0": ["a", "b"], "u1#1": ["c", "d"], "u2#0": ["x"],
+                             "u2#1": ["y"], "u3": ["p", "q"]}
+
+
+def test_without_session_gap_a_user_is_one_context(write_file):
+    path = write_file("e.csv", "user,item_id,ts\nu1,a,0\nu1,b,60\nu1,c,7200\n")
+    log = read_events(path, IngestConfig(context="user", time="ts"))
+    assert contexts(log) == {"u1": ["a", "b", "c"]}
+
+
+# -- weights and dedupe -------------------------------------------------------------------------
+def test_event_weights_apply_and_zero_weight_drops_events(write_file):
+    path = write_file("e.csv", "session_id,item_id,ts,event\n"
+                               "s1,a,1,view\ns1,b,2,cart\ns1,c,3,purchase\ns1,d,4,ignored\n"
+                               "s1,e,5,other\n")
+    config = IngestConfig(time="ts", event="event",
+                          event_weights="view=1,cart=3,purchase=5,ignored=0")
+    log = read_events(path, config)
+    assert contexts(log) == {"s1": ["a", "b", "c", "e"]}
+    np.testing.assert_array_equal(log.weights, [1, 3, 5, 1])  # unknown types weigh 1
+
+
+def test_all_events_weighted_zero_is_an_error(write_file):
+    path = write_file("e.csv", "session_id,item_id,event\ns1,a,view\n")
+    with pytest.raises(DataError, match="no events left"):
+        read_events(path, IngestConfig(event="event", event_weights="view=0"))
+
+
+def test_consecutive_duplicates_collapse_in_sessions(write_file):
+    path = write_file("e.csv", "session_id,item_id,ts\n"
+                               "s1,a,1\ns1,a,2\ns1,b,3\ns1,a,4\ns1,a,5\ns2,a,1\n")
+    log = read_events(path, IngestConfig(time="ts"))
+    assert contexts(log) == {"s1": ["a", "b", "a"], "s2": ["a"]}
+    kept = read_events(path, IngestConfig(time="ts", dedupe_consecutive=False))
+    assert contexts(kept) == {"s1": ["a", "a", "b", "a", "a"], "s2": ["a"]}
+
+
+def test_baskets_are_deduplicated_keeping_max_weight(write_file):
+    path = write_file("e.csv", "basket,item_id,event\n"
+                               "b1,a,view\nb1,b,view\nb1,a,buy\nb2,b,view\nb2,b,view\n")
+    log = read_events(path, IngestConfig(context="basket", event="event",
+                                         event_weights="view=1,buy=4"))
+    assert not log.ordered
+    assert contexts(log) == {"b1": ["a", "b"], "b2": ["b"]}
+    np.testing.assert_array_equal(log.weights, [4, 1, 1])
+
+
+def test_basket_end_time_is_its_latest_event(write_file):
+    path = write_file("e.csv", "basket,item_id,ts\nb1,a,50\nb1,b,10\nb2,c,5\nb2,d,7\n")
+    log = read_events(path, IngestConfig(context="basket", time="ts", context_kind="basket"))
+    assert contexts(log) == {"b1": ["a", "b"], "b2": ["c", "d"]}  # file order kept
+    np.testing.assert_array_equal(log.context_end_times(), [50, 7])
+
+
+def test_context_kind_forces_sessions_or_baskets(write_file):
+    path = write_file("e.csv", "session_id,item_id,ts\ns1,a,1\ns1,b,2\ns1,a,3\n")
+    basket = read_events(path, IngestConfig(time="ts", context_kind="basket"))
+    assert not basket.ordered and contexts(basket) == {"s1": ["a", "b"]}
+    session = read_events(path, IngestConfig(context_kind="session"))
+    assert session.ordered and contexts(session) == {"s1": ["a", "b", "a"]}
+
+
+def test_vocabulary_is_most_frequent_first_then_by_id(write_file):
+    path = write_file("e.csv", "session_id,item_id\n"
+                               "1,z\n1,m\n2,z\n2,b\n3,z\n3,m\n4,a\n")
+    log = read_events(path, IngestConfig())
+    assert log.item_ids.tolist() == ["z", "m", "a", "b"]
+    np.testing.assert_array_equal(log.item_counts(), [3, 2, 1, 1])
+
+
+def test_item_counts_leave_the_log_untouched(write_file):
+    """Counts dedupe within each context; the session order itself must not change."""
+    path = write_file("e.csv", "session_id,item_id\n1,z\n1,m\n1,z\n1,a\n2,m\n2,z\n")
+    log = read_events(path, IngestConfig(context_kind="session"))
+    items, indptr = log.items.copy(), log.indptr.copy()
+    np.testing.assert_array_equal(log.item_counts(), [2, 2, 1])
+    np.testing.assert_array_equal(log.items, items)
+    np.testing.assert_array_equal(log.indptr, indptr)
+    assert contexts(log) == {"1": ["z", "m", "z", "a"], "2": ["m", "z"]}
+
+
+def test_subset_and_restrict_vocabulary(write_file):
+    path = write_file("e.csv", "session_id,item_id\n1,a\n1,b\n2,a\n2,c\n3,b\n")
+    log = read_events(path, IngestConfig())
+    part = log.subset(np.array([2, 0]))
+    assert contexts(part) == {"3": ["b"], "1": ["a", "b"]}
+    kept = restrict_vocabulary(log, log.item_counts() >= 2)
+    assert kept.item_ids.tolist() == ["a", "b"]
+    assert contexts(kept) == {"1": ["a", "b"], "2": ["a"], "3": ["b"]}
+
+
+# -- bad input -------------------------------------------------------------------------------------
+def test_missing_column_names_it_and_the_columns_present(write_file):
+    path = write_file("e.csv", "sess,product\ns1,a\n")
+    with pytest.raises(DataError) as info:
+        read_events(path, IngestConfig(item="product"))
+    message = str(info.value)
+    assert str(path) in message and "'session_id'" in message and "--context" in message
+    assert "columns present: sess, product" in message
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("empty.csv", b"", "file is empty"),
+    ("blank.jsonl", b"\n \n", "file is empty"),
+    ("header.csv", b"session_id,item_id\n", "header but no rows"),
+    ("events.xlsx", b"PK", "unknown file extension '.xlsx'; known: .csv"),
+    ("ragged.csv", b"session_id,item_id\ns1,a\ns1,b,extra\n", "row 3 has 3 fields but the header "
+                                                                "has 2"),
+    ("quote.csv", b'session_id,item_id\ns1,"a\ns1,b\n', "row 3"),
+    ("bad.parquet", b"PAR1 not really PAR1", "cannot parse as parquet"),
+    ("bad.jsonl", b'{"session_id": 1, "item_id": \n', "cannot parse as jsonl"),
+    ("array.json", b'[{"session_id": 1, "item_id": 2}]', "cannot parse as jsonl"),
+    ("utf16.csv", "session_id,item_id\ns1,a\n".encode("utf-16"), "UTF-16"),
+    ("nested.jsonl", b'{"session_id": 1, "item_id": {"a": 1}}\n', "column 'item_id' holds Struct"),
+])
+def test_unusable_files_raise_data_error_naming_the_file(write_file, name, content, expected):
+    path = write_file(name, content)
+    with pytest.raises(DataError) as info:
+        read_events(path, IngestConfig())
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_events(tmp_path / "nope.csv", IngestConfig())
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(DataError, match="no such file"):
+        read_events(tmp_path / "dir.csv", IngestConfig())
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root can read files without read permission")
+def test_unreadable_file(write_file):
+    path = write_file("locked.csv", "session_id,item_id\ns1,a\n")
+    path.chmod(0)
+    try:
+        with pytest.raises(DataError, match="locked.csv"):
+            read_events(path, IngestConfig())
+    finally:
+        path.chmod(0o600)
+
+
+@pytest.mark.parametrize(("content", "row", "value"), [
+    ("session_id,item_id,ts\ns1,a,2024-01-01\ns1,b,yesterday\n", 3, "'yesterday'"),
+    ("session_id,item_id,ts\ns1,a,1\ns1,b,2\ns1,c,2024-13-45\n", 4, "'2024-13-45'"),
+    ("session_id,item_id,ts\ns1,a,2024-01-01\ns1,b,17\n", 3, "'17'"),
+])
+def test_unparsable_time_names_file_row_and_value(write_file, content, row, value):
+    path = write_file("e.csv", content)
+    with pytest.raises(DataError) as info:
+        read_events(path, IngestConfig(time="ts"))
+    message = str(info.value)
+    assert str(path) in message and f"row {row}" in message and "'ts'" in message
+    assert value in message
+
+
+def test_non_finite_and_empty_times_are_errors(write_file):
+    path = write_file("e.csv", "session_id,item_id,ts\ns1,a,1\ns1,b,inf\n")
+    with pytest.raises(DataError, match="row 3: column 'ts': time inf is not a finite number"):
+        read_events(path, IngestConfig(time="ts"))
+    path = write_file("f.csv", "session_id,item_id,ts\ns1,a,1\ns1,b,\n")
+    with pytest.raises(DataError, match="row 3: column 'ts' is empty"):
+        read_events(path, IngestConfig(time="ts"))
+    path = write_file("g.jsonl", '{"session_id": 1, "item_id": "a", "ts": [1]}\n')
+    with pytest.raises(DataError, match="column 'ts' holds List"):
+        read_events(path, IngestConfig(time="ts"))
+
+
+@pytest.mark.parametrize(("name", "content", "row", "column"), [
+    ("e.csv", "session_id,item_id\ns1,a\ns1,\ns1,b\n", 3, "item_id"),
+    ("e.csv", "session_id,item_id\ns1,a\n,b\n", 3, "session_id"),
+    ("e.csv", "session_id,item_id\ns1,a\ns1,   \n", 3, "item_id"),
+    ("e.jsonl", '{"session_id": 1, "item_id": "a"}\n{"session_id": 1, "item_id": null}\n', 2,
+     "item_id"),
+    ("e.jsonl", '{"session_id": 1, "item_id": "a"}\n{"session_id": 1, "item_id": ""}\n', 2,
+     "item_id"),
+])
+def test_null_or_blank_ids_name_file_row_and_column(write_file, name, content, row, column):
+    path = write_file(name, content)
+    with pytest.raises(DataError) as info:
+        read_events(path, IngestConfig())
+    message = str(info.value)
+    assert str(path) in message and f"row {row}:" in message and f"'{column}'" in message
+
+
+def test_latin1_file_is_read_without_merging_distinct_ids(write_file):
+    path = write_file("e.csv", "session_id,item_id\ns1,caf\xe9\ns1,caf\xe8\ns1,b\n"
+                      .encode("latin-1"))
+    log = read_events(path, IngestConfig())
+    assert set(log.item_ids.tolist()) == {"b", "café", "cafè"}
+
+
+def test_read_table_errors_are_itemvec_errors(write_file):
+    with pytest.raises(ItemvecError):
+        read_table(write_file("x.csv", b""))

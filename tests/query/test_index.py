@@ -1,0 +1,129 @@
+"""Index backends: exact is exact, ANN recall against exact is high, filters are honoured, and
+recommendations through an index equal the exact ones."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.index import ExactIndex, build_index, indexes, load_index, recall_at_k, save_index
+from itemvec.util.errors import ConfigError
+
+pytest.importorskip("faiss")
+
+
+def clustered_vectors(n: int, dim: int = 32, centres: int = 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    middle = rng.normal(size=(centres, dim))
+    vectors = middle[rng.integers(centres, size=n)] + 0.6 * rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return clustered_vectors(4000)
+
+
+def test_exact_index_matches_brute_force(vectors):
+    queries = vectors[:17]
+    scores, rows = ExactIndex(vectors, chunk=5).search(queries, 7)
+    full = queries @ vectors.T
+    expected = np.argsort(-full, axis=1)[:, :7]
+    assert np.array_equal(rows, expected)
+    assert np.allclose(scores, np.take_along_axis(full, expected, axis=1), atol=1e-5)
+    assert np.array_equal(rows[:, 0], np.arange(17))  # a unit vector is its own nearest
+
+
+def test_exact_index_pads_with_minus_one_past_the_end():
+    scores, rows = ExactIndex(clustered_vectors(3)).search(clustered_vectors(3)[:1], 5)
+    assert list(rows[0, 3:]) == [-1, -1] and np.all(np.isinf(scores[0, 3:]))
+
+
+@pytest.mark.parametrize("name", ["hnsw", "ivf"])
+def test_ann_recall_at_10_against_exact(vectors, name):
+    index = build_index(name, vectors)
+    assert index.approximate
+    assert recall_at_k(index, vectors, vectors[::20], k=10) >= 0.95
+
+
+def test_unknown_backend_and_parameter_name_the_known_ones(vectors):
+    with pytest.raises(ConfigError, match="unknown index backend 'annoy'; known: exact, hnsw, ivf"):
+        build_index("annoy", vectors)
+    with pytest.raises(ConfigError, match="unknown parameter 'ef'"):
+        build_index("hnsw", vectors, ef=3)
+    assert {"exact", "hnsw", "ivf"} <= set(indexes.names())
+
+
+def test_auto_is_exact_for_small_vocabularies(vectors):
+    assert build_index("auto", vectors).name == "exact"
+
+
+@pytest.fixture(scope="module")
+def model(vectors) -> ItemEmbeddings:
+    rng = np.random.default_rng(1)
+    return ItemEmbeddings([f"i{i}" for i in range(len(vectors))], vectors,
+                          rng.normal(scale=0.5, size=len(vectors)), temperature=0.1)
+
+
+@pytest.fixture(scope="module")
+def ann_model(model) -> ItemEmbeddings:
+    clone = model.with_query()
+    return clone.use_index("hnsw")
+
+
+def test_similar_items_through_the_index_match_exact(model, ann_model):
+    ids = [f"i{i}" for i in range(0, 4000, 97)]
+    exact, _ = model.similar_items(ids, n=10)
+    approx, _ = ann_model.similar_items(ids, n=10)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
+    assert overlap >= 0.95
+    assert all(q not in row for q, row in zip(ids, approx, strict=True))  # never the query
+
+
+def test_index_honours_filters_including_very_selective_ones(model, ann_model):
+    allowed = np.zeros(len(model), dtype=bool)
+    allowed[::50] = True  # 2% of items: answered by an exact scan of the allowed ones
+    got, scores = ann_model.similar_items("i3", n=5, filter=allowed)
+    want, want_scores = model.similar_items("i3", n=5, filter=allowed)
+    assert list(got) == list(want) and np.allclose(scores, want_scores, atol=1e-5)
+    half = np.arange(len(model)) % 2 == 0
+    got, _ = ann_model.similar_items("i3", n=20, filter=half, exclude=["i4", "i6"])
+    rows = model.indices(got)
+    assert np.all(rows % 2 == 0) and "i4" not in got and "i6" not in got and len(got) == 20
+
+
+def test_recommend_through_the_index_equals_exact(model, ann_model):
+    rng = np.random.default_rng(2)
+    histories = [[f"i{j}" for j in rng.integers(len(model), size=rng.integers(1, 6))]
+                 for _ in range(40)] + [[]]
+    exact_ids, exact_scores = model.recommend(histories, n=10)
+    ann_ids, ann_scores = ann_model.recommend(histories, n=10)
+    same = np.mean([list(a) == list(b) for a, b in zip(exact_ids, ann_ids, strict=True)])
+    assert same >= 0.95
+    for history, row in zip(histories, ann_ids, strict=True):
+        assert not set(history) & set(row)  # seen items filtered
+    assert np.allclose(exact_scores[-1], ann_scores[-1], atol=1e-5)  # empty history: popularity
+
+
+def test_vector_query_through_the_index(model, ann_model):
+    ids, scores = ann_model.similar_to_vector(model.vector("i9") * 3.0, n=3)
+    assert ids[0] == "i9" and scores[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_stored_index_is_reused_and_rebuilt_when_stale(tmp_path, vectors):
+    bundle = tmp_path / "model"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"files": {"embeddings.npy": "abc"}}))
+    built = build_index("ivf", vectors, nlist=32, nprobe=8)
+    path = save_index(built, bundle)
+    assert path is not None and path.name == "index-ivf.faiss"
+    loaded = load_index(bundle, vectors, "ivf")
+    assert loaded.params["nlist"] == 32 and loaded.params["nprobe"] == 8
+    assert np.array_equal(loaded.search(vectors[:5], 5)[1], built.search(vectors[:5], 5)[1])
+    (bundle / "manifest.json").write_text(json.dumps({"files": {"embeddings.npy": "changed"}}))
+    rebuilt = load_index(bundle, vectors, "ivf", nlist=16)
+    assert rebuilt.params["nlist"] == 16
+    assert save_index(ExactIndex(vectors), bundle) is None  # exact stores nothing
