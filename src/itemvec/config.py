@@ -147,6 +147,8 @@ class TrainingConfig:
     # None = auto (10 up to 2M training events, else off: it scores every item per event); 0 = off
     history_lr: float = 0.002
     validation_fraction: float = 0.1
+    refit: bool = True  # after selection on the held-out slice, train the final model on every
+    # context with the selected schedule (epochs, history fine-tuning, query settings)
     patience: int = 2  # evaluations without a new best before stopping, and ...
     patience_batches: int = 120  # ... batches since the best (training.patience_spent)
     eval_every: int = 2

@@ -162,9 +162,7 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""
-    from itemvec.train.pipeline import train as run_training
-    if distributed:
-        from itemvec.train.distributed import train as run_training  # noqa: F811
+    from itemvec.estimator import ItemVec
     from itemvec.train.tracking import close_all, make_trackers
 
     _configure_logging(quiet)
@@ -180,19 +178,31 @@ def train(
              checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None),
     )
     trackers = make_trackers(tensorboard, log_json)
+    options = dict(out=out, items=items, item_key=item_key, progress=not quiet,
+                   callbacks=trackers, resume=resume, features=features, relations=relations,
+                   relation_weight=relation_weight, side_mode=side_mode,
+                   max_warm_drop=max_warm_drop, streaming=streaming, memory_limit=memory_limit)
     try:
-        model = run_training(events, config, out=out, items=items, item_key=item_key,
-                             progress=not quiet, callbacks=trackers, resume=resume,
-                             features=features, relations=relations,
-                             relation_weight=relation_weight, side_mode=side_mode,
-                             max_warm_drop=max_warm_drop, streaming=streaming,
-                             memory_limit=memory_limit)
+        if distributed:
+            from itemvec.train.distributed import train as train_distributed
+
+            model = ItemVec.from_trained(train_distributed(events, config, **options), config)
+        else:
+            ingest = config.ingest
+            model = ItemVec.from_config(config).fit(events, ingest.context, ingest.item,
+                                                    ingest.time, ingest.event, **options)
     finally:
         close_all(trackers)
-    stats = model.stats
-    typer.echo(f"trained {stats['items']} items from {stats['events']} events in "
-               f"{stats['contexts']} contexts in {stats['train_seconds']:.1f}s "
-               f"(best epoch {stats['best_epoch']}); bundle: {out}")
+    typer.echo(training_summary(model.stats_, out))
+
+
+def training_summary(stats: dict, out: Path) -> str:
+    """One line: what was trained, how long each stage took, where the bundle is."""
+    stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in stats["seconds"].items()
+                       if seconds >= 0.05)
+    return (f"trained {stats['items']} items from {stats['events']} events in "
+            f"{stats['contexts']} contexts in {stats['train_seconds']:.1f}s ({stages}; best "
+            f"epoch {stats['best_epoch']}); bundle: {out}")
 
 
 # -- export / similar / recommend ------------------------------------------------------------------

@@ -108,10 +108,14 @@ def history_loss(encoder: ItemEncoder, batch: HistoryExamples, temperature: floa
 
 
 def finetune(encoder: ItemEncoder, embeddings: ItemEmbeddings, examples: HistoryExamples,
-             queries: dict[str, Queries], epochs: int, lr: float, batch_size: int = 512,
+             queries: dict[str, Queries] | None, epochs: int, lr: float, batch_size: int = 512,
              patience: int = 2, seed: int = 0, progress: bool = False) -> dict:
     """Train ``encoder`` in place on ``examples``; keep the best state on ``queries`` (the
-    start included: nothing changes unless an epoch beats it by ``tuning.MARGIN``)."""
+    start included: nothing changes unless an epoch beats it by ``tuning.MARGIN``). Without
+    ``queries`` (the refit replaying a chosen schedule) it trains exactly ``epochs`` epochs."""
+    if queries is None:
+        return _fixed_epochs(encoder, embeddings, examples, epochs, lr, batch_size, seed,
+                             progress)
     began = time.perf_counter()
     start = best = score(embeddings, embeddings.query, queries)
     best_state, best_epoch, history = _state(encoder), 0, []
@@ -133,6 +137,19 @@ def finetune(encoder: ItemEncoder, embeddings: ItemEmbeddings, examples: History
     return {"examples": len(examples), "start": start, "best": best, "best_epoch": best_epoch,
             "epochs_run": len(history), "history": history,
             "seconds": round(time.perf_counter() - began, 3)}
+
+
+def _fixed_epochs(encoder, embeddings, examples, epochs, lr, batch_size, seed,
+                  progress) -> dict:
+    began = time.perf_counter()
+    optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    device = encoder.item_bias.device
+    history = [{"epoch": epoch, "loss": _epoch(encoder, examples, embeddings, optimiser,
+                                                batch_size, generator, device, progress)}
+               for epoch in range(1, epochs + 1)]
+    return {"examples": len(examples), "best_epoch": epochs, "epochs_run": epochs,
+            "history": history, "seconds": round(time.perf_counter() - began, 3)}
 
 
 def _epoch(encoder, examples, embeddings, optimiser, batch_size, generator, device,

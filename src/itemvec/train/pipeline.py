@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +57,8 @@ from itemvec.model.objectives import resolve_objective
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.store.bundle import check_target, write_bundle
 from itemvec.train.checkpoint import CheckpointManager, manager_for
+from itemvec.train.coldstart import attach_cold_items
+from itemvec.train.histories import build_examples, finetune
 from itemvec.train.trainer import Callback, Trainer, TrainingResult
 from itemvec.util.errors import ConfigError, DataError
 
@@ -158,75 +162,201 @@ class Counted:
                    log.n_events, log.n_contexts, stored, log=log)
 
 
+class StageClock:
+    """Wall seconds per named stage (read, count, train, query tuning, ...), in run order, so
+    the manifest and the printed total account for every stage."""
+
+    def __init__(self, seconds: dict[str, float] | None = None) -> None:
+        self.seconds = dict(seconds or {})
+
+    @contextmanager
+    def stage(self, name: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0)
+                                       + time.perf_counter() - began, 3)
+
+    @property
+    def total(self) -> float:
+        return round(sum(self.seconds.values()), 3)
+
+
+@dataclass
+class Schedule:
+    """What model selection chose on the held-out slice; the refit on every context replays it
+    without looking at validation again."""
+
+    epochs: int  # co-occurrence epochs (0: the spectral start was best)
+    history_epochs: int  # history fine-tuning epochs kept (0: rejected or not run)
+    query: QueryConfig  # query settings tuned on validation
+
+    @classmethod
+    def of(cls, model: TrainedModel) -> Schedule:
+        stats = model.stats
+        report = stats.get("history_finetune") or {}
+        return cls(int(model.training.best_epoch), int(report.get("best_epoch") or 0),
+                   model.embeddings.query)
+
+    def describe(self) -> dict:
+        return {"epochs": self.epochs, "history_epochs": self.history_epochs,
+                "query": dataclasses.asdict(self.query)}
+
+
 def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
                  item_table: pl.DataFrame | None = None, progress: bool = True,
                  callbacks: list[Callback] | tuple = (),
                  checkpoint: CheckpointManager | None = None, resume: bool = False,
-                 side: SideInformation | None = None) -> TrainedModel:
+                 side: SideInformation | None = None,
+                 clock: StageClock | None = None) -> TrainedModel:
     """Count, train and wrap: the core of ``itemvec train`` on an already-read log.
 
-    ``side`` adds item features (cold items from the table join the vocabulary after the warm
-    ones, embedded from features alone) and relation triples (extra targets).
+    Without ``valid``, the newest ``validation_fraction`` of contexts is held out to choose
+    the schedule (epochs, history fine-tuning, query settings); then, with ``training.refit``,
+    the final model is trained on every context with that schedule, so items and sessions seen
+    only in the newest slice are in it (``refit_on_all``). A given ``valid`` is never trained
+    on (benchmarks, ``evaluate``). ``side`` adds item features and relation triples.
     """
-    started = time.perf_counter()
-    if valid is None:
+    clock = clock or StageClock()
+    whole = log
+    held_out = valid is None
+    if held_out:
         log, valid = holdout_by_time(log, config.training.validation_fraction,
                                      config.training.seed)
-    log = restrict_vocabulary(log, prune_rare_items(log, config.cooccurrence.min_count))
-    return train_on_counts(Counted.from_log(log, config), config, valid, item_table, progress,
-                           callbacks, checkpoint, resume, side, started)
+    selected = _train_part(log, config, valid, clock, item_table=item_table, progress=progress,
+                           callbacks=callbacks, checkpoint=checkpoint, resume=resume, side=side)
+    if not (held_out and valid is not None and refits(config, side)):
+        return _finish(selected, clock)
+    schedule = Schedule.of(selected)
+    with clock.stage("refit"):
+        final = _train_part(whole, config, None, StageClock(), schedule=schedule,
+                            item_table=item_table, progress=progress, callbacks=callbacks,
+                            side=side)
+    _record_selection(final, selected, schedule)
+    return _finish(final, clock)
+
+
+def refits(config: PipelineConfig, side: SideInformation | None) -> bool:
+    """The refit on every context applies to behaviour models and behaviour-first side
+    information; joint (EGES-style) training keeps the model trained on the selection part."""
+    if not config.training.refit:
+        return False
+    return side is None or side.config.mode != "joint"
+
+
+SELECTED = ("best_epoch", "validation_hr@20", "history", "query_tuning", "history_finetune",
+            "query_tuning_after_histories", "coldstart")  # judged on validation: kept as chosen
+
+
+def _record_selection(final: TrainedModel, selected: TrainedModel, schedule: Schedule) -> None:
+    """The final model's stats say what validation chose (curves, tuning trials) and how the
+    refit differed: its own contexts, events, items and epochs sit under ``refit``."""
+    stats, chosen = final.stats, selected.stats
+    stats["refit"] = {"schedule": schedule.describe(), "epochs_run": stats.get("epochs_run"),
+                      "history_finetune": stats.pop("history_finetune", None),
+                      "selection_contexts": chosen["contexts"],
+                      "selection_events": chosen["events"], "selection_items": chosen["items"]}
+    stats.update({k: chosen[k] for k in SELECTED if k in chosen})
+    stats["epochs_run"] = chosen.get("epochs_run")
+
+
+def _finish(model: TrainedModel, clock: StageClock) -> TrainedModel:
+    stages = {**clock.seconds, **{k: v for k, v in model.stats.get("seconds", {}).items()
+                                  if k not in clock.seconds}}
+    model.stats["seconds"] = stages
+    model.stats["train_seconds"] = round(sum(stages.values()), 3)
+    return model
+
+
+def _train_part(log: EventLog, config: PipelineConfig, valid: EventLog | None,
+                clock: StageClock, schedule: Schedule | None = None, **options) -> TrainedModel:
+    with clock.stage("count"):
+        log = restrict_vocabulary(log, prune_rare_items(log, config.cooccurrence.min_count))
+        counted = Counted.from_log(log, config)
+    return train_on_counts(counted, config, valid, clock=clock, schedule=schedule, **options)
 
 
 def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | None = None,
                     item_table: pl.DataFrame | None = None, progress: bool = True,
                     callbacks: list[Callback] | tuple = (),
                     checkpoint: CheckpointManager | None = None, resume: bool = False,
-                    side: SideInformation | None = None,
-                    started: float | None = None) -> TrainedModel:
+                    side: SideInformation | None = None, clock: StageClock | None = None,
+                    schedule: Schedule | None = None) -> TrainedModel:
     """Train and wrap a counted log (in memory or streamed); ``valid`` drives early stopping and
-    query tuning. Shared by ``train_on_log`` and the streaming path of ``train``."""
-    started = time.perf_counter() if started is None else started
+    query tuning. With a ``schedule`` (the refit), nothing is validated: the chosen epochs,
+    history fine-tuning and query settings are replayed."""
+    clock = clock or StageClock()
     matrix, item_ids, ordered = counted.matrix, counted.item_ids, counted.ordered
     if len(item_ids) < 2:
         raise DataError(f"{counted.source}: fewer than 2 items left after --min-count "
                         f"{config.cooccurrence.min_count}; lower it or add data")
     if matrix.nnz == 0:
         raise DataError(f"{counted.source}: no two items ever share a context; nothing to learn")
-    plan = None if side is None else prepare_side(side, item_ids, matrix, config.training)
+    with clock.stage("side_features"):
+        plan = None if side is None else prepare_side(side, item_ids, matrix, config.training)
     model_items = item_ids if plan is None else plan.item_ids
     behaviour_first = plan is not None and plan.behaviour_first  # cold items attached after
     trained_items = item_ids if behaviour_first else model_items
-    validator = make_validator(valid, trained_items, config)
-    result = Trainer(config.training, validator, progress=progress, callbacks=callbacks,
-                     checkpoint=checkpoint, resume=resume).fit(
-        matrix if plan is None else plan.targets, encoder=None if plan is None else plan.encoder)
+    with clock.stage("train"):
+        result = _fit_encoder(matrix if plan is None else plan.targets,
+                              None if plan is None else plan.encoder, config,
+                              None if schedule else make_validator(valid, trained_items, config),
+                              schedule, progress=progress, callbacks=callbacks,
+                              checkpoint=checkpoint, resume=resume)
     vectors, bias = result.encoder.export()
-    stats = _stats(counted, result, time.perf_counter() - started)
+    stats = _stats(counted, result)
     if plan is not None:
         stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
     embeddings = ItemEmbeddings(trained_items, vectors, bias, config.training.temperature,
                                 query_settings(config, ordered),
                                 metadata={"config": config.to_dict(), "stats": stats},
                                 item_table=item_table)
-    queries = validation_queries(valid, trained_items, config)  # for query tuning and histories
-    if config.training.tune_query:
-        tune_on_validation(embeddings, queries, ordered)
+    queries = None if schedule else validation_queries(valid, trained_items, config)
+    if schedule is not None:
+        embeddings.query = schedule.query
+    elif config.training.tune_query:
+        with clock.stage("query_tuning"):
+            tune_on_validation(embeddings, queries, ordered)
     if counted.log is not None and (plan is None or behaviour_first):
-        finetune_on_histories(result.encoder, embeddings, counted.log, queries, config, progress)
+        with clock.stage("history_finetune"):
+            finetune_on_histories(result.encoder, embeddings, counted.log, queries, config,
+                                  progress, schedule)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
-        from itemvec.train.coldstart import attach_cold_items
-
-        result, embeddings = attach_cold_items(plan, result, embeddings,
-                                               validation_queries(valid, model_items, config,
-                                                                  tasks=("s2i",)),
-                                               config.training, counted.item_counts)
+        with clock.stage("cold_start"):
+            result, embeddings = attach_cold_items(
+                plan, result, embeddings,
+                None if schedule else validation_queries(valid, model_items, config,
+                                                         tasks=("s2i",)),
+                config.training, counted.item_counts)
         stats["coldstart"] = {**plan.coldstart, "calibration": {
             k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
-    stored = matrix if counted.stored is None else counted.stored  # privacy guard (--min-support)
+    stats["seconds"] = clock.seconds
+    return _wrap(counted, plan, embeddings, result, stats)
+
+
+def _fit_encoder(targets: sp.csr_matrix, encoder, config: PipelineConfig, validator,
+                 schedule: Schedule | None, **options) -> TrainingResult:
+    """Early-stopped training, or with a ``schedule`` exactly its epochs (0: the spectral
+    start, which selection kept as the best candidate)."""
+    training = config.training
+    if schedule is not None:
+        if schedule.epochs == 0:
+            trainer = Trainer(training, None, progress=False)
+            start = encoder.to(trainer.device) if encoder is not None \
+                else trainer.build_encoder(targets)
+            return TrainingResult(encoder=start, best_epoch=0)
+        training = replace(training, epochs=schedule.epochs)
+    return Trainer(training, validator, **options).fit(targets, encoder=encoder)
+
+
+def _wrap(counted: Counted, plan, embeddings: ItemEmbeddings, result: TrainingResult,
+          stats: dict) -> TrainedModel:
+    stored = counted.matrix if counted.stored is None else counted.stored  # --min-support
     if plan is None or plan.n_cold == 0:
         return TrainedModel(embeddings, stored, counted.item_counts, result, stats,
                             {} if plan is None else plan.files())
-    n = len(model_items)  # cold items: empty co-occurrence rows, zero counts
+    n = len(plan.item_ids)  # cold items: empty co-occurrence rows, zero counts
     stored = sp.csr_matrix((stored.data, stored.indices,
                             np.concatenate([stored.indptr, np.full(plan.n_cold, stored.indptr[-1])])),
                            shape=(n, n))
@@ -244,29 +374,30 @@ def history_epochs(training: TrainingConfig, events: int) -> int:
 
 def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
                           queries: dict[str, Queries] | None, config: PipelineConfig,
-                          progress: bool = False) -> None:
-    """History fine-tuning (``itemvec.train.histories``) where it applies: a validation slice to judge
-    it, ``history_epochs`` > 0 and a full-softmax model (it scores every item per
-    example). Vectors, logits and query settings change only if validation prefers the result."""
+                          progress: bool = False, schedule: Schedule | None = None) -> None:
+    """History fine-tuning (``itemvec.train.histories``) where it applies: a validation slice to
+    judge it (or a ``schedule`` that already chose its epochs), ``history_epochs`` > 0 and a
+    full-softmax model (it scores every item per example). Vectors, logits and query settings
+    change only if validation prefers the result."""
     training = config.training
-    epochs = history_epochs(training, log.n_events)
-    if queries is None or epochs == 0 or resolve_objective(training.objective,
-                                                           len(embeddings)) != "softmax":
+    epochs = history_epochs(training, log.n_events) if schedule is None \
+        else schedule.history_epochs
+    if (queries is None and schedule is None) or epochs == 0 \
+            or resolve_objective(training.objective, len(embeddings)) != "softmax":
         return
-    from itemvec.train.histories import build_examples, finetune
-
     examples = build_examples(log, embeddings, seed=training.seed)
     if len(examples) == 0:
         return
     report = finetune(encoder, embeddings, examples, queries, epochs, training.history_lr,
                       training.batch_size, seed=training.seed, progress=progress)
     embeddings.metadata["stats"]["history_finetune"] = report
-    logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
-                report["start"], report["best"], report["best_epoch"], report["epochs_run"],
-                report["seconds"])
+    if schedule is None:
+        logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
+                    report["start"], report["best"], report["best_epoch"],
+                    report["epochs_run"], report["seconds"])
     if report["best_epoch"]:
         embeddings.vectors, embeddings.item_bias = encoder.export()
-        if training.tune_query:
+        if training.tune_query and schedule is None:
             tune_on_validation(embeddings, queries, log.ordered, "query_tuning_after_histories")
 
 
@@ -280,15 +411,14 @@ def tune_on_validation(embeddings: ItemEmbeddings, queries: dict[str, Queries] |
     embeddings.metadata["stats"][key] = info
 
 
-def _stats(counted: Counted, result: TrainingResult, seconds: float) -> dict:
+def _stats(counted: Counted, result: TrainingResult) -> dict:
     return {
         "source": counted.source, "events": int(counted.events),
         "contexts": int(counted.contexts), "items": len(counted.item_ids),
         "cooccurrence_nonzeros": int(counted.matrix.nnz),
         "context_kind": "session" if counted.ordered else "basket",
         "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
-        "epochs_run": result.epochs_run, "history": result.history,
-        "train_seconds": round(seconds, 3), **counted.extra_stats,
+        "epochs_run": result.epochs_run, "history": result.history, **counted.extra_stats,
     }
 
 
@@ -313,12 +443,14 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
     if streamed:
         _check_streamable(config)
     checkpoint = manager_for(config.training, out, resume)
-    log = None if streamed else read_events(events, config.ingest)
-    table = read_item_table(items, item_key) if items is not None else None
-    side = side_information(table, features, relations, relation_weight, side_mode,
-                            max_warm_drop)
+    clock = StageClock()
+    with clock.stage("read"):
+        log = None if streamed else read_events(events, config.ingest)
+        table = read_item_table(items, item_key) if items is not None else None
+        side = side_information(table, features, relations, relation_weight, side_mode,
+                                max_warm_drop)
     options = dict(item_table=table, progress=progress, callbacks=callbacks,
-                   checkpoint=checkpoint, resume=resume, side=side)
+                   checkpoint=checkpoint, resume=resume, side=side, clock=clock)
     if streamed:
         model = train_streamed(events, config, memory_limit=memory_limit, **options)
     else:
@@ -348,26 +480,47 @@ def train_streamed(events: str | Path, config: PipelineConfig,
     vectors equal the in-memory path's). ``options`` as for ``train_on_counts``.
     """
     _check_streamable(config)
-    started = time.perf_counter()
+    clock = options.pop("clock", None) or StageClock()
     ingest, training, progress = config.ingest, config.training, options.get("progress", True)
-    holdout = hold_out(events, ingest, training.validation_fraction, training.seed,
-                       chunk_rows=chunk_rows, progress=progress)
-    counts = count_file(events, ingest, config.cooccurrence, chunk_rows=chunk_rows,
+    with clock.stage("read"):
+        holdout = hold_out(events, ingest, training.validation_fraction, training.seed,
+                           chunk_rows=chunk_rows, progress=progress)
+    exclude = holdout.valid["label"] if holdout.valid.height else None
+    with clock.stage("count"):
+        counted = _count_streamed(events, config, holdout, exclude, memory_limit, chunk_rows,
+                                  progress)
+    with clock.stage("read"):
+        sample = sample_valid(holdout, VALIDATION_CONTEXTS, training.seed)
+        valid = read_contexts(events, ingest, sample, chunk_rows=chunk_rows, progress=progress)
+    read_back = {"validation_contexts_read": 0 if valid is None else valid.n_contexts}
+    counted.extra_stats["streaming"].update(read_back)
+    selected = train_on_counts(counted, config, valid, clock=clock, **options)
+    if exclude is None or valid is None or not refits(config, options.get("side")):
+        return _finish(selected, clock)
+    schedule = Schedule.of(selected)
+    with clock.stage("refit"):
+        whole = _count_streamed(events, config, holdout, None, memory_limit, chunk_rows,
+                                progress)
+        whole.extra_stats["streaming"].update(read_back)
+        final = train_on_counts(whole, config, None, clock=StageClock(), schedule=schedule,
+                                **options)
+    _record_selection(final, selected, schedule)
+    return _finish(final, clock)
+
+
+def _count_streamed(events: str | Path, config: PipelineConfig, holdout, exclude,
+                    memory_limit, chunk_rows: int, progress: bool) -> Counted:
+    """Count the file out of core, without the ``exclude`` contexts (the held-out slice)."""
+    counts = count_file(events, config.ingest, config.cooccurrence, chunk_rows=chunk_rows,
                         memory_limit=memory_limit, grouped=None if holdout.grouped else False,
-                        progress=progress,
-                        exclude=holdout.valid["label"] if holdout.valid.height else None)
-    sample = sample_valid(holdout, VALIDATION_CONTEXTS, training.seed)
-    valid = read_contexts(events, ingest, sample, chunk_rows=chunk_rows, progress=progress)
+                        progress=progress, exclude=exclude)
     extra = {"streaming": {"holdout_contexts": holdout.valid.height,
-                           "validation_contexts_read": 0 if valid is None else valid.n_contexts,
                            "counting": {k: counts.stats.get(k) for k in (
                                "mode", "seconds", "events_per_second", "spilled_shards",
-                               "memory_limit")},
-                           "seconds_before_training": round(time.perf_counter() - started, 3)}}
-    counted = Counted(counts.matrix, counts.item_ids, counts.item_counts, _ordered(ingest),
-                      str(Path(events)), counts.stats["events"], holdout.n_train,
-                      extra_stats=extra)
-    return train_on_counts(counted, config, valid, started=started, **options)
+                               "memory_limit")}}}
+    contexts = holdout.n_train if exclude is not None else holdout.n_train + holdout.valid.height
+    return Counted(counts.matrix, counts.item_ids, counts.item_counts, _ordered(config.ingest),
+                   str(Path(events)), counts.stats["events"], contexts, extra_stats=extra)
 
 
 def side_information(table: pl.DataFrame | None, features: str | dict[str, str] | None,

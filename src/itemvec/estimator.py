@@ -1,0 +1,283 @@
+"""``ItemVec``: the library's front door, an estimator in the manner of scikit-learn and gensim.
+
+    model = ItemVec(dim=64).fit(df, context="session_id", item="item_id", time="ts")
+    ids, scores = model.embeddings.similar_items("42", n=10)
+    model.save("model/");  model = ItemVec.load("model/");  model.update(new_df)
+
+Hyper-parameters are constructor arguments (every field of ``PipelineConfig`` by its flat name,
+``get_params``/``set_params``); learned state ends in ``_``. ``itemvec train`` is this class
+behind a command line: the same data and seed give the same bundle either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from itemvec.config import PipelineConfig
+from itemvec.data.frames import (
+    events_from_frame,
+    events_from_sequences,
+    is_frame,
+    items_from_frame,
+)
+from itemvec.data.ingest import EventLog, read_events
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.store.bundle import check_target, write_bundle
+from itemvec.train.pipeline import (
+    TrainedModel,
+    read_item_table,
+    side_information,
+    train,
+    train_on_log,
+)
+from itemvec.train.trainer import Callback
+from itemvec.train.update import Parent, UpdateConfig, load_parent, update_log
+from itemvec.util.errors import ConfigError, ItemvecError
+
+Events = Any  # pandas/polars DataFrame, pyarrow Table, path, or iterable of item-id sequences
+COLUMNS = ("context", "item", "time", "event")  # named at fit time, not hyper-parameters
+
+
+class NotFittedError(ItemvecError, AttributeError):
+    """A fitted attribute was asked of a model that has not been fitted (or loaded)."""
+
+
+def _sections() -> dict[str, tuple[str, type]]:
+    """Flat parameter name -> (section, section class) for every configuration field."""
+    flat: dict[str, tuple[str, type]] = {}
+    for section in dataclasses.fields(PipelineConfig):
+        cls = section.default_factory  # type: ignore[misc]
+        for f in dataclasses.fields(cls):
+            if f.name not in COLUMNS:
+                flat[f.name] = (section.name, cls)
+    return flat
+
+
+PARAMS = _sections()
+DEFAULTS: dict[str, Any] = {name: getattr(cls(), name) for name, (_, cls) in PARAMS.items()}
+
+
+def config_from_params(params: dict[str, Any], columns: dict[str, str | None] | None = None
+                       ) -> PipelineConfig:
+    """A validated ``PipelineConfig`` from flat parameters (and the fit-time column names)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for name, value in params.items():
+        sections.setdefault(PARAMS[name][0], {})[name] = value
+    if columns:
+        sections.setdefault("ingest", {}).update(columns)
+    return PipelineConfig.from_dict(sections)
+
+
+def params_from_config(config: PipelineConfig) -> dict[str, Any]:
+    """The flat parameters that differ from the defaults (what ``ItemVec(**params)`` takes)."""
+    values = {name: getattr(getattr(config, section), name)
+              for name, (section, _) in PARAMS.items()}
+    return {k: v for k, v in values.items() if v != DEFAULTS[k]}
+
+
+class ItemVec:
+    """Self-supervised item embeddings from behaviour: ``fit`` on events, query ``embeddings``.
+
+    Every configuration field is a keyword argument (``dim``, ``epochs``, ``lr``,
+    ``temperature``, ``window``, ``min_count``, ``history_epochs``, ``refit``, ...; see
+    ``ItemVec.param_names()``), validated when the model is built, so a typo or a bad value
+    fails here with the field, the value and the fix.
+    """
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            raise ConfigError(f"ItemVec: unknown parameter {unknown[0]!r}; known: "
+                              f"{', '.join(sorted(PARAMS))}")
+        config_from_params(params)  # validate now, not at fit time
+        self._params = dict(params)
+
+    # -- scikit-learn conventions ----------------------------------------------------------------
+    @staticmethod
+    def param_names() -> list[str]:
+        """Every hyper-parameter ``ItemVec`` takes, sorted."""
+        return sorted(PARAMS)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """All hyper-parameters, defaults included (``deep`` is accepted for scikit-learn)."""
+        return {name: self._params.get(name, DEFAULTS[name]) for name in sorted(PARAMS)}
+
+    def set_params(self, **params: Any) -> ItemVec:
+        """Change hyper-parameters (validated); a later ``fit`` uses them. Returns ``self``."""
+        merged = {**self._params, **params}
+        type(self)(**merged)  # same checks as the constructor
+        self._params = merged
+        return self
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(self._params.items()))
+        return f"ItemVec({shown})"
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> ItemVec:
+        """An unfitted model whose parameters are ``config`` (column names come with ``fit``)."""
+        return cls(**params_from_config(config))
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, events: Events, context: str = "session_id", item: str = "item_id",
+            time: str | None = None, event: str | None = None, *,
+            items: Any = None, item_key: str = "item_id", relations: str | Path | None = None,
+            progress: bool = False, callbacks: list[Callback] | tuple = (),
+            **file_options: Any) -> ItemVec:
+        """Learn item vectors from ``events``; returns ``self``.
+
+        ``events``: a pandas or polars DataFrame or a pyarrow Table with the named columns, a
+        path (CSV/TSV, Parquet, JSONL, read as ``itemvec train`` reads it, streamed when
+        large), or an iterable of item-id sequences (one per session; then the column names
+        are not used). ``items``: optional item table (DataFrame or path) keyed by
+        ``item_key``; its columns become side features. ``file_options`` (paths only) are
+        ``pipeline.train``'s: ``features``, ``side_mode``, ``streaming``, ``memory_limit``,
+        ``resume``, ``checkpoint`` ...
+        """
+        columns = {"context": context, "item": item, "time": time, "event": event}
+        config = config_from_params(self._params, columns)
+        if isinstance(events, str | Path):
+            file_options.setdefault("out", None)  # out: the bundle is written there as well
+            model = train(events, config, items=items, item_key=item_key,
+                          relations=relations, progress=progress, callbacks=callbacks,
+                          **file_options)
+        else:
+            if file_options:
+                raise ConfigError(f"ItemVec.fit: {sorted(file_options)[0]!r} applies to a "
+                                  "path of events only")
+            log = read_in_memory(events, config)
+            table = item_table(items, item_key)
+            side = side_information(table, None, relations, None)
+            model = train_on_log(log, config, item_table=table, progress=progress,
+                                 callbacks=callbacks, side=side)
+        return self._fitted(model, config)
+
+    def _fitted(self, model: TrainedModel, config: PipelineConfig) -> ItemVec:
+        self.config_ = config
+        self.embeddings_ = model.embeddings
+        self.cooccurrence_ = model.cooccurrence
+        self.item_counts_ = model.item_counts
+        self.encoder_state_ = model.training.encoder.state_dict()
+        self.stats_ = model.stats
+        self.files_ = dict(model.files)
+        self.lineage_: dict[str, Any] | None = None
+        return self
+
+    @classmethod
+    def from_trained(cls, model: TrainedModel, config: PipelineConfig) -> ItemVec:
+        """Wrap what ``pipeline.train`` (or distributed training) returned."""
+        return cls.from_config(config)._fitted(model, config)
+
+    # -- fitted state ------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "embeddings_"):
+            raise NotFittedError("this ItemVec is not fitted yet; call fit(events, ...) or "
+                                 "ItemVec.load(dir) first")
+
+    @property
+    def embeddings(self) -> ItemEmbeddings:
+        """The query object (``similar_items``, ``recommend``, ``emb[id]`` ...)."""
+        self._check_fitted()
+        return self.embeddings_
+
+    @property
+    def item_ids_(self) -> np.ndarray:
+        """Item ids (str) in vector order."""
+        return self.embeddings.item_ids
+
+    @property
+    def vectors_(self) -> np.ndarray:
+        """Unit item vectors, one row per ``item_ids_`` entry."""
+        return self.embeddings.vectors
+
+    # -- bundles -----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the model as a bundle directory (atomically; never over a non-bundle)."""
+        self._check_fitted()
+        check_target(Path(path))
+        extra = {"lineage": self.lineage_} if self.lineage_ else None
+        return write_bundle(path, self.embeddings_, config=self.config_.to_dict(),
+                            stats=self.stats_, encoder_state=self.encoder_state_,
+                            cooccurrence=self.cooccurrence_, item_counts=self.item_counts_,
+                            extra=extra, extra_files=self.files_ or None)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ItemVec:
+        """Read a bundle written by ``save``, ``itemvec train`` or ``itemvec update``."""
+        parent = load_parent(path)
+        model = cls.from_config(parent.config)
+        model.config_ = parent.config
+        model.embeddings_ = parent.embeddings
+        model.cooccurrence_ = parent.cooccurrence
+        model.item_counts_ = parent.item_counts
+        model.encoder_state_ = parent.encoder_state
+        model.stats_ = dict(parent.manifest.get("stats") or {})
+        model.files_ = dict(parent.files)
+        model.lineage_ = parent.manifest.get("lineage")
+        return model
+
+    # -- incremental -------------------------------------------------------------------------
+    def update(self, events: Events, *, items: Any = None, item_key: str = "item_id",
+               progress: bool = False, **settings: Any) -> ItemVec:
+        """Fold new events into this model (``itemvec update``): new items join, touched
+        rows train briefly, old counts decay. ``settings`` are ``UpdateConfig`` fields
+        (``epochs``, ``decay_half_life``, ``start`` ...). Returns ``self``."""
+        self._check_fitted()
+        log = read_in_memory(events, self.config_) if not isinstance(events, str | Path) \
+            else _read_path(events, self.config_)
+        result = update_log(self._as_parent(), log, UpdateConfig(**settings),
+                            item_table=item_table(items, item_key), ingest=self.config_.ingest,
+                            progress=progress)
+        self.embeddings_ = result.embeddings
+        self.cooccurrence_, self.item_counts_ = result.cooccurrence, result.item_counts
+        self.encoder_state_ = result.training.encoder.state_dict()
+        self.stats_, self.files_, self.lineage_ = result.stats, dict(result.files), result.lineage
+        self.config_ = result.config
+        return self
+
+    def _as_parent(self) -> Parent:
+        manifest = {"config": self.config_.to_dict(), "stats": self.stats_}
+        if self.lineage_:
+            manifest["lineage"] = self.lineage_
+        digest = json.dumps(manifest, sort_keys=True, default=str).encode()
+        return Parent(Path("<in memory>"), manifest, _sha256(digest), self.config_,
+                      self.embeddings_, sp.csr_matrix(self.cooccurrence_),
+                      np.asarray(self.item_counts_), self.encoder_state_, dict(self.files_))
+
+
+def read_in_memory(events: Any, config: PipelineConfig) -> EventLog:
+    """A DataFrame / Arrow table or an iterable of item-id sequences -> ``EventLog``."""
+    if is_frame(events):
+        return events_from_frame(events, config.ingest)
+    if isinstance(events, Iterable) and not isinstance(events, str | bytes | dict):
+        return events_from_sequences(events, config.ingest)
+    raise ConfigError(f"ItemVec.fit: events must be a DataFrame, a pyarrow Table, a path or "
+                      f"an iterable of item-id sequences, got {type(events).__name__}")
+
+
+def _read_path(path: str | Path, config: PipelineConfig) -> EventLog:
+    return read_events(path, config.ingest)
+
+
+def item_table(items: Any, key: str) -> Any:
+    """The item table from a path or a DataFrame, keyed by string ``item_id``."""
+    if items is None:
+        return None
+    if isinstance(items, str | Path):
+        return read_item_table(items, key)
+    return items_from_frame(items, key)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = ["ItemVec", "NotFittedError", "config_from_params", "params_from_config"]
