@@ -198,8 +198,7 @@ def train(
 
 def training_summary(stats: dict, out: Path) -> str:
     """One line: what was trained, how long each stage took, where the bundle is."""
-    stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in stats["seconds"].items()
-                       if seconds >= 0.05)
+    stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in stats["seconds"].items())
     return (f"trained {stats['items']} items from {stats['events']} events in "
             f"{stats['contexts']} contexts in {stats['train_seconds']:.1f}s ({stages}; best "
             f"epoch {stats['best_epoch']}); bundle: {out}")
