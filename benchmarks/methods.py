@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ import scipy.sparse as sp
 
 from benchmarks.protocol import Prepared, context_matrix
 from itemvec.evaluation.baselines import Popularity, history_matrix, recency_weights
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.train.pipeline import train_on_log
 from itemvec.util.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -93,23 +96,61 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 # -- itemvec -------------------------------------------------------------------------------------
 @methods.register("itemvec")
 class ItemvecMethod(Method):
-    """itemvec with default settings; early stopping on the validation split, as in evaluate."""
+    """itemvec with default settings, as ``itemvec train`` runs it: the newest 10% of the train
+    split chooses the schedule, then the final model is refit on every train context. The
+    benchmark's validation split is never seen (it only ranks query variants, of which itemvec
+    offers one)."""
 
     name = "itemvec"
+    refit: bool | None = True  # None: select on the benchmark's validation split, no refit
 
     def fit(self, data: Prepared, params: dict):
-        from itemvec.train.pipeline import train_on_log
-
-        model = train_on_log(data.full_train, data.config, valid=data.valid_log, progress=False)
-        if not np.array_equal(model.embeddings.item_ids, data.item_ids):
+        config = data.config
+        if self.refit is False:
+            config = replace(config, training=replace(config.training, refit=False))
+        valid = data.valid_log if self.refit is None else None
+        model = train_on_log(data.full_train, config, valid=valid, progress=False)
+        if self.refit is not False and not np.array_equal(model.embeddings.item_ids,
+                                                          data.item_ids):
             raise RuntimeError("itemvec vocabulary differs from the benchmark vocabulary")
         return model
 
     def variants(self, data, model, quick):
-        return [({}, model.embeddings)]
+        return [({}, on_vocabulary(model.embeddings, data.item_ids))]
 
     def item_vectors(self, model):
         return np.asarray(model.embeddings.vectors, dtype=np.float32)
+
+
+def on_vocabulary(embeddings: ItemEmbeddings, item_ids: np.ndarray) -> ItemEmbeddings:
+    """``embeddings`` over the benchmark's vocabulary: items the model lacks get a zero vector
+    and a -1e9 logit, so they are never recommended and add no direction to a history."""
+    if np.array_equal(embeddings.item_ids, item_ids):
+        return embeddings
+    position = {item: i for i, item in enumerate(embeddings.item_ids)}
+    rows = np.asarray([position.get(item, -1) for item in item_ids])
+    known = rows >= 0
+    vectors = np.zeros((len(item_ids), embeddings.dim), dtype=np.float32)
+    vectors[known] = embeddings.vectors[rows[known]]
+    bias = np.full(len(item_ids), -1e9, dtype=np.float32)
+    bias[known] = embeddings.item_bias[rows[known]]
+    return ItemEmbeddings(item_ids, vectors, bias, embeddings.temperature, embeddings.query)
+
+
+@methods.register("itemvec-no-refit")
+class ItemvecNoRefit(ItemvecMethod):
+    """The final model trained on the older 90% of the train split only (before the refit)."""
+
+    name = "itemvec-no-refit"
+    refit = False
+
+
+@methods.register("itemvec-valid-selection")
+class ItemvecValidSelection(ItemvecMethod):
+    """Early stopping and tuning on the benchmark's validation split, trained on all train."""
+
+    name = "itemvec-valid-selection"
+    refit = None
 
 
 # -- popularity ----------------------------------------------------------------------------------
