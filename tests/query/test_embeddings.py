@@ -150,7 +150,8 @@ def test_integer_ids_accepted_when_training_ids_were_integers():
         emb[True]  # a bool is not an id
 
 
-@pytest.mark.parametrize("ids", [["a", "b"], ["007", "1"], ["1", "+2"], ["1", "2.0"], ["1\n2", "3"]])
+@pytest.mark.parametrize("ids", [["a", "b"], ["007", "1"], ["-0", "1"], ["1", "+2"], ["1", "2.0"],
+                                 ["1\n2", "3"], ["1", ""]])
 def test_integer_ids_refused_when_training_ids_were_not(ids):
     emb = ItemEmbeddings(ids, np.eye(2, dtype=np.float32))
     assert not emb.integer_ids

@@ -16,14 +16,13 @@ Single calls return 1-D ``(ids, scores)``; batch calls return 2-D arrays with on
 padded to ``n`` columns with id ``""`` and score ``-inf`` where fewer items qualify.
 
 Ids are strings. When every training id is a canonical integer (``"7"``, ``"-3"``; not
-``"007"``) Python and numpy integers are accepted wherever an id is; returned ids stay strings.
-A query never writes to the object, so one instance can serve concurrent threads.
+``"007"`` or ``"-0"``) Python and numpy integers are accepted wherever an id is; returned ids
+stay strings. A query never writes to the object, so one instance can serve concurrent threads.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -39,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 Filter = Collection[Any] | np.ndarray | None
 PAD_ID = ""
-_INTEGER_IDS = re.compile(r"(?:-?(?:0|[1-9][0-9]*)\n)*-?(?:0|[1-9][0-9]*)")
 
 
 class Results(tuple):
@@ -374,11 +372,30 @@ class ItemEmbeddings:
 
 
 def _all_integer(item_ids: np.ndarray) -> bool:
-    """Whether every id is a canonical integer string ("7", "-3"; not "007", "+1", "")."""
+    """Whether every id is a canonical integer string ("7", "-3"; not "007", "-0", "+1", "").
+
+    Checked on the bytes of all ids joined by newlines, vectorised: a regex over a million ids
+    took most of a second of every bundle load.
+    """
     if not len(item_ids):
         return False
     joined = "\n".join(item_ids.tolist())
-    return joined.count("\n") == len(item_ids) - 1 and bool(_INTEGER_IDS.fullmatch(joined))
+    if not joined or joined.count("\n") != len(item_ids) - 1 or not joined.isascii():
+        return False
+    text = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    digit = (text >= ord("0")) & (text <= ord("9"))
+    newline, minus = text == ord("\n"), text == ord("-")
+    if not (digit | newline | minus).all():
+        return False
+    before = np.concatenate([[ord("\n")], text[:-1]])  # a token starts after a newline
+    after = np.concatenate([text[1:], [ord("\n")]])  # and ends before one
+    starts_token = before == ord("\n")
+    digit_after = (after >= ord("0")) & (after <= ord("9"))
+    bad_minus = minus & ~(starts_token & digit_after & (after != ord("0")))
+    zero_start = (text == ord("0")) & (starts_token | (before == ord("-")))
+    bad_zero = zero_start & ((after != ord("\n")) | (before == ord("-")))
+    empty = newline & starts_token | (text[-1] == ord("\n"))
+    return not (bad_minus.any() or bad_zero.any() or empty.any())
 
 
 def _ids(values: Any, name: str) -> Iterable[Any]:
