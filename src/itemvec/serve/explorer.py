@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from itemvec.analysis.plots import (
@@ -33,6 +33,7 @@ from itemvec.analysis.plots import (
 )
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.query.search import aligned_table
+from itemvec.serve.http import Holder, Model
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -40,11 +41,6 @@ MAP_MAX_ITEMS = 50_000
 LOOKUP_MAX = 50
 _map_lock = threading.Lock()
 _texts_lock = threading.Lock()
-
-
-def _model(request: Request):
-    """The model the API serves right now (taken once per request)."""
-    return request.app.state.holder.current()
 
 
 @lru_cache(maxsize=1)
@@ -58,8 +54,7 @@ def page() -> str:
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def explorer_page(request: Request) -> HTMLResponse:
-    holder = request.app.state.holder
+def explorer_page(holder: Holder) -> HTMLResponse:
     if holder.ready and "_explorer_map" not in holder.current().__dict__:
         # start the map while the browser parses the page; /map.json then finds it ready
         threading.Thread(target=map_for, args=(holder.current(),), daemon=True,
@@ -133,8 +128,8 @@ def map_for(model) -> dict[str, Any]:
 
 
 @router.get("/map.json", include_in_schema=False)
-def item_map(request: Request) -> JSONResponse:
-    return JSONResponse(map_for(_model(request)))
+def item_map(model: Model) -> JSONResponse:
+    return JSONResponse(map_for(model))
 
 
 def _describe(model, rows: np.ndarray) -> list[dict[str, Any]]:
@@ -145,10 +140,9 @@ def _describe(model, rows: np.ndarray) -> list[dict[str, Any]]:
 
 
 @router.get("/explorer/lookup", include_in_schema=False)
-def lookup(request: Request, q: Annotated[str, Query(min_length=1, max_length=200)],
+def lookup(model: Model, q: Annotated[str, Query(min_length=1, max_length=200)],
            n: Annotated[int, Query(ge=1, le=LOOKUP_MAX)] = 10) -> JSONResponse:
     """Items whose id equals, starts with, or whose id/title contains ``q`` (case-insensitive)."""
-    model = _model(request)
     emb, texts = model.embeddings, _texts(model)
     needle = q.strip().lower()
     found: list[int] = [emb.index[q.strip()]] if q.strip() in emb.index else []
@@ -166,10 +160,9 @@ def lookup(request: Request, q: Annotated[str, Query(min_length=1, max_length=20
 
 
 @router.get("/explorer/items", include_in_schema=False)
-def items(request: Request,
+def items(model: Model,
           id: Annotated[list[str], Query(max_length=1000)]) -> JSONResponse:  # noqa: A002
     """Title and category of each known id (unknown ids are left out)."""
-    model = _model(request)
     rows, _ = model.embeddings.known(id)
     texts = _texts(model)
     return JSONResponse({"items": _describe(model, rows), "title_column": texts.title_column,
