@@ -114,7 +114,8 @@ class ItemEmbeddings:
         return iter(self.item_ids.tolist())
 
     def __contains__(self, item: object) -> bool:
-        """Whether ``item`` is a known id (an int only where the training ids were ints)."""
+        """Whether ``item`` is a known id. An int where the training ids were not ints raises
+        TypeError (as ``1 in "abc"`` does) rather than quietly answering False."""
         return self.key(item) in self.index
 
     def __getitem__(self, item: str | int) -> np.ndarray:
@@ -136,8 +137,9 @@ class ItemEmbeddings:
         if isinstance(item, int | np.integer) and not isinstance(item, bool | np.bool_):
             if self.integer_ids:
                 return str(int(item))
-            raise TypeError(f"item id {item!r} is an int but this model's ids are strings "
-                            f"(e.g. {self.item_ids[0]!r}); pass str ids")
+            example = f" (e.g. {self.item_ids[0]!r})" if len(self) else ""
+            raise TypeError(f"item id {item!r} is an int but this model's ids are strings"
+                            f"{example}; pass str ids")
         if isinstance(item, Iterable) and not isinstance(item, bytes):
             raise TypeError(f"expected one item id, got {type(item).__name__} {item!r}; "
                             "a list of ids goes to the *_batch methods or indices()")
