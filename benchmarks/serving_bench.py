@@ -90,14 +90,14 @@ def inprocess(sizes: list[int], backend: str, calls: int, batch: int, seed: int 
         for label, model, k in (("exact", exact, exact_calls), (backend, ann, calls)):
             row[f"{label}_similar_1"] = timed(lambda q, m=model: m.similar_items(q, n=10),
                                               singles[:k])
-            row[f"{label}_similar_{batch}"] = timed(lambda q, m=model: m.similar_items(q, n=10),
+            row[f"{label}_similar_{batch}"] = timed(lambda q, m=model: m.similar_items_batch(q, n=10),
                                                     batches[:max(5, k // 20)])
             row[f"{label}_recommend_1"] = timed(lambda h, m=model: m.recommend(h, n=10),
                                                 histories[:k])
-            row[f"{label}_recommend_{batch}"] = timed(lambda h, m=model: m.recommend(h, n=10),
+            row[f"{label}_recommend_{batch}"] = timed(lambda h, m=model: m.recommend_batch(h, n=10),
                                                       hist_batches[:max(5, k // 20)])
-        exact_rec, _ = exact.recommend(histories[:200], n=10)
-        ann_rec, _ = ann.recommend(histories[:200], n=10)
+        exact_rec, _ = exact.recommend_batch(histories[:200], n=10)
+        ann_rec, _ = ann.recommend_batch(histories[:200], n=10)
         row["recommend_agreement@10"] = round(float(np.mean(
             [len(set(a) & set(b)) / 10 for a, b in zip(exact_rec, ann_rec, strict=True)])), 4)
         print(json.dumps(row), flush=True)

@@ -86,7 +86,7 @@ def category_purity(embeddings: ItemEmbeddings, categories: dict[str, str],
     """Mean fraction of each well-observed item's top-``n`` neighbours in its hidden category."""
     ids = [str(i) for i, c in zip(embeddings.item_ids, item_counts, strict=True) if c >= min_count]
     assert len(ids) >= 50, "too few well-observed items for a meaningful check"
-    neighbours, _ = embeddings.similar_items(ids, n=n)
+    neighbours, _ = embeddings.similar_items_batch(ids, n=n)
     return float(np.mean([np.mean([categories[j] == categories[q] for j in row])
                           for q, row in zip(ids, neighbours, strict=True)]))
 

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import itemvec
 import itemvec.store.bundle as bundle
 from itemvec.store.bundle import load_embeddings
 
@@ -136,6 +137,13 @@ def test_recommend_bad_queries_file(cli_model, tmp_path, cli, content, fragment)
                            "--out", tmp_path / "r.jsonl", "-q"])
     assert_one_line_error(code, stderr, "q.jsonl", fragment)
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_version_prints_the_package_version(cli):
+    code, stdout, stderr = cli(["--version"])
+    assert code == 0, stderr
+    assert stdout == f"itemvec {itemvec.__version__}\n"
+    assert itemvec.__version__.count(".") >= 1
 
 
 def test_similar_unknown_item_is_a_clear_error(cli_model, cli):

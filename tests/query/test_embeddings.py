@@ -1,6 +1,10 @@
-"""ItemEmbeddings queries on a hand-made 2-D space where every answer is known."""
+"""ItemEmbeddings queries on hand-made spaces where every answer is known."""
 
 from __future__ import annotations
+
+import inspect
+import pydoc
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -31,9 +35,21 @@ def test_similar_items_single_is_ordered_by_cosine(space):
 def test_similar_items_top_n_and_batch(space):
     ids, scores = space.similar_items("c", n=2)
     assert ids.tolist() == ["e", "b"]
-    batch_ids, batch_scores = space.similar_items(["a", "d"], n=1)
-    assert [row.tolist() for row in batch_ids] == [["b"], ["c"]]
-    assert len(batch_scores) == 2 and batch_scores[0].shape == (1,)
+    batch_ids, batch_scores = space.similar_items_batch(["a", "d"], n=1)
+    assert batch_ids.tolist() == [["b"], ["c"]] and batch_scores.shape == (2, 1)
+    single_ids, single_scores = space.similar_items("a", n=10)
+    np.testing.assert_allclose(space.similar_items_batch(["a"], n=4)[1][0], single_scores)
+
+
+def test_batches_are_2d_and_padded_to_n(space):
+    ids, scores = space.similar_items_batch(["a", "c"], n=6)  # only 4 other items exist
+    assert ids.shape == scores.shape == (2, 6) and scores.dtype == np.float32
+    assert ids[0].tolist() == ["b", "e", "c", "d", "", ""]
+    assert np.isneginf(scores[:, 4:]).all() and np.isfinite(scores[:, :4]).all()
+    ids, scores = space.recommend_batch([["a"], ["c", "e"]], n=4)
+    assert ids.shape == scores.shape == (2, 4) and ids[1, 3] == "" and np.isneginf(scores[1, 3])
+    empty_ids, empty_scores = space.similar_items_batch([], n=3)
+    assert empty_ids.shape == empty_scores.shape == (0, 3)
 
 
 def test_similar_items_filter_and_exclude(space):
@@ -52,7 +68,9 @@ def test_unknown_item_names_it(space):
     assert "unknown item 'zzz'" in str(info.value)
     assert isinstance(info.value, ItemvecError) and info.value.exit_code == 2
     with pytest.raises(UnknownItemError):
-        space.similar_items(["a", "zzz"])
+        space.similar_items_batch(["a", "zzz"])
+    with pytest.raises(KeyError, match="zzz"):
+        space["zzz"]
 
 
 def test_recommend_excludes_history_and_weights_recent_items(space):
@@ -71,9 +89,10 @@ def test_recommend_can_keep_seen_items(space):
 
 
 def test_recommend_skips_unknown_history_items(space):
-    ids, _ = space.recommend(["nope", "a", "missing"], n=10)
-    assert space.last_skipped == 2
-    assert ids.tolist() == space.recommend(["a"], n=10)[0].tolist()
+    result = space.recommend(["nope", "a", "missing"], n=10)
+    assert result.skipped == 2 and space.recommend(["a"]).skipped == 0
+    assert result.ids.tolist() == space.recommend(["a"], n=10)[0].tolist()
+    assert space.recommend_batch([["x", "a"], ["a"], ["y", "z"]], n=2).skipped.tolist() == [1, 0, 2]
 
 
 def test_empty_history_falls_back_to_popularity(space):
@@ -93,15 +112,156 @@ def test_popularity_weight_scales_the_learned_prior(space):
 
 
 def test_recommend_batch(space):
-    ids, scores = space.recommend([["a"], ["c"], []], n=1)
-    assert [row.tolist() for row in ids] == [["b"], ["e"], ["a"]]  # ties on empty: first index
-    assert len(scores) == 3
+    ids, scores = space.recommend_batch([["a"], ["c"], []], n=1)
+    assert ids.tolist() == [["b"], ["e"], ["a"]]  # ties on empty: first index
+    assert scores.shape == (3, 1)
+    for history, row in zip([["a"], ["c"], []], ids, strict=True):
+        assert row.tolist() == space.recommend(history, n=1)[0].tolist()
 
 
-def test_recommend_single_history_of_non_string_ids():
-    numeric = ItemEmbeddings(["1", "2", "3"], np.eye(3, dtype=np.float32))
-    ids, _ = numeric.recommend([1, 2], n=5)
-    assert ids.tolist() == ["3"]
+def test_single_and_batch_are_never_guessed():
+    emb = ItemEmbeddings(["0", "5", "50", "7"], np.eye(4, dtype=np.float32))
+    with pytest.raises(TypeError, match=r"wrap it in a list: \['50'\]"):
+        emb.recommend("50")
+    ids, _ = emb.recommend(["50"], n=3)
+    assert "50" not in ids and ids.tolist() == ["0", "5", "7"]  # orthogonal: ties by index
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        emb.recommend(50)
+    with pytest.raises(TypeError, match="histories\\[0\\]"):
+        emb.recommend_batch(["50", "7"])  # one flat history is not a batch
+    with pytest.raises(TypeError, match="_batch"):
+        emb.similar_items(["5", "7"])
+    with pytest.raises(TypeError, match="_batch"):
+        emb.recommend([["5"], ["7"]])
+    with pytest.raises(TypeError, match="items"):
+        emb.similar_items_batch("57")
+
+
+def test_integer_ids_accepted_when_training_ids_were_integers():
+    emb = ItemEmbeddings(["1", "2", "3", "-4"], np.eye(4, dtype=np.float32))
+    assert emb.integer_ids and 1 in emb and np.int64(-4) in emb and 9 not in emb
+    np.testing.assert_array_equal(emb[np.int32(2)], emb["2"])
+    ids, _ = emb.recommend([1, np.int64(2)], n=5, exclude=[3])
+    assert ids.tolist() == ["-4"]  # returned ids stay strings
+    assert emb.similar_items(1, n=5, filter=[2, "3"])[0].tolist() == ["2", "3"]
+    assert emb.similar_items_batch(np.array([1, 2]), n=1)[0].dtype.kind == "U"
+    assert emb.most_similar(positive=[1], negative=[2], n=1)[0].dtype.kind == "U"
+    with pytest.raises(TypeError):
+        emb[True]  # a bool is not an id
+
+
+@pytest.mark.parametrize("ids", [["a", "b"], ["007", "1"], ["-0", "1"], ["1", "+2"], ["1", "2.0"],
+                                 ["1\n2", "3"], ["1", ""]])
+def test_integer_ids_refused_when_training_ids_were_not(ids):
+    emb = ItemEmbeddings(ids, np.eye(2, dtype=np.float32))
+    assert not emb.integer_ids
+    for call in (lambda: emb[1], lambda: 1 in emb, lambda: emb.similar_items(7),
+                 lambda: emb.recommend([1]), lambda: emb.similar_items_batch([1])):
+        with pytest.raises(TypeError, match="ids are strings"):
+            call()
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_n_must_be_a_positive_integer(space, n):
+    for call in (lambda: space.similar_items("a", n=n), lambda: space.recommend(["a"], n=n),
+                 lambda: space.similar_items_batch(["a"], n=n),
+                 lambda: space.recommend_batch([["a"]], n=n),
+                 lambda: space.most_similar(positive=["a"], n=n),
+                 lambda: space.similar_to_vector(np.ones(2), n=n)):
+        with pytest.raises(ValueError, match=f"n must be a positive integer.*got {n!r}"):
+            call()
+
+
+def test_getitem_contains_len_iter(space):
+    np.testing.assert_array_equal(space["c"], space.vectors[2])
+    assert space["c"].dtype == np.float32 and space["c"].shape == (2,)
+    space["c"][:] = 9  # a copy: the model is not changed through it
+    assert space.vectors[2, 0] == 0
+    assert "e" in space and "x" not in space and len(space) == 5
+    assert list(space) == space.item_ids.tolist() == list(POINTS)
+    with pytest.raises(TypeError, match="one item id"):
+        space[["a", "b"]]
+
+
+def planted_analogies(seed: int = 0) -> ItemEmbeddings:
+    """Four groups on two planted axes, royal/common x male/female, five items each."""
+    rng = np.random.default_rng(seed)
+    axes = {"r": 0, "c": 1, "m": 2, "f": 3}
+    ids, rows = [], []
+    for status in "rc":
+        for sex in "mf":
+            for k in range(5):
+                row = rng.normal(0, 0.05, 8)
+                row[axes[status]] += 1
+                row[axes[sex]] += 1
+                ids.append(f"{status}{sex}{k}")
+                rows.append(row / np.linalg.norm(row))
+    return ItemEmbeddings(ids, np.asarray(rows, dtype=np.float32))
+
+
+def test_most_similar_follows_planted_groups():
+    emb = planted_analogies()
+    ids, scores = emb.most_similar(positive=["rm0"], n=4)
+    assert sorted(ids) == ["rm1", "rm2", "rm3", "rm4"]
+    ids, _ = emb.most_similar(positive=["rm0", "cf0"], negative=["cm0"], n=5)  # king - man + woman
+    assert sorted(ids) == ["rf0", "rf1", "rf2", "rf3", "rf4"]
+    ids, _ = emb.most_similar(positive=["rm0", "rm1"], negative=["cm0"], n=5)  # royal, not common
+    assert all(i.startswith("r") for i in ids)
+    query = emb["rm0"] + emb["cf0"] - emb["cm0"]
+    ids, scores = emb.most_similar(positive=["rm0", "cf0"], negative=["cm0"], n=20)
+    assert not {"rm0", "cf0", "cm0"} & set(ids) and len(ids) == 17  # inputs left out
+    np.testing.assert_allclose(scores, emb.vectors[emb.indices(ids)] @ query
+                               / np.linalg.norm(query), atol=1e-5)
+
+
+def test_most_similar_needs_ids_in_lists():
+    emb = planted_analogies()
+    with pytest.raises(ValueError, match="at least one"):
+        emb.most_similar(n=3)
+    with pytest.raises(TypeError, match="positive must be a list"):
+        emb.most_similar("rm0")
+    with pytest.raises(UnknownItemError, match="'nope'"):
+        emb.most_similar(positive=["rm0"], negative=["nope"])
+
+
+def test_concurrent_queries_match_serial_and_leave_no_state():
+    emb = planted_analogies()
+    before = dict(vars(emb))
+    rng = np.random.default_rng(1)
+    jobs = [list(rng.choice(emb.item_ids, size=rng.integers(0, 4))) + ["unknown"] * (i % 2)
+            for i in range(200)]
+
+    def answer(i: int):
+        history = jobs[i]
+        if i % 3 == 0:
+            return emb.recommend(history, n=5).skipped, emb.recommend(history, n=5).ids.tolist()
+        if i % 3 == 1:
+            return emb.recommend_batch([history, ["rm0"]], n=3).skipped.tolist(), None
+        return emb.similar_items(emb.item_ids[i % len(emb)], n=4, exclude=history)[0].tolist()
+
+    serial = [answer(i) for i in range(len(jobs))]
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(answer, range(len(jobs))))
+    assert threaded == serial
+    assert vars(emb).keys() == before.keys()
+    assert all(vars(emb)[k] is v for k, v in before.items())
+
+
+def test_every_public_method_has_help():
+    public = [name for name, _ in inspect.getmembers(ItemEmbeddings)
+              if not name.startswith("_") or name in ("__getitem__", "__contains__", "__len__",
+                                                       "__iter__")]
+    assert {"similar_items", "most_similar", "recommend_batch", "__getitem__"} <= set(public)
+    for name in public:
+        doc = inspect.getdoc(getattr(ItemEmbeddings, name))
+        assert doc, name
+        shown = pydoc.render_doc(getattr(ItemEmbeddings, name), renderer=pydoc.plaintext)
+        assert doc.splitlines()[0] in shown, name  # what help() prints
+
+
+def test_filter_mask_must_cover_every_item(space):
+    with pytest.raises(ValueError, match=r"shape \(5,\)"):
+        space.similar_items("a", filter=np.ones(3, dtype=bool))
 
 
 def test_similar_to_vector_normalises(space):
@@ -121,6 +281,7 @@ def test_lookup_helpers(space):
     known, unknown = space.known(["e", "x", "a"])
     assert known.tolist() == [4, 0] and unknown == 1
     np.testing.assert_allclose(space.vector("c"), [0, 1])
+    assert space.row("e") == 4 and space.indices(["d", "a"]).tolist() == [3, 0]
     with pytest.raises(ValueError, match="2 item ids but 5 vectors"):
         ItemEmbeddings(["a", "b"], space.vectors)
 

@@ -76,8 +76,8 @@ def ann_model(model) -> ItemEmbeddings:
 
 def test_similar_items_through_the_index_match_exact(model, ann_model):
     ids = [f"i{i}" for i in range(0, 4000, 97)]
-    exact, _ = model.similar_items(ids, n=10)
-    approx, _ = ann_model.similar_items(ids, n=10)
+    exact, _ = model.similar_items_batch(ids, n=10)
+    approx, _ = ann_model.similar_items_batch(ids, n=10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
     assert overlap >= 0.95
     assert all(q not in row for q, row in zip(ids, approx, strict=True))  # never the query
@@ -99,8 +99,8 @@ def test_recommend_through_the_index_equals_exact(model, ann_model):
     rng = np.random.default_rng(2)
     histories = [[f"i{j}" for j in rng.integers(len(model), size=rng.integers(1, 6))]
                  for _ in range(40)] + [[]]
-    exact_ids, exact_scores = model.recommend(histories, n=10)
-    ann_ids, ann_scores = ann_model.recommend(histories, n=10)
+    exact_ids, exact_scores = model.recommend_batch(histories, n=10)
+    ann_ids, ann_scores = ann_model.recommend_batch(histories, n=10)
     same = np.mean([list(a) == list(b) for a, b in zip(exact_ids, ann_ids, strict=True)])
     assert same >= 0.95
     for history, row in zip(histories, ann_ids, strict=True):

@@ -94,6 +94,21 @@ def test_recommend_shape_new_user_and_unknown_items(client, categories):
     assert [len(r["items"]) for r in batch.json()["results"]] == [4, 4]
 
 
+def test_batch_rows_shorter_than_n_carry_no_padding(client):
+    """The library pads batch rows to n ("" / -inf); the API returns only real results."""
+    batch = client.post("/similar", json={"items": ["i5", "i1"], "n": 10,
+                                          "allowed": ["i1", "i2", "i3"]})
+    assert batch.status_code == 200
+    assert [sorted(r["items"]) for r in batch.json()["results"]] == [["i1", "i2", "i3"],
+                                                                      ["i2", "i3"]]
+    body = client.post("/recommend/batch", json={"histories": [["i1", "nope"], []], "n": 5,
+                                                  "allowed": ["i1", "i2"]}).json()
+    assert [r["items"] for r in body["results"]][0] == ["i2"]
+    assert sorted(body["results"][1]["items"]) == ["i1", "i2"]
+    assert [r["skipped"] for r in body["results"]] == [1, 0]
+    assert all(len(r["scores"]) == len(r["items"]) for r in body["results"])
+
+
 def test_search_item_embedding_and_explain(client, categories, trained):
     body = client.get("/search", params={"q": "cat003", "n": 10}).json()
     assert np.mean([categories[i] == "cat003" for i in body["items"]]) >= 0.8

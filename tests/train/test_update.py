@@ -85,7 +85,7 @@ def test_new_items_join_their_hidden_category(updated, shop):
     held = [f"i{i}" for i in range(0, 300, HELD_OUT_EVERY)]
     present = [i for i in held if i in emb]
     assert len(present) >= 0.9 * len(held)
-    neighbours, _ = emb.similar_items(present, n=10)
+    neighbours, _ = emb.similar_items_batch(present, n=10)
     purity = np.mean([np.mean([category[j] == category[q] for j in row])
                       for q, row in zip(present, neighbours, strict=True)])
     assert purity > 0.6, purity  # 10 categories: chance is ~0.1
@@ -263,7 +263,7 @@ def test_feature_bundle_warms_cold_items_from_features(shop, files, tmp_path):
     assert child.n_warm == child.n_items == parent.n_items + 5
     emb = load_embeddings(tmp_path / "v2")
     category = dict(zip(shop.items["item_id"], shop.items["category"], strict=True))
-    neighbours, _ = emb.similar_items(held, n=10)
+    neighbours, _ = emb.similar_items_batch(held, n=10)
     purity = np.mean([np.mean([category[j] == category[q] for j in row])
                       for q, row in zip(held, neighbours, strict=True)])
     assert purity > 0.6, purity

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from itemvec import __version__
 from itemvec.config import PipelineConfig, load_config
 from itemvec.util.errors import DataError, ItemvecError
 
@@ -19,6 +20,19 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
                   rich_markup_mode=None,
                   help="Self-supervised item embeddings from behaviour logs.")
 logger = logging.getLogger("itemvec")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"itemvec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Self-supervised item embeddings from behaviour logs."""
 
 # -- shared options ----------------------------------------------------------------------------
 Context = Annotated[str, typer.Option("--context", help="Column with the session, basket, order "
@@ -330,11 +344,12 @@ def recommend(
     lines, skipped = [], 0
     for start in range(0, len(records), 1024):
         chunk = records[start:start + 1024]
-        ids, scores = embeddings.recommend([h for _, h in chunk], n=n)
-        skipped += embeddings.last_skipped
-        for (query_id, _), row_ids, row_scores in zip(chunk, ids, scores, strict=True):
-            lines.append(json.dumps({"id": query_id, "items": [str(i) for i in row_ids],
-                                     "scores": [round(float(s), 6) for s in row_scores]}))
+        result = embeddings.recommend_batch([h for _, h in chunk], n=n)
+        skipped += int(result.skipped.sum())
+        for (query_id, _), row_ids, row_scores in zip(chunk, *result, strict=True):
+            found = row_scores > -float("inf")  # rows are padded to n when fewer items qualify
+            lines.append(json.dumps({"id": query_id, "items": row_ids[found].tolist(),
+                                     "scores": [round(float(s), 6) for s in row_scores[found]]}))
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     typer.echo(f"wrote {len(lines)} recommendations to {out}; skipped {skipped} unknown "
                "history items", err=True)

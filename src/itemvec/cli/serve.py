@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -64,201 +66,224 @@ def read_api_key(path: Path | None) -> str | None:
     return key
 
 
-def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area's commands
-    @app.command()
-    def serve(
-        bundle: Bundle,
-        host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-        index: IndexName = "auto",
-        api_key_file: Annotated[Path | None, typer.Option(
-            "--api-key-file", help="File holding an API key; clients then send X-API-Key or "
-            "Authorization: Bearer (all endpoints except /health).")] = None,
-        models_root: Annotated[Path | None, typer.Option(
-            "--models-root", help="POST /admin/reload may only load bundles under this "
-            "directory.  [default: the bundle's parent]")] = None,
-        watch: Annotated[bool, typer.Option(
-            "--watch", help="Reload when the bundle on disk is replaced.")] = False,
-        watch_interval: Annotated[float, typer.Option(
-            "--watch-interval", help="Seconds between checks for --watch.")] = 2.0,
-        cors_origin: Annotated[list[str] | None, typer.Option(
-            "--cors-origin", help="Allow browser calls from this origin (repeatable). CORS is "
-            "off by default.")] = None,
-        max_body: Annotated[int, typer.Option(
-            "--max-body", help="Largest request body in bytes (bigger: 413).")] = 1 << 20,
-        access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] =
-            False,
-        threads: Annotated[int, typer.Option(
-            "--threads", help="BLAS/OpenMP threads per query (requests run concurrently).")] = 1,
-    ) -> None:
-        """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(serve)
+    app.command()(search)
+    app.command()(explain)
+    app.command("index")(build_index_command)
+    app.command()(classify)
+    app.command()(cluster)
 
-        SIGHUP or POST /admin/reload loads the bundle again and swaps it in without dropping
-        requests.
-        """
-        import signal
-        import threading
 
-        import uvicorn
+def serve(
+    bundle: Bundle,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    index: IndexName = "auto",
+    api_key_file: Annotated[Path | None, typer.Option(
+        "--api-key-file", help="File holding an API key; clients then send X-API-Key or "
+        "Authorization: Bearer (all endpoints except /health).")] = None,
+    models_root: Annotated[Path | None, typer.Option(
+        "--models-root", help="POST /admin/reload may only load bundles under this "
+        "directory.  [default: the bundle's parent]")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Reload when the bundle on disk is replaced.")] = False,
+    watch_interval: Annotated[float, typer.Option(
+        "--watch-interval", help="Seconds between checks for --watch.")] = 2.0,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", help="Allow browser calls from this origin (repeatable). CORS is "
+        "off by default.")] = None,
+    max_body: Annotated[int, typer.Option(
+        "--max-body", help="Largest request body in bytes (bigger: 413).")] = 1 << 20,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] =
+        False,
+    threads: Annotated[int, typer.Option(
+        "--threads", help="BLAS/OpenMP threads per query (requests run concurrently).")] = 1,
+) -> None:
+    """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
 
-        from itemvec.serve.http import create_app
-        from itemvec.serve.state import ModelHolder, limit_threads
+    SIGHUP or POST /admin/reload loads the bundle again and swaps it in without dropping
+    requests.
+    """
+    import uvicorn
 
-        limit_threads(max(1, threads))
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                            stream=sys.stderr)
-        if not 1 <= port <= 65535:
-            raise ItemvecError(f"--port must be 1-65535, got {port}")
-        key = read_api_key(api_key_file)
-        if host not in LOOPBACK and key is None:
-            logger.warning("serving on %s without --api-key-file: anyone who can reach this "
-                           "port can query the model and trigger reloads", host)
-        holder = ModelHolder(bundle, models_root=models_root, index=index)
-        holder.load()  # fail here (one line, exit 2) rather than inside the server
-        app = create_app(holder, api_key=key, cors_origins=cors_origin or (), max_body=max_body)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
-                target=holder.reload_quietly, name="itemvec-reload", daemon=True).start())
-        if watch:
-            holder.watch(watch_interval)
-        typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
-                   f"http://{host}:{port}  (docs: /docs)", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
-                    timeout_graceful_shutdown=5)
+    from itemvec.serve.http import create_app
+    from itemvec.serve.state import limit_threads
 
-    @app.command()
-    def search(
-        bundle: Bundle,
-        query: Annotated[str, typer.Argument(help="Text to look for in the item table.")],
-        n: Annotated[int, typer.Option("-n", help="How many results.")] = 10,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    ) -> None:
-        """Items matching a text query (item-table text), widened to their embedding neighbours."""
-        import polars as pl
+    limit_threads(max(1, threads))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    key = _check_serve_options(host, port, api_key_file)
+    holder = _loaded_holder(bundle, models_root, index, watch, watch_interval)
+    app = create_app(holder, api_key=key, cors_origins=cors_origin or (), max_body=max_body)
+    typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
+               f"http://{host}:{port}  (docs: /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
+                timeout_graceful_shutdown=5)
 
-        from itemvec.query.search import ItemSearch
-        from itemvec.store.bundle import load_embeddings
 
-        if not 1 <= n <= 10_000:
-            raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
-        embeddings = load_embeddings(bundle)
-        ids, scores, matches = ItemSearch(embeddings).by_text(query, n=n)
-        if as_json:
-            typer.echo(json.dumps({"query": query, "items": [str(i) for i in ids],
-                                   "scores": [round(float(s), 6) for s in scores],
-                                   "matches": [{"item_id": i, "score": s} for i, s in matches]}))
-            return
-        if not len(ids):
-            typer.echo(f"no item text matches {query!r}")
-            return
-        _print_frame(f"search: {query}", pl.DataFrame({"item_id": [str(i) for i in ids],
-                                                       "score": [round(float(s), 4)
-                                                                 for s in scores]}))
+def _check_serve_options(host: str, port: int, api_key_file: Path | None) -> str | None:
+    """The API key (or None) after checking the port; warns when serving openly off loopback."""
+    if not 1 <= port <= 65535:
+        raise ItemvecError(f"--port must be 1-65535, got {port}")
+    key = read_api_key(api_key_file)
+    if host not in LOOPBACK and key is None:
+        logger.warning("serving on %s without --api-key-file: anyone who can reach this "
+                       "port can query the model and trigger reloads", host)
+    return key
 
-    @app.command()
-    def explain(
-        bundle: Bundle,
-        history: Annotated[str, typer.Option("--history", help="Comma-separated item ids, "
-                                             "oldest first.")],
-        item: Annotated[str | None, typer.Option(
-            "--item", help="Explain this item (default: explain the top -n recommendations).")]
-            = None,
-        n: Annotated[int, typer.Option("-n", help="Recommendations to explain.")] = 5,
-    ) -> None:
-        """Why items are recommended: each history item's share and co-occurrence evidence."""
-        from itemvec.query.explain import explainer_for_bundle
-        from itemvec.store.bundle import load_embeddings
 
-        embeddings = load_embeddings(bundle)
-        explainer = explainer_for_bundle(embeddings, bundle)
-        items = [h.strip() for h in history.split(",") if h.strip()]
-        result = ([explainer.explain(items, item)] if item is not None
-                  else explainer.recommend(items, n=n))
-        typer.echo(json.dumps(result, indent=2))
+def _loaded_holder(bundle: Path, models_root: Path | None, index: str, watch: bool,
+                   interval: float):
+    """A model holder with the bundle loaded, reloading on SIGHUP (and on change with watch).
 
-    @app.command("index")
-    def build_index_command(
-        bundle: Bundle,
-        backend: Annotated[str, typer.Option("--backend", help="hnsw or ivf.")] = "hnsw",
-        queries: Annotated[int, typer.Option(
-            "--queries", help="Random items used to measure recall@10 against exact search.")] =
-            1000,
-    ) -> None:
-        """Build an approximate index into BUNDLE and report its recall@10 against exact."""
-        import time
+    Loading before the server starts turns a bad bundle into one line and exit code 2.
+    """
+    from itemvec.serve.state import ModelHolder
 
-        import numpy as np
+    holder = ModelHolder(bundle, models_root=models_root, index=index)
+    holder.load()
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+            target=holder.reload_quietly, name="itemvec-reload", daemon=True).start())
+    if watch:
+        holder.watch(interval)
+    return holder
 
-        from itemvec.query.index import build_index, recall_at_k, save_index
-        from itemvec.store.bundle import load_embeddings
 
-        embeddings = load_embeddings(bundle)
-        began = time.perf_counter()
-        index = build_index(backend, embeddings.vectors)
-        seconds = time.perf_counter() - began
-        saved = save_index(index, bundle)
-        rng = np.random.default_rng(0)
-        sample = embeddings.vectors[rng.choice(len(embeddings), min(queries, len(embeddings)),
-                                               replace=False)]
-        recall = recall_at_k(index, embeddings.vectors, sample, 10)
-        typer.echo(f"built {backend} over {len(embeddings)} items in {seconds:.1f}s; "
-                   f"recall@10 vs exact {recall:.4f} on {len(sample)} queries; "
-                   f"stored: {saved or 'nothing (exact)'}")
+def search(
+    bundle: Bundle,
+    query: Annotated[str, typer.Argument(help="Text to look for in the item table.")],
+    n: Annotated[int, typer.Option("-n", help="How many results.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Items matching a text query (item-table text), widened to their embedding neighbours."""
+    import polars as pl
 
-    @app.command()
-    def classify(
-        bundle: Bundle,
-        labels: Annotated[Path, typer.Option("--labels", help="CSV/Parquet/JSONL with item ids "
-                                             "and labels for some items.")],
-        out: Annotated[Path, typer.Option("--out", help="Predictions for every item: .csv or "
-                                          ".parquet (item_id, label, confidence, source).")],
-        item_key: Annotated[str, typer.Option("--item-key", help="Item id column.")] =
-            "item_id",
-        label_column: Annotated[str, typer.Option("--label-column", help="Label column.")] =
-            "label",
-        c: Annotated[float, typer.Option("-C", help="Inverse regularisation strength.")] = 1.0,
-    ) -> None:
-        """Train a logistic-regression probe on labelled items and predict the rest."""
-        from itemvec.analysis.classification import classify as run
-        from itemvec.analysis.classification import read_labels
-        from itemvec.store.bundle import load_embeddings
+    from itemvec.query.search import ItemSearch
+    from itemvec.store.bundle import load_embeddings
 
-        if c <= 0:
-            raise ItemvecError(f"-C must be > 0, got {c}")
-        embeddings = load_embeddings(bundle)
-        frame, report = run(embeddings, read_labels(labels, item_key, label_column), c=c)
-        write_frame(frame, out)
-        accuracy = (f"held-out accuracy {report['cv_accuracy']:.3f} ({report['cv_folds']}-fold) "
-                    if "cv_accuracy" in report else "")
-        typer.echo(f"{report['labelled']} labelled items, {report['classes']} classes; "
-                   f"{accuracy}vs majority {report['majority_baseline']:.3f}; predicted "
-                   f"{report['predicted']} items -> {out}"
-                   + (f"; {report['unknown_ids']} label ids not in the model"
-                      if report["unknown_ids"] else ""))
+    if not 1 <= n <= 10_000:
+        raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
+    embeddings = load_embeddings(bundle)
+    ids, scores, matches = ItemSearch(embeddings).by_text(query, n=n)
+    if as_json:
+        typer.echo(json.dumps({"query": query, "items": [str(i) for i in ids],
+                               "scores": [round(float(s), 6) for s in scores],
+                               "matches": [{"item_id": i, "score": s} for i, s in matches]}))
+        return
+    if not len(ids):
+        typer.echo(f"no item text matches {query!r}")
+        return
+    _print_frame(f"search: {query}", pl.DataFrame({"item_id": [str(i) for i in ids],
+                                                   "score": [round(float(s), 4)
+                                                             for s in scores]}))
 
-    @app.command()
-    def cluster(
-        bundle: Bundle,
-        k: Annotated[int, typer.Option("-k", help="Number of clusters.")],
-        out: Annotated[Path, typer.Option("--out", help="Cluster of every item: .csv or "
-                                          ".parquet; the summary goes beside it as "
-                                          "NAME_summary.EXT.")],
-        seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-        top: Annotated[int, typer.Option("--top", help="Items listed per cluster.")] = 5,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the "
-                                            "summary.")] = False,
-    ) -> None:
-        """k-means on the embeddings; writes cluster ids and a readable per-cluster summary."""
-        from itemvec.analysis.clustering import cluster as run
-        from itemvec.store.bundle import load_embeddings
 
-        if out.suffix.lower() not in (".csv", ".parquet", ".pq", ".jsonl", ".ndjson"):
-            raise ItemvecError(f"--out {out}: unknown extension; use .csv or .parquet")
-        embeddings = load_embeddings(bundle)
-        assignments, summary = run(embeddings, k, seed=seed, top=top)
-        summary_path = out.with_name(f"{out.stem}_summary{out.suffix}")
-        write_frame(assignments, out)
-        write_frame(summary, summary_path)
-        if not quiet:
-            _print_frame(f"{k} clusters of {len(embeddings)} items", summary)
-        typer.echo(f"wrote cluster ids to {out} and the summary to {summary_path}")
+def explain(
+    bundle: Bundle,
+    history: Annotated[str, typer.Option("--history", help="Comma-separated item ids, "
+                                         "oldest first.")],
+    item: Annotated[str | None, typer.Option(
+        "--item", help="Explain this item (default: explain the top -n recommendations).")]
+        = None,
+    n: Annotated[int, typer.Option("-n", help="Recommendations to explain.")] = 5,
+) -> None:
+    """Why items are recommended: each history item's share and co-occurrence evidence."""
+    from itemvec.query.explain import explainer_for_bundle
+    from itemvec.store.bundle import load_embeddings
+
+    embeddings = load_embeddings(bundle)
+    explainer = explainer_for_bundle(embeddings, bundle)
+    items = [h.strip() for h in history.split(",") if h.strip()]
+    result = ([explainer.explain(items, item)] if item is not None
+              else explainer.recommend(items, n=n))
+    typer.echo(json.dumps(result, indent=2))
+
+
+def build_index_command(
+    bundle: Bundle,
+    backend: Annotated[str, typer.Option("--backend", help="hnsw or ivf.")] = "hnsw",
+    queries: Annotated[int, typer.Option(
+        "--queries", help="Random items used to measure recall@10 against exact search.")] =
+        1000,
+) -> None:
+    """Build an approximate index into BUNDLE and report its recall@10 against exact."""
+    import time
+
+    import numpy as np
+
+    from itemvec.query.index import build_index, recall_at_k, save_index
+    from itemvec.store.bundle import load_embeddings
+
+    embeddings = load_embeddings(bundle)
+    began = time.perf_counter()
+    index = build_index(backend, embeddings.vectors)
+    seconds = time.perf_counter() - began
+    saved = save_index(index, bundle)
+    rng = np.random.default_rng(0)
+    sample = embeddings.vectors[rng.choice(len(embeddings), min(queries, len(embeddings)),
+                                           replace=False)]
+    recall = recall_at_k(index, embeddings.vectors, sample, 10)
+    typer.echo(f"built {backend} over {len(embeddings)} items in {seconds:.1f}s; "
+               f"recall@10 vs exact {recall:.4f} on {len(sample)} queries; "
+               f"stored: {saved or 'nothing (exact)'}")
+
+
+def classify(
+    bundle: Bundle,
+    labels: Annotated[Path, typer.Option("--labels", help="CSV/Parquet/JSONL with item ids "
+                                         "and labels for some items.")],
+    out: Annotated[Path, typer.Option("--out", help="Predictions for every item: .csv or "
+                                      ".parquet (item_id, label, confidence, source).")],
+    item_key: Annotated[str, typer.Option("--item-key", help="Item id column.")] =
+        "item_id",
+    label_column: Annotated[str, typer.Option("--label-column", help="Label column.")] =
+        "label",
+    c: Annotated[float, typer.Option("-C", help="Inverse regularisation strength.")] = 1.0,
+) -> None:
+    """Train a logistic-regression probe on labelled items and predict the rest."""
+    from itemvec.analysis.classification import classify as run
+    from itemvec.analysis.classification import read_labels
+    from itemvec.store.bundle import load_embeddings
+
+    if c <= 0:
+        raise ItemvecError(f"-C must be > 0, got {c}")
+    embeddings = load_embeddings(bundle)
+    frame, report = run(embeddings, read_labels(labels, item_key, label_column), c=c)
+    write_frame(frame, out)
+    accuracy = (f"held-out accuracy {report['cv_accuracy']:.3f} ({report['cv_folds']}-fold) "
+                if "cv_accuracy" in report else "")
+    typer.echo(f"{report['labelled']} labelled items, {report['classes']} classes; "
+               f"{accuracy}vs majority {report['majority_baseline']:.3f}; predicted "
+               f"{report['predicted']} items -> {out}"
+               + (f"; {report['unknown_ids']} label ids not in the model"
+                  if report["unknown_ids"] else ""))
+
+
+def cluster(
+    bundle: Bundle,
+    k: Annotated[int, typer.Option("-k", help="Number of clusters.")],
+    out: Annotated[Path, typer.Option("--out", help="Cluster of every item: .csv or "
+                                      ".parquet; the summary goes beside it as "
+                                      "NAME_summary.EXT.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    top: Annotated[int, typer.Option("--top", help="Items listed per cluster.")] = 5,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the "
+                                        "summary.")] = False,
+) -> None:
+    """k-means on the embeddings; writes cluster ids and a readable per-cluster summary."""
+    from itemvec.analysis.clustering import cluster as run
+    from itemvec.store.bundle import load_embeddings
+
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq", ".jsonl", ".ndjson"):
+        raise ItemvecError(f"--out {out}: unknown extension; use .csv or .parquet")
+    embeddings = load_embeddings(bundle)
+    assignments, summary = run(embeddings, k, seed=seed, top=top)
+    summary_path = out.with_name(f"{out.stem}_summary{out.suffix}")
+    write_frame(assignments, out)
+    write_frame(summary, summary_path)
+    if not quiet:
+        _print_frame(f"{k} clusters of {len(embeddings)} items", summary)
+    typer.echo(f"wrote cluster ids to {out} and the summary to {summary_path}")

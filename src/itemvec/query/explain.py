@@ -45,7 +45,7 @@ class Explainer:
     def explain(self, history: Sequence[str], item: str) -> dict[str, Any]:
         """Each known history item's share of ``item``'s recommendation score, largest first."""
         emb = self.embeddings
-        target = int(emb.indices([item])[0])
+        target = emb.row(item)
         rows, skipped = emb.known(history)
         weights = emb.history_weights(len(rows))
         cosines = emb.vectors[rows] @ emb.vectors[target] if len(rows) else np.zeros(0)
@@ -66,8 +66,8 @@ class Explainer:
                 "min_support": self.min_support}
 
     def recommend(self, history: Sequence[str], n: int = 10, **options: Any) -> list[dict]:
-        """Recommend and explain each result."""
-        ids, _ = self.embeddings.recommend(list(history), n=n, **options)
+        """Recommend for one history and explain each result."""
+        ids, _ = self.embeddings.recommend(history, n=n, **options)
         return [self.explain(history, str(i)) for i in ids]
 
 

@@ -16,30 +16,31 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from itemvec.analysis.plots import (
     default_color_column,
     map_payload,
+    project,
     static_text,
     title_column,
 )
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.search import aligned_table
+from itemvec.serve.http import Holder, Model
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
 MAP_MAX_ITEMS = 50_000
 LOOKUP_MAX = 50
 _map_lock = threading.Lock()
-
-
-def _model(request: Request):
-    """The model the API serves right now (taken once per request)."""
-    return request.app.state.holder.current()
+_texts_lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -53,8 +54,7 @@ def page() -> str:
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def explorer_page(request: Request) -> HTMLResponse:
-    holder = request.app.state.holder
+def explorer_page(holder: Holder) -> HTMLResponse:
     if holder.ready and "_explorer_map" not in holder.current().__dict__:
         # start the map while the browser parses the page; /map.json then finds it ready
         threading.Thread(target=map_for, args=(holder.current(),), daemon=True,
@@ -68,18 +68,42 @@ def _columns(embeddings) -> tuple[str | None, str | None]:
     return title_column(embeddings), (None if category == "count" else category)
 
 
-def _strings(embeddings, column: str | None) -> np.ndarray | None:
-    cached = embeddings.__dict__.setdefault("_explorer_columns", {})
-    if column is None:
-        return None
-    if column not in cached:
-        from itemvec.query.search import aligned_table
+@dataclass(frozen=True)
+class _Texts:
+    """Display and lookup strings of one loaded model's items, aligned with ``item_ids``."""
 
-        table = aligned_table(embeddings)
-        values = table[column].to_list() if table is not None and column in table.columns else None
-        cached[column] = None if values is None else np.asarray(
-            ["" if v is None else str(v) for v in values], dtype=object)
-    return cached[column]
+    title_column: str | None
+    category_column: str | None
+    titles: np.ndarray | None
+    categories: np.ndarray | None
+    ids_lower: np.ndarray
+    titles_lower: np.ndarray | None
+
+
+def _column_strings(embeddings, column: str | None) -> np.ndarray | None:
+    table = aligned_table(embeddings)
+    if column is None or table is None or column not in table.columns:
+        return None
+    return np.asarray(["" if v is None else str(v) for v in table[column].to_list()], dtype=object)
+
+
+def _lowered(values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else np.asarray([str(v).lower() for v in values], dtype=object)
+
+
+def _texts(model) -> _Texts:
+    """The model's item strings, built once per loaded model and kept on it (never on the
+    shared ``ItemEmbeddings``, which queries leave untouched)."""
+    with _texts_lock:
+        cached = model.__dict__.get("_explorer_texts")
+        if cached is None:
+            emb = model.embeddings
+            title_col, category_col = _columns(emb)
+            titles = _column_strings(emb, title_col)
+            cached = _Texts(title_col, category_col, titles, _column_strings(emb, category_col),
+                            _lowered(emb.item_ids), _lowered(titles))
+            model.__dict__["_explorer_texts"] = cached
+        return cached
 
 
 def map_for(model) -> dict[str, Any]:
@@ -88,10 +112,6 @@ def map_for(model) -> dict[str, Any]:
         cached = model.__dict__.get("_explorer_map")
         if cached is not None:
             return cached
-        from itemvec.analysis.plots import project
-        from itemvec.query.embeddings import ItemEmbeddings
-        from itemvec.query.search import aligned_table
-
         emb = model.embeddings
         rows = np.arange(len(emb))
         if len(rows) > MAP_MAX_ITEMS:
@@ -108,31 +128,26 @@ def map_for(model) -> dict[str, Any]:
 
 
 @router.get("/map.json", include_in_schema=False)
-def item_map(request: Request) -> JSONResponse:
-    return JSONResponse(map_for(_model(request)))
+def item_map(model: Model) -> JSONResponse:
+    return JSONResponse(map_for(model))
 
 
-def _describe(embeddings, rows: np.ndarray) -> list[dict[str, Any]]:
-    title_col, category_col = _columns(embeddings)
-    titles, categories = _strings(embeddings, title_col), _strings(embeddings, category_col)
-    return [{"item_id": str(embeddings.item_ids[r]),
-             "title": None if titles is None else titles[r],
-             "category": None if categories is None else categories[r]} for r in rows]
+def _describe(model, rows: np.ndarray) -> list[dict[str, Any]]:
+    texts = _texts(model)
+    return [{"item_id": str(model.embeddings.item_ids[r]),
+             "title": None if texts.titles is None else texts.titles[r],
+             "category": None if texts.categories is None else texts.categories[r]} for r in rows]
 
 
 @router.get("/explorer/lookup", include_in_schema=False)
-def lookup(request: Request, q: Annotated[str, Query(min_length=1, max_length=200)],
+def lookup(model: Model, q: Annotated[str, Query(min_length=1, max_length=200)],
            n: Annotated[int, Query(ge=1, le=LOOKUP_MAX)] = 10) -> JSONResponse:
     """Items whose id equals, starts with, or whose id/title contains ``q`` (case-insensitive)."""
-    emb = _model(request).embeddings
+    emb, texts = model.embeddings, _texts(model)
     needle = q.strip().lower()
-    ids = _lower(emb, "_explorer_ids", emb.item_ids)
-    title_col, _ = _columns(emb)
-    titles = _strings(emb, title_col)
-    exact = [emb.index[q.strip()]] if q.strip() in emb.index else []
-    found: list[int] = list(exact)
+    found: list[int] = [emb.index[q.strip()]] if q.strip() in emb.index else []
     for matcher in (lambda s: s.startswith(needle), lambda s: needle in s):
-        for haystack in (ids, None if titles is None else _lower(emb, "_explorer_titles", titles)):
+        for haystack in (texts.ids_lower, texts.titles_lower):
             if haystack is None or len(found) >= n:
                 continue
             for row in np.flatnonzero([matcher(s) for s in haystack]):
@@ -140,27 +155,18 @@ def lookup(request: Request, q: Annotated[str, Query(min_length=1, max_length=20
                     found.append(int(row))
                 if len(found) >= n:
                     break
-    return JSONResponse({"items": _describe(emb, np.asarray(found[:n], dtype=np.int64)),
-                         "title_column": title_col})
-
-
-def _lower(embeddings, key: str, values) -> np.ndarray:
-    cached = embeddings.__dict__.get(key)
-    if cached is None:
-        cached = np.asarray([str(v).lower() for v in values], dtype=object)
-        embeddings.__dict__[key] = cached
-    return cached
+    return JSONResponse({"items": _describe(model, np.asarray(found[:n], dtype=np.int64)),
+                         "title_column": texts.title_column})
 
 
 @router.get("/explorer/items", include_in_schema=False)
-def items(request: Request,
+def items(model: Model,
           id: Annotated[list[str], Query(max_length=1000)]) -> JSONResponse:  # noqa: A002
     """Title and category of each known id (unknown ids are left out)."""
-    emb = _model(request).embeddings
-    rows, _ = emb.known(id)
-    title_col, category_col = _columns(emb)
-    return JSONResponse({"items": _describe(emb, rows), "title_column": title_col,
-                         "category_column": category_col})
+    rows, _ = model.embeddings.known(id)
+    texts = _texts(model)
+    return JSONResponse({"items": _describe(model, rows), "title_column": texts.title_column,
+                         "category_column": texts.category_column})
 
 
 __all__ = ["map_for", "page", "router"]

@@ -19,14 +19,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from itemvec import __version__
-from itemvec.serve.state import ModelHolder, NotReady
+from itemvec.query.search import aligned_table
+from itemvec.serve.state import LoadedModel, ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
 
 logger = logging.getLogger(__name__)
@@ -226,7 +227,8 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
                   description="Related items, recommendations and search over learned item "
                   "embeddings.")
     _install_errors(app)
-    _install_routes(app, holder)
+    for router in ROUTERS:
+        app.include_router(router)
     _include_explorer(app)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -281,121 +283,154 @@ def _install_errors(app: FastAPI) -> None:
         return _error(422, f"body is not valid JSON ({exc.msg})")
 
 
-def _install_routes(app: FastAPI, holder: ModelHolder) -> None:  # noqa: C901 - route table
-    @app.get("/health", summary="200 once a model is loaded, 503 before")
-    def health() -> JSONResponse:
-        if not holder.ready:
-            return _error(503, "model is loading")
-        model = holder.current()
-        return _json({"status": "ok", "items": len(model.embeddings), "bundle": model.path.name})
+# -- routes: module-level routers; the loaded model comes in through a dependency --------------------
+async def current_holder(request: Request) -> ModelHolder:
+    """The app's model holder (set by ``create_app``)."""
+    return request.app.state.holder
 
-    @app.get("/info", summary="Model information: size, config, training statistics")
-    def info() -> JSONResponse:
-        return _json(holder.current().info())
 
-    @app.get("/similar/{item_id}", response_model=Results, responses=ERRORS,
-             summary="Items most similar (cosine) to one item")
-    def similar(item_id: Annotated[str, Path(min_length=1, max_length=256)],
-                n: Annotated[int, Query(ge=1, le=MAX_N)] = 10,
-                exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
-                where: Annotated[list[str] | None, Query(
-                    max_length=20, description="column:value, e.g. category:shoes")] = None,
-                ) -> JSONResponse:
-        model = holder.current()
-        conditions: dict[str, list[str]] = {}
-        for clause in where or []:
-            column, sep, value = clause.partition(":")
-            if not sep or not column:
-                return _error(422, f"where must look like column:value, got {clause!r}")
-            conditions.setdefault(column, []).append(value)
-        filters = model.filters(exclude=exclude, where=conditions or None)
-        ids, scores = model.embeddings.similar_items(item_id, n=n, **filters)
-        return _json(_results(ids, scores))
+async def current_model(request: Request) -> LoadedModel:
+    """The model serving this request, taken once so a reload never mixes two models.
 
-    @app.post("/similar", responses=ERRORS, summary="Similar items for a batch of items")
-    def similar_batch(body: SimilarIn) -> JSONResponse:
-        model = holder.current()
-        filters = model.filters(body.exclude, body.where, body.allowed)
-        ids, scores = model.embeddings.similar_items(list(body.items), n=body.n, **filters)
-        return _json({"results": [_results(i, s, item=q) for q, i, s in
-                                  zip(body.items, ids, scores, strict=True)]})
+    ``async`` so it runs on the event loop: taking a reference needs no worker thread.
+    """
+    return request.app.state.holder.current()
 
-    @app.post("/recommend", response_model=RecommendOut, responses=ERRORS,
-              summary="Recommendations for one history (oldest first); unknown items skipped")
-    def recommend(body: RecommendIn) -> JSONResponse:
-        model = holder.current()
-        emb = model.embeddings
-        filters = model.filters(body.exclude, body.where, body.allowed)
-        skipped = emb.known(body.history)[1]
-        ids, scores = emb.recommend(list(body.history), n=body.n,
-                                    filter_seen=body.filter_seen, **filters)
-        extra: dict[str, Any] = {"skipped": skipped}
-        if body.explain:
-            extra["explanations"] = [model.explainer.explain(body.history, str(i)) for i in ids]
-        return _json(_results(ids, scores, **extra))
 
-    @app.post("/recommend/batch", responses=ERRORS, summary="Recommendations for many histories")
-    def recommend_batch(body: RecommendBatchIn) -> JSONResponse:
-        model = holder.current()
-        emb = model.embeddings
-        filters = model.filters(body.exclude, body.where, body.allowed)
-        histories = [list(h) for h in body.histories]
-        ids, scores = emb.recommend(histories, n=body.n, filter_seen=body.filter_seen,
-                                    **filters)
-        return _json({"results": [_results(i, s, skipped=emb.known(h)[1]) for h, i, s in
-                                  zip(histories, ids, scores, strict=True)]})
+Holder = Annotated[ModelHolder, Depends(current_holder)]
+Model = Annotated[LoadedModel, Depends(current_model)]
+PathId = Annotated[str, Path(min_length=1, max_length=256)]
+QueryN = Annotated[int, Query(ge=1, le=MAX_N)]
 
-    @app.get("/search", response_model=SearchOut, responses=ERRORS,
-             summary="Text search: items whose text matches, then their neighbourhood")
-    def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
-                    n: Annotated[int, Query(ge=1, le=MAX_N)] = 10) -> JSONResponse:
-        model = holder.current()
-        ids, scores, matches = model.search.by_text(q, n=n)
-        return _json(_results(ids, scores, matches=[{"item_id": i, "score": s}
-                                                    for i, s in matches]))
+status_router = APIRouter(tags=["status"])
+items_router = APIRouter(tags=["items"], responses=ERRORS)
+search_router = APIRouter(tags=["search"], responses=ERRORS)
+admin_router = APIRouter(tags=["admin"], responses=ERRORS)
+ROUTERS = (status_router, items_router, search_router, admin_router)
 
-    @app.post("/search", response_model=SearchOut, responses=ERRORS,
-              summary="Search by text, vector or item id, with filters")
-    def search(body: SearchIn) -> JSONResponse:
-        model = holder.current()
-        filters = model.filters(body.exclude, body.where, body.allowed)
-        if body.text is not None:
-            ids, scores, matches = model.search.by_text(body.text, n=body.n, **filters)
-            return _json(_results(ids, scores, matches=[{"item_id": i, "score": s}
-                                                        for i, s in matches]))
-        if body.vector is not None:
-            dim = model.embeddings.dim
-            if len(body.vector) != dim:
-                return _error(422, f"vector has {len(body.vector)} values; this model's "
-                              f"vectors have {dim}")
-            ids, scores = model.search.by_vector(np.asarray(body.vector), n=body.n, **filters)
-            return _json(_results(ids, scores))
-        ids, scores = model.search.by_id(body.item, n=body.n, **filters)
-        return _json(_results(ids, scores))
 
-    @app.get("/items/{item_id}", responses=ERRORS, summary="An item's embedding and attributes")
-    def item(item_id: Annotated[str, Path(min_length=1, max_length=256)]) -> JSONResponse:
-        from itemvec.query.search import aligned_table
+def _unpadded(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row of a batch answer without its padding (score -inf)."""
+    keep = np.isfinite(scores)
+    return ids[keep], scores[keep]
 
-        model = holder.current()
-        emb = model.embeddings
-        row = int(emb.indices([item_id])[0])
-        table = aligned_table(emb)
-        attributes = {} if table is None else {
-            k: v for k, v in table.row(row, named=True).items() if k != "item_id"}
-        return _json({"item_id": item_id, "embedding": [round(float(x), 7) for x in
-                                                        emb.vectors[row]],
-                      "popularity": round(float(emb.item_bias[row]), 6),
-                      "attributes": json.loads(json.dumps(attributes, default=str))})
 
-    @app.post("/explain", responses=ERRORS,
-              summary="Why an item is recommended for a history: per-item share and evidence")
-    def explain(body: ExplainIn) -> JSONResponse:
-        return _json(holder.current().explainer.explain(body.history, body.item))
+def _parse_where(clauses: list[str] | None) -> dict[str, list[str]] | None:
+    """``column:value`` query parameters as conditions; 422 when one has no colon."""
+    conditions: dict[str, list[str]] = {}
+    for clause in clauses or []:
+        column, sep, value = clause.partition(":")
+        if not sep or not column:
+            raise StarletteHTTPException(422, f"where must look like column:value, got {clause!r}")
+        conditions.setdefault(column, []).append(value)
+    return conditions or None
 
-    @app.post("/admin/reload", responses=ERRORS,
-              summary="Load a bundle (default: the current path again) and swap it in")
-    def reload(body: ReloadIn | None = None) -> JSONResponse:
-        model = holder.reload(body.path if body else None)
-        return _json({"status": "reloaded", "bundle": model.path.name,
-                      "items": len(model.embeddings), "reloads": holder.reloads})
+
+@status_router.get("/health", summary="200 once a model is loaded, 503 before")
+def health(holder: Holder) -> JSONResponse:
+    if not holder.ready:
+        return _error(503, "model is loading")
+    model = holder.current()
+    return _json({"status": "ok", "items": len(model.embeddings), "bundle": model.path.name})
+
+
+@status_router.get("/info", summary="Model information: size, config, training statistics")
+def info(model: Model) -> JSONResponse:
+    return _json(model.info())
+
+
+@items_router.get("/similar/{item_id}", response_model=Results,
+                  summary="Items most similar (cosine) to one item")
+def similar(model: Model, item_id: PathId, n: QueryN = 10,
+            exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
+            where: Annotated[list[str] | None, Query(
+                max_length=20, description="column:value, e.g. category:shoes")] = None,
+            ) -> JSONResponse:
+    filters = model.filters(exclude=exclude, where=_parse_where(where))
+    ids, scores = model.embeddings.similar_items(item_id, n=n, **filters)
+    return _json(_results(ids, scores))
+
+
+@items_router.post("/similar", summary="Similar items for a batch of items")
+def similar_batch(model: Model, body: SimilarIn) -> JSONResponse:
+    filters = model.filters(body.exclude, body.where, body.allowed)
+    ids, scores = model.embeddings.similar_items_batch(body.items, n=body.n, **filters)
+    return _json({"results": [_results(*_unpadded(i, s), item=q) for q, i, s in
+                              zip(body.items, ids, scores, strict=True)]})
+
+
+@items_router.post("/recommend", response_model=RecommendOut,
+                   summary="Recommendations for one history (oldest first); unknown items skipped")
+def recommend(model: Model, body: RecommendIn) -> JSONResponse:
+    filters = model.filters(body.exclude, body.where, body.allowed)
+    result = model.embeddings.recommend(body.history, n=body.n, filter_seen=body.filter_seen,
+                                        **filters)
+    extra: dict[str, Any] = {"skipped": result.skipped}
+    if body.explain:
+        extra["explanations"] = [model.explainer.explain(body.history, str(i))
+                                 for i in result.ids]
+    return _json(_results(*result, **extra))
+
+
+@items_router.post("/recommend/batch", summary="Recommendations for many histories")
+def recommend_batch(model: Model, body: RecommendBatchIn) -> JSONResponse:
+    filters = model.filters(body.exclude, body.where, body.allowed)
+    result = model.embeddings.recommend_batch(body.histories, n=body.n,
+                                              filter_seen=body.filter_seen, **filters)
+    return _json({"results": [_results(*_unpadded(i, s), skipped=int(k)) for i, s, k in
+                              zip(result.ids, result.scores, result.skipped, strict=True)]})
+
+
+@items_router.get("/items/{item_id}", summary="An item's embedding and attributes")
+def item(model: Model, item_id: PathId) -> JSONResponse:
+    emb = model.embeddings
+    row = emb.row(item_id)
+    table = aligned_table(emb)
+    attributes = {} if table is None else {
+        k: v for k, v in table.row(row, named=True).items() if k != "item_id"}
+    return _json({"item_id": item_id, "embedding": [round(float(x), 7) for x in emb.vectors[row]],
+                  "popularity": round(float(emb.item_bias[row]), 6),
+                  "attributes": json.loads(json.dumps(attributes, default=str))})
+
+
+@items_router.post("/explain",
+                   summary="Why an item is recommended for a history: per-item share and evidence")
+def explain(model: Model, body: ExplainIn) -> JSONResponse:
+    return _json(model.explainer.explain(body.history, body.item))
+
+
+def _search_results(ids: np.ndarray, scores: np.ndarray,
+                    matches: list[tuple[str, float]]) -> JSONResponse:
+    return _json(_results(ids, scores, matches=[{"item_id": i, "score": s} for i, s in matches]))
+
+
+@search_router.get("/search", response_model=SearchOut,
+                   summary="Text search: items whose text matches, then their neighbourhood")
+def search_text(model: Model,
+                q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
+                n: QueryN = 10) -> JSONResponse:
+    return _search_results(*model.search.by_text(q, n=n))
+
+
+@search_router.post("/search", response_model=SearchOut,
+                    summary="Search by text, vector or item id, with filters")
+def search(model: Model, body: SearchIn) -> JSONResponse:
+    filters = model.filters(body.exclude, body.where, body.allowed)
+    if body.text is not None:
+        return _search_results(*model.search.by_text(body.text, n=body.n, **filters))
+    if body.vector is not None:
+        dim = model.embeddings.dim
+        if len(body.vector) != dim:
+            return _error(422, f"vector has {len(body.vector)} values; this model's vectors have "
+                          f"{dim}")
+        return _json(_results(*model.search.by_vector(np.asarray(body.vector), n=body.n,
+                                                      **filters)))
+    return _json(_results(*model.search.by_id(body.item, n=body.n, **filters)))
+
+
+@admin_router.post("/admin/reload",
+                   summary="Load a bundle (default: the current path again) and swap it in")
+def reload(holder: Holder, body: ReloadIn | None = None) -> JSONResponse:
+    model = holder.reload(body.path if body else None)
+    return _json({"status": "reloaded", "bundle": model.path.name,
+                  "items": len(model.embeddings), "reloads": holder.reloads})

@@ -63,7 +63,7 @@ class LoadedModel:
 
     def filters(self, exclude: list[str] | None = None, where: dict[str, Any] | None = None,
                 allowed: list[str] | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``similar_items`` / ``recommend`` from request filters."""
+        """Keyword arguments (filter, exclude) for the ``similar_items*`` / ``recommend*`` calls."""
         mask = None
         if where:
             key = tuple(sorted((k, tuple(str(x) for x in (v if isinstance(v, list) else [v])))
