@@ -6,6 +6,7 @@ embeddings -> evaluation -> index -> serve. ``itemvec.train.pipeline.train`` cal
 
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ItemvecError
+from itemvec.util.version import VERSION
 
 __all__ = ["ItemEmbeddings", "ItemvecError", "__version__"]
-__version__ = "0.1.0"
+__version__ = VERSION

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 import itemvec.store.bundle as bundle
-from itemvec.store.bundle import load_embeddings
+from itemvec.query.embeddings import load_embeddings
 
 
 def entry_point() -> list[str]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from itemvec.evaluation.baselines import build_baseline, history_matrix, recency_weights
+from itemvec.evaluation.baselines import build_baseline
+from itemvec.query.pooling import history_matrix, recency_weights
 from itemvec.util.errors import ConfigError
 
 # a-b co-occur twice, b-c once

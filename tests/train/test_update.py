@@ -22,7 +22,8 @@ from itemvec.cli.main import app
 from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
 from itemvec.data.ingest import EventLog
 from itemvec.data.synth import generate
-from itemvec.store.bundle import MANIFEST, load_cooccurrence, load_embeddings, read_manifest
+from itemvec.query.embeddings import load_embeddings
+from itemvec.store.bundle import MANIFEST, load_cooccurrence, read_manifest
 from itemvec.train.pipeline import train
 from itemvec.train.update import (
     Parent,

@@ -5,13 +5,27 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+import polars as pl
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from itemvec.analysis import classification, clustering
+from itemvec.query.embeddings import load_embeddings
+from itemvec.query.explain import explainer_for_bundle
+from itemvec.query.index import build_index, recall_at_k, save_index
+from itemvec.query.search import ItemSearch
+from itemvec.serve.state import ModelHolder, limit_threads
 from itemvec.util.errors import ItemvecError
+from itemvec.util.files import atomic_write_bytes
 
 logger = logging.getLogger("itemvec")
 
@@ -24,8 +38,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def write_frame(frame, out: Path) -> None:
     """CSV or Parquet (or JSONL) by extension, written atomically."""
-    from itemvec.store.bundle import atomic_write_bytes
-
     buffer = io.BytesIO()
     suffix = out.suffix.lower()
     if suffix == ".csv":
@@ -41,9 +53,6 @@ def write_frame(frame, out: Path) -> None:
 
 
 def _print_frame(title: str, frame) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for column in frame.columns:
         table.add_column(column, overflow="fold")
@@ -96,13 +105,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
         SIGHUP or POST /admin/reload loads the bundle again and swaps it in without dropping
         requests.
         """
-        import signal
-        import threading
-
         import uvicorn
 
-        from itemvec.serve.http import create_app
-        from itemvec.serve.state import ModelHolder, limit_threads
+        from itemvec.serve.http import create_app  # needs the serve extra (fastapi)
 
         limit_threads(max(1, threads))
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
@@ -134,11 +139,6 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Items matching a text query (item-table text), widened to their embedding neighbours."""
-        import polars as pl
-
-        from itemvec.query.search import ItemSearch
-        from itemvec.store.bundle import load_embeddings
-
         if not 1 <= n <= 10_000:
             raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
         embeddings = load_embeddings(bundle)
@@ -166,9 +166,6 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
         n: Annotated[int, typer.Option("-n", help="Recommendations to explain.")] = 5,
     ) -> None:
         """Why items are recommended: each history item's share and co-occurrence evidence."""
-        from itemvec.query.explain import explainer_for_bundle
-        from itemvec.store.bundle import load_embeddings
-
         embeddings = load_embeddings(bundle)
         explainer = explainer_for_bundle(embeddings, bundle)
         items = [h.strip() for h in history.split(",") if h.strip()]
@@ -185,13 +182,6 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
             1000,
     ) -> None:
         """Build an approximate index into BUNDLE and report its recall@10 against exact."""
-        import time
-
-        import numpy as np
-
-        from itemvec.query.index import build_index, recall_at_k, save_index
-        from itemvec.store.bundle import load_embeddings
-
         embeddings = load_embeddings(bundle)
         began = time.perf_counter()
         index = build_index(backend, embeddings.vectors)
@@ -219,14 +209,11 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
         c: Annotated[float, typer.Option("-C", help="Inverse regularisation strength.")] = 1.0,
     ) -> None:
         """Train a logistic-regression probe on labelled items and predict the rest."""
-        from itemvec.analysis.classification import classify as run
-        from itemvec.analysis.classification import read_labels
-        from itemvec.store.bundle import load_embeddings
-
         if c <= 0:
             raise ItemvecError(f"-C must be > 0, got {c}")
         embeddings = load_embeddings(bundle)
-        frame, report = run(embeddings, read_labels(labels, item_key, label_column), c=c)
+        frame, report = classification.classify(
+            embeddings, classification.read_labels(labels, item_key, label_column), c=c)
         write_frame(frame, out)
         accuracy = (f"held-out accuracy {report['cv_accuracy']:.3f} ({report['cv_folds']}-fold) "
                     if "cv_accuracy" in report else "")
@@ -249,13 +236,10 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
                                             "summary.")] = False,
     ) -> None:
         """k-means on the embeddings; writes cluster ids and a readable per-cluster summary."""
-        from itemvec.analysis.clustering import cluster as run
-        from itemvec.store.bundle import load_embeddings
-
         if out.suffix.lower() not in (".csv", ".parquet", ".pq", ".jsonl", ".ndjson"):
             raise ItemvecError(f"--out {out}: unknown extension; use .csv or .parquet")
         embeddings = load_embeddings(bundle)
-        assignments, summary = run(embeddings, k, seed=seed, top=top)
+        assignments, summary = clustering.cluster(embeddings, k, seed=seed, top=top)
         summary_path = out.with_name(f"{out.stem}_summary{out.suffix}")
         write_frame(assignments, out)
         write_frame(summary, summary_path)

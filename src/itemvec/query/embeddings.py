@@ -16,10 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from itemvec.config import QueryConfig
+from itemvec.query.index import build_index, load_index, nearest, recommend_top
+from itemvec.query.pooling import history_matrix, history_weights
+from itemvec.store.bundle import read_vectors, write_bundle
 from itemvec.util.errors import UnknownItemError
+from itemvec.util.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +58,6 @@ class ItemEmbeddings:
 
         With ``bundle`` a stored index is reused when it matches these vectors.
         """
-        from itemvec.query.index import build_index, load_index
-
         if name is None:
             self.vector_index = None
         elif bundle is not None:
@@ -139,8 +140,6 @@ class ItemEmbeddings:
         self.last_skipped = skipped
         seen = indexed if filter_seen else [np.zeros(0, np.int64)] * len(indexed)
         if self.vector_index is not None:
-            from itemvec.query.index import recommend_top
-
             rows, values = recommend_top(self.vector_index, self, indexed, n,
                                          self._blocked(filter, exclude), seen)
             ids = [self.item_ids[r].astype(str) for r in rows]
@@ -156,29 +155,13 @@ class ItemEmbeddings:
         effective number of items ``(sum w)^2 / sum w^2`` to the power ``evidence_power``: a
         longer history is more evidence, so association gains on the popularity prior.
         """
-        if length == 0:
-            return np.zeros(0, dtype=np.float32)
-        half_life = self.query.recency_half_life
-        age = np.arange(length - 1, -1, -1, dtype=np.float64)
-        weights = np.power(0.5, age / half_life) if half_life > 0 else np.ones_like(age)
-        weights /= weights.sum()
-        effective = 1.0 / float(np.square(weights).sum())
-        return (weights * effective ** self.query.evidence_power).astype(np.float32)
+        return history_weights(length, self.query.recency_half_life,
+                               self.query.evidence_power).astype(np.float32)
 
     def pool(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Weighted sum of each history's vectors (zeros for an empty history).
-
-        One sparse (histories x items) weight matrix times the vectors: weights depend only on
-        a history's length, so they are computed once per length, not once per history.
-        """
-        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-        if not lengths.any():
-            return np.zeros((len(histories), self.dim), dtype=np.float32)
-        by_length = {n: self.history_weights(int(n)) for n in np.unique(lengths)}
-        weights = np.concatenate([by_length[n] for n in lengths])
-        items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        matrix = sp.csr_matrix((weights, items, indptr), shape=(len(histories), len(self)))
+        """Weighted sum of each history's vectors (zeros for an empty history)."""
+        matrix = history_matrix(histories, len(self), self.query.recency_half_life,
+                                self.query.evidence_power, np.float32)
         return np.asarray(matrix @ self.vectors, dtype=np.float32)
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -200,8 +183,6 @@ class ItemEmbeddings:
         """Top-n by cosine: through ``vector_index`` when one is set, else one matmul."""
         if self.vector_index is None:
             return self._top(queries @ self.vectors.T, n, blocked, seen)
-        from itemvec.query.index import nearest
-
         rows, values = nearest(self.vector_index, self.vectors, queries, n, blocked, seen)
         return [self.item_ids[r].astype(str) for r in rows], values
 
@@ -236,23 +217,19 @@ class ItemEmbeddings:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        from itemvec.store.bundle import write_embeddings_bundle
-
-        write_embeddings_bundle(self, path)
+        """Write a bundle of these vectors, keeping the config and stats of their metadata."""
+        write_bundle(path, self, config=self.metadata.get("config", {}),
+                     stats=self.metadata.get("stats", {}))
 
     @classmethod
-    def load(cls, path: str | Path) -> ItemEmbeddings:
-        from itemvec.store.bundle import load_embeddings
+    def load(cls, path: str | Path, check: bool = True) -> ItemEmbeddings:
+        """Read a bundle's vectors (checksums verified unless ``check`` is False)."""
+        stored = read_vectors(path, check)
+        return cls(stored.item_ids, stored.vectors, stored.item_bias,
+                   temperature=stored.temperature, query=stored.query,
+                   metadata=stored.manifest, item_table=stored.item_table)
 
-        return load_embeddings(path)
 
-
-def top_k(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` largest finite scores, best first."""
-    finite = np.isfinite(scores)
-    n = min(n, int(finite.sum()))
-    if n <= 0:
-        return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    part = part[np.isfinite(scores[part])]
-    return part[np.argsort(-scores[part], kind="stable")]
+def load_embeddings(path: str | Path, check: bool = True) -> ItemEmbeddings:
+    """``ItemEmbeddings.load`` as a function, for callers that pass loaders around."""
+    return ItemEmbeddings.load(path, check)

@@ -26,9 +26,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from itemvec.analysis.plots import (
     default_color_column,
     map_payload,
+    project,
     static_text,
     title_column,
 )
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.search import aligned_table
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -73,8 +76,6 @@ def _strings(embeddings, column: str | None) -> np.ndarray | None:
     if column is None:
         return None
     if column not in cached:
-        from itemvec.query.search import aligned_table
-
         table = aligned_table(embeddings)
         values = table[column].to_list() if table is not None and column in table.columns else None
         cached[column] = None if values is None else np.asarray(
@@ -88,9 +89,6 @@ def map_for(model) -> dict[str, Any]:
         cached = model.__dict__.get("_explorer_map")
         if cached is not None:
             return cached
-        from itemvec.analysis.plots import project
-        from itemvec.query.embeddings import ItemEmbeddings
-        from itemvec.query.search import aligned_table
 
         emb = model.embeddings
         rows = np.arange(len(emb))

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from itemvec import __version__
+from itemvec.query.search import aligned_table
+from itemvec.serve.explorer import router
 from itemvec.serve.state import ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
 
@@ -239,13 +241,7 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
 
 
 def _include_explorer(app: FastAPI) -> None:
-    """Mount the web explorer (another module's ``router``) when it is installed."""
-    try:
-        from itemvec.serve.explorer import router
-    except ModuleNotFoundError as exc:
-        if exc.name != "itemvec.serve.explorer":
-            raise
-        return
+    """Mount the web explorer (``itemvec.serve.explorer``'s ``router``)."""
     app.include_router(router)
 
 
@@ -375,8 +371,6 @@ def _install_routes(app: FastAPI, holder: ModelHolder) -> None:  # noqa: C901 - 
 
     @app.get("/items/{item_id}", responses=ERRORS, summary="An item's embedding and attributes")
     def item(item_id: Annotated[str, Path(min_length=1, max_length=256)]) -> JSONResponse:
-        from itemvec.query.search import aligned_table
-
         model = holder.current()
         emb = model.embeddings
         row = int(emb.indices([item_id])[0])

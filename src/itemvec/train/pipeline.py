@@ -20,12 +20,14 @@ import scipy.sparse as sp
 
 from itemvec.config import PipelineConfig, QueryConfig, TrainingConfig
 from itemvec.counting.cooccurrence import apply_min_support, count_pairs, prune_rare_items
-from itemvec.counting.streamed import DEFAULT_CHUNK_ROWS, _ordered, count_file
+from itemvec.counting.streamed import count_file
+from itemvec.data.batches import DEFAULT_CHUNK_ROWS
 from itemvec.data.ingest import (
     EventLog,
     as_string_ids,
     check_not_null,
     first_data_row,
+    is_ordered,
     read_events,
     read_table,
     require_columns,
@@ -45,6 +47,7 @@ from itemvec.evaluation.protocol import (
     Queries,
     build_queries,
     hit_rate,
+    hit_rate_by_popularity,
     metrics_from_ranks,
     split_contexts,
     target_ranks,
@@ -55,6 +58,8 @@ from itemvec.model.objectives import resolve_objective
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.store.bundle import check_target, write_bundle
 from itemvec.train.checkpoint import CheckpointManager, manager_for
+from itemvec.train.coldstart import attach_cold_items
+from itemvec.train.histories import build_examples, finetune
 from itemvec.train.trainer import Callback, Trainer, TrainingResult
 from itemvec.util.errors import ConfigError, DataError
 
@@ -214,7 +219,6 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     if counted.log is not None and (plan is None or behaviour_first):
         finetune_on_histories(result.encoder, embeddings, counted.log, queries, config, progress)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
-        from itemvec.train.coldstart import attach_cold_items
 
         result, embeddings = attach_cold_items(plan, result, embeddings,
                                                validation_queries(valid, model_items, config,
@@ -253,7 +257,6 @@ def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
     if queries is None or epochs == 0 or resolve_objective(training.objective,
                                                            len(embeddings)) != "softmax":
         return
-    from itemvec.train.histories import build_examples, finetune
 
     examples = build_examples(log, embeddings, seed=training.seed)
     if len(examples) == 0:
@@ -364,7 +367,8 @@ def train_streamed(events: str | Path, config: PipelineConfig,
                                "mode", "seconds", "events_per_second", "spilled_shards",
                                "memory_limit")},
                            "seconds_before_training": round(time.perf_counter() - started, 3)}}
-    counted = Counted(counts.matrix, counts.item_ids, counts.item_counts, _ordered(ingest),
+    ordered = is_ordered(ingest, ingest.time is not None)
+    counted = Counted(counts.matrix, counts.item_ids, counts.item_counts, ordered,
                       str(Path(events)), counts.stats["events"], holdout.n_train,
                       extra_stats=extra)
     return train_on_counts(counted, config, valid, started=started, **options)
@@ -415,7 +419,6 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
                                        half_life=query_settings(config, log.ordered)
                                        .recency_half_life)
         seconds[name] = round(time.perf_counter() - began, 3)
-    from itemvec.analysis.report import hit_rate_by_popularity
 
     ranks = {task: {name: target_ranks(scorer, queries[task]) for name, scorer in scorers.items()}
              for task in TASKS}

@@ -1,0 +1,1 @@
+"""Placeholder: the ItemVec estimator (added by the lead)."""
