@@ -19,7 +19,8 @@ import scipy.linalg as sl
 import scipy.sparse as sp
 
 from benchmarks.protocol import Prepared, context_matrix
-from itemvec.evaluation.baselines import Popularity, history_matrix, recency_weights
+from itemvec.evaluation.baselines import Popularity
+from itemvec.query.pooling import history_matrix, recency_weights
 from itemvec.util.registry import Registry
 
 logger = logging.getLogger(__name__)
