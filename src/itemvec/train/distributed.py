@@ -138,8 +138,3 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
         save_model(model, out, config)
     dist.barrier()
     return model
-
-
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()

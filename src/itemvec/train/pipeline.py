@@ -206,7 +206,7 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                      checkpoint=checkpoint, resume=resume).fit(
         matrix if plan is None else plan.targets, encoder=None if plan is None else plan.encoder)
     vectors, bias = result.encoder.export()
-    stats = _stats(counted, result, time.perf_counter() - started)
+    stats = training_stats(counted, result, time.perf_counter() - started)
     if plan is not None:
         stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
     embeddings = ItemEmbeddings(trained_items, vectors, bias, config.training.temperature,
@@ -283,7 +283,8 @@ def tune_on_validation(embeddings: ItemEmbeddings, queries: dict[str, Queries] |
     embeddings.metadata["stats"][key] = info
 
 
-def _stats(counted: Counted, result: TrainingResult, seconds: float) -> dict:
+def training_stats(counted: Counted, result: TrainingResult, seconds: float) -> dict:
+    """The ``stats`` of a bundle's manifest: data counted, training run, ``extra_stats``."""
     return {
         "source": counted.source, "events": int(counted.events),
         "contexts": int(counted.contexts), "items": len(counted.item_ids),

@@ -58,7 +58,13 @@ from itemvec.store.bundle import (
     verify,
     write_bundle,
 )
-from itemvec.train.pipeline import holdout_by_time, make_validator, read_item_table
+from itemvec.train.pipeline import (
+    Counted,
+    holdout_by_time,
+    make_validator,
+    read_item_table,
+    training_stats,
+)
 from itemvec.train.trainer import Trainer, TrainingResult, resolve_device
 from itemvec.util.checks import choice, require
 from itemvec.util.errors import BundleError, ConfigError, DataError, ItemvecError
@@ -181,14 +187,6 @@ def load_parent(path: str | Path) -> Parent:
 
 
 # -- vocabulary and counts -----------------------------------------------------------------------
-def extend_vocabulary(parent_ids: np.ndarray, log: EventLog,
-                      min_count: int = 1) -> tuple[np.ndarray, EventLog]:
-    """Parent ids then new items (seen in >= ``min_count`` new contexts, most frequent first);
-    ``log`` re-indexed onto that vocabulary (events of dropped rare new items removed)."""
-    plan = plan_vocabulary(parent_ids, len(parent_ids), log, min_count)
-    return plan.vocabulary, plan.log
-
-
 @dataclass
 class VocabularyPlan:
     """Old warm items, newly warm ones (events now), then cold ones (features only)."""
@@ -455,7 +453,9 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
     lineage = _lineage(parent, log, fresh, n_warm - n_old, factor, settings, touched, result)
     lineage.update(data_range=seen, validation_contexts=held_out,
                    new_items_placed_from_features=from_features)
-    stats = _stats(log, counts, result, seconds, n)
+    stats = training_stats(Counted(counts, vocabulary, item_counts, log.ordered, log.source,
+                                   log.n_events, log.n_contexts,
+                                   extra_stats={"data_range": _time_range(log)}), result, seconds)
     embeddings = ItemEmbeddings(vocabulary, out_vectors, out_bias, parent.embeddings.temperature,
                                 parent.embeddings.query,
                                 metadata={"config": config.to_dict(), "stats": stats,
@@ -534,18 +534,6 @@ def _lineage(parent: Parent, log: EventLog, fresh: sp.csr_matrix, n_new: int, fa
         "anchors_trained": int(touched.sum()) if settings.anchors == "touched" else None,
         "best_epoch": result.best_epoch,
         "validation_hr@20": result.best_score,
-    }
-
-
-def _stats(log: EventLog, counts: sp.csr_matrix, result: TrainingResult, seconds: float,
-           n_items: int) -> dict:
-    return {
-        "source": log.source, "events": int(log.n_events), "contexts": int(log.n_contexts),
-        "items": int(n_items), "cooccurrence_nonzeros": int(counts.nnz),
-        "context_kind": "session" if log.ordered else "basket",
-        "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
-        "epochs_run": result.epochs_run, "history": result.history,
-        "train_seconds": round(seconds, 3), "data_range": _time_range(log),
     }
 
 
