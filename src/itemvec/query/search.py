@@ -24,6 +24,7 @@ from itemvec.data.ingest import align_items
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ConfigError, ItemvecError
 from itemvec.util.registry import Registry
+from itemvec.util.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +140,7 @@ class TfidfTextEncoder:
         """Rows of the items whose text best matches ``query`` and their cosine scores."""
         q = self.tfidf.transform(self.hasher.transform([query]))
         scores = (self.matrix @ q.T).toarray().ravel()
-        k = min(self.top_matches, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top_k(scores, self.top_matches)
         top = top[scores[top] >= self.min_score * max(float(scores[top[0]]), 1e-12)]
         top = top[scores[top] > 0]
         return top, scores[top]
