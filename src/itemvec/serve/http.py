@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from itemvec import __version__
 from itemvec.query.search import aligned_table
-from itemvec.serve.explorer import router
 from itemvec.serve.state import ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
 
@@ -241,7 +240,13 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
 
 
 def _include_explorer(app: FastAPI) -> None:
-    """Mount the web explorer (``itemvec.serve.explorer``'s ``router``)."""
+    """Mount the web explorer (another module's ``router``) when it is installed."""
+    try:
+        from itemvec.serve.explorer import router
+    except ModuleNotFoundError as exc:
+        if exc.name != "itemvec.serve.explorer":
+            raise
+        return
     app.include_router(router)
 
 
