@@ -20,8 +20,9 @@ import scipy.linalg as sl
 import scipy.sparse as sp
 
 from benchmarks.protocol import Prepared, context_matrix
-from itemvec.evaluation.baselines import Popularity, history_matrix, recency_weights
+from itemvec.evaluation.baselines import Popularity
 from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.pooling import history_matrix, recency_weights
 from itemvec.train.pipeline import train_on_log
 from itemvec.util.registry import Registry
 

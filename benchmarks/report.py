@@ -10,7 +10,7 @@ from benchmarks.methods import ALL, PEERS
 from benchmarks.protocol import K
 from benchmarks.significance import DRAWS, intervals, paired_cell
 from itemvec.evaluation.protocol import TASKS
-from itemvec.store.bundle import atomic_write_bytes
+from itemvec.util.files import atomic_write_bytes
 
 HR, NDCG, MRR = f"HR@{K}", f"NDCG@{K}", f"MRR@{K}"
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"

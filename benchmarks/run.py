@@ -29,7 +29,7 @@ from benchmarks.protocol import prepare  # noqa: E402
 from benchmarks.report import write_reports  # noqa: E402
 from benchmarks.runner import dataset_stats, run_method  # noqa: E402
 from itemvec.config import PipelineConfig  # noqa: E402
-from itemvec.store.bundle import atomic_write_bytes  # noqa: E402
+from itemvec.util.files import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks")

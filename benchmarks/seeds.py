@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from benchmarks.report import geometric_mean_ratio
-from itemvec.store.bundle import atomic_write_bytes
+from itemvec.util.files import atomic_write_bytes
 
 
 def collect(dirs: list[Path]) -> dict[tuple[str, str], list[tuple[int, float, str]]]:

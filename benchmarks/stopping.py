@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--curves", type=Path, default=CURVES)
     args = parser.parse_args()
-    from itemvec.store.bundle import atomic_write_bytes
+    from itemvec.util.files import atomic_write_bytes
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)

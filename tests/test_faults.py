@@ -24,9 +24,9 @@ import torch
 
 from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
 from itemvec.data.synth import generate, write
-from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.store.bundle import MANIFEST, load_embeddings, write_bundle
-from itemvec.train.checkpoint import DEFAULT_DIRNAME, FILENAME, CheckpointManager
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
+from itemvec.store.bundle import CHECKPOINT_DIRNAME, MANIFEST, write_bundle
+from itemvec.train.checkpoint import FILENAME, CheckpointManager
 from itemvec.train.trainer import Trainer, TrainingDivergedError
 from itemvec.util.errors import BundleError
 
@@ -94,7 +94,7 @@ def events(tmp_path_factory) -> Path:
 def test_kill_9_twice_then_resume_matches_an_uninterrupted_run(events, tmp_path):
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     uninterrupted = _train(events, reference)  # runs alongside the crashing one
-    checkpoint = crashed / DEFAULT_DIRNAME / FILENAME
+    checkpoint = crashed / CHECKPOINT_DIRNAME / FILENAME
 
     first = _train(events, crashed)
     _kill_after_next_checkpoint(first, checkpoint)
@@ -201,7 +201,7 @@ def _watch_renames(monkeypatch, bundle: Path) -> list[bool]:
         real(src, dst)
         present.append((bundle / MANIFEST).is_file())
 
-    monkeypatch.setattr("itemvec.store.bundle.os.replace", replace)
+    monkeypatch.setattr("itemvec.util.files.os.replace", replace)
     return present
 
 
@@ -215,7 +215,7 @@ def test_replacing_a_bundle_never_leaves_the_path_missing(old_bundle, monkeypatc
 
 
 def test_swap_without_renameat2_still_replaces(old_bundle, monkeypatch):
-    monkeypatch.setattr("itemvec.store.bundle._exchange", lambda a, b: False)
+    monkeypatch.setattr("itemvec.util.files._exchange", lambda a, b: False)
     present = _watch_renames(monkeypatch, old_bundle)
     _write(old_bundle, seed=5)
     assert present == [False, True]  # the fallback's two renames: a brief gap, both dirs whole

@@ -8,10 +8,10 @@ Layers, bottom to top: util -> config -> data -> counting -> model -> store -> q
 evaluation -> train -> analysis -> estimator -> serve -> cli (``docs/design.md``).
 """
 
-__version__ = "0.1.0"  # first: modules below read it while this package is being imported
-
-from itemvec.estimator import ItemVec, NotFittedError  # noqa: E402
-from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
-from itemvec.util.errors import ItemvecError  # noqa: E402
+from itemvec.estimator import ItemVec, NotFittedError
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.util.errors import ItemvecError
+from itemvec.util.version import VERSION
 
 __all__ = ["ItemEmbeddings", "ItemVec", "ItemvecError", "NotFittedError", "__version__"]
+__version__ = VERSION

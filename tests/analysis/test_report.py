@@ -10,14 +10,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from itemvec.analysis.report import (  # noqa: E402
-    STRATA,
-    category_scores,
-    hit_rate_by_popularity,
-    neighbour_table,
-    popularity_strata,
-)
+from itemvec.analysis.report import category_scores, neighbour_table
 from itemvec.data.synth import generate, write  # noqa: E402
+from itemvec.evaluation.protocol import STRATA, hit_rate_by_popularity, popularity_strata
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
 
 

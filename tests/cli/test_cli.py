@@ -18,7 +18,7 @@ import pytest
 
 import itemvec
 import itemvec.store.bundle as bundle
-from itemvec.store.bundle import load_embeddings
+from itemvec.query.embeddings import load_embeddings
 
 
 def entry_point() -> list[str]:

@@ -1,4 +1,4 @@
-"""Co-occurrence counting on hand-built logs with known matrices, and PPMI reweighting."""
+"""Co-occurrence counting on hand-built logs with known matrices, and PPMI."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from itemvec.config import CooccurrenceConfig
-from itemvec.counting.cooccurrence import count_pairs, ppmi, prune_rare_items, reweight
+from itemvec.counting.cooccurrence import count_pairs, ppmi, prune_rare_items
 from itemvec.data.ingest import EventLog
-from itemvec.util.errors import ConfigError
 
 VOCAB = ["a", "b", "c", "d", "e", "f"]
 
@@ -130,14 +129,6 @@ def test_ppmi_known_values():
     cols = np.array([3.0, 3.0, 2.0]) ** 0.75
     cols = cols / cols.sum() * 8
     np.testing.assert_allclose(smoothed[2, 0], np.log(1 * 8 / (2 * cols[0])), rtol=1e-5)
-
-
-def test_reweight_registry():
-    matrix = sp.csr_matrix(np.array([[0, 4], [4, 0]], dtype=np.float32))
-    np.testing.assert_allclose(reweight(matrix, "power", exponent=0.5).toarray(), [[0, 2], [2, 0]])
-    np.testing.assert_allclose(reweight(matrix, "none").toarray(), matrix.toarray())
-    with pytest.raises(ConfigError, match="unknown reweighting 'tfidf'; known: none, power, ppmi"):
-        reweight(matrix, "tfidf")
 
 
 def test_empty_and_singleton_contexts_give_an_empty_matrix():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from itemvec.evaluation.baselines import build_baseline, history_matrix, recency_weights
+from itemvec.evaluation.baselines import build_baseline
 from itemvec.util.errors import ConfigError
 
 # a-b co-occur twice, b-c once
@@ -39,13 +39,6 @@ def test_itemknn_pools_history_with_recency_weights():
     older, newer = 0.5, 1.0  # one position old: half the weight
     want = (older * 2 / np.sqrt(6) + newer * 1 / np.sqrt(3)) / (older + newer)
     assert score == pytest.approx(want, rel=1e-6, abs=1e-8)
-
-
-def test_history_matrix_rows_sum_to_one():
-    weights = history_matrix([np.array([0, 1, 2]), np.array([], dtype=np.int64)], 3, 3.0)
-    np.testing.assert_allclose(np.asarray(weights.sum(axis=1)).ravel(), [1, 0])
-    np.testing.assert_allclose(recency_weights(3, 1.0), [0.25, 0.5, 1.0])
-    np.testing.assert_allclose(recency_weights(3, 0.0), [1, 1, 1])
 
 
 def test_unknown_baseline_lists_known_ones():

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from itemvec.config import QueryConfig
-from itemvec.query.embeddings import ItemEmbeddings, top_k
+from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ItemvecError, UnknownItemError
+from itemvec.util.topk import top_k
 
 # a and b point the same way, e sits between a and c, d is opposite a.
 POINTS = {"a": (1.0, 0.0), "b": (0.9, 0.1), "c": (0.0, 1.0), "d": (-1.0, 0.0), "e": (0.7, 0.7)}

@@ -88,7 +88,7 @@ def test_unknown_history_items_are_skipped_and_counted(trained):
 
 
 def test_bundle_explainer_reads_matrix_and_min_support(bundle_dir):
-    from itemvec.store.bundle import load_embeddings
+    from itemvec.query.embeddings import load_embeddings
 
     explainer = explainer_for_bundle(load_embeddings(bundle_dir), bundle_dir)
     assert explainer.cooccurrence is not None and explainer.min_support == 1

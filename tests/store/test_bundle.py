@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 
 import itemvec.store.bundle as bundle
-from itemvec.query.embeddings import ItemEmbeddings
+import itemvec.util.files as files
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.store.bundle import (
     FORMAT_VERSION,
     MANIFEST,
     load_cooccurrence,
-    load_embeddings,
     load_encoder_state,
     read_manifest,
     write_bundle,
@@ -157,7 +157,7 @@ def test_overwrite_replaces_and_leaves_nothing_behind(tmp_path):
 
 
 def test_overwrite_without_renameat2(tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
     out = tmp_path / "m"
     write_bundle(out, small(0), config={}, stats={})
     write_bundle(out, small(1), config={}, stats={})
@@ -188,7 +188,7 @@ def test_interrupted_first_write_leaves_no_bundle(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(bundle, "_sha256", fail)
+    monkeypatch.setattr(bundle, "sha256_file", fail)
     with pytest.raises(OSError):
         write_bundle(tmp_path / "m", small(), config={}, stats={})
     assert not (tmp_path / "m").exists()
@@ -206,8 +206,8 @@ def test_refuses_to_overwrite_a_directory_that_is_not_a_bundle(tmp_path):
 
 def test_atomic_write_bytes_replaces_whole_files(tmp_path):
     target = tmp_path / "out.json"
-    bundle.atomic_write_bytes(target, b"one")
-    bundle.atomic_write_bytes(target, b"two")
+    files.atomic_write_bytes(target, b"one")
+    files.atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert leftovers(tmp_path) == []
 

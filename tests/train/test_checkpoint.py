@@ -17,8 +17,8 @@ import scipy.sparse as sp
 import torch
 
 from itemvec.config import TrainingConfig
+from itemvec.store.bundle import CHECKPOINT_DIRNAME
 from itemvec.train.checkpoint import (
-    DEFAULT_DIRNAME,
     FILENAME,
     CheckpointError,
     CheckpointManager,
@@ -237,7 +237,7 @@ def test_save_is_atomic_when_the_write_fails(saved, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("itemvec.store.bundle.os.replace", broken_replace)
+    monkeypatch.setattr("itemvec.util.files.os.replace", broken_replace)
     with pytest.raises(OSError):
         saved.save(dataclasses.replace(state, epoch=state.epoch + 1))
     assert saved.path.read_bytes() == before  # previous checkpoint untouched
@@ -263,7 +263,7 @@ def test_due_honours_the_interval():
 def test_manager_locations(tmp_path):
     out = tmp_path / "model"
     assert manager_for(config(checkpoint_every=None), out) is None
-    assert manager_for(config(), out).directory == out / DEFAULT_DIRNAME
+    assert manager_for(config(), out).directory == out / CHECKPOINT_DIRNAME
     assert manager_for(config(checkpoint_dir=str(tmp_path / "ck")), out).directory == tmp_path / "ck"
     with pytest.raises(ConfigError, match="inside --out"):
         manager_for(config(checkpoint_dir=str(out / "ck")), out)

@@ -12,7 +12,7 @@ from itemvec.config import IngestConfig, PipelineConfig
 from itemvec.data.ingest import ROW, build_log
 from itemvec.data.synth import generate, write_table
 from itemvec.model.features import SideInformation
-from itemvec.store.bundle import load_embeddings
+from itemvec.query.embeddings import load_embeddings
 from itemvec.train.pipeline import train_on_log
 
 N_ITEMS, N_CATEGORIES = 300, 10

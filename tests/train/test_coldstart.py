@@ -15,14 +15,10 @@ import torch
 from itemvec.config import IngestConfig, PipelineConfig
 from itemvec.data.ingest import ROW, build_log
 from itemvec.data.synth import generate
-from itemvec.model.features import (
-    SPEC_FILE,
-    FeatureConfig,
-    SideInformation,
-    embed_into_bundle,
-    load_feature_encoder,
-)
-from itemvec.store.bundle import load_embeddings, load_encoder_state
+from itemvec.model.features import SPEC_FILE, FeatureConfig, SideInformation, load_feature_encoder
+from itemvec.query.embeddings import load_embeddings
+from itemvec.store.bundle import load_encoder_state
+from itemvec.store.embed import embed_into_bundle
 from itemvec.train.pipeline import save_model, side_information, train_on_log
 from itemvec.util.errors import ConfigError
 

@@ -10,7 +10,7 @@ import pytest
 
 from itemvec.config import CooccurrenceConfig, IngestConfig, PipelineConfig, TrainingConfig
 from itemvec.data.ingest import read_events
-from itemvec.store.bundle import load_embeddings
+from itemvec.query.embeddings import load_embeddings
 from itemvec.train.pipeline import (
     evaluate_log,
     holdout_by_time,

@@ -144,7 +144,7 @@ def test_streamed_training_equals_in_memory_training(files, kind, ingest, tmp_pa
         assert stats[key] == expected.stats[key], key
     assert stats["streaming"]["holdout_contexts"] == stats["streaming"]["validation_contexts_read"]
     assert "streaming" not in expected.stats
-    from itemvec.store.bundle import load_embeddings
+    from itemvec.query.embeddings import load_embeddings
 
     assert load_embeddings(tmp_path / "model").metadata["stats"]["events"] == stats["events"]
 

@@ -15,9 +15,10 @@ import scipy.sparse as sp
 import torch
 
 from itemvec.config import TrainingConfig
+from itemvec.model.spectral import spectral_vectors
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.train.pipeline import train_on_log
-from itemvec.train.trainer import Trainer, TrainingDivergedError, spectral_vectors
+from itemvec.train.trainer import Trainer, TrainingDivergedError
 
 DEFAULT_PURITY = 0.8
 OBJECTIVE_PURITY = 0.6

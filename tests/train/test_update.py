@@ -22,15 +22,16 @@ from itemvec.cli.main import app
 from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
 from itemvec.data.ingest import EventLog
 from itemvec.data.synth import generate
-from itemvec.store.bundle import MANIFEST, load_cooccurrence, load_embeddings, read_manifest
+from itemvec.query.embeddings import load_embeddings
+from itemvec.store.bundle import MANIFEST, load_cooccurrence, read_manifest
 from itemvec.train.pipeline import train
 from itemvec.train.update import (
     Parent,
     UpdateConfig,
     decay_factor,
-    extend_vocabulary,
     initial_rows,
     load_parent,
+    plan_vocabulary,
     update,
 )
 from itemvec.util.errors import BundleError, ConfigError, ItemvecError
@@ -196,16 +197,20 @@ def _log(item_ids, contexts, times=None) -> EventLog:
         np.ones(len(items), np.float32), times, ordered=True)
 
 
-def test_extend_vocabulary_appends_new_items_and_reindexes():
+def extended(parent: list[str], log, min_count: int = 1):
+    plan = plan_vocabulary(np.asarray(parent, dtype=object), len(parent), log, min_count)
+    return plan.vocabulary, plan.log
+
+
+def test_plan_vocabulary_appends_new_items_and_reindexes():
     log = _log(["x", "a", "y", "b"], [[0, 1], [2, 3, 0], [2]])
-    vocab, mapped = extend_vocabulary(np.asarray(["a", "b", "c"], dtype=object), log)
+    vocab, mapped = extended(["a", "b", "c"], log)
     assert list(vocab) == ["a", "b", "c", "x", "y"]
     assert mapped.items.tolist() == [3, 0, 4, 1, 3, 4]
     assert mapped.indptr.tolist() == log.indptr.tolist()
-    vocab, mapped = extend_vocabulary(np.asarray(["a", "b"], dtype=object), log, min_count=2)
+    vocab, mapped = extended(["a", "b"], log, min_count=2)
     assert list(vocab) == ["a", "b", "x", "y"]  # x and y are in 2 contexts each
-    vocab, mapped = extend_vocabulary(np.asarray(["a", "b"], dtype=object),
-                                      _log(["x", "a"], [[0, 1]]), min_count=2)
+    vocab, mapped = extended(["a", "b"], _log(["x", "a"], [[0, 1]]), min_count=2)
     assert list(vocab) == ["a", "b"] and mapped.items.tolist() == [0]
 
 

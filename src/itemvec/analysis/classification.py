@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+from itemvec.data.ingest import read_table, require_columns
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import DataError
 
@@ -22,8 +25,6 @@ logger = logging.getLogger(__name__)
 
 def read_labels(path: str | Path, item_key: str = "item_id", label: str = "label") -> pl.DataFrame:
     """item_id (string) and label (string) columns of a label file, errors naming file and row."""
-    from itemvec.data.ingest import read_table, require_columns
-
     path = Path(path)
     frame = read_table(path)
     require_columns(frame, {"--item-key": item_key, "--label-column": label}, path)
@@ -39,9 +40,6 @@ def read_labels(path: str | Path, item_key: str = "item_id", label: str = "label
 def classify(embeddings: ItemEmbeddings, labels: pl.DataFrame, c: float = 1.0, folds: int = 5,
              seed: int = 0) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Predictions for every item (given labels kept, ``source`` says which) and a report."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
     rows, unknown = embeddings.known(labels["item_id"].to_list())
     known = labels.filter(pl.col("item_id").is_in(embeddings.item_ids[rows].astype(str).tolist()))
     y = np.asarray(known["label"].to_list())

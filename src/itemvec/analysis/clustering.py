@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.query.search import aligned_table, text_columns
@@ -24,8 +25,6 @@ MINIBATCH_ABOVE = 50_000
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(labels, unit centroids)."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
     if len(vectors) > MINIBATCH_ABOVE:
         model = MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=4096, n_init=3)
     else:

@@ -23,10 +23,13 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.store.bundle import atomic_write_bytes
 from itemvec.util.errors import ItemvecError
+from itemvec.util.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +57,6 @@ def project(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[n
         return _pca(vectors, 2, seed), "pca"
     if method == "umap":
         return _umap(vectors, seed), "umap"
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
 
     reduced = _pca(vectors, min(50, vectors.shape[1], n - 1), seed)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
@@ -67,8 +68,6 @@ def project(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[n
 
 
 def _pca(vectors: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
     return PCA(n_components=dims, random_state=seed).fit_transform(vectors).astype(np.float32)
 
 
@@ -208,7 +207,8 @@ Hover a point for its id; scroll to zoom, drag to pan, double-click to reset.</p
 
 
 # -- matplotlib figures --------------------------------------------------------------------------
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib Figure (no pyplot state, so threads may draw), or a clear install hint."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -219,7 +219,7 @@ def _figure(width: float, height: float):
 
 def map_figure(payload: dict, title: str):
     """Scatter of the item map with a legend of the coloured column."""
-    fig = _figure(9.5, 7)
+    fig = new_figure(9.5, 7)
     ax = fig.add_axes((0.04, 0.05, 0.66, 0.88))
     n = len(payload["x"])
     size = float(np.clip(20000 / max(n, 1), 1.0, 25.0))
@@ -243,7 +243,7 @@ def curves_figure(history: list[dict], best_epoch: int | None = None):
     if not history:
         raise ItemvecError("the bundle has no training history (stats.history is empty)")
     validated = [r for r in history if r.get("validation") is not None]
-    fig = _figure(10 if validated else 5.5, 3.8)
+    fig = new_figure(10 if validated else 5.5, 3.8)
     axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
     trained = [r for r in history if "loss" in r]  # epoch 0, the start, has no loss
     axes[0].plot([r["epoch"] for r in trained], [r["loss"] for r in trained], marker="o",

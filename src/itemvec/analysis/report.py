@@ -15,44 +15,34 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.model_selection import train_test_split
 
 from itemvec.analysis.plots import (
-    _figure,
     curves_figure,
     default_color_column,
     item_column,
     map_figure,
     map_payload,
+    new_figure,
     png_bytes,
     project,
     title_column,
 )
-from itemvec.query.embeddings import ItemEmbeddings, top_k
-from itemvec.store.bundle import load_embeddings
+from itemvec.evaluation.protocol import STRATA, popularity_strata
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.util.errors import ItemvecError
+from itemvec.util.topk import top_k
 
 logger = logging.getLogger(__name__)
 EVALUATION_NAME = "evaluation.json"
-# popularity strata by rank share of the catalogue: head to tail
-STRATA = ((0.0, 0.01, "top 1%"), (0.01, 0.05, "1-5%"), (0.05, 0.2, "5-20%"),
-          (0.2, 0.5, "20-50%"), (0.5, 1.0, "bottom 50%"))
 PROBE_MAX_ITEMS = 20_000
 NEIGHBOURS = 10
 
 
 # -- measurements (plain functions, tested on planted structure) ---------------------------------
-def popularity_strata(counts: np.ndarray) -> np.ndarray:
-    """Stratum index (0 = most popular) of every item, by its popularity rank."""
-    counts = np.asarray(counts, dtype=np.float64)
-    order = np.argsort(-counts, kind="stable")
-    share = np.empty(len(counts))
-    share[order] = (np.arange(len(counts)) + 0.5) / max(len(counts), 1)
-    strata = np.zeros(len(counts), dtype=np.int64)
-    for index, (low, _, _) in enumerate(STRATA):
-        strata[share >= low] = index
-    return strata
-
-
 def neighbour_table(embeddings: ItemEmbeddings, rows: np.ndarray,
                     n: int = NEIGHBOURS) -> np.ndarray:
     """Top-``n`` cosine neighbours (indices) of each item in ``rows``, chunked for memory."""
@@ -89,11 +79,6 @@ def category_scores(vectors: np.ndarray, labels: np.ndarray, neighbours: np.ndar
       most common category (``majority_accuracy``);
     - ``purity`` / ``nmi``: k-means with as many clusters as categories.
     """
-    from sklearn.cluster import KMeans
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import normalized_mutual_info_score
-    from sklearn.model_selection import train_test_split
-
     labels = np.asarray(["(none)" if v is None else str(v) for v in labels], dtype=object)
     names, codes = np.unique(labels, return_inverse=True)
     sizes = np.bincount(codes)
@@ -189,7 +174,7 @@ def metrics_section(evaluation: dict | None) -> str:
 def comparison_figure(evaluation: dict):
     """Grouped bars: every method's metrics per task (the peer comparison)."""
     tasks = list(evaluation["results"])
-    fig = _figure(4.2 * len(tasks) + 1, 3.4)
+    fig = new_figure(4.2 * len(tasks) + 1, 3.4)
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     peers = evaluation.get("peers") or {}
     for ax, task in zip(axes, tasks, strict=True):
@@ -217,7 +202,7 @@ def popularity_section(embeddings: ItemEmbeddings, evaluation: dict | None,
     names = [label for _, _, label in STRATA]
     catalogue = np.bincount(strata, minlength=len(STRATA)) / len(strata)
     exposure = neighbour_exposure(strata, neighbours)
-    fig = _figure(10, 3.6)
+    fig = new_figure(10, 3.6)
     axes = fig.subplots(1, 2)
     x = np.arange(len(STRATA))
     axes[0].bar(x - 0.2, catalogue, 0.4, label="share of catalogue", color="#bbbbbb")
@@ -370,15 +355,3 @@ def build_report(bundle: str | Path, evaluation: dict | None = None, category: s
 def _category_default(embeddings: ItemEmbeddings) -> str | None:
     column = default_color_column(embeddings)
     return None if column == "count" else column
-
-
-def hit_rate_by_popularity(ranks: np.ndarray, targets: np.ndarray, counts: np.ndarray,
-                           k: int = 20) -> dict[str, float | None]:
-    """HR@k of the queries whose target is in each popularity stratum (None: no such query).
-
-    Aggregate HR hides whether a model only finds popular targets; this shows the tail.
-    """
-    strata = popularity_strata(counts)[np.asarray(targets, dtype=np.int64)]
-    hits = np.asarray(ranks) < k
-    return {label: (float(hits[strata == s].mean()) if (strata == s).any() else None)
-            for s, (_, _, label) in enumerate(STRATA)}

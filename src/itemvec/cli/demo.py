@@ -13,8 +13,8 @@ from rich.table import Table
 from itemvec.config import IngestConfig, PipelineConfig
 from itemvec.data.ingest import read_events
 from itemvec.data.synth import generate, write
-from itemvec.store.bundle import atomic_write_bytes
 from itemvec.train.pipeline import evaluate_log, save_model
+from itemvec.util.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

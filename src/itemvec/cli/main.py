@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+import importlib
+import io
 import json
 import logging
+import pkgutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from itemvec import __version__
-from itemvec.config import PipelineConfig, load_config
+import itemvec.cli as commands
+from itemvec.cli.demo import run_demo
+from itemvec.cli.options import (
+    Context,
+    ContextKind,
+    Event,
+    EventWeights,
+    Item,
+    ItemKey,
+    MemoryLimit,
+    MinCount,
+    Quiet,
+    SessionGap,
+    Time,
+    Window,
+    build_config,
+    configure_logging,
+)
+from itemvec.data.ingest import read_events
+from itemvec.data.synth import generate, write, write_streamed
+from itemvec.estimator import ItemVec
+from itemvec.query.embeddings import load_embeddings
+from itemvec.train import distributed as distributed_training
+from itemvec.train.pipeline import evaluate_log, read_item_table, save_model
+from itemvec.train.tracking import close_all, make_trackers
 from itemvec.util.errors import DataError, ItemvecError
+from itemvec.util.files import atomic_write_bytes
+from itemvec.util.version import VERSION
 
 # rich_markup_mode=None: help texts are plain text, so "[default: 5]" and "itemvec[track]" in them
 # are shown as written instead of being eaten as rich markup tags.
@@ -24,7 +55,7 @@ logger = logging.getLogger("itemvec")
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"itemvec {__version__}")
+        typer.echo(f"itemvec {VERSION}")
         raise typer.Exit()
 
 
@@ -33,54 +64,6 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
         help="Print the version and exit.")] = False) -> None:
     """Self-supervised item embeddings from behaviour logs."""
-
-# -- shared options ----------------------------------------------------------------------------
-Context = Annotated[str, typer.Option("--context", help="Column with the session, basket, order "
-                                      "or user id that groups co-occurring events.")]
-Item = Annotated[str, typer.Option("--item", help="Column with the item id (read as a string).")]
-Time = Annotated[str | None, typer.Option("--time", help="Column with a timestamp (number or "
-                                          "ISO-8601); orders events and splits by time.")]
-Event = Annotated[str | None, typer.Option("--event", help="Column with the event type.")]
-EventWeights = Annotated[str | None, typer.Option(
-    "--event-weights", help="Weights per event type, e.g. view=1,cart=3,purchase=5.")]
-SessionGap = Annotated[str | None, typer.Option(
-    "--session-gap", help="Split a context into sessions at gaps longer than this (e.g. 30m); "
-    "needs --time.")]
-ContextKind = Annotated[str | None, typer.Option(
-    "--context-kind", help="session (order matters, windowed pairs), basket (all pairs) or auto "
-    "(session when --time is given).  [default: auto]")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
-ItemKey = Annotated[str, typer.Option("--item-key", help="Id column of --items.")]
-Window = Annotated[int | None, typer.Option(
-    "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")]
-MinCount = Annotated[int | None, typer.Option(
-    "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")]
-MemoryLimit = Annotated[str | None, typer.Option(
-    "--memory-limit", help="Streamed counting (train --streaming, cooccur --engine local): "
-    "memory for partial pair sums before spilling to disk, e.g. 4G.  [default: 4G]")]
-
-
-def _configure_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not quiet:
-        logging.getLogger("itemvec.train.trainer").setLevel(logging.WARNING)
-
-
-def _merge(config: PipelineConfig, section: str, **values: Any) -> None:
-    """Apply the CLI options that were given on top of a section of the config."""
-    current = getattr(config, section).__dict__.copy()
-    current.update({k: v for k, v in values.items() if v is not None})
-    setattr(config, section, type(getattr(config, section))(**current))
-
-
-def build_config(config_file: Path | None, ingest: dict, cooccurrence: dict,
-                 training: dict) -> PipelineConfig:
-    config = load_config(config_file) if config_file else PipelineConfig()
-    _merge(config, "ingest", **ingest)
-    _merge(config, "cooccurrence", **cooccurrence)
-    _merge(config, "training", **training)
-    return config
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -176,10 +159,7 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""
-    from itemvec.estimator import ItemVec
-    from itemvec.train.tracking import close_all, make_trackers
-
-    _configure_logging(quiet)
+    configure_logging(quiet)
     config = build_config(
         config_file,
         dict(context=context, item=item, time=time, event=event, event_weights=event_weights,
@@ -198,9 +178,8 @@ def train(
                    max_warm_drop=max_warm_drop, streaming=streaming, memory_limit=memory_limit)
     try:
         if distributed:
-            from itemvec.train.distributed import train as train_distributed
-
-            model = ItemVec.from_trained(train_distributed(events, config, **options), config)
+            model = ItemVec.from_trained(distributed_training.train(events, config, **options),
+                                         config)
         else:
             ingest = config.ingest
             model = ItemVec.from_config(config).fit(events, ingest.context, ingest.item,
@@ -225,16 +204,11 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Output .parquet (or .jsonl).")],
 ) -> None:
     """Write item_id (string) and embedding (list<float32>) for every item."""
-    import polars as pl
-
-    from itemvec.store.bundle import atomic_write_bytes, load_embeddings
-
     embeddings = load_embeddings(bundle)
     frame = pl.DataFrame({
         "item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String),
         "embedding": pl.Series(embeddings.vectors).cast(pl.List(pl.Float32)),
     })
-    import io
 
     buffer = io.BytesIO()
     if out.suffix.lower() in (".jsonl", ".ndjson"):
@@ -253,8 +227,6 @@ def _rows_with_table(embeddings, ids, scores) -> list[dict]:
                                                                            strict=True)]
     table = embeddings.item_table
     if table is not None:
-        import polars as pl
-
         info = {r["item_id"]: r for r in table.filter(pl.col("item_id").is_in(list(ids)))
                 .iter_rows(named=True)}
         for row in rows:
@@ -265,9 +237,6 @@ def _rows_with_table(embeddings, ids, scores) -> list[dict]:
 
 
 def _print_rows(title: str, rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     columns = list(rows[0]) if rows else ["item_id", "score"]
     for column in columns:
@@ -285,8 +254,6 @@ def similar(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Items most similar (cosine) to ITEM_ID."""
-    from itemvec.store.bundle import load_embeddings
-
     _check_n(n)
     embeddings = load_embeddings(bundle)
     ids, scores = embeddings.similar_items(item_id, n=n)
@@ -335,9 +302,7 @@ def recommend(
     quiet: Quiet = False,
 ) -> None:
     """Recommend items for each history in --queries; history items are excluded."""
-    from itemvec.store.bundle import atomic_write_bytes, load_embeddings
-
-    _configure_logging(quiet)
+    configure_logging(quiet)
     _check_n(n)
     embeddings = load_embeddings(bundle)
     records = read_queries(queries)
@@ -386,11 +351,7 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Split contexts 80/10/10 by time, train, and rank ALL items for each test query."""
-    from itemvec.data.ingest import read_events
-    from itemvec.store.bundle import atomic_write_bytes
-    from itemvec.train.pipeline import evaluate_log, read_item_table, save_model
-
-    _configure_logging(quiet)
+    configure_logging(quiet)
     config = build_config(config_file, dict(
         context=context, item=item, time=time, event=event, event_weights=event_weights,
         session_gap=session_gap, context_kind=context_kind), {}, dict(seed=seed))
@@ -411,9 +372,6 @@ def evaluate(
 
 
 def _print_results(results: dict, k: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     for task, methods in results.items():
         table = Table(title=f"{task}: full ranking, test split")
         for column in ("method", f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "queries", "train s"):
@@ -435,9 +393,7 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Generate a synthetic shop log, train, evaluate against popularity, show neighbours."""
-    from itemvec.cli.demo import run_demo
-
-    _configure_logging(quiet)
+    configure_logging(quiet)
     run_demo(n_events=events, n_items=items, out=out, seed=seed, progress=not quiet)
 
 
@@ -451,12 +407,10 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Write a realistic synthetic log: session_id, item_id, ts, event (+ item table)."""
-    from itemvec.data.synth import generate, write
-
     if events < 2 or items < 2 or categories < 1 or categories > items:
         raise ItemvecError("synth needs --events >= 2, --items >= 2, 1 <= --categories <= --items")
     if events > 5_000_000 and out.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
-        from itemvec.data.synth import write_streamed  # chunked: 100M events never sit in memory
+        # chunked: 100M events never sit in memory
 
         events_path, items_path = write_streamed(out, events, items, categories, seed=seed)
     else:
@@ -465,16 +419,14 @@ def synth(
 
 
 # Commands of other areas live in their own modules (itemvec/cli/*.py); each defines
-# ``register(app)``. Importing them here keeps this file about the core pipeline.
+# ``register(app)``. Importing them here keeps this file about the core pipeline; helpers
+# (options, demo) define no ``register``.
 def _register_extensions() -> None:
-    import importlib
-    import pkgutil
-
-    import itemvec.cli as commands
-
-    for module in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
-        if module not in ("main", "demo", "__main__"):
-            importlib.import_module(f"itemvec.cli.{module}").register(app)
+    for name in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        if name not in ("main", "__main__"):
+            register = getattr(importlib.import_module(f"itemvec.cli.{name}"), "register", None)
+            if register is not None:
+                register(app)
 
 
 _register_extensions()
@@ -482,8 +434,6 @@ _register_extensions()
 
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """(usage-error types, abort types) of click and of the copy of click that typer vendors."""
-    import importlib
-
     errors, aborts = [], []
     for name in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
         try:

@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
+from itemvec.analysis.plots import default_color_column, plot_curves, plot_map, write_output
+from itemvec.analysis.report import build_report, read_evaluation
+from itemvec.query.embeddings import load_embeddings
 from itemvec.util.errors import ItemvecError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +31,6 @@ def _step(text: str, quiet: bool):
     if quiet:
         yield
         return
-    from rich.console import Console
 
     with Console(stderr=True).status(text):
         yield
@@ -55,9 +58,6 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw a 2-D map of the items and the training curves."""
-    from itemvec.analysis.plots import default_color_column, plot_curves, plot_map
-    from itemvec.store.bundle import load_embeddings
-
     embeddings = load_embeddings(bundle)
     column = color_by if color_by is not None else default_color_column(embeddings)
     with _step(f"projecting {len(embeddings)} items ({method})", quiet):
@@ -88,9 +88,6 @@ def report(
     quiet: Quiet = False,
 ) -> None:
     """Write an HTML report: metrics vs baselines, popularity, categories, map, neighbours."""
-    from itemvec.analysis.plots import write_output
-    from itemvec.analysis.report import build_report, read_evaluation
-
     if out.suffix.lower() not in (".html", ".htm"):
         raise ItemvecError(f"--out {out}: the report is HTML; use a .html name")
     metrics = read_evaluation(bundle, evaluation)

@@ -5,26 +5,28 @@ from typing import Annotated
 
 import typer
 
+from itemvec.cli.options import (
+    Context,
+    ContextKind,
+    Event,
+    EventWeights,
+    Item,
+    MemoryLimit,
+    MinCount,
+    Quiet,
+    SessionGap,
+    Time,
+    Window,
+    build_config,
+    configure_logging,
+)
+from itemvec.counting.spark import count_spark
+from itemvec.counting.streamed import count_file, top_k_partners
+from itemvec.store.counts import write_counts
 from itemvec.util.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    from itemvec.cli.main import (
-        Context,
-        ContextKind,
-        Event,
-        EventWeights,
-        Item,
-        MemoryLimit,
-        MinCount,
-        Quiet,
-        SessionGap,
-        Time,
-        Window,
-        _configure_logging,
-        build_config,
-    )
-
     @app.command()
     def cooccur(
         events: Annotated[Path, typer.Argument(help="Event log: .parquet or .csv/.tsv "
@@ -53,9 +55,7 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
     ) -> None:
         """Count co-occurring item pairs into the bundle's matrix format (no training)."""
-        from itemvec.counting.streamed import count_file, top_k_partners, write_counts
-
-        _configure_logging(quiet)
+        configure_logging(quiet)
         config = build_config(config_file, dict(
             context=context, item=item, time=time, event=event, event_weights=event_weights,
             session_gap=session_gap, context_kind=context_kind),
@@ -64,8 +64,6 @@ def register(app: typer.Typer) -> None:
             counts = count_file(events, config.ingest, config.cooccurrence, chunk_rows=chunk_rows,
                                 memory_limit=memory_limit, top_k=top_k, progress=not quiet)
         elif engine == "spark":
-            from itemvec.counting.spark import count_spark
-
             counts = count_spark(events, config.ingest, config.cooccurrence, master=master)
             if top_k is not None:
                 counts.matrix = top_k_partners(counts.matrix, top_k)

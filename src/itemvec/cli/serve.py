@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
+from itemvec.analysis import classification, clustering
+from itemvec.query.embeddings import load_embeddings
+from itemvec.query.explain import explainer_for_bundle
+from itemvec.query.index import build_index, recall_at_k, save_index
+from itemvec.query.search import ItemSearch
+from itemvec.serve.state import ModelHolder, limit_threads
 from itemvec.util.errors import ItemvecError
+from itemvec.util.files import atomic_write_bytes
 
 logger = logging.getLogger("itemvec")
 
@@ -26,7 +33,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def write_frame(frame, out: Path) -> None:
     """CSV or Parquet (or JSONL) by extension, written atomically."""
-    from itemvec.store.bundle import atomic_write_bytes
 
     buffer = io.BytesIO()
     suffix = out.suffix.lower()
@@ -109,7 +115,6 @@ def serve(
     import uvicorn
 
     from itemvec.serve.http import create_app
-    from itemvec.serve.state import limit_threads
 
     limit_threads(max(1, threads))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
@@ -140,7 +145,6 @@ def _loaded_holder(bundle: Path, models_root: Path | None, index: str, watch: bo
 
     Loading before the server starts turns a bad bundle into one line and exit code 2.
     """
-    from itemvec.serve.state import ModelHolder
 
     holder = ModelHolder(bundle, models_root=models_root, index=index)
     holder.load()
@@ -161,8 +165,6 @@ def search(
     """Items matching a text query (item-table text), widened to their embedding neighbours."""
     import polars as pl
 
-    from itemvec.query.search import ItemSearch
-    from itemvec.store.bundle import load_embeddings
 
     if not 1 <= n <= 10_000:
         raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
@@ -191,8 +193,6 @@ def explain(
     n: Annotated[int, typer.Option("-n", help="Recommendations to explain.")] = 5,
 ) -> None:
     """Why items are recommended: each history item's share and co-occurrence evidence."""
-    from itemvec.query.explain import explainer_for_bundle
-    from itemvec.store.bundle import load_embeddings
 
     embeddings = load_embeddings(bundle)
     explainer = explainer_for_bundle(embeddings, bundle)
@@ -214,8 +214,6 @@ def build_index_command(
 
     import numpy as np
 
-    from itemvec.query.index import build_index, recall_at_k, save_index
-    from itemvec.store.bundle import load_embeddings
 
     embeddings = load_embeddings(bundle)
     began = time.perf_counter()
@@ -244,14 +242,12 @@ def classify(
     c: Annotated[float, typer.Option("-C", help="Inverse regularisation strength.")] = 1.0,
 ) -> None:
     """Train a logistic-regression probe on labelled items and predict the rest."""
-    from itemvec.analysis.classification import classify as run
-    from itemvec.analysis.classification import read_labels
-    from itemvec.store.bundle import load_embeddings
 
     if c <= 0:
         raise ItemvecError(f"-C must be > 0, got {c}")
     embeddings = load_embeddings(bundle)
-    frame, report = run(embeddings, read_labels(labels, item_key, label_column), c=c)
+    frame, report = classification.classify(
+        embeddings, classification.read_labels(labels, item_key, label_column), c=c)
     write_frame(frame, out)
     accuracy = (f"held-out accuracy {report['cv_accuracy']:.3f} ({report['cv_folds']}-fold) "
                 if "cv_accuracy" in report else "")
@@ -274,13 +270,11 @@ def cluster(
                                         "summary.")] = False,
 ) -> None:
     """k-means on the embeddings; writes cluster ids and a readable per-cluster summary."""
-    from itemvec.analysis.clustering import cluster as run
-    from itemvec.store.bundle import load_embeddings
 
     if out.suffix.lower() not in (".csv", ".parquet", ".pq", ".jsonl", ".ndjson"):
         raise ItemvecError(f"--out {out}: unknown extension; use .csv or .parquet")
     embeddings = load_embeddings(bundle)
-    assignments, summary = run(embeddings, k, seed=seed, top=top)
+    assignments, summary = clustering.cluster(embeddings, k, seed=seed, top=top)
     summary_path = out.with_name(f"{out.stem}_summary{out.suffix}")
     write_frame(assignments, out)
     write_frame(summary, summary_path)

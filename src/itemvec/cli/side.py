@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from itemvec.cli.main import ItemKey
+from itemvec.cli.options import ItemKey
+from itemvec.store.embed import embed_into_bundle
+from itemvec.train.pipeline import read_item_table
 
 
 def register(app: typer.Typer) -> None:
@@ -23,9 +25,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embed items (cold: never seen in behaviour) without retraining; similar, recommend
         and export then include them."""
-        from itemvec.model.features import embed_into_bundle
-        from itemvec.train.pipeline import read_item_table
-
         table = read_item_table(items, item_key)
         target, report = embed_into_bundle(bundle, table, out)
         typer.echo(f"embedded {report['embedded']} items ({report['replaced']} re-embedded, "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from itemvec.cli.main import (
+from itemvec.cli.options import (
     Context,
     ContextKind,
     Event,
@@ -17,8 +17,10 @@ from itemvec.cli.main import (
     Quiet,
     SessionGap,
     Time,
-    _configure_logging,
+    configure_logging,
 )
+from itemvec.train.update import UpdateConfig
+from itemvec.train.update import update as run_update
 
 
 def register(app: typer.Typer) -> None:
@@ -63,10 +65,7 @@ def register(app: typer.Typer) -> None:
 
         Column options default to the bundle's own (those it was trained with).
         """
-        from itemvec.train.update import UpdateConfig
-        from itemvec.train.update import update as run_update
-
-        _configure_logging(quiet)
+        configure_logging(quiet)
         settings = UpdateConfig(epochs=epochs, start=start, anchors=anchors, lr=lr,
                                 decay_half_life=decay_half_life)
         ingest = dict(context=context, item=item, time=time, event=event,

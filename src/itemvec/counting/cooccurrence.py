@@ -14,11 +14,8 @@ import scipy.sparse as sp
 
 from itemvec.config import CooccurrenceConfig
 from itemvec.data.ingest import EventLog
-from itemvec.util.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-reweightings: Registry = Registry("reweighting")
 
 
 def context_weights(log: EventLog, config: CooccurrenceConfig) -> np.ndarray:
@@ -70,23 +67,9 @@ def prune_rare_items(log: EventLog, min_count: int) -> np.ndarray:
     return log.item_counts() >= min_count
 
 
-@reweightings.register("none")
-def _no_reweighting(matrix: sp.csr_matrix, **_: float) -> sp.csr_matrix:
-    return matrix.copy()
-
-
-@reweightings.register("power")
-def power(matrix: sp.csr_matrix, exponent: float = 0.75, **_: float) -> sp.csr_matrix:
-    """Frequency dampening: counts ** exponent."""
-    out = matrix.copy().astype(np.float64)
-    out.data = np.power(out.data, exponent)
-    return out.astype(np.float32)
-
-
 PPMI_BLOCK = 1 << 24  # non-zeros per block of the PPMI computation
 
 
-@reweightings.register("ppmi")
 def ppmi(matrix: sp.csr_matrix, shift: float = 1.0, smoothing: float = 0.75,
          **_: float) -> sp.csr_matrix:
     """Shifted positive PMI: max(PMI - log(shift), 0), with context-distribution smoothing.
@@ -116,10 +99,6 @@ def ppmi(matrix: sp.csr_matrix, shift: float = 1.0, smoothing: float = 0.75,
     indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_of[keep], minlength=matrix.shape[0]), out=indptr[1:])
     return sp.csr_matrix((pmi[keep], matrix.indices[keep], indptr), shape=matrix.shape)
-
-
-def reweight(matrix: sp.csr_matrix, name: str, **params: float) -> sp.csr_matrix:
-    return reweightings.get(name)(matrix, **params)
 
 
 # -- privacy guard -------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from itemvec.config import CooccurrenceConfig, IngestConfig
 from itemvec.counting.streamed import Counts
-from itemvec.data.ingest import _sniff_separator, file_format
+from itemvec.data.ingest import file_format, sniff_separator
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _read(spark, path: Path, ingest: IngestConfig):
     if kind == "parquet":
         frame = spark.read.parquet(str(path))
     elif kind == "csv":
-        frame = (spark.read.option("header", True).option("sep", _sniff_separator(path))
+        frame = (spark.read.option("header", True).option("sep", sniff_separator(path))
                  .option("inferSchema", False).option("nullValue", "NA").csv(str(path)))
     else:
         raise DataError(f"{path}: --engine spark reads Parquet or CSV; convert {kind} first")

@@ -25,15 +25,13 @@ min-count pruning) without ever holding the whole log:
 from __future__ import annotations
 
 import logging
-import math
 import os
-import queue
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,27 +41,23 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from itemvec.config import CooccurrenceConfig, IngestConfig
-from itemvec.data.ingest import (
-    ROW,
-    _as_string,
-    _dedupe,
-    _sniff_separator,
-    _split_sessions,
-    event_table,
-    file_format,
+from itemvec.data.batches import (
+    DEFAULT_CHUNK_ROWS,
+    NotGroupedError,
+    bucket_tables,
+    grouped_tables,
+    in_order,
+    partition,
+    row_estimate,
 )
+from itemvec.data.ingest import dedupe, is_ordered, split_sessions
+from itemvec.util.background import background
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_ROWS = 4_000_000
 DEFAULT_MEMORY_LIMIT = 4 << 30
-_NULLS = ["", "NA", "null", "NULL"]
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-
-
-class NotGroupedError(Exception):
-    """A context re-appeared after other contexts: the log is not grouped by context."""
 
 
 def parse_size(text: str | int | None, name: str = "--memory-limit") -> int | None:
@@ -92,77 +86,6 @@ class Counts:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def iter_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """Frames of at most ~``chunk_rows`` rows with ``columns``; CSV columns stay strings."""
-    kind = file_format(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    try:
-        if kind == "parquet":
-            yield from _parquet_batches(path, columns, chunk_rows)
-        elif kind == "csv":
-            yield from _csv_batches(path, columns, chunk_rows)
-        else:
-            frame = pl.read_ndjson(path, infer_schema_length=None)
-            _require(frame.columns, columns, path)
-            for start in range(0, frame.height, chunk_rows):
-                yield frame.slice(start, chunk_rows).select(columns)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"{path}: cannot read as {kind}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _require(present: list[str], columns: list[str], path: Path) -> None:
-    for column in columns:
-        if column not in present:
-            raise DataError(f"{path}: column {column!r} not found; columns present: "
-                            f"{', '.join(present)}")
-
-
-def _parquet_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
-    import pyarrow.parquet as pq
-
-    try:
-        handle = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid & co.
-        raise DataError(f"{path}: cannot read as parquet: {_first_line(exc)}") from None
-    _require(handle.schema_arrow.names, columns, path)
-    rows = handle.metadata.num_rows
-    del handle
-    # polars' reader decodes only the row groups (pages) a slice needs, several times faster
-    # than pyarrow's iter_batches + from_arrow on string columns
-    scan = pl.scan_parquet(path).select(columns)
-    for start in range(0, rows, chunk_rows):
-        yield scan.slice(start, chunk_rows).collect()
-
-
-def _csv_batches(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    separator = _sniff_separator(path)
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        header = [h.strip('"') for h in fh.readline().rstrip("\r\n").split(separator)]
-    _require(header, columns, path)
-    # ~40 bytes per row is typical of event logs; blocks of that size give ~chunk_rows rows
-    block = int(min(max(chunk_rows * 40, 1 << 20), 1 << 30))
-    try:
-        reader = pacsv.open_csv(
-            path, read_options=pacsv.ReadOptions(block_size=block),
-            parse_options=pacsv.ParseOptions(delimiter=separator),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=columns, column_types={c: pa.string() for c in columns},
-                null_values=_NULLS, strings_can_be_null=True))
-        for batch in reader:
-            yield pl.from_arrow(batch)
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"{path}: cannot parse as csv: {_first_line(exc)}") from None
 
 
 # -- one chunk -------------------------------------------------------------------------------------
@@ -269,11 +192,6 @@ class Exclusion:
         return out
 
 
-def _table(frame: pl.DataFrame, ingest: IngestConfig, path: Path) -> pl.DataFrame:
-    """Validated columns context, item, ROW, weight (and time), exactly as ``read_events``."""
-    return event_table(frame, ingest, path)
-
-
 def _contexts(table: pl.DataFrame, ingest: IngestConfig, grouped: bool,
               sort: bool = True) -> pl.DataFrame:
     """The steps of ``ingest.build_log`` up to de-duplication, on whole contexts.
@@ -282,27 +200,14 @@ def _contexts(table: pl.DataFrame, ingest: IngestConfig, grouped: bool,
     is cheaper than comparing strings and gives the same rows; ``sort=False`` leaves the sort
     into (ctx, time) order to the caller too."""
     has_time = "time" in table.columns
-    ordered = _ordered(ingest)
+    ordered = is_ordered(ingest, ingest.time is not None)
     ctx = pl.col("context").rle_id() if grouped else pl.col("context").rank("dense")
     table = table.with_columns(ctx.cast(pl.Int64).alias("ctx"))
-    if sort and not _in_order(table, has_time, grouped):  # file order: a stable sort will do
+    if sort and not in_order(table, has_time, grouped):  # file order: a stable sort will do
         table = table.sort(["ctx", "time"] if has_time else ["ctx"], maintain_order=True)
     if has_time and ingest.session_gap is not None:
-        table = _split_sessions(table, ingest.session_gap)
-    return table if ordered else _dedupe(table, False, ordered)
-
-
-def _in_order(table: pl.DataFrame, has_time: bool, grouped: bool = False) -> bool:
-    """True when rows already run in (ctx, time) order (most logs): the sort can be skipped.
-
-    Run ids (``grouped``) never decrease, so only the times within a context are checked."""
-    ctx = np.diff(table["ctx"].to_numpy())
-    if not grouped and np.any(ctx < 0):
-        return False
-    if not has_time:
-        return True
-    step = np.diff(table["time"].to_numpy())
-    return not np.any((step < 0) & (ctx == 0))
+        table = split_sessions(table, ingest.session_gap)
+    return table if ordered else dedupe(table, False, ordered)
 
 
 def _drop_repeats(ctx: np.ndarray, items: np.ndarray) -> np.ndarray | None:
@@ -311,11 +216,6 @@ def _drop_repeats(ctx: np.ndarray, items: np.ndarray) -> np.ndarray | None:
     if not same.any():
         return None
     return np.concatenate([[True], ~same])
-
-
-def _ordered(ingest: IngestConfig) -> bool:
-    return ingest.context_kind == "session" or (ingest.context_kind == "auto"
-                                                and ingest.time is not None)
 
 
 _NO_PAIRS = (np.zeros(0, np.int64), np.zeros(0, np.float64))
@@ -494,8 +394,6 @@ def _pieces(size: int) -> int:
 
 def _in_threads(function, jobs: list) -> list:
     """``[function(job) for job in jobs]``, one thread each."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="itemvec-count") as pool:
         return list(pool.map(function, jobs))
 
@@ -509,7 +407,7 @@ class StreamCounter:
                  newest: float | None = None, pairs: bool = True,
                  exclude: Exclusion | None = None) -> None:
         self.ingest, self.config = ingest, config
-        self.ordered = _ordered(ingest)
+        self.ordered = is_ordered(ingest, ingest.time is not None)
         self.vocabulary = _Vocabulary()
         self.keep = keep  # min-count mask over global ids (second pass)
         self.newest = newest  # newest context end, for the time decay
@@ -539,12 +437,12 @@ class StreamCounter:
         ctx = table["ctx"].to_numpy().astype(np.int64)
         scale = table["weight"].to_numpy().astype(np.float64)  # weight now, its sqrt below
         times = table["time"].to_numpy() if "time" in table.columns else None
-        if late and not _in_order(table, times is not None, grouped):
+        if late and not in_order(table, times is not None, grouped):
             by = ["ctx", "time"] if times is not None else ["ctx"]
             order = table.select(pl.arg_sort_by(by, maintain_order=True)).to_series().to_numpy()
             ctx, items, scale = ctx[order], items[order], scale[order]
             times = None if times is None else times[order]
-        if self.ordered and self.ingest.dedupe_consecutive:  # as ingest._dedupe
+        if self.ordered and self.ingest.dedupe_consecutive:  # as ingest.dedupe
             mask = _drop_repeats(ctx, items)
             if mask is not None:
                 ctx, items, scale = ctx[mask], items[mask], scale[mask]
@@ -612,32 +510,8 @@ def _contexts_per_item(chunk: _Chunk, n: int) -> np.ndarray:
     return np.bincount(keys % n, minlength=n)
 
 
-class _GroupCheck:
-    """Exact check that no context re-appears after its run ended (sorted 64-bit hashes)."""
-
-    def __init__(self) -> None:
-        self.seen = np.zeros(0, np.uint64)
-
-    def closed(self, contexts: pl.Series) -> None:
-        """Record the contexts of a chunk whose runs are complete; fail if any was seen."""
-        starts = (contexts != contexts.shift(1)).fill_null(True)
-        hashes = np.sort(contexts.filter(starts).hash(seed=7).to_numpy())
-        if len(hashes) > 1 and np.any(hashes[1:] == hashes[:-1]):
-            raise NotGroupedError
-        if len(self.seen) and len(hashes):
-            at = np.minimum(np.searchsorted(self.seen, hashes), len(self.seen) - 1)
-            if np.any(self.seen[at] == hashes):
-                raise NotGroupedError
-        self.seen = np.sort(np.concatenate([self.seen, hashes]), kind="stable")
-
-
-def _columns(ingest: IngestConfig) -> list[str]:
-    names = [ingest.context, ingest.item, ingest.time, ingest.event]
-    return list(dict.fromkeys(c for c in names if c is not None))
-
-
 def _grouped_pass(path: Path, counter: StreamCounter, chunk_rows: int, progress) -> None:
-    for events in _background(_grouped_chunks(path, counter, chunk_rows, progress)):
+    for events in background(_grouped_chunks(path, counter, chunk_rows, progress)):
         counter.count(events)
 
 
@@ -649,122 +523,8 @@ def _grouped_chunks(path: Path, counter: StreamCounter, chunk_rows: int,
             yield events
 
 
-def grouped_tables(path: Path, ingest: IngestConfig, chunk_rows: int,
-                   progress) -> Iterator[pl.DataFrame]:
-    """Validated event tables (``event_table``) of a log grouped by context, each holding whole
-    contexts: the last (maybe unfinished) context of a batch is carried into the next. Raises
-    ``NotGroupedError`` when a context re-appears."""
-    check, carry, offset = _GroupCheck(), None, _first_row(path)
-    for frame in iter_batches(path, _columns(ingest), chunk_rows):
-        frame = frame.with_row_index(ROW, offset=offset)
-        offset += frame.height
-        progress.update(frame.height)
-        frame = frame if carry is None else pl.concat([carry, frame], how="vertical_relaxed")
-        context = _as_string(frame, ingest.context)
-        last = context[-1]
-        tail = int((context == last).arg_true()[0]) if last is not None else frame.height
-        carry, frame = frame.slice(tail), frame.slice(0, tail)
-        if frame.height:
-            check.closed(_as_string(frame, ingest.context))
-            yield _table(frame, ingest, path)
-    if carry is not None and carry.height:
-        check.closed(_as_string(carry, ingest.context))
-        yield _table(carry, ingest, path)
-
-
-_END = object()
-
-
-def _background(items: Iterator, depth: int = 1) -> Iterator:
-    """Produce ``items`` in a thread, at most ``depth`` ahead of the consumer.
-
-    Reading and preparing a chunk is mostly polars, counting it mostly numpy; both release the
-    GIL, so the next chunk is read on one core while this one is counted on the other. Errors
-    raised while producing are re-raised here; stopping early stops the thread."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((_END, None))
-        except BaseException as exc:  # handed to the consumer
-            put((None, exc))
-
-    thread = threading.Thread(target=run, name="itemvec-count-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = buffer.get()
-            if error is not None:
-                raise error
-            if item is _END:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _first_row(path: Path) -> int:
-    return 2 if file_format(path) == "csv" else 1
-
-
-def partition(path: Path, ingest: IngestConfig, chunk_rows: int, workdir: Path,
-              progress: bool = True) -> list[Path]:
-    """Spill the log to Parquet buckets by hash of context: each context lies in one bucket."""
-    import pyarrow.parquet as pq
-
-    columns = _columns(ingest)
-    estimate = _row_estimate(path)
-    buckets = max(1, math.ceil(estimate / max(chunk_rows, 1)))
-    writers: dict[int, pq.ParquetWriter] = {}
-    paths = [workdir / f"bucket-{b:04d}.parquet" for b in range(buckets)]
-    offset = _first_row(path)
-    bar = tqdm(total=estimate, desc="partitioning", unit="ev", unit_scale=True, disable=not progress)
-    try:
-        for frame in iter_batches(path, columns, chunk_rows):
-            frame = frame.with_row_index(ROW, offset=offset)
-            offset += frame.height
-            bar.update(frame.height)
-            key = (_as_string(frame, ingest.context).hash(seed=11) % buckets).alias("__bucket")
-            for (bucket,), part in frame.with_columns(key).partition_by(
-                    "__bucket", as_dict=True, include_key=False).items():
-                table = part.to_arrow()
-                if bucket not in writers:
-                    writers[bucket] = pq.ParquetWriter(paths[bucket], table.schema)
-                writers[bucket].write_table(table.cast(writers[bucket].schema))
-    finally:
-        for writer in writers.values():
-            writer.close()
-        bar.close()
-    return [p for b, p in enumerate(paths) if b in writers]
-
-
-def _row_estimate(path: Path) -> int:
-    if file_format(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    with open(path, "rb") as fh:
-        sample = fh.read(1 << 20)
-    per_row = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
-    return int(path.stat().st_size / per_row) + 1
-
-
 def _partitioned_pass(buckets: list[Path], counter: StreamCounter, progress) -> None:
-    for events in _background(_bucket_chunks(buckets, counter, progress)):
+    for events in background(_bucket_chunks(buckets, counter, progress)):
         counter.count(events)
 
 
@@ -775,18 +535,10 @@ def _bucket_chunks(buckets: list[Path], counter: StreamCounter, progress) -> Ite
             yield events
 
 
-def bucket_tables(buckets: list[Path], ingest: IngestConfig, progress) -> Iterator[pl.DataFrame]:
-    """Validated event tables of ``partition``'s buckets (whole contexts, not grouped)."""
-    for bucket in buckets:
-        frame = pl.read_parquet(bucket)
-        progress.update(frame.height)
-        yield _table(frame, ingest, bucket)
-
-
 def _run_pass(path: Path, counter_args: dict, chunk_rows: int, grouped: bool | None,
               state: dict, progress: bool, label: str) -> StreamCounter:
     """One pass (grouped streaming when allowed, else over hash buckets)."""
-    total = _row_estimate(path)
+    total = row_estimate(path)
     if grouped is not False and not state.get("buckets"):
         counter = StreamCounter(**counter_args)
         bar = tqdm(total=total, desc=label, unit="ev", unit_scale=True, disable=not progress)
@@ -971,64 +723,3 @@ def top_k_partners(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
                            shape=matrix.shape, dtype=matrix.dtype)
     pruned.sort_indices()
     return pruned
-
-
-# -- output ----------------------------------------------------------------------------------------
-def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: IngestConfig,
-                 config: CooccurrenceConfig) -> Path:
-    """DIR/cooccurrence.npz + DIR/items.parquet (item_id, count) + DIR/manifest.json, atomically.
-
-    The npz and items table are the bundle's own files (``bundle.load_cooccurrence`` reads it).
-    """
-    import dataclasses
-    import json
-    import os
-
-    from itemvec import __version__
-    from itemvec.store.bundle import _sha256, _swap_into_place
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / "manifest.json").exists())):
-        raise DataError(f"--out {out} exists and is not a co-occurrence directory; "
-                        "choose a new directory or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        from itemvec.store.bundle import save_sparse  # late: bundle pulls in the query side
-
-        save_sparse(staging / "cooccurrence.npz", counts.matrix)
-        pl.DataFrame({"item_id": pl.Series(counts.item_ids.astype(str), dtype=pl.String),
-                      "count": np.asarray(counts.item_counts, dtype=np.int64)}
-                     ).write_parquet(staging / "items.parquet")
-        files = ["cooccurrence.npz", "items.parquet"]
-        manifest = {"kind": "itemvec-cooccurrence", "format_version": 1,
-                    "itemvec_version": __version__, "engine": engine,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "n_items": counts.n_items, "nonzeros": int(counts.matrix.nnz),
-                    "config": {"ingest": dataclasses.asdict(ingest),
-                               "cooccurrence": dataclasses.asdict(config)},
-                    "stats": counts.stats,
-                    "files": {name: _sha256(staging / name) for name in files}}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        os.chmod(staging, 0o755)
-        _swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
-
-
-def read_counts(path: str | Path) -> Counts:
-    """Read what ``write_counts`` wrote (no pickle)."""
-    import json
-
-    path = Path(path)
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        items = pl.read_parquet(path / "items.parquet")
-        matrix = sp.load_npz(path / "cooccurrence.npz").tocsr()
-    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise DataError(f"{path}: cannot read co-occurrence directory ({exc})") from None
-    return Counts(items["item_id"].to_numpy().astype(object), items["count"].to_numpy(), matrix,
-                  manifest.get("stats", {}))

@@ -125,7 +125,7 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def _sniff_separator(path: Path) -> str:
+def sniff_separator(path: Path) -> str:
     if path.name.lower().endswith(".tsv"):
         return "\t"
     try:
@@ -171,7 +171,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
 
 def _read(source: Path | io.BytesIO, kind: str, path: Path) -> pl.DataFrame:
     if kind == "csv":
-        return pl.read_csv(source, separator=_sniff_separator(path), infer_schema=False,
+        return pl.read_csv(source, separator=sniff_separator(path), infer_schema=False,
                            null_values=["", "NA", "null", "NULL"], encoding="utf8",
                            truncate_ragged_lines=False)
     if kind == "parquet":
@@ -205,7 +205,7 @@ def _explain(exc: BaseException, path: Path, kind: str) -> str:
 
 def _locate_csv_problem(path: Path, max_rows: int = 5_000_000) -> str | None:
     """Re-read a CSV that polars rejected with Python's csv module to name the bad row."""
-    separator = _sniff_separator(path)
+    separator = sniff_separator(path)
     try:
         with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="replace",
                               newline="") as fh:
@@ -235,7 +235,7 @@ def require_columns(frame: pl.DataFrame, columns: dict[str, str | None], path: P
                             f"columns present: {present}")
 
 
-def _as_string(frame: pl.DataFrame, column: str, path: Path | str = "") -> pl.Series:
+def as_string_ids(frame: pl.DataFrame, column: str, path: Path | str = "") -> pl.Series:
     series = frame[column]
     if series.dtype == pl.String:
         return series
@@ -253,7 +253,7 @@ def _as_string(frame: pl.DataFrame, column: str, path: Path | str = "") -> pl.Se
                         f"{str(exc).strip().splitlines()[0]}") from None
 
 
-def _check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path) -> None:
+def check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path) -> None:
     """Null and blank (whitespace-only) ids are errors naming the first such row."""
     nulls = values.is_null()
     if values.dtype == pl.String:
@@ -311,7 +311,7 @@ def read_events(path: str | Path, config: IngestConfig) -> EventLog:
     require_columns(frame, {"--context": config.context, "--item": config.item,
                             "--time": config.time, "--event": config.event}, path)
     used = dict.fromkeys(c for c in (config.context, config.item, config.time, config.event) if c)
-    frame = frame.select(list(used)).with_row_index(ROW, offset=_first_data_row(path))
+    frame = frame.select(list(used)).with_row_index(ROW, offset=first_data_row(path))
     table = event_table(frame, config, path)
     if table.height == 0:
         raise DataError(f"{path}: no events left after applying event weights")
@@ -322,20 +322,20 @@ def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.Dat
     """Validated columns context, item, ROW, weight (and time) of a frame with a ROW index;
     events of weight 0 are dropped. Shared by ``read_events`` and the streaming counter."""
     rows = frame[ROW]
-    context = _as_string(frame, config.context, path)
-    item = _as_string(frame, config.item, path)
-    _check_not_null(context, config.context, rows, path)
-    _check_not_null(item, config.item, rows, path)
+    context = as_string_ids(frame, config.context, path)
+    item = as_string_ids(frame, config.item, path)
+    check_not_null(context, config.context, rows, path)
+    check_not_null(item, config.item, rows, path)
     table = pl.DataFrame({"context": context, "item": item, ROW: rows})
     if config.time is not None:
         time_col = frame[config.time]
-        _check_not_null(time_col, config.time, rows, path)
+        check_not_null(time_col, config.time, rows, path)
         table = table.with_columns(pl.Series("time", parse_times(time_col, config.time, rows, path)))
     table = table.with_columns(pl.Series("weight", _event_weights(frame, config, path)))
     return table.filter(pl.col("weight") > 0)
 
 
-def _first_data_row(path: Path) -> int:
+def first_data_row(path: Path) -> int:
     """Row numbers in messages match what an editor shows: CSV rows count the header line."""
     return 2 if file_format(path) == "csv" else 1
 
@@ -343,7 +343,7 @@ def _first_data_row(path: Path) -> int:
 def _event_weights(frame: pl.DataFrame, config: IngestConfig, path: Path) -> np.ndarray:
     if config.event is None:
         return np.ones(frame.height, dtype=np.float32)
-    events = _as_string(frame, config.event, path).fill_null("")
+    events = as_string_ids(frame, config.event, path).fill_null("")
     if not config.event_weights:
         return np.ones(frame.height, dtype=np.float32)
     unknown = sorted(set(events.unique().to_list()) - set(config.event_weights))
@@ -358,17 +358,23 @@ def _event_weights(frame: pl.DataFrame, config: IngestConfig, path: Path) -> np.
 def build_log(table: pl.DataFrame, config: IngestConfig, source: str = "") -> EventLog:
     """Columns context, item, weight and optionally time -> an ``EventLog``."""
     has_time = "time" in table.columns
-    ordered = config.context_kind == "session" or (config.context_kind == "auto" and has_time)
+    ordered = is_ordered(config, has_time)
     table = table.with_columns(pl.col("context").rank("dense").cast(pl.Int64).alias("ctx"))
     sort_by = ["ctx", "time", ROW] if has_time else ["ctx", ROW]
     table = table.sort(sort_by)
     if has_time and config.session_gap is not None:
-        table = _split_sessions(table, config.session_gap)
-    table = _dedupe(table, ordered and config.dedupe_consecutive, ordered)
+        table = split_sessions(table, config.session_gap)
+    table = dedupe(table, ordered and config.dedupe_consecutive, ordered)
     return _encode(table, has_time, ordered, source)
 
 
-def _split_sessions(table: pl.DataFrame, gap: float) -> pl.DataFrame:
+def is_ordered(config: IngestConfig, has_time: bool) -> bool:
+    """Sessions (order matters) or baskets: ``context_kind``, where ``auto`` means sessions
+    exactly when the log has a clock."""
+    return config.context_kind == "session" or (config.context_kind == "auto" and has_time)
+
+
+def split_sessions(table: pl.DataFrame, gap: float) -> pl.DataFrame:
     """A new session starts where the time since the previous event exceeds ``gap``."""
     new = (pl.col("time").diff().over("ctx").fill_null(0) > gap).cast(pl.Int64)
     table = table.with_columns(new.cum_sum().over("ctx").alias("part"))
@@ -381,7 +387,7 @@ def _split_sessions(table: pl.DataFrame, gap: float) -> pl.DataFrame:
     return table.drop("part")
 
 
-def _dedupe(table: pl.DataFrame, consecutive: bool, ordered: bool) -> pl.DataFrame:
+def dedupe(table: pl.DataFrame, consecutive: bool, ordered: bool) -> pl.DataFrame:
     """Sessions: collapse immediate repeats; baskets: one event per (basket, item)."""
     if consecutive:
         same = (pl.col("item") == pl.col("item").shift(1)) & (pl.col("ctx") == pl.col("ctx").shift(1))
@@ -412,6 +418,17 @@ def _encode(table: pl.DataFrame, has_time: bool, ordered: bool, source: str) -> 
     )
 
 
+def align_items(table: pl.DataFrame, item_ids: np.ndarray) -> pl.DataFrame:
+    """Rows of an item table in the order of ``item_ids``: nulls where the table lacks an item,
+    the first row where it repeats one. An already aligned table is returned as it is."""
+    ids = pl.DataFrame({"item_id": pl.Series([str(i) for i in item_ids], dtype=pl.String)})
+    if table.height == ids.height and table["item_id"].cast(pl.String).equals(ids["item_id"]):
+        return table
+    table = table.with_columns(pl.col("item_id").cast(pl.String))
+    return ids.join(table.unique("item_id", keep="first"), on="item_id", how="left",
+                    maintain_order="left")
+
+
 def restrict_vocabulary(log: EventLog, keep: np.ndarray) -> EventLog:
     """Drop items not in ``keep`` (bool mask over the vocabulary) and re-index the rest."""
     new_index = np.full(log.n_items, -1, dtype=np.int64)
@@ -428,9 +445,3 @@ def restrict_vocabulary(log: EventLog, keep: np.ndarray) -> EventLog:
         times=None if log.times is None else log.times[mask],
         ordered=log.ordered, source=log.source,
     )
-
-
-# Public names for the id rules, shared with other readers (the item table).
-as_string_ids = _as_string
-check_not_null = _check_not_null
-first_data_row = _first_data_row

@@ -29,8 +29,28 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from itemvec.config import IngestConfig
-from itemvec.counting import streamed as counting
-from itemvec.data.ingest import ROW, EventLog, _as_string, build_log, event_table, file_format
+from itemvec.data.batches import (
+    DEFAULT_CHUNK_ROWS,
+    NotGroupedError,
+    bucket_tables,
+    event_columns,
+    grouped_tables,
+    in_order,
+    iter_batches,
+    partition,
+    row_estimate,
+)
+from itemvec.data.ingest import (
+    ROW,
+    EventLog,
+    as_string_ids,
+    build_log,
+    event_table,
+    file_format,
+    first_data_row,
+    is_ordered,
+)
+from itemvec.util.background import background
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -56,7 +76,7 @@ def use_streaming(path: str | Path, mode: str = "auto", threshold: int = STREAMI
         return True
     if kind == "jsonl" or not path.is_file() or path.stat().st_size == 0:
         return False
-    return counting._row_estimate(path) > threshold
+    return row_estimate(path) > threshold
 
 
 @dataclass
@@ -74,7 +94,7 @@ class Holdout:
 
 
 def hold_out(path: str | Path, ingest: IngestConfig, fraction: float, seed: int,
-             chunk_rows: int = counting.DEFAULT_CHUNK_ROWS, workdir: str | Path | None = None,
+             chunk_rows: int = DEFAULT_CHUNK_ROWS, workdir: str | Path | None = None,
              progress: bool = True) -> Holdout:
     """Pick the newest ``fraction`` of contexts, as ``holdout_by_time(read_events(path))``."""
     path = Path(path)
@@ -106,22 +126,22 @@ def context_ends(path: Path, ingest: IngestConfig, chunk_rows: int,
                  workdir: str | Path | None = None,
                  progress: bool = True) -> tuple[pl.DataFrame, bool]:
     """One row per context: context, part, multi, end; and whether the file is grouped."""
-    total = counting._row_estimate(path)
+    total = row_estimate(path)
     with tqdm(total=total, desc="holdout pass", unit="ev", unit_scale=True,
               disable=not progress) as bar:
         try:
-            tables = counting.grouped_tables(path, ingest, chunk_rows, bar)
-            parts = [_context_ends(t, ingest, True) for t in counting._background(tables)]
+            tables = grouped_tables(path, ingest, chunk_rows, bar)
+            parts = [_context_ends(t, ingest, True) for t in background(tables)]
             return _concat(parts), True
-        except counting.NotGroupedError:
+        except NotGroupedError:
             logger.info("%s is not grouped by context; partitioning it by hash", path)
     scratch = Path(tempfile.mkdtemp(prefix="itemvec-holdout-", dir=workdir))
     try:
-        buckets = counting.partition(path, ingest, chunk_rows, scratch, progress)
+        buckets = partition(path, ingest, chunk_rows, scratch, progress)
         with tqdm(total=total, desc="holdout pass", unit="ev", unit_scale=True,
                   disable=not progress) as bar:
-            tables = counting.bucket_tables(buckets, ingest, bar)
-            parts = [_context_ends(t, ingest, False) for t in counting._background(tables)]
+            tables = bucket_tables(buckets, ingest, bar)
+            parts = [_context_ends(t, ingest, False) for t in background(tables)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _concat(parts), False
@@ -146,15 +166,15 @@ def _context_ends(table: pl.DataFrame, ingest: IngestConfig, grouped: bool) -> p
             pl.lit(None, pl.Float64).alias("end"))
     ctx = pl.col("context").rle_id() if grouped else pl.col("context").rank("dense")
     table = table.select("context", "item", "time", ROW, ctx.cast(pl.Int64).alias("ctx"))
-    if not counting._in_order(table, True, grouped):
+    if not in_order(table, True, grouped):
         table = table.sort(["ctx", "time", ROW])
     part = pl.lit(0, pl.Int64)
-    if ingest.session_gap is not None:  # as ingest._split_sessions
+    if ingest.session_gap is not None:  # as ingest.split_sessions
         new = (pl.col("time").diff().over("ctx").fill_null(0) > ingest.session_gap)
         part = new.cast(pl.Int64).cum_sum().over("ctx")
     table = table.with_columns(part.alias("part"))
-    if counting._ordered(ingest):
-        if ingest.dedupe_consecutive:  # as ingest._dedupe: a repeat is not the last event
+    if is_ordered(ingest, ingest.time is not None):
+        if ingest.dedupe_consecutive:  # as ingest.dedupe: a repeat is not the last event
             same = ((pl.col("item") == pl.col("item").shift(1))
                     & (pl.col("ctx") == pl.col("ctx").shift(1))
                     & (pl.col("part") == pl.col("part").shift(1)))
@@ -177,7 +197,7 @@ def sample_valid(holdout: Holdout, limit: int = VALIDATION_CONTEXTS, seed: int =
 
 
 def read_contexts(path: str | Path, ingest: IngestConfig, contexts: pl.DataFrame,
-                  chunk_rows: int = counting.DEFAULT_CHUNK_ROWS,
+                  chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   progress: bool = True) -> EventLog | None:
     """The contexts ``contexts`` (label, context) of ``path`` as an ``EventLog`` (None if none).
 
@@ -187,14 +207,14 @@ def read_contexts(path: str | Path, ingest: IngestConfig, contexts: pl.DataFrame
         return None
     path = Path(path)
     wanted = contexts["context"].unique().implode()
-    frames, offset = [], counting._first_row(path)
-    with tqdm(total=counting._row_estimate(path), desc="validation slice", unit="ev",
+    frames, offset = [], first_data_row(path)
+    with tqdm(total=row_estimate(path), desc="validation slice", unit="ev",
               unit_scale=True, disable=not progress) as bar:
-        for frame in counting.iter_batches(path, counting._columns(ingest), chunk_rows):
+        for frame in iter_batches(path, event_columns(ingest), chunk_rows):
             frame = frame.with_row_index(ROW, offset=offset)
             offset += frame.height
             bar.update(frame.height)
-            found = frame.filter(_as_string(frame, ingest.context, path).is_in(wanted))
+            found = frame.filter(as_string_ids(frame, ingest.context, path).is_in(wanted))
             if found.height:
                 frames.append(found)
     if not frames:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 EVENT_TYPES = np.array(["view", "cart", "purchase"])
 _WORDS = ["classic", "organic", "premium", "mini", "family", "eco", "smart", "deluxe", "fresh",
@@ -146,9 +148,6 @@ def write_streamed(out: str | Path, n_events: int, n_items: int, n_categories: i
     CSV/TSV appended; sessions stay contiguous (grouped by session_id). The random stream differs
     from ``generate`` with the same seed.
     """
-    import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     items_path = out.with_name(out.name.split(".")[0] + "_items" + "".join(out.suffixes))

@@ -7,31 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from itemvec.query.pooling import history_matrix
 from itemvec.util.registry import Registry
 
 baselines: Registry = Registry("baseline")
-
-
-def recency_weights(length: int, half_life: float) -> np.ndarray:
-    age = np.arange(length - 1, -1, -1, dtype=np.float64)
-    return np.power(0.5, age / half_life) if half_life > 0 else np.ones(length)
-
-
-def history_matrix(histories: Sequence[np.ndarray], n_items: int,
-                   half_life: float) -> sp.csr_matrix:
-    """Sparse (queries x items) matrix of recency weights, rows summing to 1."""
-    rows, cols, vals = [], [], []
-    for row, items in enumerate(histories):
-        if len(items) == 0:
-            continue
-        weights = recency_weights(len(items), half_life)
-        rows.append(np.full(len(items), row))
-        cols.append(items)
-        vals.append(weights / weights.sum())
-    if not rows:
-        return sp.csr_matrix((len(histories), n_items))
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(len(histories), n_items))
 
 
 @baselines.register("popularity")

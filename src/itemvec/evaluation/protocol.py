@@ -18,6 +18,9 @@ import numpy as np
 from itemvec.data.ingest import EventLog
 
 TASKS = ("i2i", "s2i")
+# popularity strata by rank share of the catalogue: head to tail
+STRATA = ((0.0, 0.01, "top 1%"), (0.01, 0.05, "1-5%"), (0.05, 0.2, "5-20%"),
+          (0.2, 0.5, "20-50%"), (0.5, 1.0, "bottom 50%"))
 
 
 class Scorer(Protocol):
@@ -189,3 +192,27 @@ def evaluate(scorer: Scorer, queries: Queries, k: int = 20) -> dict[str, float]:
 
 def hit_rate(scorer: Scorer, queries: Queries, k: int = 20) -> float:
     return evaluate(scorer, queries, k)[f"HR@{k}"]
+
+
+def popularity_strata(counts: np.ndarray) -> np.ndarray:
+    """Stratum index (0 = most popular) of every item, by its popularity rank."""
+    counts = np.asarray(counts, dtype=np.float64)
+    order = np.argsort(-counts, kind="stable")
+    share = np.empty(len(counts))
+    share[order] = (np.arange(len(counts)) + 0.5) / max(len(counts), 1)
+    strata = np.zeros(len(counts), dtype=np.int64)
+    for index, (low, _, _) in enumerate(STRATA):
+        strata[share >= low] = index
+    return strata
+
+
+def hit_rate_by_popularity(ranks: np.ndarray, targets: np.ndarray, counts: np.ndarray,
+                           k: int = 20) -> dict[str, float | None]:
+    """HR@k of the queries whose target is in each popularity stratum (None: no such query).
+
+    Aggregate HR hides whether a model only finds popular targets; this shows the tail.
+    """
+    strata = popularity_strata(counts)[np.asarray(targets, dtype=np.int64)]
+    hits = np.asarray(ranks) < k
+    return {label: (float(hits[strata == s].mean()) if (strata == s).any() else None)
+            for s, (_, _, label) in enumerate(STRATA)}

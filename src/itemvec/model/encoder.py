@@ -8,6 +8,7 @@ normalisation: cosine similarity is then a plain dot product.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -108,11 +109,12 @@ class FeatureEncoder(ItemEncoder):
         if self.n_total < self.n_items:
             raise ValueError(f"features cover {self.n_total} items, need >= {self.n_items}")
 
-    def _rows(self, items: torch.Tensor) -> list[torch.Tensor]:
+    def feature_rows(self, items: torch.Tensor) -> list[torch.Tensor]:
+        """Feature index rows of ``items``, one tensor per field (0 = padding)."""
         return [getattr(self, f"features_{f}")[items] for f in range(len(self.field_sizes))]
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        vectors = self._fuse(items, self._rows(items), allow_id=True)
+        vectors = self._fuse(items, self.feature_rows(items), allow_id=True)
         if bool(self.id_only) and bool((self.feature_share > 0).any()):
             vectors = self._lean_on_features(items, vectors)
         return vectors
@@ -132,7 +134,7 @@ class FeatureEncoder(ItemEncoder):
 
     def feature_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Vectors from the features alone (how a cold item is embedded)."""
-        return self._fuse(items, self._rows(items), allow_id=False)
+        return self._fuse(items, self.feature_rows(items), allow_id=False)
 
     def _fuse(self, items: torch.Tensor, rows: list[torch.Tensor], allow_id: bool) -> torch.Tensor:
         shape = items.shape
@@ -170,8 +172,6 @@ class FeatureEncoder(ItemEncoder):
 
         ``rows`` restricts the mean to those warm items (held-out ones must not leak into it).
         """
-        import scipy.sparse as sp
-
         rows = np.arange(self.n_items) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return
@@ -206,9 +206,9 @@ class FeatureEncoder(ItemEncoder):
         gram[-1, -1] -= ridge  # no penalty on the intercept
         self.cold_bias.copy_(torch.linalg.solve(gram, design.T @ y).float())
         if rows is None:
-            self.cold_bias[-1] += self._partition_gap(index, x.float())
+            self.cold_bias[-1] += self.partition_gap(index, x.float())
 
-    def _partition_gap(self, index: torch.Tensor, features: torch.Tensor,
+    def partition_gap(self, index: torch.Tensor, features: torch.Tensor,
                        anchors: int = 1024) -> float:
         """log E[exp(true logit)] - log E[exp(feature logit)] over popularity-drawn queries.
 

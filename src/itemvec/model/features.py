@@ -21,13 +21,19 @@ import logging
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
+import torch
 
-from itemvec.config import _choice, _require, from_dict
+from itemvec.config import from_dict
+from itemvec.data.ingest import align_items
+from itemvec.data.relations import add_relations, relation_matrix
+from itemvec.model.encoder import FeatureEncoder
+from itemvec.model.spectral import popularity_logits, spectral_vectors
+from itemvec.util.checks import choice, require
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -63,23 +69,23 @@ class FeatureConfig:
     max_warm_drop: float = 0.005  # relative warm HR@20 the calibrated cold items may cost
 
     def __post_init__(self) -> None:
-        _require(len(self.separator) >= 1, "features.separator", "must not be empty",
+        require(len(self.separator) >= 1, "features.separator", "must not be empty",
                  self.separator)
         for name in ("max_values", "num_buckets", "text_buckets", "max_tokens", "max_vocab"):
-            _require(getattr(self, name) >= 1, f"features.{name}", "must be >= 1",
+            require(getattr(self, name) >= 1, f"features.{name}", "must be >= 1",
                      getattr(self, name))
-        _require(0 <= self.id_dropout < 1, "features.id_dropout", "must be in [0, 1)",
+        require(0 <= self.id_dropout < 1, "features.id_dropout", "must be in [0, 1)",
                  self.id_dropout)
-        _require(0 <= self.field_dropout < 1, "features.field_dropout", "must be in [0, 1)",
+        require(0 <= self.field_dropout < 1, "features.field_dropout", "must be in [0, 1)",
                  self.field_dropout)
-        _require(self.relation_weight >= 0, "features.relation_weight", "must be >= 0",
+        require(self.relation_weight >= 0, "features.relation_weight", "must be >= 0",
                  self.relation_weight)
-        _choice("features.mode", self.mode, MODES)
-        _require(self.tower_epochs >= 1, "features.tower_epochs", "must be >= 1",
+        choice("features.mode", self.mode, MODES)
+        require(self.tower_epochs >= 1, "features.tower_epochs", "must be >= 1",
                  self.tower_epochs)
-        _require(self.tower_lr > 0, "features.tower_lr", "must be > 0", self.tower_lr)
-        _require(0 < self.holdout < 0.5, "features.holdout", "must be in (0, 0.5)", self.holdout)
-        _require(0 <= self.max_warm_drop < 1, "features.max_warm_drop", "must be in [0, 1)",
+        require(self.tower_lr > 0, "features.tower_lr", "must be > 0", self.tower_lr)
+        require(0 < self.holdout < 0.5, "features.holdout", "must be in (0, 0.5)", self.holdout)
+        require(0 <= self.max_warm_drop < 1, "features.max_warm_drop", "must be in [0, 1)",
                  self.max_warm_drop)
 
 
@@ -232,9 +238,6 @@ class FeatureSpec:
         return {"version": SPEC_VERSION, "config": asdict(self.config),
                 "fields": [asdict(f) for f in self.fields]}
 
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict()).encode()
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         if data.get("version") != SPEC_VERSION:
@@ -243,10 +246,6 @@ class FeatureSpec:
         config = from_dict(FeatureConfig, data.get("config", {}), "features.config")
         fields = [from_dict(Field, f, "features.fields[]") for f in data.get("fields", [])]
         return cls(fields, config)
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> FeatureSpec:
-        return cls.from_dict(json.loads(raw))
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}:{f.kind}({f.size})" for f in self.fields)
@@ -335,8 +334,6 @@ def text_tokens(text: str) -> list[str]:
 
 def incidence(index: np.ndarray, size: int):
     """Row-normalised sparse (items x values) matrix: mean pooling as a matrix."""
-    import scipy.sparse as sp
-
     rows, cols = np.nonzero(index)
     values = index[rows, cols]
     counts = np.maximum((index > 0).sum(axis=1), 1)
@@ -392,20 +389,9 @@ class SidePlan:
         return {SPEC_FILE: json.dumps(data, indent=1).encode()}
 
 
-def aligned_table(table: pl.DataFrame, item_ids: np.ndarray) -> pl.DataFrame:
-    """Rows of ``table`` in the order of ``item_ids`` (nulls for items the table lacks)."""
-    order = pl.DataFrame({"item_id": pl.Series([str(i) for i in item_ids], dtype=pl.String)})
-    return order.join(table, on="item_id", how="left", maintain_order="left")
-
-
 def prepare_side(side: SideInformation, warm_ids: np.ndarray, cooccurrence,
                  training) -> SidePlan:
     """Relations added to the targets; with features, a spectrally started ``FeatureEncoder``."""
-    import torch
-
-    from itemvec.data.relations import add_relations, relation_matrix
-    from itemvec.model.encoder import FeatureEncoder
-    from itemvec.train.trainer import popularity_logits, spectral_vectors
 
     targets = cooccurrence
     if side.relations is not None:
@@ -421,7 +407,7 @@ def prepare_side(side: SideInformation, warm_ids: np.ndarray, cooccurrence,
     warm = set(warm_ids.tolist())
     cold = np.asarray([i for i in side.table["item_id"].to_list() if i not in warm], dtype=object)
     item_ids = np.concatenate([warm_ids, cold])
-    index = spec.transform(aligned_table(side.table, item_ids))
+    index = spec.transform(align_items(side.table, item_ids))
     missing = int((~np.isin(warm_ids, side.table["item_id"].to_numpy())).sum())
     if missing:
         logger.warning("%d of %d items in the events are not in the item table; they have no "
@@ -445,8 +431,6 @@ def prepare_side(side: SideInformation, warm_ids: np.ndarray, cooccurrence,
 
 def load_feature_encoder(files: dict[str, bytes], state: dict):
     """(spec, encoder) from a bundle's ``features.json`` and encoder weights."""
-    from itemvec.model.encoder import FeatureEncoder
-
     data = json.loads(files[SPEC_FILE])
     spec = FeatureSpec.from_dict({k: v for k, v in data.items() if k != "encoder"})
     shape = data["encoder"]
@@ -457,60 +441,3 @@ def load_feature_encoder(files: dict[str, bytes], state: dict):
                                                          "feature_share")}, **state})
     encoder.eval()
     return spec, encoder
-
-
-def embed_into_bundle(bundle: str | Path, table: pl.DataFrame,
-                      out: str | Path | None = None) -> tuple[Path, dict[str, int]]:
-    """Embed the items of ``table`` from their features into a trained bundle, no retraining.
-
-    Items the model learned from behaviour keep their vectors; items already embedded cold are
-    embedded again; new ones are appended. Written atomically to ``out`` (default: in place).
-    """
-    import scipy.sparse as sp
-
-    from itemvec.query.embeddings import ItemEmbeddings
-    from itemvec.store.bundle import load_cooccurrence, load_embeddings, load_encoder_state, write_bundle
-    from itemvec.util.errors import BundleError
-
-    bundle = Path(bundle)
-    if not (bundle / SPEC_FILE).is_file():
-        raise BundleError(f"{bundle}: model was trained without item features (no {SPEC_FILE});"
-                          " retrain with --items to embed new items")
-    current = load_embeddings(bundle)
-    files = {SPEC_FILE: (bundle / SPEC_FILE).read_bytes()}
-    state = load_encoder_state(bundle)
-    spec, encoder = load_feature_encoder(files, state)
-    warm = set(current.item_ids[:encoder.n_items].tolist())
-    incoming = table.filter(~pl.col("item_id").is_in(list(warm)))
-    skipped = table.height - incoming.height
-    vectors, bias = encoder.embed_features([spec.transform(incoming)[n] for n in spec.names])
-    new_ids = incoming["item_id"].to_numpy().astype(object)
-    old_table = current.item_table if current.item_table is not None else pl.DataFrame(
-        {"item_id": current.item_ids.astype(str)})
-    keep = ~np.isin(current.item_ids, new_ids)
-    keep[:encoder.n_items] = True
-    counts = (old_table["count"].to_numpy() if "count" in old_table.columns
-              else np.zeros(len(current), np.int64))[keep]
-    item_table = pl.concat([old_table.filter(pl.Series(keep)).drop("count", strict=False),
-                            incoming], how="diagonal_relaxed")
-    ids = np.concatenate([current.item_ids[keep], new_ids])
-    merged = ItemEmbeddings(ids, np.concatenate([current.vectors[keep], vectors]),
-                            np.concatenate([current.item_bias[keep], bias]),
-                            current.temperature, current.query, current.metadata, item_table)
-    n = len(ids)
-    try:
-        matrix = load_cooccurrence(bundle)[:encoder.n_items, :encoder.n_items].tocsr()
-        matrix = sp.csr_matrix((matrix.data, matrix.indices, np.concatenate(
-            [matrix.indptr, np.full(n - encoder.n_items, matrix.indptr[-1])])), shape=(n, n))
-    except BundleError:
-        matrix = None
-    manifest = current.metadata
-    stats = {**manifest.get("stats", {}), "cold_items": n - encoder.n_items}
-    target = Path(out) if out is not None else bundle
-    write_bundle(target, merged, config=manifest.get("config", {}), stats=stats,
-                 encoder_state=state, cooccurrence=matrix,
-                 item_counts=np.concatenate([counts, np.zeros(len(new_ids), np.int64)]),
-                 extra_files=files)
-    report = {"embedded": len(new_ids), "replaced": int((~keep).sum()),
-              "skipped_warm": skipped, "items": n}
-    return target, report

@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from itemvec.config import QueryConfig
+from itemvec.query.index import build_index, load_index, nearest, recommend_top
+from itemvec.query.pooling import history_matrix, history_weights
+from itemvec.store.bundle import read_vectors, write_bundle
 from itemvec.util.errors import UnknownItemError
+from itemvec.util.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +97,6 @@ class ItemEmbeddings:
         With ``bundle`` a stored index is reused when it matches these vectors. Call it before
         serving queries: it is the one method that changes the object.
         """
-        from itemvec.query.index import build_index, load_index
-
         if name is None:
             self.vector_index = None
         elif bundle is not None:
@@ -250,29 +251,13 @@ class ItemEmbeddings:
         effective number of items ``(sum w)^2 / sum w^2`` to the power ``evidence_power``: a
         longer history is more evidence, so association gains on the popularity prior.
         """
-        if length == 0:
-            return np.zeros(0, dtype=np.float32)
-        half_life = self.query.recency_half_life
-        age = np.arange(length - 1, -1, -1, dtype=np.float64)
-        weights = np.power(0.5, age / half_life) if half_life > 0 else np.ones_like(age)
-        weights /= weights.sum()
-        effective = 1.0 / float(np.square(weights).sum())
-        return (weights * effective ** self.query.evidence_power).astype(np.float32)
+        return history_weights(length, self.query.recency_half_life,
+                               self.query.evidence_power).astype(np.float32)
 
     def pool(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Weighted sum of each history's vectors (zeros for an empty history).
-
-        One sparse (histories x items) weight matrix times the vectors: weights depend only on
-        a history's length, so they are computed once per length, not once per history.
-        """
-        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-        if not lengths.any():
-            return np.zeros((len(histories), self.dim), dtype=np.float32)
-        by_length = {n: self.history_weights(int(n)) for n in np.unique(lengths)}
-        weights = np.concatenate([by_length[n] for n in lengths])
-        items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        matrix = sp.csr_matrix((weights, items, indptr), shape=(len(histories), len(self)))
+        """Weighted sum of each history's vectors (zeros for an empty history)."""
+        matrix = history_matrix(histories, len(self), self.query.recency_half_life,
+                                self.query.evidence_power, np.float32)
         return np.asarray(matrix @ self.vectors, dtype=np.float32)
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -312,7 +297,6 @@ class ItemEmbeddings:
         if self.vector_index is None:
             ids, scores = self._top(self.score_histories(indexed), n, blocked, seen)
         else:
-            from itemvec.query.index import recommend_top
 
             rows, scores = recommend_top(self.vector_index, self, indexed, n, blocked, seen)
             ids = [self.item_ids[r].astype(str) for r in rows]
@@ -323,8 +307,6 @@ class ItemEmbeddings:
         """Top-n by cosine: through ``vector_index`` when one is set, else one matmul."""
         if self.vector_index is None:
             return self._top(queries @ self.vectors.T, n, blocked, seen)
-        from itemvec.query.index import nearest
-
         rows, values = nearest(self.vector_index, self.vectors, queries, n, blocked, seen)
         return [self.item_ids[r].astype(str) for r in rows], values
 
@@ -360,17 +342,22 @@ class ItemEmbeddings:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write a bundle directory (atomically) that ``load`` reads back."""
-        from itemvec.store.bundle import write_embeddings_bundle
-
-        write_embeddings_bundle(self, path)
+        """Write a bundle of these vectors, keeping the config and stats of their metadata."""
+        write_bundle(path, self, config=self.metadata.get("config", {}),
+                     stats=self.metadata.get("stats", {}))
 
     @classmethod
-    def load(cls, path: str | Path) -> ItemEmbeddings:
-        """Read a bundle directory written by ``save`` or ``itemvec train``."""
-        from itemvec.store.bundle import load_embeddings
+    def load(cls, path: str | Path, check: bool = True) -> ItemEmbeddings:
+        """Read a bundle's vectors (checksums verified unless ``check`` is False)."""
+        stored = read_vectors(path, check)
+        return cls(stored.item_ids, stored.vectors, stored.item_bias,
+                   temperature=stored.temperature, query=stored.query,
+                   metadata=stored.manifest, item_table=stored.item_table)
 
-        return load_embeddings(path)
+
+def load_embeddings(path: str | Path, check: bool = True) -> ItemEmbeddings:
+    """``ItemEmbeddings.load`` as a function, for callers that pass loaders around."""
+    return ItemEmbeddings.load(path, check)
 
 
 def _all_integer(item_ids: np.ndarray) -> bool:
@@ -425,12 +412,3 @@ def _pad(ids: list[np.ndarray], scores: list[np.ndarray], n: int) -> tuple[np.nd
     return out_ids.astype(str), out_scores
 
 
-def top_k(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` largest finite scores, best first."""
-    finite = np.isfinite(scores)
-    n = min(n, int(finite.sum()))
-    if n <= 0:
-        return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    part = part[np.isfinite(scores[part])]
-    return part[np.argsort(-scores[part], kind="stable")]

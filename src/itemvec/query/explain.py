@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.store.bundle import load_cooccurrence
+from itemvec.util.errors import BundleError
 
 
 class Explainer:
@@ -73,9 +75,6 @@ class Explainer:
 
 def explainer_for_bundle(embeddings: ItemEmbeddings, bundle) -> Explainer:
     """An explainer with the bundle's co-occurrence (if stored) and its --min-support."""
-    from itemvec.store.bundle import load_cooccurrence
-    from itemvec.util.errors import BundleError
-
     try:
         matrix = load_cooccurrence(bundle)
     except BundleError:

@@ -28,7 +28,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from itemvec.util.errors import ConfigError
+from itemvec.util.files import atomic_write_bytes
 from itemvec.util.registry import Registry
+from itemvec.util.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class ExactIndex:
     def __init__(self, vectors: np.ndarray, chunk: int = 256, **params: Any) -> None:
         if params:
             raise ConfigError(f"index exact: unknown parameter {sorted(params)[0]!r}; known: chunk")
-        import torch
+        import torch  # the query path stays torch-free until an exact index is asked for
 
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._matrix = torch.from_numpy(self.vectors)
@@ -205,8 +207,6 @@ def _embeddings_digest(bundle: Path) -> str | None:
 
 def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
     """Store a FAISS index beside the bundle's embeddings (exact needs nothing stored)."""
-    from itemvec.store.bundle import atomic_write_bytes
-
     if not isinstance(index, _FaissIndex):
         return None
     bundle = Path(bundle)
@@ -336,8 +336,6 @@ def recommend_top(index: VectorIndex, embeddings: Any, histories: Sequence[np.nd
 def _score_all(embeddings: Any, pooled: np.ndarray, n: int, blocked: np.ndarray | None,
                seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-n logits over every allowed item (one matvec, no copy of the matrix)."""
-    from itemvec.query.embeddings import top_k
-
     logits = embeddings.vectors @ pooled / embeddings.temperature
     logits = logits + embeddings.query.popularity_weight * embeddings.item_bias
     if blocked is not None:

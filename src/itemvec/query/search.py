@@ -18,10 +18,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
+from itemvec.data.ingest import align_items
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ConfigError, ItemvecError
 from itemvec.util.registry import Registry
+from itemvec.util.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +41,7 @@ def aligned_table(embeddings: ItemEmbeddings) -> pl.DataFrame | None:
     cached = embeddings.__dict__.get("_aligned_table")
     if cached is not None and cached[0] is table:
         return cached[1]
-    ids = pl.DataFrame({"item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String)})
-    if table.height == len(ids) and table["item_id"].cast(pl.String).equals(ids["item_id"]):
-        aligned = table
-    else:
-        table = table.with_columns(pl.col("item_id").cast(pl.String))
-        aligned = ids.join(table.unique("item_id", keep="first"), on="item_id", how="left",
-                           maintain_order="left")
+    aligned = align_items(table, embeddings.item_ids)
     embeddings.__dict__["_aligned_table"] = (embeddings.item_table, aligned)
     return aligned
 
@@ -120,8 +117,6 @@ class TfidfTextEncoder:
     def __init__(self, embeddings: ItemEmbeddings, columns: Sequence[str] | None = None,
                  top_matches: int = 20, min_score: float = 0.1,
                  n_features: int = 1 << 18) -> None:
-        from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-
         table = aligned_table(embeddings)
         self.columns = list(columns) if columns else text_columns(table)
         if not self.columns:
@@ -145,9 +140,7 @@ class TfidfTextEncoder:
         """Rows of the items whose text best matches ``query`` and their cosine scores."""
         q = self.tfidf.transform(self.hasher.transform([query]))
         scores = (self.matrix @ q.T).toarray().ravel()
-        k = min(self.top_matches, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top_k(scores, self.top_matches)
         top = top[scores[top] >= self.min_score * max(float(scores[top[0]]), 1e-12)]
         top = top[scores[top] > 0]
         return top, scores[top]

@@ -25,10 +25,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from itemvec import __version__
 from itemvec.query.search import aligned_table
 from itemvec.serve.state import LoadedModel, ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
+from itemvec.util.version import VERSION as __version__
 
 logger = logging.getLogger(__name__)
 

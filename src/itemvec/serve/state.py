@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.query.explain import Explainer, explainer_for_bundle
 from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
@@ -82,8 +83,6 @@ class LoadedModel:
 
 def load_model(path: str | Path, index: str = "auto", check: bool = True) -> LoadedModel:
     """Read a bundle and build everything a request could need (not the lazy text encoder)."""
-    from itemvec.store.bundle import load_embeddings
-
     path = Path(path)
     began = time.perf_counter()
     embeddings = load_embeddings(path, check=check)
@@ -101,11 +100,9 @@ def limit_threads(threads: int) -> None:
     """One BLAS/OpenMP/torch thread per query by default: a server gets its parallelism from
     concurrent requests, and nested thread pools on few cores stall each other (a 0.1 ms
     matmul took 30 ms on a loaded 2-core machine with the default pools)."""
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(threads)
     try:
-        import torch
+        import torch  # off the query path: loaded only to cap its threads
 
         torch.set_num_threads(threads)
     except ImportError:  # pragma: no cover

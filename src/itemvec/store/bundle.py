@@ -15,66 +15,61 @@ write never leaves a half-written bundle at ``--out``; checksums catch later cor
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from itemvec import __version__
 from itemvec.config import QueryConfig, from_dict
-from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import BundleError, ItemvecError
+from itemvec.util.files import fsync_tree, sha256_file, swap_into_place
+from itemvec.util.version import VERSION
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+CHECKPOINT_DIRNAME = ".checkpoint"  # a training checkpoint may wait in ``--out`` (train.checkpoint)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class Vectors(Protocol):
+    """What a bundle stores of trained item vectors; ``ItemEmbeddings`` is one."""
+    item_ids: np.ndarray
+    vectors: np.ndarray
+    item_bias: np.ndarray
+    temperature: float
+    query: QueryConfig
+    item_table: pl.DataFrame | None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)  # --out new/dir/file.jsonl just works
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@dataclass
+class StoredVectors:
+    """The vectors part of a bundle as read back; ``ItemEmbeddings.load`` builds on it."""
+    item_ids: np.ndarray  # str objects, vocabulary order
+    vectors: np.ndarray
+    item_bias: np.ndarray
+    temperature: float
+    query: QueryConfig
+    item_table: pl.DataFrame | None
+    manifest: dict[str, Any]
 
 
 def check_target(out: Path) -> None:
     """``out`` must be absent, empty, a bundle, or hold only a training checkpoint."""
-    from itemvec.train.checkpoint import DEFAULT_DIRNAME
-
     if out.exists() and (not out.is_dir() or
-                         (any(p.name != DEFAULT_DIRNAME for p in out.iterdir())
+                         (any(p.name != CHECKPOINT_DIRNAME for p in out.iterdir())
                           and not (out / MANIFEST).exists())):
         raise ItemvecError(f"--out {out} exists and is not an itemvec bundle; "
                            "choose a new directory or remove it")
 
 
-def write_bundle(out: str | Path, embeddings: ItemEmbeddings, *, config: dict[str, Any],
+def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any],
                  stats: dict[str, Any], encoder_state: dict | None = None,
                  cooccurrence: sp.csr_matrix | None = None, item_counts: np.ndarray | None = None,
                  extra: dict[str, Any] | None = None,
@@ -93,16 +88,16 @@ def write_bundle(out: str | Path, embeddings: ItemEmbeddings, *, config: dict[st
             (staging / name).write_bytes(data)
             files.append(name)
         manifest = {
-            "format_version": FORMAT_VERSION, "itemvec_version": __version__,
+            "format_version": FORMAT_VERSION, "itemvec_version": VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "n_items": len(embeddings), "dim": embeddings.dim,
+            "n_items": len(embeddings.item_ids), "dim": embeddings.vectors.shape[1],
             "temperature": embeddings.temperature, "query": embeddings.query.__dict__,
             "config": config, "stats": stats, **(extra or {}),
-            "files": {name: _sha256(staging / name) for name in files},
+            "files": {name: sha256_file(staging / name) for name in files},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        _fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
-        _swap_into_place(staging, out)
+        fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
+        swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -122,14 +117,14 @@ def save_sparse(path: Path, matrix: sp.spmatrix | sp.sparray) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def _write_parts(staging: Path, embeddings: ItemEmbeddings, encoder_state, cooccurrence,
+def _write_parts(staging: Path, embeddings: Vectors, encoder_state, cooccurrence,
                  item_counts) -> list[str]:
     np.save(staging / "embeddings.npy", embeddings.vectors, allow_pickle=False)
     np.save(staging / "item_bias.npy", embeddings.item_bias, allow_pickle=False)
     _item_frame(embeddings, item_counts).write_parquet(staging / "items.parquet")
     files = ["embeddings.npy", "item_bias.npy", "items.parquet"]
     if encoder_state is not None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # torch: reading vectors must not need it
 
         save_file({k: v.detach().cpu().contiguous() for k, v in encoder_state.items()},
                   str(staging / "encoder.safetensors"))
@@ -140,7 +135,7 @@ def _write_parts(staging: Path, embeddings: ItemEmbeddings, encoder_state, coocc
     return files
 
 
-def _item_frame(embeddings: ItemEmbeddings, item_counts: np.ndarray | None) -> pl.DataFrame:
+def _item_frame(embeddings: Vectors, item_counts: np.ndarray | None) -> pl.DataFrame:
     frame = pl.DataFrame({"item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String)})
     if item_counts is not None:
         frame = frame.with_columns(pl.Series("count", np.asarray(item_counts, dtype=np.int64)))
@@ -149,49 +144,6 @@ def _item_frame(embeddings: ItemEmbeddings, item_counts: np.ndarray | None) -> p
         extra = table.drop([c for c in ("count",) if c in table.columns])
         frame = frame.join(extra, on="item_id", how="left", maintain_order="left")
     return frame
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    if _exchange(staging, out):  # one atomic step: ``out`` is never missing
-        shutil.rmtree(staging, ignore_errors=True)
-        return
-    retired = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
-    os.replace(out, retired)
-    os.replace(staging, out)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def _fsync_tree(directory: Path) -> None:
-    for path in [*directory.iterdir(), directory]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError:  # some file systems refuse fsync on directories
-            pass
-        finally:
-            os.close(fd)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def write_embeddings_bundle(embeddings: ItemEmbeddings, out: str | Path) -> Path:
-    return write_bundle(out, embeddings, config=embeddings.metadata.get("config", {}),
-                        stats=embeddings.metadata.get("stats", {}))
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -208,7 +160,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(f"{path}: bundle format version {version!r} is newer than this itemvec "
-                          f"({__version__}) reads (<= {FORMAT_VERSION}); upgrade itemvec")
+                          f"({VERSION}) reads (<= {FORMAT_VERSION}); upgrade itemvec")
     return manifest
 
 
@@ -217,12 +169,13 @@ def verify(path: Path, manifest: dict[str, Any]) -> None:
         part = path / name
         if not part.is_file():
             raise BundleError(f"{path}: missing file {name}; the bundle is incomplete")
-        if _sha256(part) != expected:
+        if sha256_file(part) != expected:
             raise BundleError(f"{path}/{name}: checksum mismatch; the bundle is corrupt or "
                               "truncated, write it again")
 
 
-def load_embeddings(path: str | Path, check: bool = True) -> ItemEmbeddings:
+def read_vectors(path: str | Path, check: bool = True) -> StoredVectors:
+    """The vectors, biases, item table and query settings of a bundle (checksums verified)."""
     path = Path(path)
     manifest = read_manifest(path)
     if check:
@@ -234,10 +187,9 @@ def load_embeddings(path: str | Path, check: bool = True) -> ItemEmbeddings:
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise BundleError(f"{path}: cannot read bundle ({exc})") from None
     query = from_dict(QueryConfig, manifest.get("query", {}), "manifest.query")
-    table = items if items.width > 1 else None
-    return ItemEmbeddings(items["item_id"].to_list(), vectors, bias,
-                          temperature=manifest.get("temperature", 1.0), query=query,
-                          metadata=manifest, item_table=table)
+    return StoredVectors(np.asarray(items["item_id"].to_list(), dtype=object), vectors, bias,
+                         manifest.get("temperature", 1.0), query,
+                         items if items.width > 1 else None, manifest)
 
 
 def load_cooccurrence(path: str | Path) -> sp.csr_matrix:
@@ -248,7 +200,7 @@ def load_cooccurrence(path: str | Path) -> sp.csr_matrix:
 
 
 def load_encoder_state(path: str | Path) -> dict:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # torch: reading vectors must not need it
 
     part = Path(path) / "encoder.safetensors"
     if not part.is_file():

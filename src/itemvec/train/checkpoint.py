@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +30,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from itemvec.config import TrainingConfig
+from itemvec.store.bundle import CHECKPOINT_DIRNAME
 from itemvec.util.errors import ConfigError, ItemvecError
+from itemvec.util.files import atomic_write_bytes, fsync_path
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-DEFAULT_DIRNAME = ".checkpoint"
 FILENAME = "checkpoint.safetensors"
 METADATA_KEY = "itemvec_checkpoint"
 # Settings that do not change what is computed: a run may resume with different values.
@@ -114,16 +116,12 @@ class CheckpointManager:
 
     def save(self, state: TrainingState) -> Path:
         """Write ``state`` to a temp file, fsync, rename over the previous checkpoint."""
-        from safetensors.torch import save
-
-        from itemvec.store.bundle import atomic_write_bytes
-
         tensors, meta = _flatten(state)
         meta["checksum"] = _tensor_checksum(tensors)
         payload = save(tensors, metadata={METADATA_KEY: json.dumps(meta, default=_json_default)})
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, payload)
-        _fsync_directory(self.directory)
+        fsync_path(self.directory)
         self.last_save = time.monotonic()
         logger.debug("checkpoint after epoch %d -> %s", state.epoch, self.path)
         return self.path
@@ -148,8 +146,6 @@ class CheckpointManager:
                                   "train without --resume") from None
 
     def _read(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(self.path), framework="pt") as handle:
                 raw = (handle.metadata() or {}).get(METADATA_KEY)
@@ -204,9 +200,9 @@ def manager_for(config: TrainingConfig, out: str | Path | None,
         if out is not None and _inside(directory, Path(out)):
             raise ConfigError(f"training.checkpoint_dir {str(directory)!r} is inside --out {out}, "
                               "which the finished bundle replaces; leave --checkpoint-dir out to "
-                              f"use {Path(out) / DEFAULT_DIRNAME} or choose a path outside")
+                              f"use {Path(out) / CHECKPOINT_DIRNAME} or choose a path outside")
     elif out is not None:
-        directory = Path(out) / DEFAULT_DIRNAME
+        directory = Path(out) / CHECKPOINT_DIRNAME
     else:
         raise ConfigError("training.checkpoint_every needs --out or --checkpoint-dir to know "
                           "where to keep the checkpoint")
@@ -291,17 +287,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (matters for power loss, not for kill -9)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

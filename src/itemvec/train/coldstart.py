@@ -94,7 +94,7 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         tower.fit_cold_bias(rows=torch.as_tensor(has))
         index = torch.arange(plan.n_warm)
         with torch.no_grad():
-            offset = tower._partition_gap(index, tower.feature_vectors(index))
+            offset = tower.partition_gap(index, tower.feature_vectors(index))
         report["calibration"] = {"method": "partition-gap (no validation queries)"}
         logger.warning("behaviour-first: no validation queries to calibrate cold items on; "
                        "using the partition-function gap %.3f as the offset", offset)

@@ -25,7 +25,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import itemvec.train.pipeline as pipeline
 from itemvec.config import PipelineConfig, TrainingConfig
+from itemvec.train.pipeline import save_model
+from itemvec.train.pipeline import train as pipeline_train
 from itemvec.train.trainer import Trainer
 from itemvec.util.errors import ConfigError
 
@@ -114,8 +117,6 @@ def _shared_validator(validator, rank: int):
 @contextlib.contextmanager
 def trainer_as_distributed() -> Iterator[None]:
     """Make ``pipeline.train_on_log`` build a ``DistributedTrainer`` inside this block."""
-    import itemvec.train.pipeline as pipeline
-
     original = pipeline.Trainer
     pipeline.Trainer = DistributedTrainer
     try:
@@ -127,9 +128,6 @@ def trainer_as_distributed() -> Iterator[None]:
 def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
           **options):
     """``pipeline.train`` for ``itemvec train --distributed``: every rank trains, rank 0 writes."""
-    from itemvec.train.pipeline import save_model
-    from itemvec.train.pipeline import train as pipeline_train
-
     rank, world, device = init(config.training.device)
     config.training.device = device
     logger.info("rank %d of %d on %s", rank, world, device)
@@ -140,8 +138,3 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
         save_model(model, out, config)
     dist.barrier()
     return model
-
-
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()

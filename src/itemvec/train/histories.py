@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from itemvec.data.ingest import EventLog
 from itemvec.evaluation.protocol import Queries
@@ -154,8 +155,6 @@ def _fixed_epochs(encoder, embeddings, examples, epochs, lr, batch_size, seed,
 
 def _epoch(encoder, examples, embeddings, optimiser, batch_size, generator, device,
            progress) -> float:
-    from tqdm.auto import tqdm
-
     encoder.train()
     order = torch.randperm(len(examples), generator=generator)
     total = 0.0

@@ -22,12 +22,14 @@ import scipy.sparse as sp
 
 from itemvec.config import PipelineConfig, QueryConfig, TrainingConfig
 from itemvec.counting.cooccurrence import apply_min_support, count_pairs, prune_rare_items
-from itemvec.counting.streamed import DEFAULT_CHUNK_ROWS, _ordered, count_file
+from itemvec.counting.streamed import count_file
+from itemvec.data.batches import DEFAULT_CHUNK_ROWS
 from itemvec.data.ingest import (
     EventLog,
     as_string_ids,
     check_not_null,
     first_data_row,
+    is_ordered,
     read_events,
     read_table,
     require_columns,
@@ -47,6 +49,7 @@ from itemvec.evaluation.protocol import (
     Queries,
     build_queries,
     hit_rate,
+    hit_rate_by_popularity,
     metrics_from_ranks,
     split_contexts,
     target_ranks,
@@ -305,7 +308,7 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                               schedule, progress=progress, callbacks=callbacks,
                               checkpoint=checkpoint, resume=resume)
     vectors, bias = result.encoder.export()
-    stats = _stats(counted, result)
+    stats = training_stats(counted, result)
     if plan is not None:
         stats.update(cold_items=plan.n_cold, features=plan.spec and plan.spec.describe())
     embeddings = ItemEmbeddings(trained_items, vectors, bias, config.training.temperature,
@@ -411,7 +414,9 @@ def tune_on_validation(embeddings: ItemEmbeddings, queries: dict[str, Queries] |
     embeddings.metadata["stats"][key] = info
 
 
-def _stats(counted: Counted, result: TrainingResult) -> dict:
+def training_stats(counted: Counted, result: TrainingResult,
+                   seconds: float | None = None) -> dict:
+    """The ``stats`` of a bundle's manifest: data counted, training run, ``extra_stats``."""
     return {
         "source": counted.source, "events": int(counted.events),
         "contexts": int(counted.contexts), "items": len(counted.item_ids),
@@ -419,6 +424,7 @@ def _stats(counted: Counted, result: TrainingResult) -> dict:
         "context_kind": "session" if counted.ordered else "basket",
         "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
         "epochs_run": result.epochs_run, "history": result.history, **counted.extra_stats,
+        **({} if seconds is None else {"train_seconds": round(seconds, 3)}),
     }
 
 
@@ -519,7 +525,8 @@ def _count_streamed(events: str | Path, config: PipelineConfig, holdout, exclude
                                "mode", "seconds", "events_per_second", "spilled_shards",
                                "memory_limit")}}}
     contexts = holdout.n_train if exclude is not None else holdout.n_train + holdout.valid.height
-    return Counted(counts.matrix, counts.item_ids, counts.item_counts, _ordered(config.ingest),
+    ordered = is_ordered(config.ingest, config.ingest.time is not None)
+    return Counted(counts.matrix, counts.item_ids, counts.item_counts, ordered,
                    str(Path(events)), counts.stats["events"], contexts, extra_stats=extra)
 
 
@@ -568,7 +575,6 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
                                        half_life=query_settings(config, log.ordered)
                                        .recency_half_life)
         seconds[name] = round(time.perf_counter() - began, 3)
-    from itemvec.analysis.report import hit_rate_by_popularity
 
     ranks = {task: {name: target_ranks(scorer, queries[task]) for name, scorer in scorers.items()}
              for task in TASKS}

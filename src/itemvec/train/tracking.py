@@ -15,8 +15,8 @@ import logging
 import time
 from pathlib import Path
 
-from itemvec.store.bundle import atomic_write_bytes
 from itemvec.util.errors import ItemvecError
+from itemvec.util.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 JSON_LOG_NAME = "training_log.jsonl"

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.utils.extmath import randomized_svd
 from tqdm.auto import tqdm
 
 from itemvec.config import TrainingConfig
-from itemvec.counting.cooccurrence import ppmi
 from itemvec.model.encoder import ItemEncoder
 from itemvec.model.objectives import build_objective
 from itemvec.model.optimiser import build_optimiser, use_sparse_updates
+from itemvec.model.spectral import popularity_logits, spectral_vectors
 from itemvec.train.checkpoint import CheckpointManager, TrainingState, run_identity
 from itemvec.util.errors import ItemvecError
 
@@ -58,30 +57,6 @@ def resolve_device(name: str) -> torch.device:
         raise ItemvecError(f"training.device {name!r} asked for, but CUDA is not available; "
                            "use --device cpu")
     return torch.device(name)
-
-
-def spectral_vectors(matrix: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
-    """Rank-``dim`` factor of the shifted-PPMI matrix: U * sqrt(S), a strong starting point."""
-    positive = ppmi(matrix)
-    n = matrix.shape[0]
-    rank = min(dim, max(1, n - 1))
-    if positive.nnz == 0:
-        return np.random.default_rng(seed).normal(0, 0.1, size=(n, dim)).astype(np.float32)
-    u, s, _ = randomized_svd(positive, n_components=rank, n_iter=5, random_state=seed)
-    vectors = np.zeros((n, dim), dtype=np.float32)
-    vectors[:, :rank] = u * np.sqrt(s)
-    empty = np.linalg.norm(vectors, axis=1) < 1e-8
-    vectors[empty] = np.random.default_rng(seed).normal(0, 0.01, size=(int(empty.sum()), dim))
-    # Unit rows: cosines are unchanged, but Adam's step (~lr per coordinate) is now small next
-    # to the entries whatever the vocabulary size; raw U * sqrt(S) entries shrink like
-    # 1/sqrt(items), and the first epochs would wash the spectral start out.
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def popularity_logits(matrix: sp.csr_matrix) -> np.ndarray:
-    mass = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
-    logits = np.log(mass + 1.0)
-    return (logits - logits.mean()).astype(np.float32)
 
 
 def patience_spent(stale: int, since_best: int, per_epoch: int, patience: int,

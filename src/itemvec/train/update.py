@@ -42,26 +42,31 @@ from itemvec.config import (
     IngestConfig,
     PipelineConfig,
     TrainingConfig,
-    _choice,
-    _require,
     parse_duration,
 )
 from itemvec.counting.cooccurrence import apply_min_support, count_pairs
-from itemvec.data.ingest import EventLog, read_events
+from itemvec.data.ingest import EventLog, align_items, read_events
 from itemvec.model.encoder import FeatureEncoder, ItemEncoder
-from itemvec.model.features import SPEC_FILE, FeatureSpec, aligned_table
-from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.model.features import SPEC_FILE, FeatureSpec
+from itemvec.model.spectral import popularity_logits, spectral_vectors
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.store.bundle import (
     MANIFEST,
     load_cooccurrence,
-    load_embeddings,
     load_encoder_state,
     read_manifest,
     verify,
     write_bundle,
 )
-from itemvec.train.pipeline import holdout_by_time, make_validator, read_item_table
-from itemvec.train.trainer import Trainer, TrainingResult, popularity_logits, spectral_vectors
+from itemvec.train.pipeline import (
+    Counted,
+    holdout_by_time,
+    make_validator,
+    read_item_table,
+    training_stats,
+)
+from itemvec.train.trainer import Trainer, TrainingResult, resolve_device
+from itemvec.util.checks import choice, require
 from itemvec.util.errors import BundleError, ConfigError, DataError, ItemvecError
 
 logger = logging.getLogger(__name__)
@@ -84,20 +89,20 @@ class UpdateConfig:
     # stored vectors (every row trains); stored: continue from the stored weights as they are
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 0, "update.epochs", "must be >= 0", self.epochs)
-        _require(self.lr is None or self.lr > 0, "update.lr", "must be > 0", self.lr)
-        _require(self.batch_size is None or self.batch_size >= 1, "update.batch_size",
+        require(self.epochs >= 0, "update.epochs", "must be >= 0", self.epochs)
+        require(self.lr is None or self.lr > 0, "update.lr", "must be > 0", self.lr)
+        require(self.batch_size is None or self.batch_size >= 1, "update.batch_size",
                  "must be >= 1", self.batch_size)
-        _require(self.patience >= 1, "update.patience", "must be >= 1", self.patience)
-        _require(self.eval_every >= 1, "update.eval_every", "must be >= 1", self.eval_every)
-        _choice("update.anchors", self.anchors, ("touched", "all"))
-        _choice("update.init", self.init, ("neighbours", "random"))
-        _choice("update.start", self.start, ("stored", "refresh"))
-        _require(0 <= self.validation_fraction < 0.5, "update.validation_fraction",
+        require(self.patience >= 1, "update.patience", "must be >= 1", self.patience)
+        require(self.eval_every >= 1, "update.eval_every", "must be >= 1", self.eval_every)
+        choice("update.anchors", self.anchors, ("touched", "all"))
+        choice("update.init", self.init, ("neighbours", "random"))
+        choice("update.start", self.start, ("stored", "refresh"))
+        require(0 <= self.validation_fraction < 0.5, "update.validation_fraction",
                  "must be in [0, 0.5)", self.validation_fraction)
         if self.decay_half_life is not None:
             self.decay_half_life = parse_duration(self.decay_half_life, "update.decay_half_life")
-            _require(self.decay_half_life > 0, "update.decay_half_life", "must be > 0",
+            require(self.decay_half_life > 0, "update.decay_half_life", "must be > 0",
                      self.decay_half_life)
 
 
@@ -182,14 +187,6 @@ def load_parent(path: str | Path) -> Parent:
 
 
 # -- vocabulary and counts -----------------------------------------------------------------------
-def extend_vocabulary(parent_ids: np.ndarray, log: EventLog,
-                      min_count: int = 1) -> tuple[np.ndarray, EventLog]:
-    """Parent ids then new items (seen in >= ``min_count`` new contexts, most frequent first);
-    ``log`` re-indexed onto that vocabulary (events of dropped rare new items removed)."""
-    plan = plan_vocabulary(parent_ids, len(parent_ids), log, min_count)
-    return plan.vocabulary, plan.log
-
-
 @dataclass
 class VocabularyPlan:
     """Old warm items, newly warm ones (events now), then cold ones (features only)."""
@@ -366,7 +363,7 @@ def place_from_features(encoder: ItemEncoder, rows: np.ndarray, scale: float) ->
         return 0
     items = torch.as_tensor(rows, dtype=torch.long)
     present = torch.stack([index.reshape(len(items), -1).gt(0).any(dim=1)
-                           for index in encoder._rows(items)], dim=1).any(dim=1)
+                           for index in encoder.feature_rows(items)], dim=1).any(dim=1)
     items = items[present]
     if len(items) == 0:
         return 0
@@ -456,7 +453,9 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
     lineage = _lineage(parent, log, fresh, n_warm - n_old, factor, settings, touched, result)
     lineage.update(data_range=seen, validation_contexts=held_out,
                    new_items_placed_from_features=from_features)
-    stats = _stats(log, counts, result, seconds, n)
+    stats = training_stats(Counted(counts, vocabulary, item_counts, log.ordered, log.source,
+                                   log.n_events, log.n_contexts,
+                                   extra_stats={"data_range": _time_range(log)}), result, seconds)
     embeddings = ItemEmbeddings(vocabulary, out_vectors, out_bias, parent.embeddings.temperature,
                                 parent.embeddings.query,
                                 metadata={"config": config.to_dict(), "stats": stats,
@@ -476,7 +475,7 @@ def _feature_index(features: dict[str, Any], table: pl.DataFrame | None,
     if table is None:
         raise BundleError("the bundle was trained with item features but stores no item table; "
                           "pass the item table with --items")
-    index = spec.transform(aligned_table(table, vocabulary))
+    index = spec.transform(align_items(table, vocabulary))
     return [index[name] for name in spec.names]
 
 
@@ -497,8 +496,6 @@ def _train(encoder: ItemEncoder, targets: sp.csr_matrix, training: TrainingConfi
 
 def _precision_here(training: TrainingConfig) -> str:
     """A bundle trained in fp16 on a GPU may be updated on a CPU: fp32 there (fp16 needs CUDA)."""
-    from itemvec.train.trainer import resolve_device
-
     if training.precision == "fp16" and resolve_device(training.device).type != "cuda":
         logger.warning("the bundle was trained with precision fp16, which needs CUDA; updating "
                        "in fp32 on %s", resolve_device(training.device))
@@ -537,18 +534,6 @@ def _lineage(parent: Parent, log: EventLog, fresh: sp.csr_matrix, n_new: int, fa
         "anchors_trained": int(touched.sum()) if settings.anchors == "touched" else None,
         "best_epoch": result.best_epoch,
         "validation_hr@20": result.best_score,
-    }
-
-
-def _stats(log: EventLog, counts: sp.csr_matrix, result: TrainingResult, seconds: float,
-           n_items: int) -> dict:
-    return {
-        "source": log.source, "events": int(log.n_events), "contexts": int(log.n_contexts),
-        "items": int(n_items), "cooccurrence_nonzeros": int(counts.nnz),
-        "context_kind": "session" if log.ordered else "basket",
-        "best_epoch": result.best_epoch, "validation_hr@20": result.best_score,
-        "epochs_run": result.epochs_run, "history": result.history,
-        "train_seconds": round(seconds, 3), "data_range": _time_range(log),
     }
 
 
