@@ -158,9 +158,11 @@ class ItemVec:
             side = side_information(table, None, relations, None)
             model = train_on_log(log, config, item_table=table, progress=progress,
                                  callbacks=callbacks, side=side)
-        return self._fitted(model, config)
+        return self.adopt(model, config)
 
-    def _fitted(self, model: TrainedModel, config: PipelineConfig) -> ItemVec:
+    def adopt(self, model: TrainedModel, config: PipelineConfig) -> ItemVec:
+        """Take what ``pipeline.train`` (or distributed training) returned as this model's
+        fitted state; returns ``self``."""
         self.config_ = config
         self.embeddings_ = model.embeddings
         self.cooccurrence_ = model.cooccurrence
@@ -174,7 +176,7 @@ class ItemVec:
     @classmethod
     def from_trained(cls, model: TrainedModel, config: PipelineConfig) -> ItemVec:
         """Wrap what ``pipeline.train`` (or distributed training) returned."""
-        return cls.from_config(config)._fitted(model, config)
+        return cls.from_config(config).adopt(model, config)
 
     # -- fitted state ------------------------------------------------------------------------
     def _check_fitted(self) -> None:

@@ -8,10 +8,15 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+import polars as pl
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from itemvec.analysis import classification, clustering
 from itemvec.query.embeddings import load_embeddings
@@ -49,8 +54,6 @@ def write_frame(frame, out: Path) -> None:
 
 
 def _print_frame(title: str, frame) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=title)
     for column in frame.columns:
@@ -163,7 +166,6 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Items matching a text query (item-table text), widened to their embedding neighbours."""
-    import polars as pl
 
 
     if not 1 <= n <= 10_000:
@@ -210,9 +212,7 @@ def build_index_command(
         1000,
 ) -> None:
     """Build an approximate index into BUNDLE and report its recall@10 against exact."""
-    import time
 
-    import numpy as np
 
 
     embeddings = load_embeddings(bundle)

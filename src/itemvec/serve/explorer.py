@@ -33,7 +33,7 @@ from itemvec.analysis.plots import (
 )
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.query.search import aligned_table
-from itemvec.serve.http import Holder, Model
+from itemvec.serve.deps import Holder, Model
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

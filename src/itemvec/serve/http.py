@@ -19,14 +19,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from itemvec.query.search import aligned_table
-from itemvec.serve.state import LoadedModel, ModelHolder, NotReady
+from itemvec.serve.deps import Holder, Model
+from itemvec.serve.state import ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
 from itemvec.util.version import VERSION as __version__
 
@@ -284,21 +285,6 @@ def _install_errors(app: FastAPI) -> None:
 
 
 # -- routes: module-level routers; the loaded model comes in through a dependency --------------------
-async def current_holder(request: Request) -> ModelHolder:
-    """The app's model holder (set by ``create_app``)."""
-    return request.app.state.holder
-
-
-async def current_model(request: Request) -> LoadedModel:
-    """The model serving this request, taken once so a reload never mixes two models.
-
-    ``async`` so it runs on the event loop: taking a reference needs no worker thread.
-    """
-    return request.app.state.holder.current()
-
-
-Holder = Annotated[ModelHolder, Depends(current_holder)]
-Model = Annotated[LoadedModel, Depends(current_model)]
 PathId = Annotated[str, Path(min_length=1, max_length=256)]
 QueryN = Annotated[int, Query(ge=1, le=MAX_N)]
 
