@@ -123,10 +123,10 @@ def test_load_config_errors_name_the_file(tmp_path):
 
 
 @pytest.mark.parametrize(("data", "expected"), [
-    ({"training": {"lr": "fast"}}, "training.lr must be a number, got 'fast'"),
-    ({"training": {"epochs": 2.5}}, "training.epochs must be an integer, got 2.5"),
-    ({"cooccurrence": {"window": "3"}}, "cooccurrence.window must be an integer, got '3'"),
-    ({"training": {"dim": True}}, "training.dim must be an integer, got True"),
+    ({"training": {"lr": "fast"}}, "training.lr must be a number > 0, got 'fast'; try 0.01"),
+    ({"training": {"epochs": 2.5}}, "training.epochs must be an integer >= 1, got 2.5"),
+    ({"cooccurrence": {"window": "3"}}, "cooccurrence.window must be an integer >= 1, got '3'"),
+    ({"training": {"dim": True}}, "training.dim must be an integer >= 2, got True"),
     ({"ingest": {"context": 5}}, "ingest.context must be a string, got 5"),
 ])
 def test_wrong_json_types_name_field_and_value(data, expected):

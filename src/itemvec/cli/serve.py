@@ -7,10 +7,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from itemvec.cli.options import build_config, config_options
 from itemvec.util.errors import ItemvecError
 
 logger = logging.getLogger("itemvec")
@@ -66,10 +67,9 @@ def read_api_key(path: Path | None) -> str | None:
 
 def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area's commands
     @app.command()
+    @config_options("serve.host", "serve.port")
     def serve(
         bundle: Bundle,
-        host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
         index: IndexName = "auto",
         api_key_file: Annotated[Path | None, typer.Option(
             "--api-key-file", help="File holding an API key; clients then send X-API-Key or "
@@ -90,6 +90,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
             False,
         threads: Annotated[int, typer.Option(
             "--threads", help="BLAS/OpenMP threads per query (requests run concurrently).")] = 1,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
 
@@ -107,8 +108,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
         limit_threads(max(1, threads))
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
-        if not 1 <= port <= 65535:
-            raise ItemvecError(f"--port must be 1-65535, got {port}")
+        listen = build_config(None, settings or {}).serve  # --port 0: one line, exit 2
+        host, port = listen.host, listen.port
         key = read_api_key(api_key_file)
         if host not in LOOPBACK and key is None:
             logger.warning("serving on %s without --api-key-file: anyone who can reach this "

@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import queue
-import re
 import shutil
 import tempfile
 import threading
@@ -42,7 +41,7 @@ import polars as pl
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from itemvec.config import CooccurrenceConfig, IngestConfig
+from itemvec.config import CooccurrenceConfig, IngestConfig, parse_size
 from itemvec.data.ingest import (
     ROW,
     _as_string,
@@ -59,22 +58,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 4_000_000
 DEFAULT_MEMORY_LIMIT = 4 << 30
 _NULLS = ["", "NA", "null", "NULL"]
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 
 class NotGroupedError(Exception):
     """A context re-appeared after other contexts: the log is not grouped by context."""
-
-
-def parse_size(text: str | int | None, name: str = "--memory-limit") -> int | None:
-    """'12G', '500MB', '2.5GiB' or a number of bytes -> bytes."""
-    if text is None or isinstance(text, int):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ConfigError(f"{name} must be a size like 4G, 500M or 1073741824, got {text!r}")
-    power = " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * 1024**power)
 
 
 @dataclass
@@ -980,7 +967,6 @@ def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: Ingest
 
     The npz and items table are the bundle's own files (``bundle.load_cooccurrence`` reads it).
     """
-    import dataclasses
     import json
     import os
 
@@ -1006,8 +992,8 @@ def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: Ingest
                     "itemvec_version": __version__, "engine": engine,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "n_items": counts.n_items, "nonzeros": int(counts.matrix.nnz),
-                    "config": {"ingest": dataclasses.asdict(ingest),
-                               "cooccurrence": dataclasses.asdict(config)},
+                    "config": {"ingest": ingest.to_dict(),
+                               "cooccurrence": config.to_dict()},
                     "stats": counts.stats,
                     "files": {name: _sha256(staging / name) for name in files}}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

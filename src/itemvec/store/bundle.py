@@ -96,7 +96,7 @@ def write_bundle(out: str | Path, embeddings: ItemEmbeddings, *, config: dict[st
             "format_version": FORMAT_VERSION, "itemvec_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "n_items": len(embeddings), "dim": embeddings.dim,
-            "temperature": embeddings.temperature, "query": embeddings.query.__dict__,
+            "temperature": embeddings.temperature, "query": embeddings.query.to_dict(),
             "config": config, "stats": stats, **(extra or {}),
             "files": {name: _sha256(staging / name) for name in files},
         }

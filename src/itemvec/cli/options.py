@@ -1,0 +1,107 @@
+"""CLI options declared from config fields: help, default and flag come from ``itemvec.config``.
+
+``@config_options("training.dim", ...)`` adds one option per field to a command; the command
+receives the options the user gave as ``settings`` ({"training.dim": 32}), applied over the
+``--config`` file with ``PipelineConfig.with_values``, so a flag always wins over the file and a
+file can set whatever a flag can. Options default to None (= not given), so the help's default
+is the field's, written once in the config.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from itemvec.config import FLAT_NAMES, PipelineConfig, field_info, load_config, meta, split_path
+
+SETTINGS = "settings"  # the parameter a decorated command receives the given options in
+
+
+def flag_of(path: str) -> str:
+    """The option name of a field: its ``flag`` metadata, else --flat-name."""
+    info = field_info(path)
+    flat = next(name for name, where in FLAT_NAMES.items() if ".".join(where) == path)
+    return meta(info, "flag") or "--" + flat.replace("_", "-")
+
+
+def help_of(path: str) -> str:
+    """The field's description with its default, as ``--help`` shows it."""
+    info = field_info(path)
+    shown = meta(info, "default_text") or _shown(info.default)
+    return f"{info.description}  [default: {shown}]" if shown else str(info.description)
+
+
+def _shown(default: Any) -> str:
+    if default is None or default == {}:
+        return ""
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
+def cli_type(path: str) -> type:
+    """int or float where the field holds one (typer then rejects '--dim abc'); else str, which
+    the config parses (durations, sizes, event weights, choices)."""
+    info = field_info(path)
+    annotation = info.annotation
+    if meta(info, "parse"):
+        return str
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else str
+    if annotation is bool:
+        raise TypeError(f"{path}: boolean settings have no CLI option; set them with --config")
+    if typing.get_origin(annotation) is Literal:
+        return str
+    return annotation if annotation in (int, float) else str
+
+
+def option(path: str) -> Any:
+    """``Annotated[T | None, typer.Option(...)]`` for one field, e.g. for a shared alias."""
+    return Annotated[cli_type(path) | None, typer.Option(flag_of(path), help=help_of(path),
+                                                          show_default=False)]
+
+
+def config_options(*paths: str) -> Callable[[Callable], Callable]:
+    """Add an option per field in ``paths`` to a typer command; see the module docstring."""
+    for path in paths:
+        split_path(path)  # a typo fails at import, naming the path
+
+    def decorate(command: Callable) -> Callable:
+        names = {path: path.replace(".", "__") for path in paths}
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(command).parameters.values() if p.name != SETTINGS]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=option(path)) for path, name in names.items()]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            given = {path: kwargs.pop(name) for path, name in names.items()}
+            return command(**kwargs, **{SETTINGS: {k: v for k, v in given.items()
+                                                   if v is not None}})
+
+        wrapper.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+        return wrapper
+
+    return decorate
+
+
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="JSON or TOML config file (the shape of a bundle manifest's config: "
+    "sections ingest, cooccurrence, training, query, side, streaming, update, serve); it can "
+    "set every option, and options given on the command line win over it.")]
+
+
+def build_config(config_file: Path | None, settings: dict[str, Any]) -> PipelineConfig:
+    """The ``--config`` file (or the defaults) with the given options applied, validated."""
+    config = load_config(config_file) if config_file else PipelineConfig()
+    return config.with_values(settings) if settings else config
