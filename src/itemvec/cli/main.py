@@ -384,8 +384,8 @@ def main() -> None:
     try:
         # Non-standalone typer returns the exit code of ``typer.Exit`` and of Ctrl-C (130).
         code = app(standalone_mode=False)
-    except ItemvecError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except ItemvecError as exc:  # a config with several problems: one line each
+        typer.echo("\n".join(f"error: {line}" for line in str(exc).splitlines() or [""]), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = 130
