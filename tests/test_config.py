@@ -22,6 +22,7 @@ from itemvec.config import (
     parse_duration,
     parse_event_weights,
 )
+from itemvec.model.objectives import objectives
 from itemvec.util.errors import ConfigError, ItemvecError
 
 
@@ -148,8 +149,6 @@ def test_ints_are_fine_for_float_fields_and_durations_may_be_text():
 
 
 def test_objective_choices_are_the_registered_objectives():
-    from itemvec.model.objectives import objectives
-
     assert set(typing.get_args(Objective)) == {"auto", *objectives.names()}
 
 
