@@ -408,9 +408,6 @@ class ServeConfig(Section):
     section: ClassVar[str] = "serve"
     host: str = setting("127.0.0.1", "Interface to bind.", min_length=1)
     port: int = setting(8000, "TCP port.", ge=1, le=65535)
-    index: str = setting("auto", "Nearest-neighbour backend: auto (exact up to 50k items, else "
-                         "hnsw), exact, hnsw, ivf, or none (plain matmul).", flat="serve_index",
-                         flag="--index")
     watch_interval: float = setting(2.0, "Seconds between checks for --watch.", gt=0,
                                     flat="serve_watch_interval", flag="--watch-interval")
     max_body: int = setting(1 << 20, "Largest request body in bytes (bigger: 413).", ge=1,

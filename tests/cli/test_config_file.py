@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import itemvec.cli.options as options
+import itemvec.cli.serve as serving
 import itemvec.train.pipeline as pipeline
 import itemvec.train.update as updating
 from itemvec.cli.main import INGEST_OPTIONS, TRAIN_OPTIONS
@@ -23,6 +25,7 @@ from itemvec.cli.update import UPDATE_OPTIONS
 from itemvec.config import PipelineConfig, field_info
 from itemvec.data.synth import generate, write
 from itemvec.store.bundle import read_manifest
+from itemvec.util.errors import ItemvecError
 
 # One valid, non-default value per option (typed as a config file holds it).
 INGEST_VALUES: dict[str, Any] = {
@@ -216,3 +219,19 @@ def test_a_run_from_a_toml_file_stores_the_config_of_the_same_run_from_flags(cli
     assert from_file == from_flags
     assert from_file["training"]["dim"] == 8 and from_file["side"]["features"] == "category:cat"
     assert PipelineConfig.from_dict(from_file).cooccurrence.window == 3  # manifests load back
+
+
+def test_serve_from_file_equals_serve_from_flags(monkeypatch, cli, tmp_path):
+    """The serve settings as resolved, stopped before a bundle is loaded or a port opened."""
+    seen: list[PipelineConfig] = []
+
+    def resolve_then_stop(config_file, settings):
+        seen.append(options.build_config(config_file, settings))
+        raise ItemvecError("stopped before serving")
+
+    monkeypatch.setattr(serving, "build_config", resolve_then_stop)
+    values = {"serve.host": "0.0.0.0", "serve.port": 9001, "serve.watch_interval": 0.5,
+              "serve.max_body": 4096, "serve.threads": 2}
+    assert cli(["serve", tmp_path, *as_flags(values)])[0] == 2
+    assert cli(["serve", tmp_path, "--config", as_file(values, tmp_path / "s.toml")])[0] == 2
+    assert seen[0] == seen[1] and seen[0].serve.port == 9001 and seen[0].serve.threads == 2

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from itemvec.cli.options import build_config, config_options
+from itemvec.cli.options import ConfigFile, build_config, config_options
 from itemvec.util.errors import ItemvecError
 
 logger = logging.getLogger("itemvec")
@@ -67,7 +67,8 @@ def read_api_key(path: Path | None) -> str | None:
 
 def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area's commands
     @app.command()
-    @config_options("serve.host", "serve.port")
+    @config_options("serve.host", "serve.port", "serve.watch_interval", "serve.max_body",
+                    "serve.threads")
     def serve(
         bundle: Bundle,
         index: IndexName = "auto",
@@ -79,17 +80,12 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
             "directory.  [default: the bundle's parent]")] = None,
         watch: Annotated[bool, typer.Option(
             "--watch", help="Reload when the bundle on disk is replaced.")] = False,
-        watch_interval: Annotated[float, typer.Option(
-            "--watch-interval", help="Seconds between checks for --watch.")] = 2.0,
         cors_origin: Annotated[list[str] | None, typer.Option(
             "--cors-origin", help="Allow browser calls from this origin (repeatable). CORS is "
             "off by default.")] = None,
-        max_body: Annotated[int, typer.Option(
-            "--max-body", help="Largest request body in bytes (bigger: 413).")] = 1 << 20,
         access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] =
             False,
-        threads: Annotated[int, typer.Option(
-            "--threads", help="BLAS/OpenMP threads per query (requests run concurrently).")] = 1,
+        config_file: ConfigFile = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
         """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
@@ -105,23 +101,24 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one place for this area'
         from itemvec.serve.http import create_app
         from itemvec.serve.state import ModelHolder, limit_threads
 
-        limit_threads(max(1, threads))
+        listen = build_config(config_file, settings or {}).serve  # --port 0: one line, exit 2
+        host, port = listen.host, listen.port
+        limit_threads(listen.threads)
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
-        listen = build_config(None, settings or {}).serve  # --port 0: one line, exit 2
-        host, port = listen.host, listen.port
         key = read_api_key(api_key_file)
         if host not in LOOPBACK and key is None:
             logger.warning("serving on %s without --api-key-file: anyone who can reach this "
                            "port can query the model and trigger reloads", host)
         holder = ModelHolder(bundle, models_root=models_root, index=index)
         holder.load()  # fail here (one line, exit 2) rather than inside the server
-        app = create_app(holder, api_key=key, cors_origins=cors_origin or (), max_body=max_body)
+        app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
+                         max_body=listen.max_body)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
                 target=holder.reload_quietly, name="itemvec-reload", daemon=True).start())
         if watch:
-            holder.watch(watch_interval)
+            holder.watch(listen.watch_interval)
         typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
                    f"http://{host}:{port}  (docs: /docs)", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
