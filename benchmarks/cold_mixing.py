@@ -41,9 +41,9 @@ from benchmarks.cold_start import (
     query_sets,
     tradeoff,
 )
-from itemvec.config import PipelineConfig
+from itemvec.config import FeatureConfig, PipelineConfig
 from itemvec.evaluation.protocol import evaluate
-from itemvec.model.features import FeatureConfig, SideInformation
+from itemvec.model.features import SideInformation
 from itemvec.train.pipeline import train_on_log
 
 BUDGETS = (0.005, 0.02, 0.05, 0.10)

@@ -47,10 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import datasets as adapters  # noqa: E402
 from benchmarks.probes import probe  # noqa: E402
-from itemvec.config import IngestConfig, PipelineConfig  # noqa: E402
+from itemvec.config import FeatureConfig, IngestConfig, PipelineConfig  # noqa: E402
 from itemvec.data.ingest import EventLog, restrict_vocabulary  # noqa: E402
 from itemvec.evaluation.protocol import Queries, build_queries, evaluate, split_contexts  # noqa: E402
-from itemvec.model.features import FeatureConfig, SideInformation  # noqa: E402
+from itemvec.model.features import SideInformation  # noqa: E402
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
 from itemvec.query.pooling import recency_weights
 from itemvec.train.pipeline import train_on_log  # noqa: E402

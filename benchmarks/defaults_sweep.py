@@ -34,7 +34,7 @@ def sweep(name: str, data_dir: Path, train_variants: list[dict], query_variants:
     train, valid = (dataset.log.subset(np.sort(p)) for p in (split.train, split.valid))
     rows = []
     for variant in train_variants:
-        config = PipelineConfig.from_dict({"ingest": dataset.ingest.__dict__,
+        config = PipelineConfig.from_dict({"ingest": dataset.ingest.to_dict(),
                                            "training": variant})
         started = time.perf_counter()
         model = train_on_log(train, config, valid=valid, progress=False)

@@ -28,7 +28,6 @@ and writing the bundles (update: read parent + update + write; retrain: train + 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -42,12 +41,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.datasets import DEFAULT_DATA_DIR, load  # noqa: E402
-from itemvec.config import PipelineConfig  # noqa: E402
+from itemvec.config import PipelineConfig, UpdateConfig  # noqa: E402
 from itemvec.data.ingest import EventLog  # noqa: E402
 from itemvec.evaluation.protocol import build_queries, metrics_from_ranks, split_contexts, target_ranks  # noqa: E402
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
 from itemvec.train.pipeline import save_model, train_on_log, vocabulary_map  # noqa: E402
-from itemvec.train.update import UpdateConfig, load_parent, save_update, update_log  # noqa: E402
+from itemvec.train.update import load_parent, save_update, update_log  # noqa: E402
 
 logger = logging.getLogger("incremental")
 K = 20
@@ -117,7 +116,7 @@ def run(name: str, data_dir: Path, repeats: int, variants: dict[str, UpdateConfi
     data = load(name, data_dir)
     log = data.log
     config = PipelineConfig(ingest=data.ingest)
-    config.training = dataclasses.replace(config.training, seed=seed, device=device)
+    config.training = config.training.replace(seed=seed, device=device)
     split = split_contexts(log, seed=seed)
     train, valid, test = (log.subset(np.sort(p)) for p in (split.train, split.valid, split.test))
     in_base = base_mask(train)
@@ -152,8 +151,8 @@ def run(name: str, data_dir: Path, repeats: int, variants: dict[str, UpdateConfi
                             "epochs": retrain.stats["epochs_run"],
                             **score(retrain.embeddings, universe, queries, new_targets)}}
         began = time.perf_counter()  # what the update is closest to: no history fine-tuning
-        plain_config = dataclasses.replace(config, training=dataclasses.replace(
-            config.training, history_epochs=0))
+        plain_config = config.replace(training=config.training.replace(
+            history_epochs=0))
         plain = train_on_log(train, plain_config, valid=valid, progress=False)
         rows["retrain without history fine-tuning (--history-epochs 0)"] = {
             "seconds": round(time.perf_counter() - began, 2), "epochs": plain.stats["epochs_run"],

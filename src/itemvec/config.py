@@ -1,30 +1,44 @@
-"""Typed, validated configuration for every pipeline stage.
+"""One typed, validated configuration for every stage (pydantic v2).
 
-Each section is a dataclass whose ``__post_init__`` validates its fields; errors name the field,
-the value and the fix (``training.lr must be > 0, got -1``). ``from_dict`` rejects unknown keys,
-so a typo in a config file is an error rather than a silently ignored setting.
+Sections: ``ingest``, ``cooccurrence``, ``training``, ``query``, ``side`` (item table, features,
+relations), ``streaming``, ``update`` and ``serve``. Types are strict (2.5 or "3" for an integer
+is an error, not a silent coercion), unknown keys are errors, and every problem becomes one line
+naming the field path, the value and the fix (``training.lr must be > 0, got -1``), raised as
+``ConfigError`` before any work starts. Field descriptions are also the CLI help
+(``itemvec.cli.options``), so defaults and help are written once. Each field has a *flat* name
+(dim, lr, window, ...) unique across sections, for ``PipelineConfig.from_flat``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
+import tomllib
+import types
+import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from itemvec.util.errors import ConfigError
 
-C = TypeVar("C")
+S = TypeVar("S", bound="Section")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+# The objectives registered in itemvec.model.objectives (a test keeps the two in step); a
+# Literal here keeps this module free of model imports.
+Objective = Literal["auto", "infonce", "sgns", "softmax"]
 
 
 def parse_duration(text: str | float | int, field_name: str = "duration") -> float:
     """'30m' -> 1800.0 seconds; bare numbers are seconds."""
-    if isinstance(text, int | float):
+    if isinstance(text, int | float) and not isinstance(text, bool):
         return float(text)
     match = _DURATION.match(str(text))
     if not match:
@@ -32,6 +46,17 @@ def parse_duration(text: str | float | int, field_name: str = "duration") -> flo
             f"{field_name} must be a duration like 90s, 30m, 2h or 7d, got {text!r}"
         )
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def parse_size(text: str | int | None, name: str = "--memory-limit") -> int | None:
+    """'12G', '500MB', '2.5GiB' or a number of bytes -> bytes."""
+    if text is None or (isinstance(text, int) and not isinstance(text, bool)):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ConfigError(f"{name} must be a size like 4G, 500M or 1073741824, got {text!r}")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
 
 
 def parse_event_weights(text: str | dict | None) -> dict[str, float]:
@@ -53,247 +78,542 @@ def parse_event_weights(text: str | dict | None) -> dict[str, float]:
     for name, value in pairs:
         try:
             weights[str(name)] = float(value)
-        except ValueError:
+        except (TypeError, ValueError):
             raise ConfigError(f"event_weights[{name}] must be a number, got {value!r}") from None
         if weights[str(name)] < 0:
             raise ConfigError(f"event_weights[{name}] must be >= 0, got {value!r}")
     return weights
 
 
-def _require(ok: bool, name: str, rule: str, value: Any, fix: str = "") -> None:
-    if not ok:
-        tail = f"; {fix}" if fix else ""
-        raise ConfigError(f"{name} {rule}, got {value!r}{tail}")
+def setting(default: Any, description: str, *, fix: str = "", flat: str = "", flag: str = "",
+            default_text: str = "", parse: str = "", **constraints: Any) -> Any:
+    """A config field: ``description`` is its CLI help, ``fix`` ends its error messages, ``flat``
+    its name in ``PipelineConfig.from_flat`` (default: the field name), ``flag`` its CLI option
+    (default: --flat-name), ``default_text`` how help shows a None default and ``parse`` the
+    text it also accepts (duration, size, weights, features: the CLI passes it as a string)."""
+    extra = {k: v for k, v in dict(fix=fix, flat=flat, flag=flag, default_text=default_text,
+                                   parse=parse).items() if v}
+    return Field(default, description=description, json_schema_extra=extra or None,
+                 **constraints)
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    _require(value in choices, name, f"must be one of {', '.join(choices)}", value)
+def meta(info: FieldInfo, key: str) -> str:
+    """One of ``setting``'s extras ('' when not given)."""
+    extra = info.json_schema_extra
+    return str(extra.get(key, "")) if isinstance(extra, dict) else ""
 
 
-@dataclass
-class IngestConfig:
-    """Which columns of the event log mean what, and how contexts are formed."""
+class Section(BaseModel):
+    """A validated config section: constructing one with a bad value raises ``ConfigError``."""
 
-    context: str = "session_id"
-    item: str = "item_id"
-    time: str | None = None
-    event: str | None = None
-    event_weights: dict[str, float] = field(default_factory=dict)
-    session_gap: float | None = None  # seconds; splits a context at gaps of inactivity
-    context_kind: str = "auto"  # auto: session when ordered by time, else basket
-    dedupe_consecutive: bool = True
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+    section: ClassVar[str] = "config"
 
-    def __post_init__(self) -> None:
-        _require(bool(self.context), "ingest.context", "must name a column", self.context)
-        _require(bool(self.item), "ingest.item", "must name a column", self.item)
-        self.event_weights = parse_event_weights(self.event_weights)
-        if self.session_gap is not None:
-            self.session_gap = parse_duration(self.session_gap, "ingest.session_gap")
-            _require(self.session_gap > 0, "ingest.session_gap", "must be > 0", self.session_gap)
-            _require(self.time is not None, "ingest.session_gap", "needs --time", self.session_gap,
-                     "name the time column with --time")
-        _choice("ingest.context_kind", self.context_kind, ("auto", "session", "basket"))
-        if self.event_weights and self.event is None:
-            raise ConfigError("ingest.event_weights needs ingest.event; name the column with --event")
-
-
-@dataclass
-class CooccurrenceConfig:
-    """How pairs are counted inside a context."""
-
-    window: int = 5  # sessions: pairs at most this far apart
-    basket_max_size: int = 50  # baskets: all pairs up to this size, windowed beyond it
-    distance_weighting: str = "harmonic"  # harmonic (1/d) or uniform
-    min_count: int = 1  # items seen in fewer contexts are dropped
-    time_decay_half_life: float | None = None  # seconds; older contexts count less
-    min_support: int = 1  # privacy: stored pairs need this many distinct contexts
-
-    def __post_init__(self) -> None:
-        _require(self.window >= 1, "cooccurrence.window", "must be >= 1", self.window)
-        _require(self.basket_max_size >= 2, "cooccurrence.basket_max_size", "must be >= 2",
-                 self.basket_max_size)
-        _choice("cooccurrence.distance_weighting", self.distance_weighting, ("harmonic", "uniform"))
-        _require(self.min_count >= 1, "cooccurrence.min_count", "must be >= 1", self.min_count)
-        _require(self.min_support >= 1, "cooccurrence.min_support", "must be >= 1",
-                 self.min_support)
-        if self.time_decay_half_life is not None:
-            self.time_decay_half_life = parse_duration(
-                self.time_decay_half_life, "cooccurrence.time_decay_half_life")
-            _require(self.time_decay_half_life > 0, "cooccurrence.time_decay_half_life",
-                     "must be > 0", self.time_decay_half_life)
-
-
-@dataclass
-class TrainingConfig:
-    """Encoder, objective and optimiser settings."""
-
-    objective: str = "auto"  # softmax up to 50k items, infonce beyond (objectives.resolve_objective)
-    dim: int = 64
-    epochs: int = 40
-    batch_size: int = 512
-    lr: float = 0.01
-    temperature: float = 0.2
-    weight_decay: float = 0.0
-    target_power: float = 1.0  # co-occurrence counts ** power form the target distribution
-    row_weight_power: float = 0.5  # how much frequent anchors weigh: row mass ** power
-    pairs_per_epoch: int | None = None  # infonce/sgns: pairs drawn per epoch (None: one per
-    # non-zero of the matrix, at most 10M); bounds an epoch on huge catalogues
-    negatives: int = 5  # sgns only
-    negative_power: float = 0.75  # sgns only: unigram ** power
-    init: str = "svd"  # svd: truncated SVD of shifted PPMI; random: small normal
-    hidden: int = 0  # width of the residual MLP on top of the id embedding; 0 = none
-    tune_query: bool = True  # choose query settings on the validation slice after training
-    history_epochs: int | None = None  # fine-tune on history -> next item (itemvec.train.histories):
-    # None = auto (10 up to 2M training events, else off: it scores every item per event); 0 = off
-    history_lr: float = 0.002
-    validation_fraction: float = 0.1
-    refit: bool = True  # after selection on the held-out slice, train the final model on every
-    # context with the selected schedule (epochs, history fine-tuning, query settings)
-    patience: int = 2  # evaluations without a new best before stopping, and ...
-    patience_batches: int = 120  # ... batches since the best (training.patience_spent)
-    eval_every: int = 2
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    precision: str = "fp32"  # fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast + loss scaling, CUDA)
-    accumulate: int = 1  # gradient accumulation: one optimiser step per this many batches
-    sparse_updates: str = "auto"  # lazy Adam on the id rows a batch touches; auto: sampled
-    # objectives above 50k items (itemvec.model.optimiser.use_sparse_updates)
-    checkpoint_every: float | None = None  # seconds between resumable checkpoints; 0 = each epoch
-    checkpoint_dir: str | None = None  # default: <--out>/.checkpoint
-
-    def __post_init__(self) -> None:
-        _require(self.dim >= 2, "training.dim", "must be >= 2", self.dim)
-        _require(self.epochs >= 1, "training.epochs", "must be >= 1", self.epochs)
-        _require(self.batch_size >= 1, "training.batch_size", "must be >= 1", self.batch_size)
-        _require(self.lr > 0, "training.lr", "must be > 0", self.lr)
-        _require(self.lr < float("inf"), "training.lr", "must be finite", self.lr, "try 0.01")
-        _require(self.temperature > 0, "training.temperature", "must be > 0", self.temperature)
-        _require(self.weight_decay >= 0, "training.weight_decay", "must be >= 0", self.weight_decay)
-        _require(self.target_power > 0, "training.target_power", "must be > 0", self.target_power)
-        _require(self.negatives >= 1, "training.negatives", "must be >= 1", self.negatives)
-        _require(self.pairs_per_epoch is None or self.pairs_per_epoch >= 1,
-                 "training.pairs_per_epoch", "must be >= 1", self.pairs_per_epoch,
-                 "or leave it unset for one pass over the non-zeros")
-        _choice("training.init", self.init, ("svd", "random"))
-        from itemvec.model.objectives import objectives  # late: objectives imports this module
-
-        if self.objective != "auto":
-            objectives.get(self.objective)  # unknown name -> error listing the known ones
-        _require(self.hidden >= 0, "training.hidden", "must be >= 0", self.hidden)
-        _choice("training.precision", self.precision, ("fp32", "bf16", "fp16"))
-        _require(self.accumulate >= 1, "training.accumulate", "must be >= 1", self.accumulate)
-        _choice("training.sparse_updates", self.sparse_updates, ("auto", "on", "off"))
-        _require(0 <= self.validation_fraction < 0.5, "training.validation_fraction",
-                 "must be in [0, 0.5)", self.validation_fraction)
-        _require(self.patience >= 1, "training.patience", "must be >= 1", self.patience)
-        _require(self.history_epochs is None or self.history_epochs >= 0,
-                 "training.history_epochs", "must be >= 0", self.history_epochs,
-                 "use 0 to turn history fine-tuning off, or leave it unset for auto")
-        _require(0 < self.history_lr < float("inf"), "training.history_lr", "must be > 0",
-                 self.history_lr, "try 0.002")
-        _require(self.patience_batches >= 0, "training.patience_batches", "must be >= 0",
-                 self.patience_batches, "use 0 to count evaluations only")
-        _require(self.eval_every >= 1, "training.eval_every", "must be >= 1", self.eval_every)
-        _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-                 "training.device", "must be auto, cpu, cuda or cuda:N", self.device)
-        if self.checkpoint_every is not None:
-            self.checkpoint_every = parse_duration(self.checkpoint_every, "training.checkpoint_every")
-            _require(self.checkpoint_every >= 0, "training.checkpoint_every", "must be >= 0 "
-                     "seconds", self.checkpoint_every, "use 0 to checkpoint after every epoch")
-        if self.checkpoint_dir is not None:
-            _require(self.checkpoint_every is not None, "training.checkpoint_dir",
-                     "needs training.checkpoint_every", self.checkpoint_dir,
-                     "add --checkpoint-every, e.g. 10m")
-            self.checkpoint_dir = str(self.checkpoint_dir)
-
-
-@dataclass
-class QueryConfig:
-    """How the bundle scores recommendations; stored in the manifest, overridable per call."""
-
-    recency_half_life: float = 3.0  # in history positions; 0 = plain mean
-    popularity_weight: float = 1.0  # multiplies the learned per-item popularity logit
-    evidence_power: float = 0.25  # pooled history scaled by (effective history length) ** power
-
-    def __post_init__(self) -> None:
-        _require(0 <= self.evidence_power <= 1, "query.evidence_power", "must be in [0, 1]",
-                 self.evidence_power)
-        _require(self.recency_half_life >= 0, "query.recency_half_life", "must be >= 0",
-                 self.recency_half_life)
-        _require(self.popularity_weight >= 0, "query.popularity_weight", "must be >= 0",
-                 self.popularity_weight)
-
-
-@dataclass
-class PipelineConfig:
-    """Everything ``itemvec train`` needs besides the file paths."""
-
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    query: QueryConfig = field(default_factory=QueryConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(explain(exc, type(self))) from None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+    def from_dict(cls: type[S], data: Any) -> S:
+        """Validate a mapping (a config file's or a manifest's section)."""
+        return from_dict(cls, data, f"config.{cls.section}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable values (what bundles store)."""
+        return self.model_dump()
+
+    def replace(self: S, **changes: Any) -> S:
+        """A validated copy with ``changes`` (``model_copy`` would skip validation)."""
+        return type(self)(**{**dict(self), **changes})
+
+
+class IngestConfig(Section):
+    """Which columns of the event log mean what, and how contexts are formed."""
+
+    section: ClassVar[str] = "ingest"
+    context: str = setting("session_id", "Column with the session, basket, order or user id "
+                           "that groups co-occurring events.", min_length=1)
+    item: str = setting("item_id", "Column with the item id (read as a string).", min_length=1)
+    time: str | None = setting(None, "Column with a timestamp (number or ISO-8601); orders "
+                               "events and splits by time.")
+    event: str | None = setting(None, "Column with the event type.")
+    event_weights: dict[str, float] = setting(
+        {}, "Weights per event type, e.g. view=1,cart=3,purchase=5.", default_text="all 1",
+        parse="weights")
+    session_gap: float | None = setting(
+        None, "Split a context into sessions at gaps longer than this (e.g. 30m); needs --time.",
+        gt=0, parse="duration")
+    context_kind: Literal["auto", "session", "basket"] = setting(
+        "auto", "session (order matters, windowed pairs), basket (all pairs) or auto (session "
+        "when --time is given).")
+    dedupe_consecutive: bool = setting(True, "Drop an event repeating the item just before it "
+                                       "in its context.")
+
+    @field_validator("event_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        return parse_event_weights(value) if isinstance(value, str | dict) or value is None \
+            else value
+
+    @field_validator("session_gap", mode="before")
+    @classmethod
+    def _gap(cls, value: Any) -> Any:
+        return parse_duration(value, "ingest.session_gap") if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _needs(self) -> IngestConfig:
+        if self.session_gap is not None and self.time is None:
+            raise ConfigError(f"ingest.session_gap needs --time, got {self.session_gap!r}; "
+                              "name the time column with --time")
+        if self.event_weights and self.event is None:
+            raise ConfigError("ingest.event_weights needs ingest.event; name the column with --event")
+        return self
+
+
+class CooccurrenceConfig(Section):
+    """How pairs are counted inside a context."""
+
+    section: ClassVar[str] = "cooccurrence"
+    window: int = setting(5, "Sessions: count pairs at most this far apart.", ge=1)
+    basket_max_size: int = setting(50, "Baskets: all pairs up to this size, windowed beyond it.",
+                                   ge=2)
+    distance_weighting: Literal["harmonic", "uniform"] = setting(
+        "harmonic", "How a pair's weight falls with distance: harmonic (1/d) or uniform.")
+    min_count: int = setting(1, "Drop items seen in fewer contexts.", ge=1)
+    time_decay_half_life: float | None = setting(
+        None, "Older contexts count less: weight halves every this long (e.g. 30d).", gt=0,
+        default_text="no decay", parse="duration")
+    min_support: int = setting(1, "Privacy: store (and explain with) only item pairs seen in at "
+                               "least this many distinct contexts.", ge=1)
+
+    @field_validator("time_decay_half_life", mode="before")
+    @classmethod
+    def _half_life(cls, value: Any) -> Any:
+        return parse_duration(value, "cooccurrence.time_decay_half_life") \
+            if isinstance(value, str) else value
+
+
+class TrainingConfig(Section):
+    """Encoder, objective and optimiser settings."""
+
+    section: ClassVar[str] = "training"
+    objective: Objective = setting(
+        "auto", "auto (softmax up to 50k items, infonce beyond), softmax, infonce or sgns.")
+    dim: int = setting(64, "Embedding size.", ge=2)
+    epochs: int = setting(40, "Maximum epochs (early stopping may end sooner).", ge=1)
+    batch_size: int = setting(512, "Anchor rows (or pairs) per batch.", ge=1)
+    lr: float = setting(0.01, "Learning rate.", gt=0, fix="try 0.01")
+    temperature: float = setting(0.2, "Softmax temperature on cosines.", gt=0)
+    weight_decay: float = setting(0.0, "Adam weight decay.", ge=0)
+    target_power: float = setting(1.0, "Co-occurrence counts ** power form the target "
+                                  "distribution.", gt=0)
+    row_weight_power: float = setting(0.5, "How much frequent anchors weigh: row mass ** power.")
+    pairs_per_epoch: int | None = setting(
+        None, "infonce/sgns: pairs drawn per epoch, to bound an epoch on a huge catalogue.", ge=1,
+        fix="or leave it unset for one pass over the non-zeros",
+        default_text="one per non-zero co-occurrence, at most 10M")
+    negatives: int = setting(5, "sgns: negatives per pair.", ge=1)
+    negative_power: float = setting(0.75, "sgns: negatives drawn from unigram ** power.")
+    init: Literal["svd", "random"] = setting(
+        "svd", "svd: truncated SVD of shifted PPMI; random: small normal.")
+    hidden: int = setting(0, "Width of the residual MLP on top of the id embedding; 0 = none.",
+                          ge=0)
+    tune_query: bool = setting(True, "Choose query settings on the validation slice after "
+                               "training.")
+    history_epochs: int | None = setting(
+        None, "Maximum epochs of fine-tuning on history -> next item after training, kept only "
+        "if validation prefers it; 0 = off.", ge=0,
+        fix="use 0 to turn history fine-tuning off, or leave it unset for auto",
+        default_text="auto: 10 up to 2M training events, off above")
+    history_lr: float = setting(0.002, "Learning rate of history fine-tuning.", gt=0,
+                                fix="try 0.002")
+    validation_fraction: float = setting(0.1, "Newest contexts held out for early stopping and "
+                                         "tuning.", ge=0, lt=0.5)
+    refit: bool = setting(True, "After choosing epochs, history fine-tuning and query settings on "
+                          "the held-out contexts, train the final model on every context with "
+                          "that schedule (false: keep the model of the first pass).")
+    patience: int = setting(2, "Evaluations without a new best before stopping.", ge=1)
+    patience_batches: int = setting(120, "... and batches since the best before stopping.", ge=0,
+                                    fix="use 0 to count evaluations only")
+    eval_every: int = setting(2, "Epochs between validation evaluations.", ge=1)
+    seed: int = setting(0, "Random seed.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    threads: int | None = setting(None, "CPU threads for torch.", ge=1, default_text="torch's")
+    precision: Literal["fp32", "bf16", "fp16"] = setting(
+        "fp32", "fp32; bf16 (mixed precision, CPU or CUDA); fp16 (mixed precision with loss "
+        "scaling, CUDA only).")
+    accumulate: int = setting(1, "Gradient accumulation: one optimiser step per this many "
+                              "batches (a larger effective batch in the same memory).", ge=1)
+    sparse_updates: Literal["auto", "on", "off"] = setting(
+        "auto", "Lazy Adam on the id rows a batch touches; auto: sampled objectives above 50k "
+        "items.")
+    checkpoint_every: float | None = setting(
+        None, "Save a resumable checkpoint at the end of an epoch once this long (e.g. 10m, 90s; "
+        "0 = every epoch) has passed since the last; kept in OUT/.checkpoint until the bundle "
+        "is written.", ge=0, fix="use 0 to checkpoint after every epoch", default_text="off",
+        parse="duration")
+    checkpoint_dir: str | None = setting(
+        None, "Keep the checkpoint here instead of OUT/.checkpoint (outside --out).")
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        return parse_duration(value, "training.checkpoint_every") if isinstance(value, str) \
+            else value
+
+    @field_validator("checkpoint_dir", mode="before")
+    @classmethod
+    def _directory(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"training.device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs(self) -> TrainingConfig:
+        if self.checkpoint_dir is not None and self.checkpoint_every is None:
+            raise ConfigError(f"training.checkpoint_dir needs training.checkpoint_every, got "
+                              f"{self.checkpoint_dir!r}; add --checkpoint-every, e.g. 10m")
+        return self
+
+
+class QueryConfig(Section):
+    """How the bundle scores recommendations; stored in the manifest, overridable per call."""
+
+    section: ClassVar[str] = "query"
+    recency_half_life: float = setting(3.0, "History positions over which an item's weight in "
+                                       "the query halves; 0 = plain mean.", ge=0)
+    popularity_weight: float = setting(1.0, "Multiplies the learned per-item popularity logit.",
+                                       ge=0)
+    evidence_power: float = setting(0.25, "Pooled history scaled by (effective history length) "
+                                    "** power.", ge=0, le=1)
+
+
+class FeatureConfig(Section):
+    """Side information: the item table and relations to use, and how they are featurised and
+    trained. Everything but the inputs is stored in a bundle's ``features.json``."""
+
+    section: ClassVar[str] = "side"
+    inputs: ClassVar[tuple[str, ...]] = ("items", "item_key", "features", "relations")
+    items: str | None = setting(None, "Item table (id + columns such as category, title); "
+                                "stored in the bundle and shown beside results.")
+    item_key: str = setting("item_id", "Id column of --items.", min_length=1)
+    features: str | dict[str, str] | None = setting(
+        None, "Feature columns of --items and their kinds, e.g. category:cat,price:num,title:text "
+        "(kind auto/skip too); 'none' = no features.", default_text="every column, auto-typed",
+        parse="features")
+    relations: str | None = setting(None, "Triples head,relation,tail (item -> brand, item -> "
+                                    "item, ...) added as extra training signal.")
+    separator: str = setting("|", "Multi-valued categorical cells: a|b|c.", min_length=1)
+    max_values: int = setting(16, "Categorical values kept per item.", ge=1)
+    num_buckets: int = setting(16, "Quantile buckets for numeric fields.", ge=1)
+    text_buckets: int = setting(16384, "Hash buckets for text n-grams.", ge=1)
+    max_tokens: int = setting(96, "Text tokens kept per item.", ge=1)
+    max_vocab: int = setting(100_000, "Categorical values kept per field (most frequent).", ge=1)
+    id_dropout: float = setting(0.25, "joint: fraction of items trained on features alone each "
+                                "step.", ge=0, lt=1)
+    field_dropout: float = setting(0.1, "joint: chance a single field is hidden from an item "
+                                   "each step.", ge=0, lt=1)
+    relation_weight: float = setting(0.5, "Mass of relation edges relative to behaviour.", ge=0)
+    mode: Literal["behaviour-first", "joint"] = setting(
+        "behaviour-first", "How item features are used: behaviour-first (behaviour trained as "
+        "without them, a feature tower embeds cold items, calibrated on validation) or joint "
+        "(EGES-style, trained together).", flat="side_mode")
+    tower_epochs: int = setting(60, "behaviour-first: most epochs of the feature tower.", ge=1)
+    tower_lr: float = setting(0.01, "behaviour-first: learning rate of the feature tower.", gt=0)
+    holdout: float = setting(0.1, "behaviour-first: warm items held out as pseudo-cold for "
+                             "calibration.", gt=0, lt=0.5, flat="cold_holdout")
+    max_warm_drop: float = setting(
+        0.005, "behaviour-first: how much (relative) validation HR@20 of items with behaviour "
+        "the cold items may cost when they are calibrated into rankings; raise it to show new "
+        "items more.", ge=0, lt=1)
+
+    @field_validator("items", "relations", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    def featurisation(self) -> dict[str, Any]:
+        """The fields stored in ``features.json`` (not the input paths)."""
+        return self.model_dump(exclude=set(self.inputs))
+
+
+class StreamingConfig(Section):
+    """Whether ``itemvec train`` reads the log whole or streams it in chunks."""
+
+    section: ClassVar[str] = "streaming"
+    mode: Literal["auto", "on", "off"] = setting(
+        "auto", "Train without reading the log whole (pre-pass for the held-out slice, then "
+        "chunked counting with bounded memory): on, off, or auto (on for Parquet/CSV logs above "
+        "20M rows; JSONL never).", flat="streaming")
+    memory_limit: int | None = setting(
+        None, "Streamed counting: memory for partial pair sums before spilling to disk, e.g. "
+        "4G.", ge=1, default_text="4G", parse="size")
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value, "streaming.memory_limit") if isinstance(value, str) else value
+
+
+class UpdateConfig(Section):
+    """``itemvec update``: the short schedule and how old counts age; the rest is the parent's."""
+
+    section: ClassVar[str] = "update"
+    epochs: int = setting(3, "Most epochs of continued training (early stopping on the newest "
+                          "new contexts may end sooner); 0 only places the new items.", ge=0,
+                          flat="update_epochs", flag="--epochs")
+    lr: float | None = setting(None, "Learning rate.", gt=0, flat="update_lr", flag="--lr",
+                               default_text="the bundle's")
+    batch_size: int | None = setting(None, "Batch size.", ge=1, flat="update_batch_size",
+                                     flag="--batch-size", default_text="the bundle's")
+    patience: int = setting(2, "Evaluations without a new best before stopping.", ge=1,
+                            flat="update_patience", flag="--patience")
+    eval_every: int = setting(1, "Epochs between validation evaluations.", ge=1,
+                              flat="update_eval_every", flag="--eval-every")
+    anchors: Literal["touched", "all"] = setting(
+        "all", "all: train every item row; touched: only the rows the new events changed (the "
+        "softmax still covers every item; --start stored only).", flat="update_anchors",
+        flag="--anchors")
+    decay_half_life: float | None = setting(
+        None, "Age the stored counts: they count 0.5 ** (time from the bundle's newest event to "
+        "the newest new event / this), e.g. 30d; needs --time.", gt=0,
+        flat="update_decay_half_life", flag="--decay-half-life",
+        default_text="the bundle's time_decay_half_life, else none", parse="duration")
+    validation_fraction: float = setting(0.1, "Newest new contexts held out for early stopping.",
+                                         ge=0, lt=0.5, flat="update_validation_fraction",
+                                         flag="--validation-fraction")
+    init: Literal["neighbours", "random"] = setting(
+        "neighbours", "New rows (--start stored): neighbours (co-occurrence mean) or random.",
+        flat="update_init", flag="--init")
+    start: Literal["stored", "refresh"] = setting(
+        "refresh", "refresh: restart from the spectral start of the merged counts, rotated onto "
+        "the stored vectors (as a retrain would start, without re-reading old events); stored: "
+        "continue from the stored weights (vectors move least).", flat="update_start",
+        flag="--start")
+
+    @field_validator("decay_half_life", mode="before")
+    @classmethod
+    def _half_life(cls, value: Any) -> Any:
+        return parse_duration(value, "update.decay_half_life") if isinstance(value, str) \
+            else value
+
+
+class ServeConfig(Section):
+    """``itemvec serve``: where and how the HTTP API listens."""
+
+    section: ClassVar[str] = "serve"
+    host: str = setting("127.0.0.1", "Interface to bind.", min_length=1)
+    port: int = setting(8000, "TCP port.", ge=1, le=65535)
+    watch_interval: float = setting(2.0, "Seconds between checks for --watch.", gt=0,
+                                    flat="serve_watch_interval", flag="--watch-interval")
+    max_body: int = setting(1 << 20, "Largest request body in bytes (bigger: 413).", ge=1,
+                            flat="serve_max_body", flag="--max-body")
+    threads: int = setting(1, "BLAS/OpenMP threads per query (requests run concurrently).",
+                           ge=1, flat="serve_threads", flag="--threads")
+
+
+class PipelineConfig(Section):
+    """Every setting of every stage besides the data paths; what bundles store."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    cooccurrence: CooccurrenceConfig = Field(default_factory=CooccurrenceConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    side: FeatureConfig = Field(default_factory=FeatureConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PipelineConfig:
+        """A config file's or a bundle manifest's ``config``; absent sections and keys default."""
         return from_dict(cls, data, "config")
 
+    @classmethod
+    def from_flat(cls, **params: Any) -> PipelineConfig:
+        """``from_flat(dim=32, window=3)``: flat parameter names, each routed to its section."""
+        return cls().with_values(flat_to_paths(params))
 
-def from_dict(cls: type[C], data: dict[str, Any], path: str) -> C:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys with the field path."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key {unknown[0]!r}; known: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        nested = _SECTIONS.get(name) if cls is PipelineConfig else None
-        kwargs[name] = from_dict(nested, value, f"{path}.{name}") if nested else value
-        if not nested:
-            _check_type(cls, name, value, path)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name (the inverse of ``from_flat``)."""
+        return {name: getattr(getattr(self, path[0]), path[1])
+                for name, path in FLAT_NAMES.items()}
+
+    def with_values(self, values: dict[str, Any]) -> PipelineConfig:
+        """A validated copy with ``{"training.dim": 32, ...}`` applied (an explicit flag over a
+        file); cross-field rules are checked on the result."""
+        data = self.to_dict()
+        for path, value in values.items():
+            section, name = split_path(path)
+            data[section][name] = value
+        return PipelineConfig.from_dict(data)
 
 
-_SIMPLE = {"int": ((int,), "an integer"), "float": ((int, float), "a number"),
-           "str": ((str,), "a string"), "bool": ((bool,), "true or false")}
-
-
-def _check_type(cls: type, name: str, value: Any, path: str) -> None:
-    """Plain int/float/str/bool fields must hold that type (a JSON "3" or 2.5 for an int fails)."""
-    hint = next(f.type for f in dataclasses.fields(cls) if f.name == name)  # type: ignore[arg-type]
-    rule = _SIMPLE.get(hint if isinstance(hint, str) else getattr(hint, "__name__", ""))
-    if rule is None:
-        return
-    allowed, words = rule
-    if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-        section = path.split(".", 1)[1] if "." in path else path
-        raise ConfigError(f"{section}.{name} must be {words}, got {value!r}")
-
-
-_SECTIONS: dict[str, type] = {
-    "ingest": IngestConfig,
-    "cooccurrence": CooccurrenceConfig,
-    "training": TrainingConfig,
-    "query": QueryConfig,
+SECTIONS: dict[str, type[Section]] = {
+    name: info.annotation for name, info in PipelineConfig.model_fields.items()  # type: ignore
 }
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read a JSON config file (the same shape as a bundle manifest's ``config``)."""
+def split_path(path: str) -> tuple[str, str]:
+    """'training.dim' -> ('training', 'dim'), failing with the known names."""
+    section, _, name = path.partition(".")
+    cls = SECTIONS.get(section)
+    if cls is None or name not in cls.model_fields:
+        raise ConfigError(f"unknown setting {path!r}; known sections: {', '.join(SECTIONS)}")
+    return section, name
+
+
+def _flat_names() -> dict[str, tuple[str, str]]:
+    names: dict[str, tuple[str, str]] = {}
+    for section, cls in SECTIONS.items():
+        for name, info in cls.model_fields.items():
+            flat = meta(info, "flat") or name
+            if flat in names:  # caught by the import of this module, i.e. by every test
+                raise RuntimeError(f"flat name {flat!r} of {section}.{name} is taken by "
+                                   f"{'.'.join(names[flat])}")
+            names[flat] = (section, name)
+    return names
+
+
+FLAT_NAMES = _flat_names()
+
+
+def flat_to_paths(params: dict[str, Any]) -> dict[str, Any]:
+    """{'dim': 32} -> {'training.dim': 32}; an unknown name fails with the known ones."""
+    unknown = sorted(set(params) - set(FLAT_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown parameter {unknown[0]!r}; known: {', '.join(sorted(FLAT_NAMES))}")
+    return {".".join(FLAT_NAMES[name]): value for name, value in params.items()}
+
+
+def field_info(path: str) -> FieldInfo:
+    """The pydantic field behind 'section.name' (its description, default, bounds)."""
+    section, name = split_path(path)
+    return SECTIONS[section].model_fields[name]
+
+
+def from_dict(cls: type[S], data: Any, path: str) -> S:
+    """Validate ``data`` as ``cls``; every problem is one line of the ``ConfigError``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping, got {type(data).__name__}")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(explain(exc, cls)) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a JSON or TOML config file (the shape of a bundle manifest's ``config``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); a .toml file "
+                              "is read as TOML") from None
     return PipelineConfig.from_dict(data)
+
+
+# -- ValidationError -> one line per problem --------------------------------------------------------
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               dict: "a mapping"}
+
+
+def explain(exc: ValidationError, root: type[BaseModel]) -> str:
+    """One line per field that failed, first problem of each field only."""
+    lines: dict[tuple, str] = {}
+    for error in exc.errors(include_url=False):
+        model, names, info = _walk(root, error["loc"])
+        lines.setdefault(tuple(names), _line(error, model, names, info))
+    return "\n".join(lines.values())
+
+
+def _walk(root: type[BaseModel], loc: tuple) -> tuple[type[BaseModel], list[str], FieldInfo | None]:
+    """Follow ``loc`` through nested sections: (innermost model, field path, field info)."""
+    model: type[BaseModel] = root
+    names = [] if root is PipelineConfig else [root.section]  # type: ignore[attr-defined]
+    info = None
+    for part in loc:
+        fields = model.model_fields
+        if info is not None or part not in fields:
+            break
+        names.append(str(part))
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            info = fields[part]
+    return model, names, info
+
+
+def _line(error: dict, model: type[BaseModel], names: list[str], info: FieldInfo | None) -> str:
+    kind, value, path = error["type"], error.get("input"), ".".join(names) or "config"
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return str(cause)
+    if kind == "extra_forbidden":
+        known = ", ".join(sorted(model.model_fields))
+        return f"config{'.' + path if path != 'config' else ''}: unknown key " \
+               f"{error['loc'][-1]!r}; known: {known}"
+    if kind in ("model_type", "model_attributes_type", "dict_type") and info is None:
+        return f"config.{path} must be a mapping, got {type(value).__name__}"
+    if info is None:
+        return f"{path}: {error['msg']}, got {value!r}"
+    bound, fix = _bounds(info), meta(info, "fix")
+    tail = f"; {fix}" if fix else ""
+    if kind == "finite_number":
+        return f"{path} must be {bound + ' and ' if bound else ''}finite, got {value!r}{tail}"
+    if kind in ("too_short", "string_too_short"):
+        return f"{path} must not be empty, got {value!r}{tail}"
+    if kind.startswith(("greater_than", "less_than")):
+        return f"{path} must be {bound}, got {value!r}{tail}"
+    return f"{path} must be {_kind_words(info.annotation)}{' ' + bound if bound else ''}, " \
+           f"got {value!r}{tail}"
+
+
+def _bounds(info: FieldInfo) -> str:
+    """'>= 2', '> 0', 'in [0, 0.5)' from the field's constraints ('' when it has none)."""
+    low = high = None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge | annotated_types.Gt):
+            low = ("[", item.ge) if isinstance(item, annotated_types.Ge) else ("(", item.gt)
+        if isinstance(item, annotated_types.Le | annotated_types.Lt):
+            high = ("]", item.le) if isinstance(item, annotated_types.Le) else (")", item.lt)
+    if low and high:
+        return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]}"
+    if high:
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]}"
+    return ""
+
+
+def _kind_words(annotation: Any) -> str:
+    """'an integer', 'one of a, b', 'a string or a mapping' for a field's type (None dropped)."""
+    if typing.get_origin(annotation) is Literal:
+        return f"one of {', '.join(map(str, typing.get_args(annotation)))}"
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        words = [_kind_words(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return " or ".join(words)
+    return _TYPE_WORDS.get(typing.get_origin(annotation) or annotation, str(annotation))
+
+
+__all__ = ["CooccurrenceConfig", "FeatureConfig", "IngestConfig", "PipelineConfig", "QueryConfig",
+           "Section", "ServeConfig", "StreamingConfig", "TrainingConfig", "UpdateConfig",
+           "field_info", "load_config", "parse_duration", "parse_event_weights", "parse_size"]

@@ -11,7 +11,6 @@ behind a command line: the same data and seed give the same bundle either way.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from itemvec.config import PipelineConfig
+from itemvec.config import FLAT_NAMES, PipelineConfig, UpdateConfig
 from itemvec.data.frames import (
     events_from_frame,
     events_from_sequences,
@@ -39,48 +38,32 @@ from itemvec.train.pipeline import (
     train_on_log,
 )
 from itemvec.train.trainer import Callback
-from itemvec.train.update import Parent, UpdateConfig, load_parent, update_log
+from itemvec.train.update import Parent, load_parent, update_log
 from itemvec.util.errors import ConfigError, ItemvecError
 
 Events = Any  # pandas/polars DataFrame, pyarrow Table, path, or iterable of item-id sequences
-COLUMNS = ("context", "item", "time", "event")  # named at fit time, not hyper-parameters
+# Named at fit time (data, not hyper-parameters); serving and update settings are not the model's.
+FIT_ARGUMENTS = ("context", "item", "time", "event", "items", "item_key", "relations")
+PARAMS = {name: path for name, path in FLAT_NAMES.items()
+          if name not in FIT_ARGUMENTS and path[0] not in ("serve", "update")}
+DEFAULTS: dict[str, Any] = {k: v for k, v in PipelineConfig().flat().items() if k in PARAMS}
 
 
 class NotFittedError(ItemvecError, AttributeError):
     """A fitted attribute was asked of a model that has not been fitted (or loaded)."""
 
 
-def _sections() -> dict[str, tuple[str, type]]:
-    """Flat parameter name -> (section, section class) for every configuration field."""
-    flat: dict[str, tuple[str, type]] = {}
-    for section in dataclasses.fields(PipelineConfig):
-        cls = section.default_factory  # type: ignore[misc]
-        for f in dataclasses.fields(cls):
-            if f.name not in COLUMNS:
-                flat[f.name] = (section.name, cls)
-    return flat
-
-
-PARAMS = _sections()
-DEFAULTS: dict[str, Any] = {name: getattr(cls(), name) for name, (_, cls) in PARAMS.items()}
-
-
-def config_from_params(params: dict[str, Any], columns: dict[str, str | None] | None = None
+def config_from_params(params: dict[str, Any], data: dict[str, Any] | None = None
                        ) -> PipelineConfig:
-    """A validated ``PipelineConfig`` from flat parameters (and the fit-time column names)."""
-    sections: dict[str, dict[str, Any]] = {}
-    for name, value in params.items():
-        sections.setdefault(PARAMS[name][0], {})[name] = value
-    if columns:
-        sections.setdefault("ingest", {}).update(columns)
-    return PipelineConfig.from_dict(sections)
+    """A validated ``PipelineConfig`` from flat parameters (and fit-time ``data`` settings:
+    column names, item table and relations paths); None values in ``data`` are left unset."""
+    given = {k: v for k, v in (data or {}).items() if v is not None}
+    return PipelineConfig.from_flat(**params, **given)
 
 
 def params_from_config(config: PipelineConfig) -> dict[str, Any]:
     """The flat parameters that differ from the defaults (what ``ItemVec(**params)`` takes)."""
-    values = {name: getattr(getattr(config, section), name)
-              for name, (section, _) in PARAMS.items()}
-    return {k: v for k, v in values.items() if v != DEFAULTS[k]}
+    return {k: v for k, v in config.flat().items() if k in PARAMS and v != DEFAULTS[k]}
 
 
 class ItemVec:
@@ -95,7 +78,8 @@ class ItemVec:
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(PARAMS))
         if unknown:
-            raise ConfigError(f"ItemVec: unknown parameter {unknown[0]!r}; known: "
+            hint = " (give it to fit)" if unknown[0] in FIT_ARGUMENTS else ""
+            raise ConfigError(f"ItemVec: unknown parameter {unknown[0]!r}{hint}; known: "
                               f"{', '.join(sorted(PARAMS))}")
         config_from_params(params)  # validate now, not at fit time
         self._params = dict(params)
@@ -138,26 +122,27 @@ class ItemVec:
         path (CSV/TSV, Parquet, JSONL, read as ``itemvec train`` reads it, streamed when
         large), or an iterable of item-id sequences (one per session; then the column names
         are not used). ``items``: optional item table (DataFrame or path) keyed by
-        ``item_key``; its columns become side features. ``file_options`` (paths only) are
-        ``pipeline.train``'s: ``features``, ``side_mode``, ``streaming``, ``memory_limit``,
-        ``resume``, ``checkpoint`` ...
+        ``item_key``; its columns become side features (``features=``, ``side_mode=`` ...
+        are hyper-parameters). ``file_options`` (paths only) are ``pipeline.train``'s: ``out``
+        (write the bundle there too, keep checkpoints in it) and ``resume``.
         """
-        columns = {"context": context, "item": item, "time": time, "event": event}
-        config = config_from_params(self._params, columns)
-        if isinstance(events, str | Path):
-            file_options.setdefault("out", None)  # out: the bundle is written there as well
-            model = train(events, config, items=items, item_key=item_key,
-                          relations=relations, progress=progress, callbacks=callbacks,
+        paths = {"items": items, "relations": relations}
+        on_disk = {k: str(v) for k, v in paths.items() if isinstance(v, str | Path)}
+        config = config_from_params(self._params, {
+            "context": context, "item": item, "time": time, "event": event,
+            "item_key": item_key, **on_disk})
+        if isinstance(events, str | Path) and (items is None or "items" in on_disk):
+            model = train(events, config, progress=progress, callbacks=callbacks,
                           **file_options)
         else:
             if file_options:
-                raise ConfigError(f"ItemVec.fit: {sorted(file_options)[0]!r} applies to a "
-                                  "path of events only")
-            log = read_in_memory(events, config)
+                raise ConfigError(f"ItemVec.fit: {sorted(file_options)[0]!r} applies when events "
+                                  "and items are paths")
+            log = _read_path(events, config) if isinstance(events, str | Path) \
+                else read_in_memory(events, config)
             table = item_table(items, item_key)
-            side = side_information(table, None, relations, None)
             model = train_on_log(log, config, item_table=table, progress=progress,
-                                 callbacks=callbacks, side=side)
+                                 callbacks=callbacks, side=side_information(table, config.side))
         return self.adopt(model, config)
 
     def adopt(self, model: TrainedModel, config: PipelineConfig) -> ItemVec:

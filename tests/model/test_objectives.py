@@ -69,7 +69,7 @@ def test_unknown_objective_lists_known_names():
     with pytest.raises(ConfigError) as info:
         build_objective(targets, TrainingConfig(objective="triplet"), torch.device("cpu"))
     message = str(info.value)
-    assert "unknown objective 'triplet'" in message
+    assert "training.objective must be one of" in message and "'triplet'" in message
     for name in objectives.names():
         assert name in message
 

@@ -3,8 +3,6 @@ the planted groups, and resumes bit-identically from a checkpoint."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -68,9 +66,9 @@ def test_sparse_updates_switch_on_for_sampled_objectives_on_big_catalogues():
     default = TrainingConfig()
     assert not use_sparse_updates(default, 20_000)  # full softmax
     assert use_sparse_updates(default, 60_000)  # auto -> infonce
-    assert not use_sparse_updates(replace(default, objective="infonce"), 20_000)
-    assert use_sparse_updates(replace(default, sparse_updates="on"), 100)
-    assert not use_sparse_updates(replace(default, sparse_updates="off"), 10**6)
+    assert not use_sparse_updates(default.replace(objective="infonce"), 20_000)
+    assert use_sparse_updates(default.replace(sparse_updates="on"), 100)
+    assert not use_sparse_updates(default.replace(sparse_updates="off"), 10**6)
     with pytest.raises(ConfigError, match="training.sparse_updates"):
         TrainingConfig(sparse_updates="maybe")
 
@@ -79,7 +77,7 @@ def test_build_optimiser_makes_the_id_table_send_sparse_gradients():
     from itemvec.model.encoder import ItemEncoder
 
     encoder = ItemEncoder(50, 8)
-    optimiser = build_optimiser(encoder, replace(TrainingConfig(), sparse_updates="on"), True)
+    optimiser = build_optimiser(encoder, TrainingConfig().replace(sparse_updates="on"), True)
     encoder(torch.tensor([3, 7])).sum().backward()
     assert isinstance(optimiser, LazyAdam) and encoder.item_embedding.weight.grad.is_sparse
     optimiser.step()
@@ -88,7 +86,7 @@ def test_build_optimiser_makes_the_id_table_send_sparse_gradients():
 @pytest.mark.parametrize("objective", ["infonce", "sgns"])
 def test_lazy_updates_learn_the_planted_groups(shop_log, shop_config, categories, purity,
                                                objective):
-    config = replace(shop_config, training=replace(shop_config.training, objective=objective,
+    config = shop_config.replace(training=shop_config.training.replace(objective=objective,
                                                    init="random", epochs=6,
                                                    sparse_updates="on"))
     model = train_on_log(shop_log, config, progress=False)

@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 import torch
 
-from itemvec.config import IngestConfig, PipelineConfig
+from itemvec.config import FeatureConfig, IngestConfig, PipelineConfig
 from itemvec.data.ingest import ROW, build_log
 from itemvec.data.synth import generate
-from itemvec.model.features import SPEC_FILE, FeatureConfig, SideInformation, load_feature_encoder
+from itemvec.model.features import SPEC_FILE, SideInformation, load_feature_encoder
 from itemvec.query.embeddings import load_embeddings
 from itemvec.store.bundle import load_encoder_state
 from itemvec.store.embed import embed_into_bundle
@@ -127,12 +127,13 @@ def test_joint_mode_still_trains_features_with_behaviour(models, shop):
 
 
 def test_mode_is_validated_with_field_value_and_choices(shop):
-    with pytest.raises(ConfigError, match=r"features.mode must be one of behaviour-first, joint"):
+    with pytest.raises(ConfigError, match=r"side.mode must be one of behaviour-first, joint"):
         FeatureConfig(mode="eges")
-    with pytest.raises(ConfigError, match="features.holdout"):
+    with pytest.raises(ConfigError, match=r"side.holdout must be in \(0, 0.5\), got 0.9"):
         FeatureConfig(holdout=0.9)
     _, _, _, items = shop
-    assert side_information(items, None, None, None, "joint").config.mode == "joint"
+    assert side_information(items, FeatureConfig(mode="joint")).config.mode == "joint"
+    assert side_information(items, FeatureConfig(features="none")) is None  # table kept only
 
 
 def test_update_of_a_behaviour_first_bundle_keeps_the_calibration(models, shop, tmp_path):
@@ -246,5 +247,5 @@ def test_cli_max_warm_drop_reaches_the_calibration(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit) as stop:
         main()
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "features.max_warm_drop must be in [0, 1), got -1" in err
+    assert stop.value.code == 2 and "side.max_warm_drop must be in [0, 1), got -1" in err
     assert len(err.strip().splitlines()) == 1

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import polars as pl
 import pytest
 
-from itemvec.config import CooccurrenceConfig, IngestConfig, PipelineConfig, TrainingConfig
+from itemvec.config import (
+    CooccurrenceConfig,
+    FeatureConfig,
+    IngestConfig,
+    PipelineConfig,
+    TrainingConfig,
+)
 from itemvec.data.ingest import read_events
 from itemvec.query.embeddings import load_embeddings
 from itemvec.train.pipeline import (
@@ -24,9 +28,9 @@ from itemvec.util.errors import DataError
 
 def test_train_writes_a_bundle_with_the_item_table(shop_files, tmp_path, shop):
     events, items = shop_files
-    config = PipelineConfig(ingest=IngestConfig(time="ts"),
+    config = PipelineConfig(ingest=IngestConfig(time="ts"), side=FeatureConfig(items=str(items)),
                             training=TrainingConfig(epochs=2, device="cpu", dim=16))
-    model = train(events, config, out=tmp_path / "model", items=items, progress=False)
+    model = train(events, config, out=tmp_path / "model", progress=False)
     loaded = load_embeddings(tmp_path / "model")
     assert loaded.item_ids.tolist() == model.embeddings.item_ids.tolist()
     table = loaded.item_table
@@ -57,8 +61,8 @@ def test_vocabulary_map(shop_log):
 
 
 def test_min_count_prunes_the_vocabulary(shop_log, shop_config):
-    config = replace(shop_config, cooccurrence=CooccurrenceConfig(min_count=50),
-                     training=replace(shop_config.training, epochs=1, dim=8))
+    config = shop_config.replace(cooccurrence=CooccurrenceConfig(min_count=50),
+                     training=shop_config.training.replace(epochs=1, dim=8))
     model = train_on_log(shop_log, config, progress=False)
     assert model.item_counts.min() >= 50
     assert len(model.embeddings) < shop_log.n_items
@@ -71,7 +75,7 @@ def test_nothing_to_learn_is_a_data_error(write_file, shop_config):
     with pytest.raises(DataError, match="no two items ever share a context"):
         train_on_log(singletons, shop_config, progress=False)
     pair = read_events(write_file("f.csv", "session_id,item_id\n1,a\n1,b\n"), IngestConfig())
-    config = replace(shop_config, cooccurrence=CooccurrenceConfig(min_count=2))
+    config = shop_config.replace(cooccurrence=CooccurrenceConfig(min_count=2))
     with pytest.raises(DataError, match="fewer than 2 items left after --min-count 2"):
         train_on_log(pair, config, progress=False)
 
@@ -87,7 +91,7 @@ def test_item_table_errors_name_the_file(write_file):
 
 
 def test_evaluate_log_beats_popularity_on_planted_data(shop_log, shop_config):
-    config = replace(shop_config, training=replace(shop_config.training, epochs=4))
+    config = shop_config.replace(training=shop_config.training.replace(epochs=4))
     result = evaluate_log(shop_log, config, ["popularity", "itemknn"], max_queries=1000,
                           progress=False)
     assert result["split"]["by_time"]
@@ -105,8 +109,8 @@ def test_item_ids_stay_strings_through_the_pipeline(tmp_path, shop_config):
     frame = pl.DataFrame({"session_id": [1, 1, 2, 2, 3, 3], "item_id": [7, 8, 7, 8, 7, 9]})
     frame.write_parquet(tmp_path / "e.parquet")
     log = read_events(tmp_path / "e.parquet", IngestConfig())
-    config = replace(shop_config, ingest=IngestConfig(),
-                     training=replace(shop_config.training, epochs=1, dim=4))
+    config = shop_config.replace(ingest=IngestConfig(),
+                     training=shop_config.training.replace(epochs=1, dim=4))
     model = train_on_log(log, config, progress=False)
     assert model.embeddings.item_ids.tolist() == ["7", "8", "9"]
     ids, _ = model.embeddings.similar_items("7", n=5)

@@ -132,8 +132,9 @@ def small_config(**ingest) -> PipelineConfig:
 @pytest.mark.parametrize("kind,ingest", [("parquet", {}), ("csv", {"session_gap": 90})])
 def test_streamed_training_equals_in_memory_training(files, kind, ingest, tmp_path):
     config = small_config(**ingest)
-    expected = train(files[kind], config, streaming="off", progress=False)
-    model = train(files[kind], config, out=tmp_path / "model", streaming="on", progress=False)
+    expected = train(files[kind], config.with_values({"streaming.mode": "off"}), progress=False)
+    model = train(files[kind], config.with_values({"streaming.mode": "on"}),
+                  out=tmp_path / "model", progress=False)
     assert model.embeddings.item_ids.tolist() == expected.embeddings.item_ids.tolist()
     assert (model.cooccurrence != expected.cooccurrence).nnz == 0
     assert np.array_equal(model.item_counts, expected.item_counts)
@@ -163,10 +164,9 @@ def test_validation_sample_is_seeded_and_bounded(files):
 
 
 def test_min_support_is_refused_when_streaming(files):
-    config = small_config()
-    config.cooccurrence = CooccurrenceConfig(min_support=2)
+    config = small_config().with_values({"cooccurrence.min_support": 2, "streaming.mode": "on"})
     with pytest.raises(ConfigError, match="--streaming off"):
-        train(files["parquet"], config, streaming="on", progress=False)
+        train(files["parquet"], config, progress=False)
 
 
 def test_auto_streams_big_parquet_and_csv_but_never_jsonl(files, tmp_path):

@@ -7,8 +7,6 @@ neighbours in its category; trained models reach 0.95 (softmax, spectral start) 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -54,7 +52,7 @@ def test_stats_describe_the_run(trained, shop_log):
 @pytest.mark.parametrize("objective", ["softmax", "infonce", "sgns"])
 def test_each_objective_learns_from_a_random_start(shop_log, shop_config, categories, purity,
                                                    objective):
-    config = replace(shop_config, training=replace(shop_config.training, objective=objective,
+    config = shop_config.replace(training=shop_config.training.replace(objective=objective,
                                                    init="random", epochs=6))
     model = train_on_log(shop_log, config, progress=False)
     score = purity(model.embeddings, categories, model.item_counts)
@@ -62,13 +60,13 @@ def test_each_objective_learns_from_a_random_start(shop_log, shop_config, catego
 
 
 def test_same_seed_gives_identical_embeddings(shop_log, shop_config):
-    config = replace(shop_config, training=replace(shop_config.training, epochs=3))
+    config = shop_config.replace(training=shop_config.training.replace(epochs=3))
     first = train_on_log(shop_log, config, progress=False).embeddings
     second = train_on_log(shop_log, config, progress=False).embeddings
     np.testing.assert_array_equal(first.item_ids, second.item_ids)
     np.testing.assert_array_equal(first.vectors, second.vectors)
     np.testing.assert_array_equal(first.item_bias, second.item_bias)
-    other = replace(config, training=replace(config.training, seed=1))
+    other = config.replace(training=config.training.replace(seed=1))
     third = train_on_log(shop_log, other, progress=False).embeddings
     assert not np.array_equal(first.vectors, third.vectors)
 
@@ -148,7 +146,7 @@ def test_diverging_loss_raises_a_user_error(monkeypatch):
 def test_bf16_mixed_precision_learns_from_a_random_start(shop_log, shop_config, categories,
                                                          purity):
     """Autocast bf16 (CPU here; the same path runs on CUDA) still learns the planted groups."""
-    config = replace(shop_config, training=replace(shop_config.training, init="random", epochs=6,
+    config = shop_config.replace(training=shop_config.training.replace(init="random", epochs=6,
                                                    precision="bf16"))
     model = train_on_log(shop_log, config, progress=False)
     assert purity(model.embeddings, categories, model.item_counts) >= OBJECTIVE_PURITY
@@ -194,7 +192,7 @@ def test_accumulated_gradient_is_the_mean_of_the_group(monkeypatch):
         def after_backward(self, encoder) -> None:
             grads.setdefault(self.config.accumulate, encoder.item_embedding.weight.grad.clone())
 
-    Capture(replace(base, accumulate=2), progress=False).fit(targets)
+    Capture(base.replace(accumulate=2), progress=False).fit(targets)
     # the same two batches by hand: same seed -> same spectral start and the same row order
     trainer = Trainer(base, progress=False)
     encoder = trainer.build_encoder(targets)

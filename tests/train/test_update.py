@@ -19,7 +19,13 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from itemvec.cli.main import app
-from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
+from itemvec.config import (
+    FeatureConfig,
+    IngestConfig,
+    PipelineConfig,
+    TrainingConfig,
+    UpdateConfig,
+)
 from itemvec.data.ingest import EventLog
 from itemvec.data.synth import generate
 from itemvec.query.embeddings import load_embeddings
@@ -27,7 +33,6 @@ from itemvec.store.bundle import MANIFEST, load_cooccurrence, read_manifest
 from itemvec.train.pipeline import train
 from itemvec.train.update import (
     Parent,
-    UpdateConfig,
     decay_factor,
     initial_rows,
     load_parent,
@@ -256,8 +261,9 @@ def test_feature_bundle_warms_cold_items_from_features(shop, files, tmp_path):
     shop.items.filter(~pl.col("item_id").is_in(held[:5])).select(
         "item_id", "category", "brand").write_csv(table)
     config = PipelineConfig(ingest=IngestConfig(context="session_id", item="item_id", time="ts"),
-                            training=TrainingConfig(dim=16, epochs=4, device="cpu"))
-    train(files["base"], config, out=tmp_path / "base", items=table, progress=False)
+                            training=TrainingConfig(dim=16, epochs=4, device="cpu"),
+                            side=FeatureConfig(items=table))
+    train(files["base"], config, out=tmp_path / "base", progress=False)
     parent = load_parent(tmp_path / "base")
     assert parent.n_warm == parent.n_items - (len(held) - 5)  # held-out items with a row: cold
     result = update(tmp_path / "base", files["new"], out=tmp_path / "v2", progress=False,

@@ -19,19 +19,19 @@ from rich.table import Table
 import itemvec.cli as commands
 from itemvec.cli.demo import run_demo
 from itemvec.cli.options import (
+    INGEST_OPTIONS,
+    ConfigFile,
     Context,
     ContextKind,
     Event,
     EventWeights,
     Item,
     ItemKey,
-    MemoryLimit,
-    MinCount,
     Quiet,
     SessionGap,
     Time,
-    Window,
     build_config,
+    config_options,
     configure_logging,
 )
 from itemvec.data.ingest import read_events
@@ -66,124 +66,53 @@ def _root(version: Annotated[bool, typer.Option(
     """Self-supervised item embeddings from behaviour logs."""
 
 
+SIDE_OPTIONS = ("side.items", "side.item_key", "side.features", "side.relations",
+                "side.relation_weight", "side.mode", "side.max_warm_drop")
+TRAIN_OPTIONS = (*INGEST_OPTIONS, *SIDE_OPTIONS, "cooccurrence.min_count", "cooccurrence.window",
+                 "cooccurrence.min_support", "training.objective", "training.dim",
+                 "training.epochs", "training.history_epochs", "training.temperature",
+                 "training.lr", "training.seed", "training.device", "training.precision",
+                 "training.accumulate", "training.pairs_per_epoch", "training.checkpoint_every",
+                 "training.checkpoint_dir", "streaming.mode", "streaming.memory_limit")
+
+
+
 # -- train -------------------------------------------------------------------------------------
 @app.command()
+@config_options(*TRAIN_OPTIONS)
 def train(
     events: Annotated[Path, typer.Argument(help="Event log: .csv/.tsv, .parquet or .jsonl.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (atomically).")],
-    context: Context = "session_id",
-    item: Item = "item_id",
-    time: Time = None,
-    event: Event = None,
-    event_weights: EventWeights = None,
-    session_gap: SessionGap = None,
-    context_kind: ContextKind = None,
-    items: Annotated[Path | None, typer.Option(
-        "--items", help="Item table (id + columns such as category, title); stored in the "
-        "bundle and shown beside results.")] = None,
-    item_key: ItemKey = "item_id",
-    features: Annotated[str | None, typer.Option(
-        "--features", help="Feature columns of --items and their kinds, e.g. "
-        "category:cat,price:num,title:text (kind auto/skip too); 'none' = no features.  "
-        "[default: every column, auto-typed]")] = None,
-    relations: Annotated[Path | None, typer.Option(
-        "--relations", help="Triples head,relation,tail (item -> brand, item -> item, ...) "
-        "added as extra training signal.")] = None,
-    relation_weight: Annotated[float | None, typer.Option(
-        "--relation-weight", help="Mass of relation edges relative to behaviour.  "
-        "[default: 0.5]")] = None,
-    side_mode: Annotated[str | None, typer.Option(
-        "--side-mode", help="How item features are used: behaviour-first (behaviour trained as "
-        "without them, a feature tower embeds cold items, calibrated on validation) or joint "
-        "(EGES-style, trained together).  [default: behaviour-first]")] = None,
-    max_warm_drop: Annotated[float | None, typer.Option(
-        "--max-warm-drop", help="behaviour-first: how much (relative) validation HR@20 of items "
-        "with behaviour the cold items may cost when they are calibrated into rankings; raise "
-        "it to show new items more.  [default: 0.005]")] = None,
-    min_count: MinCount = None,
-    window: Window = None,
-    min_support: Annotated[int | None, typer.Option(
-        "--min-support", help="Privacy: store (and explain with) only item pairs seen in at least "
-        "this many distinct contexts.  [default: 1]")] = None,
-    objective: Annotated[str | None, typer.Option(
-        "--objective", help="auto (softmax up to 50k items, infonce beyond), softmax, infonce or "
-        "sgns.  [default: auto]")] = None,
-    dim: Annotated[int | None, typer.Option("--dim", help="Embedding size.  [default: 64]")] = None,
-    epochs: Annotated[int | None, typer.Option(
-        "--epochs", help="Maximum epochs (early stopping may end sooner).  [default: 40]")] = None,
-    history_epochs: Annotated[int | None, typer.Option(
-        "--history-epochs", help="Maximum epochs of fine-tuning on history -> next item after "
-        "training, kept only if validation prefers it; 0 = off.  [default: auto: 10 up to 2M "
-        "training events, off above]")] = None,
-    temperature: Annotated[float | None, typer.Option(
-        "--temperature", help="Softmax temperature on cosines.  [default: 0.2]")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.  [default: 0.01]")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.  [default: 0]")] = None,
-    device: Annotated[str | None, typer.Option(
-        "--device", help="auto, cpu, cuda or cuda:N.  [default: auto]")] = None,
-    precision: Annotated[str | None, typer.Option(
-        "--precision", help="fp32; bf16 (mixed precision, CPU or CUDA); fp16 (mixed precision "
-        "with loss scaling, CUDA only).  [default: fp32]")] = None,
-    accumulate: Annotated[int | None, typer.Option(
-        "--accumulate", help="Gradient accumulation: one optimiser step per this many batches "
-        "(a larger effective batch in the same memory).  [default: 1]")] = None,
-    pairs_per_epoch: Annotated[int | None, typer.Option(
-        "--pairs-per-epoch", help="infonce/sgns: pairs drawn per epoch, to bound an epoch on a "
-        "huge catalogue.  [default: one per non-zero co-occurrence, at most 10M]")] = None,
-    config_file: Annotated[Path | None, typer.Option(
-        "--config", help="JSON config (same shape as a bundle manifest's config).")] = None,
+    config_file: ConfigFile = None,
     tensorboard: Annotated[Path | None, typer.Option(
         "--tensorboard", help="Write loss and validation curves to this TensorBoard log dir "
         "(needs pip install 'itemvec[track]').  [default: off]")] = None,
     log_json: Annotated[Path | None, typer.Option(
         "--log-json", help="Write one JSON line per epoch (epoch, loss, validation, seconds) to "
         "this file, or to DIR/training_log.jsonl for a directory.  [default: off]")] = None,
-    checkpoint_every: Annotated[str | None, typer.Option(
-        "--checkpoint-every", help="Save a resumable checkpoint at the end of an epoch once this "
-        "long (e.g. 10m, 90s; 0 = every epoch) has passed since the last; kept in "
-        "OUT/.checkpoint until the bundle is written.  [default: off]")] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option(
-        "--checkpoint-dir", help="Keep the checkpoint here instead of OUT/.checkpoint (outside "
-        "--out).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run from its checkpoint; give the same data "
         "and options.")] = False,
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Data-parallel training across the processes of torchrun "
         "(gloo on CPU, NCCL on CUDA); rank 0 writes the bundle.")] = False,
-    streaming: Annotated[str, typer.Option(
-        "--streaming", help="Train without reading the log whole (pre-pass for the held-out "
-        "slice, then chunked counting with bounded memory): on, off, or auto (on for "
-        "Parquet/CSV logs above 20M rows; JSONL never).")] = "auto",
-    memory_limit: MemoryLimit = None,
     quiet: Quiet = False,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Train item embeddings from an event log and write a model bundle."""
+    config = build_config(config_file, settings or {})  # bad settings fail here, before work
     configure_logging(quiet)
-    config = build_config(
-        config_file,
-        dict(context=context, item=item, time=time, event=event, event_weights=event_weights,
-             session_gap=session_gap, context_kind=context_kind),
-        dict(min_count=min_count, window=window, min_support=min_support),
-        dict(objective=objective, dim=dim, epochs=epochs, history_epochs=history_epochs,
-             temperature=temperature, lr=lr, seed=seed, device=device, precision=precision,
-             accumulate=accumulate, pairs_per_epoch=pairs_per_epoch,
-             checkpoint_every=checkpoint_every,
-             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None),
-    )
     trackers = make_trackers(tensorboard, log_json)
-    options = dict(out=out, items=items, item_key=item_key, progress=not quiet,
-                   callbacks=trackers, resume=resume, features=features, relations=relations,
-                   relation_weight=relation_weight, side_mode=side_mode,
-                   max_warm_drop=max_warm_drop, streaming=streaming, memory_limit=memory_limit)
+    options = dict(out=out, progress=not quiet, callbacks=trackers, resume=resume)
     try:
         if distributed:
             model = ItemVec.from_trained(distributed_training.train(events, config, **options),
                                          config)
         else:
-            ingest = config.ingest
-            model = ItemVec.from_config(config).fit(events, ingest.context, ingest.item,
-                                                    ingest.time, ingest.event, **options)
+            ingest, side = config.ingest, config.side
+            model = ItemVec.from_config(config).fit(
+                events, ingest.context, ingest.item, ingest.time, ingest.event, items=side.items,
+                item_key=side.item_key, relations=side.relations, **options)
     finally:
         close_all(trackers)
     typer.echo(training_summary(model.stats_, out))
@@ -324,8 +253,8 @@ def recommend(
 @app.command()
 def evaluate(
     events: Annotated[Path, typer.Argument(help="Event log to split, train on and score.")],
-    context: Context = "session_id",
-    item: Item = "item_id",
+    context: Context = None,
+    item: Item = None,
     time: Time = None,
     event: Event = None,
     event_weights: EventWeights = None,
@@ -338,7 +267,7 @@ def evaluate(
     max_queries: Annotated[int | None, typer.Option(
         "--max-queries", help="Score at most this many test queries per task.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Split and training seed.")] = 0,
-    config_file: Annotated[Path | None, typer.Option("--config", help="JSON config.")] = None,
+    config_file: ConfigFile = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Also write the trained bundle, with the metrics in DIR/evaluation.json "
         "(what itemvec report DIR reads).")] = None,
@@ -352,9 +281,10 @@ def evaluate(
 ) -> None:
     """Split contexts 80/10/10 by time, train, and rank ALL items for each test query."""
     configure_logging(quiet)
-    config = build_config(config_file, dict(
-        context=context, item=item, time=time, event=event, event_weights=event_weights,
-        session_gap=session_gap, context_kind=context_kind), {}, dict(seed=seed))
+    given = dict(zip(INGEST_OPTIONS, (context, item, time, event, event_weights, session_gap,
+                                      context_kind), strict=True))
+    config = build_config(config_file, {**{k: v for k, v in given.items() if v is not None},
+                                        "training.seed": seed})
     log = read_events(events, config.ingest)
     table = read_item_table(items, item_key) if items is not None else None
     names = [b.strip() for b in baselines.split(",") if b.strip()]
@@ -458,8 +388,8 @@ def main() -> None:
     try:
         # Non-standalone typer returns the exit code of ``typer.Exit`` and of Ctrl-C (130).
         code = app(standalone_mode=False)
-    except ItemvecError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except ItemvecError as exc:  # a config with several problems: one line each
+        typer.echo("\n".join(f"error: {line}" for line in str(exc).splitlines() or [""]), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = 130

@@ -1,44 +1,112 @@
-"""Options and set-up shared by every ``itemvec`` command module (``main`` and the groups).
+"""CLI options declared from config fields: help, default and flag come from ``itemvec.config``.
 
-Command modules import these from here, never from ``main``: ``main`` imports the command
-modules to register them, so an import back would be a cycle.
+``@config_options("training.dim", ...)`` adds one option per field to a command; the command
+receives the options the user gave as ``settings`` ({"training.dim": 32}), applied over the
+``--config`` file with ``PipelineConfig.with_values``, so a flag always wins over the file and a
+file can set whatever a flag can. Options default to None (= not given), so the help's default
+is the field's, written once in the config.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from itemvec.config import PipelineConfig, load_config
+from itemvec.config import FLAT_NAMES, PipelineConfig, field_info, load_config, meta, split_path
 
-# -- shared options ----------------------------------------------------------------------------
-Context = Annotated[str, typer.Option("--context", help="Column with the session, basket, order "
-                                      "or user id that groups co-occurring events.")]
-Item = Annotated[str, typer.Option("--item", help="Column with the item id (read as a string).")]
-Time = Annotated[str | None, typer.Option("--time", help="Column with a timestamp (number or "
-                                          "ISO-8601); orders events and splits by time.")]
-Event = Annotated[str | None, typer.Option("--event", help="Column with the event type.")]
-EventWeights = Annotated[str | None, typer.Option(
-    "--event-weights", help="Weights per event type, e.g. view=1,cart=3,purchase=5.")]
-SessionGap = Annotated[str | None, typer.Option(
-    "--session-gap", help="Split a context into sessions at gaps longer than this (e.g. 30m); "
-    "needs --time.")]
-ContextKind = Annotated[str | None, typer.Option(
-    "--context-kind", help="session (order matters, windowed pairs), basket (all pairs) or auto "
-    "(session when --time is given).  [default: auto]")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
-ItemKey = Annotated[str, typer.Option("--item-key", help="Id column of --items.")]
-Window = Annotated[int | None, typer.Option(
-    "--window", help="Sessions: count pairs at most this far apart.  [default: 5]")]
-MinCount = Annotated[int | None, typer.Option(
-    "--min-count", help="Drop items seen in fewer contexts.  [default: 1]")]
-MemoryLimit = Annotated[str | None, typer.Option(
-    "--memory-limit", help="Streamed counting (train --streaming, cooccur --engine local): "
-    "memory for partial pair sums before spilling to disk, e.g. 4G.  [default: 4G]")]
+SETTINGS = "settings"  # the parameter a decorated command receives the given options in
+
+
+def flag_of(path: str) -> str:
+    """The option name of a field: its ``flag`` metadata, else --flat-name."""
+    info = field_info(path)
+    flat = next(name for name, where in FLAT_NAMES.items() if ".".join(where) == path)
+    return meta(info, "flag") or "--" + flat.replace("_", "-")
+
+
+def help_of(path: str) -> str:
+    """The field's description with its default, as ``--help`` shows it."""
+    info = field_info(path)
+    shown = meta(info, "default_text") or _shown(info.default)
+    return f"{info.description}  [default: {shown}]" if shown else str(info.description)
+
+
+def _shown(default: Any) -> str:
+    if default is None or default == {}:
+        return ""
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
+def cli_type(path: str) -> type:
+    """int or float where the field holds one (typer then rejects '--dim abc'); else str, which
+    the config parses (durations, sizes, event weights, choices)."""
+    info = field_info(path)
+    annotation = info.annotation
+    if meta(info, "parse"):
+        return str
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else str
+    if annotation is bool:
+        raise TypeError(f"{path}: boolean settings have no CLI option; set them with --config")
+    if typing.get_origin(annotation) is Literal:
+        return str
+    return annotation if annotation in (int, float) else str
+
+
+def option(path: str) -> Any:
+    """``Annotated[T | None, typer.Option(...)]`` for one field, e.g. for a shared alias."""
+    return Annotated[cli_type(path) | None, typer.Option(flag_of(path), help=help_of(path),
+                                                          show_default=False)]
+
+
+def config_options(*paths: str) -> Callable[[Callable], Callable]:
+    """Add an option per field in ``paths`` to a typer command; see the module docstring."""
+    for path in paths:
+        split_path(path)  # a typo fails at import, naming the path
+
+    def decorate(command: Callable) -> Callable:
+        names = {path: path.replace(".", "__") for path in paths}
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(command).parameters.values() if p.name != SETTINGS]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=option(path)) for path, name in names.items()]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            given = {path: kwargs.pop(name) for path, name in names.items()}
+            return command(**kwargs, **{SETTINGS: {k: v for k, v in given.items()
+                                                   if v is not None}})
+
+        wrapper.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+        return wrapper
+
+    return decorate
+
+
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="JSON or TOML config file (the shape of a bundle manifest's config: "
+    "sections ingest, cooccurrence, training, query, side, streaming, update, serve); it can "
+    "set every option, and options given on the command line win over it.")]
+
+
+def build_config(config_file: Path | None, settings: dict[str, Any]) -> PipelineConfig:
+    """The ``--config`` file (or the defaults) with the given options applied, validated."""
+    config = load_config(config_file) if config_file else PipelineConfig()
+    return config.with_values(settings) if settings else config
 
 
 def configure_logging(quiet: bool) -> None:
@@ -49,18 +117,18 @@ def configure_logging(quiet: bool) -> None:
         logging.getLogger("itemvec.train.trainer").setLevel(logging.WARNING)
 
 
-def _merge(config: PipelineConfig, section: str, **values: Any) -> None:
-    """Apply the CLI options that were given on top of a section of the config."""
-    current = getattr(config, section).__dict__.copy()
-    current.update({k: v for k, v in values.items() if v is not None})
-    setattr(config, section, type(getattr(config, section))(**current))
-
-
-def build_config(config_file: Path | None, ingest: dict, cooccurrence: dict,
-                 training: dict) -> PipelineConfig:
-    """``--config FILE`` (or the defaults) with the options that were given on top."""
-    config = load_config(config_file) if config_file else PipelineConfig()
-    _merge(config, "ingest", **ingest)
-    _merge(config, "cooccurrence", **cooccurrence)
-    _merge(config, "training", **training)
-    return config
+# -- options several command modules share: help and defaults from the config fields ------------
+Context = option("ingest.context")
+Item = option("ingest.item")
+Time = option("ingest.time")
+Event = option("ingest.event")
+EventWeights = option("ingest.event_weights")
+SessionGap = option("ingest.session_gap")
+ContextKind = option("ingest.context_kind")
+ItemKey = option("side.item_key")
+Window = option("cooccurrence.window")
+MinCount = option("cooccurrence.min_count")
+MemoryLimit = option("streaming.memory_limit")
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
+INGEST_OPTIONS = ("ingest.context", "ingest.item", "ingest.time", "ingest.event",
+                  "ingest.event_weights", "ingest.session_gap", "ingest.context_kind")

@@ -1,23 +1,16 @@
 """``itemvec cooccur``: count co-occurrences out of core (local engine) or on Spark."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from itemvec.cli.options import (
-    Context,
-    ContextKind,
-    Event,
-    EventWeights,
-    Item,
-    MemoryLimit,
-    MinCount,
+    INGEST_OPTIONS,
+    ConfigFile,
     Quiet,
-    SessionGap,
-    Time,
-    Window,
     build_config,
+    config_options,
     configure_logging,
 )
 from itemvec.counting.spark import count_spark
@@ -28,41 +21,32 @@ from itemvec.util.errors import ConfigError
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @config_options(*INGEST_OPTIONS, "cooccurrence.window", "cooccurrence.min_count",
+                    "streaming.memory_limit")
     def cooccur(
         events: Annotated[Path, typer.Argument(help="Event log: .parquet or .csv/.tsv "
                                                "(local engine also .jsonl, read whole).")],
         out: Annotated[Path, typer.Option("--out", help="Directory to write: cooccurrence.npz, "
                                           "items.parquet (item_id, count), manifest.json.")],
-        context: Context = "session_id",
-        item: Item = "item_id",
-        time: Time = None,
-        event: Event = None,
-        event_weights: EventWeights = None,
-        session_gap: SessionGap = None,
-        context_kind: ContextKind = None,
-        window: Window = None,
-        min_count: MinCount = None,
         engine: Annotated[str, typer.Option(
             "--engine", help="local (streaming, bounded memory) or spark.")] = "local",
         master: Annotated[str, typer.Option(
             "--master", help="Spark master URL (--engine spark).")] = "local[2]",
-        memory_limit: MemoryLimit = None,
         chunk_rows: Annotated[int, typer.Option(
             "--chunk-rows", help="Local engine: rows read per chunk.")] = 4_000_000,
         top_k: Annotated[int | None, typer.Option(
             "--top-k", help="Keep only each item's k strongest partners.")] = None,
-        config_file: Annotated[Path | None, typer.Option("--config", help="JSON config.")] = None,
+        config_file: ConfigFile = None,
         quiet: Quiet = False,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         """Count co-occurring item pairs into the bundle's matrix format (no training)."""
         configure_logging(quiet)
-        config = build_config(config_file, dict(
-            context=context, item=item, time=time, event=event, event_weights=event_weights,
-            session_gap=session_gap, context_kind=context_kind),
-            dict(window=window, min_count=min_count), {})
+        config = build_config(config_file, settings or {})
         if engine == "local":
             counts = count_file(events, config.ingest, config.cooccurrence, chunk_rows=chunk_rows,
-                                memory_limit=memory_limit, top_k=top_k, progress=not quiet)
+                                memory_limit=config.streaming.memory_limit, top_k=top_k,
+                                progress=not quiet)
         elif engine == "spark":
             counts = count_spark(events, config.ingest, config.cooccurrence, master=master)
             if top_k is not None:

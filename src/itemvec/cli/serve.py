@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import polars as pl
@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from itemvec.analysis import classification, clustering
+from itemvec.cli.options import ConfigFile, build_config, config_options
 from itemvec.query.embeddings import load_embeddings
 from itemvec.query.explain import explainer_for_bundle
 from itemvec.query.index import build_index, recall_at_k, save_index
@@ -85,10 +86,10 @@ def register(app: typer.Typer) -> None:
     app.command()(cluster)
 
 
+@config_options("serve.host", "serve.port", "serve.watch_interval", "serve.max_body",
+                "serve.threads")
 def serve(
     bundle: Bundle,
-    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     index: IndexName = "auto",
     api_key_file: Annotated[Path | None, typer.Option(
         "--api-key-file", help="File holding an API key; clients then send X-API-Key or "
@@ -98,17 +99,13 @@ def serve(
         "directory.  [default: the bundle's parent]")] = None,
     watch: Annotated[bool, typer.Option(
         "--watch", help="Reload when the bundle on disk is replaced.")] = False,
-    watch_interval: Annotated[float, typer.Option(
-        "--watch-interval", help="Seconds between checks for --watch.")] = 2.0,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Allow browser calls from this origin (repeatable). CORS is "
         "off by default.")] = None,
-    max_body: Annotated[int, typer.Option(
-        "--max-body", help="Largest request body in bytes (bigger: 413).")] = 1 << 20,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] =
         False,
-    threads: Annotated[int, typer.Option(
-        "--threads", help="BLAS/OpenMP threads per query (requests run concurrently).")] = 1,
+    config_file: ConfigFile = None,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
 
@@ -119,12 +116,15 @@ def serve(
 
     from itemvec.serve.http import create_app
 
-    limit_threads(max(1, threads))
+    listen = build_config(config_file, settings or {}).serve  # --port 0: one line, exit 2
+    host, port = listen.host, listen.port
+    limit_threads(listen.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     key = _check_serve_options(host, port, api_key_file)
-    holder = _loaded_holder(bundle, models_root, index, watch, watch_interval)
-    app = create_app(holder, api_key=key, cors_origins=cors_origin or (), max_body=max_body)
+    holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval)
+    app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
+                     max_body=listen.max_body)
     typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
                f"http://{host}:{port}  (docs: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -40,7 +39,7 @@ import polars as pl
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from itemvec.config import CooccurrenceConfig, IngestConfig
+from itemvec.config import CooccurrenceConfig, IngestConfig, parse_size
 from itemvec.data.batches import (
     DEFAULT_CHUNK_ROWS,
     NotGroupedError,
@@ -57,18 +56,6 @@ from itemvec.util.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT = 4 << 30
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str | int | None, name: str = "--memory-limit") -> int | None:
-    """'12G', '500MB', '2.5GiB' or a number of bytes -> bytes."""
-    if text is None or isinstance(text, int):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ConfigError(f"{name} must be a size like 4G, 500M or 1073741824, got {text!r}")
-    power = " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * 1024**power)
 
 
 @dataclass

@@ -10,7 +10,6 @@ defaults stand unless the data clearly prefers something else.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
 
 from itemvec.config import QueryConfig
 from itemvec.evaluation.protocol import Queries, hit_rate
@@ -27,7 +26,7 @@ MARGIN = 0.005  # relative improvement a setting needs over the current best
 
 
 def score(embeddings: ItemEmbeddings, query: QueryConfig, queries: dict[str, Queries]) -> float:
-    scorer = embeddings.with_query(**asdict(query))
+    scorer = embeddings.with_query(**query.to_dict())
     return sum(hit_rate(scorer, q) for q in queries.values()) / len(queries)
 
 
@@ -43,7 +42,7 @@ def tune_query(embeddings: ItemEmbeddings, queries: dict[str, Queries], ordered:
             if name == "recency_half_life" and not ordered:
                 continue
             for value in values:
-                candidate = replace(best, **{name: value})
+                candidate = best.replace(**{name: value})
                 if candidate == best:
                     continue
                 value_score = score(embeddings, candidate, queries)
@@ -53,5 +52,5 @@ def tune_query(embeddings: ItemEmbeddings, queries: dict[str, Queries], ordered:
         if not improved:
             break
     logger.info("query tuning: validation HR@20 %.4f -> %.4f with %s", start, best_score,
-                asdict(best))
-    return best, {"start": start, "best": best_score, "trials": trials, "chosen": asdict(best)}
+                best.to_dict())
+    return best, {"start": start, "best": best_score, "trials": trials, "chosen": best.to_dict()}

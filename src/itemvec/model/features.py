@@ -21,6 +21,7 @@ import logging
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclasses_fields
 from typing import Any
 
 import numpy as np
@@ -28,65 +29,20 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from itemvec.config import from_dict
+from itemvec.config import FeatureConfig, from_dict
 from itemvec.data.ingest import align_items
 from itemvec.data.relations import add_relations, relation_matrix
 from itemvec.model.encoder import FeatureEncoder
 from itemvec.model.spectral import popularity_logits, spectral_vectors
-from itemvec.util.checks import choice, require
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("cat", "num", "text")
-MODES = ("behaviour-first", "joint")  # how side information is trained (FeatureConfig.mode)
 SPEC_FILE = "features.json"
 SPEC_VERSION = 1
 RESERVED = ("item_id", "count")
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@dataclass
-class FeatureConfig:
-    """How side information is featurised and trained; stored in ``features.json``."""
-
-    separator: str = "|"  # multi-valued categorical cells: a|b|c
-    max_values: int = 16  # categorical values kept per item
-    num_buckets: int = 16  # quantile buckets for numeric fields
-    text_buckets: int = 16384  # hash buckets for text n-grams
-    max_tokens: int = 96  # text tokens kept per item
-    max_vocab: int = 100_000  # categorical values kept per field (most frequent)
-    id_dropout: float = 0.25  # fraction of items trained on features alone each step
-    field_dropout: float = 0.1  # chance a single field is hidden from an item each step
-    relation_weight: float = 0.5  # mass of relation edges relative to behaviour co-occurrence
-    # behaviour-first: train on behaviour alone, then fit a feature tower to the frozen warm
-    # vectors and calibrate cold logits on validation (itemvec.train.coldstart); joint: EGES-style
-    # fusion trained together with behaviour (id_dropout / field_dropout apply to it)
-    mode: str = "behaviour-first"
-    tower_epochs: int = 60  # behaviour-first: most epochs of the feature tower (early stopping)
-    tower_lr: float = 0.01
-    holdout: float = 0.1  # behaviour-first: warm items held out as pseudo-cold for calibration
-    max_warm_drop: float = 0.005  # relative warm HR@20 the calibrated cold items may cost
-
-    def __post_init__(self) -> None:
-        require(len(self.separator) >= 1, "features.separator", "must not be empty",
-                 self.separator)
-        for name in ("max_values", "num_buckets", "text_buckets", "max_tokens", "max_vocab"):
-            require(getattr(self, name) >= 1, f"features.{name}", "must be >= 1",
-                     getattr(self, name))
-        require(0 <= self.id_dropout < 1, "features.id_dropout", "must be in [0, 1)",
-                 self.id_dropout)
-        require(0 <= self.field_dropout < 1, "features.field_dropout", "must be in [0, 1)",
-                 self.field_dropout)
-        require(self.relation_weight >= 0, "features.relation_weight", "must be >= 0",
-                 self.relation_weight)
-        choice("features.mode", self.mode, MODES)
-        require(self.tower_epochs >= 1, "features.tower_epochs", "must be >= 1",
-                 self.tower_epochs)
-        require(self.tower_lr > 0, "features.tower_lr", "must be > 0", self.tower_lr)
-        require(0 < self.holdout < 0.5, "features.holdout", "must be in (0, 0.5)", self.holdout)
-        require(0 <= self.max_warm_drop < 1, "features.max_warm_drop", "must be in [0, 1)",
-                 self.max_warm_drop)
 
 
 @dataclass
@@ -235,7 +191,7 @@ class FeatureSpec:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": SPEC_VERSION, "config": asdict(self.config),
+        return {"version": SPEC_VERSION, "config": self.config.featurisation(),
                 "fields": [asdict(f) for f in self.fields]}
 
     @classmethod
@@ -244,11 +200,21 @@ class FeatureSpec:
             raise ConfigError(f"features spec version {data.get('version')!r} is not "
                               f"{SPEC_VERSION}; upgrade itemvec")
         config = from_dict(FeatureConfig, data.get("config", {}), "features.config")
-        fields = [from_dict(Field, f, "features.fields[]") for f in data.get("fields", [])]
+        fields = [_field_from_dict(f) for f in data.get("fields", [])]
         return cls(fields, config)
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}:{f.kind}({f.size})" for f in self.fields)
+
+
+def _field_from_dict(data: Any) -> Field:
+    """A fitted field from ``features.json``; unknown keys mean a newer or damaged file."""
+    names = [f.name for f in dataclasses_fields(Field)]
+    unknown = sorted(set(data) - set(names)) if isinstance(data, dict) else ["<not a mapping>"]
+    if unknown:
+        raise ConfigError(f"features.fields[]: unknown key {unknown[0]!r}; known: "
+                          f"{', '.join(names)}")
+    return Field(**data)
 
 
 def _cells(series: pl.Series, separator: str) -> list[list[str]]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +269,7 @@ class ItemEmbeddings:
         """A view with other query settings (e.g. recency_half_life), sharing the vectors."""
         clone = object.__new__(ItemEmbeddings)
         clone.__dict__.update(self.__dict__)
-        clone.query = replace(self.query, **changes)
+        clone.query = self.query.replace(**changes)
         return clone
 
     # -- helpers ----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ checkpoint exists only while a run is unfinished.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -72,7 +71,7 @@ class TrainingState:
 # -- identity: which run a checkpoint belongs to -------------------------------------------------
 def config_identity(config: TrainingConfig) -> dict[str, Any]:
     """The training settings that shape the result (not device, threads or checkpoint options)."""
-    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in UNTRACKED_FIELDS}
+    values = {k: v for k, v in config.to_dict().items() if k not in UNTRACKED_FIELDS}
     return json.loads(json.dumps(values, default=str))
 
 

@@ -9,18 +9,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from itemvec.config import PipelineConfig, QueryConfig, TrainingConfig
+from itemvec.config import FeatureConfig, PipelineConfig, QueryConfig, TrainingConfig
 from itemvec.counting.cooccurrence import apply_min_support, count_pairs, prune_rare_items
 from itemvec.counting.streamed import count_file
 from itemvec.data.batches import DEFAULT_CHUNK_ROWS
@@ -55,7 +54,7 @@ from itemvec.evaluation.protocol import (
     target_ranks,
 )
 from itemvec.evaluation.query_tuning import tune_query
-from itemvec.model.features import FeatureConfig, SideInformation, parse_feature_option, prepare_side
+from itemvec.model.features import SideInformation, parse_feature_option, prepare_side
 from itemvec.model.objectives import resolve_objective
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.store.bundle import check_target, write_bundle
@@ -121,7 +120,7 @@ def validation_queries(valid: EventLog | None, model_items: np.ndarray, config: 
 
 def query_settings(config: PipelineConfig, ordered: bool) -> QueryConfig:
     """Baskets have no order: their items are pooled with equal weights, not by recency."""
-    return config.query if ordered else replace(config.query, recency_half_life=0.0)
+    return config.query if ordered else config.query.replace(recency_half_life=0.0)
 
 
 def make_validator(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig):
@@ -204,7 +203,7 @@ class Schedule:
 
     def describe(self) -> dict:
         return {"epochs": self.epochs, "history_epochs": self.history_epochs,
-                "query": dataclasses.asdict(self.query)}
+                "query": self.query.to_dict()}
 
 
 def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None = None,
@@ -349,7 +348,7 @@ def _fit_encoder(targets: sp.csr_matrix, encoder, config: PipelineConfig, valida
             start = encoder.to(trainer.device) if encoder is not None \
                 else trainer.build_encoder(targets)
             return TrainingResult(encoder=start, best_epoch=0)
-        training = replace(training, epochs=schedule.epochs)
+        training = training.replace(epochs=schedule.epochs)
     return Trainer(training, validator, **options).fit(targets, encoder=encoder)
 
 
@@ -429,36 +428,32 @@ def training_stats(counted: Counted, result: TrainingResult,
 
 
 def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
-          items: str | Path | None = None, item_key: str = "item_id",
           progress: bool = True, callbacks: list[Callback] | tuple = (),
-          resume: bool = False, features: str | dict[str, str] | None = None,
-          relations: str | Path | None = None,
-          relation_weight: float | None = None, side_mode: str | None = None,
-          max_warm_drop: float | None = None, streaming: str = "auto",
-          memory_limit: int | str | None = None) -> TrainedModel:
-    """``itemvec train``: read the log (and item table), train, and write the bundle.
+          resume: bool = False) -> TrainedModel:
+    """``itemvec train``: read the log (and ``config.side``'s item table), train, write the bundle.
 
     With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
     unless ``training.checkpoint_dir``) and removed once the bundle is in place; ``resume``
-    continues from it. ``streaming`` (auto, on, off) chooses ``train_streamed`` over reading
-    the log whole (``streaming.use_streaming``); ``memory_limit`` bounds its counter.
+    continues from it. ``config.streaming.mode`` (auto, on, off) chooses ``train_streamed``
+    over reading the log whole (``streaming.use_streaming``); ``memory_limit`` bounds its counter.
     """
     if out is not None:
         check_target(Path(out))  # fail before training, not after it
-    streamed = use_streaming(events, streaming)
+    streamed = use_streaming(events, config.streaming.mode)
     if streamed:
         _check_streamable(config)
     checkpoint = manager_for(config.training, out, resume)
     clock = StageClock()
     with clock.stage("read"):
         log = None if streamed else read_events(events, config.ingest)
-        table = read_item_table(items, item_key) if items is not None else None
-        side = side_information(table, features, relations, relation_weight, side_mode,
-                                max_warm_drop)
+        items = config.side.items
+        table = read_item_table(items, config.side.item_key) if items is not None else None
+        side = side_information(table, config.side)
     options = dict(item_table=table, progress=progress, callbacks=callbacks,
                    checkpoint=checkpoint, resume=resume, side=side, clock=clock)
     if streamed:
-        model = train_streamed(events, config, memory_limit=memory_limit, **options)
+        model = train_streamed(events, config, memory_limit=config.streaming.memory_limit,
+                               **options)
     else:
         model = train_on_log(log, config, **options)
     if out is not None:
@@ -530,22 +525,19 @@ def _count_streamed(events: str | Path, config: PipelineConfig, holdout, exclude
                    str(Path(events)), counts.stats["events"], contexts, extra_stats=extra)
 
 
-def side_information(table: pl.DataFrame | None, features: str | dict[str, str] | None,
-                     relations: str | Path | None,
-                     relation_weight: float | None,
-                     side_mode: str | None = None,
-                     max_warm_drop: float | None = None) -> SideInformation | None:
-    """Item features are on whenever an item table is given (``features='none'`` turns them off)."""
+def side_information(table: pl.DataFrame | None,
+                     side: FeatureConfig | None = None) -> SideInformation | None:
+    """Item features are on whenever an item table is given (``side.features='none'`` turns them
+    off); ``side.relations`` adds relation triples. None when there is nothing to add."""
+    side = side or FeatureConfig()
+    features = side.features
     chosen = parse_feature_option(features) if isinstance(features, str | None) else features
     if table is None and chosen:
         raise ConfigError("--features needs an item table; pass it with --items")
-    if relations is None and (table is None or chosen == {}):
+    if side.relations is None and (table is None or chosen == {}):
         return None
-    options = {"relation_weight": relation_weight, "mode": side_mode,
-               "max_warm_drop": max_warm_drop}
-    config = FeatureConfig(**{k: v for k, v in options.items() if v is not None})
-    triples = read_relations(relations) if relations is not None else None
-    return SideInformation(table, chosen, triples, config)
+    triples = read_relations(side.relations) if side.relations is not None else None
+    return SideInformation(table, chosen, triples, side)
 
 
 def save_model(model: TrainedModel, out: str | Path, config: PipelineConfig) -> Path:

@@ -23,7 +23,6 @@ vocabularies stay the parent's (unseen category values count as missing).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -38,12 +37,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from itemvec.config import (
-    IngestConfig,
-    PipelineConfig,
-    TrainingConfig,
-    parse_duration,
-)
+from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig, UpdateConfig
 from itemvec.counting.cooccurrence import apply_min_support, count_pairs
 from itemvec.data.ingest import EventLog, align_items, read_events
 from itemvec.model.encoder import FeatureEncoder, ItemEncoder
@@ -66,44 +60,9 @@ from itemvec.train.pipeline import (
     training_stats,
 )
 from itemvec.train.trainer import Trainer, TrainingResult, resolve_device
-from itemvec.util.checks import choice, require
 from itemvec.util.errors import BundleError, ConfigError, DataError, ItemvecError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class UpdateConfig:
-    """The short schedule and how old counts age; everything else comes from the parent."""
-
-    epochs: int = 3  # at most (early stopping may end sooner); 0: place new items, no training
-    lr: float | None = None  # None: the parent's training.lr
-    batch_size: int | None = None  # None: the parent's training.batch_size
-    patience: int = 2
-    eval_every: int = 1
-    anchors: str = "all"  # all: every row; touched: only rows the new events changed (start=stored)
-    decay_half_life: float | None = None  # seconds; None: the parent's time_decay_half_life
-    validation_fraction: float = 0.1  # newest new contexts held out for early stopping
-    init: str = "neighbours"  # new rows: neighbours (co-occurrence mean) or random
-    start: str = "refresh"  # refresh: spectral start of the merged counts rotated onto the
-    # stored vectors (every row trains); stored: continue from the stored weights as they are
-
-    def __post_init__(self) -> None:
-        require(self.epochs >= 0, "update.epochs", "must be >= 0", self.epochs)
-        require(self.lr is None or self.lr > 0, "update.lr", "must be > 0", self.lr)
-        require(self.batch_size is None or self.batch_size >= 1, "update.batch_size",
-                 "must be >= 1", self.batch_size)
-        require(self.patience >= 1, "update.patience", "must be >= 1", self.patience)
-        require(self.eval_every >= 1, "update.eval_every", "must be >= 1", self.eval_every)
-        choice("update.anchors", self.anchors, ("touched", "all"))
-        choice("update.init", self.init, ("neighbours", "random"))
-        choice("update.start", self.start, ("stored", "refresh"))
-        require(0 <= self.validation_fraction < 0.5, "update.validation_fraction",
-                 "must be in [0, 0.5)", self.validation_fraction)
-        if self.decay_half_life is not None:
-            self.decay_half_life = parse_duration(self.decay_half_life, "update.decay_half_life")
-            require(self.decay_half_life > 0, "update.decay_half_life", "must be > 0",
-                     self.decay_half_life)
 
 
 @dataclass
@@ -399,7 +358,7 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
     """Fold an already-read log of new events into ``parent``; nothing is written."""
     settings = settings or UpdateConfig()
     started = time.perf_counter()
-    config = dataclasses.replace(parent.config, ingest=ingest or parent.config.ingest)
+    config = parent.config.replace(ingest=ingest or parent.config.ingest, update=settings)
     seen = _time_range(log)  # of every new event, the held-out slice included
     held_out = 0
     if valid is None:
@@ -437,12 +396,12 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
     if targets.nnz == 0:
         raise DataError(f"{log.source}: the new events hold no co-occurring pair of items; "
                         "nothing to update")
-    training = dataclasses.replace(config.training, epochs=max(settings.epochs, 1),
-                                   patience=settings.patience, patience_batches=0,
-                                   eval_every=settings.eval_every,
-                                   lr=settings.lr or config.training.lr,
-                                   batch_size=settings.batch_size or config.training.batch_size,
-                                   precision=_precision_here(config.training))
+    training = config.training.replace(epochs=max(settings.epochs, 1),
+                                       patience=settings.patience, patience_batches=0,
+                                       eval_every=settings.eval_every,
+                                       lr=settings.lr or config.training.lr,
+                                       batch_size=settings.batch_size or config.training.batch_size,
+                                       precision=_precision_here(config.training))
     result = _train(encoder, targets, training if settings.epochs else None, valid, vocabulary,
                     config, progress)
     out_vectors, out_bias = result.encoder.export()
@@ -530,7 +489,7 @@ def _lineage(parent: Parent, log: EventLog, fresh: sp.csr_matrix, n_new: int, fa
                   "new_items": int(n_new), "pairs": int(upper.nnz),
                   "pair_weight": round(float(upper.sum()), 3)},
         "decay_factor": factor,
-        "settings": dataclasses.asdict(settings),
+        "settings": settings.to_dict(),
         "anchors_trained": int(touched.sum()) if settings.anchors == "touched" else None,
         "best_epoch": result.best_epoch,
         "validation_hr@20": result.best_score,
@@ -574,8 +533,7 @@ def update(bundle: str | Path, events: str | Path, out: str | Path | None = None
         raise ItemvecError(f"--out {out} is the bundle being updated; write the update to a new "
                            "directory (the old bundle stays untouched)")
     if isinstance(ingest, dict):
-        ingest = IngestConfig(**{**dataclasses.asdict(parent.config.ingest),
-                                 **{k: v for k, v in ingest.items() if v is not None}})
+        ingest = parent.config.ingest.replace(**{k: v for k, v in ingest.items() if v is not None})
     ingest = ingest or parent.config.ingest
     log = read_events(events, ingest)
     table = read_item_table(items, item_key) if items is not None else None
