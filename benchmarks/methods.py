@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -108,7 +107,7 @@ class ItemvecMethod(Method):
     def fit(self, data: Prepared, params: dict):
         config = data.config
         if self.refit is False:
-            config = replace(config, training=replace(config.training, refit=False))
+            config = config.with_values({"training.refit": False})
         valid = data.valid_log if self.refit is None else None
         model = train_on_log(data.full_train, config, valid=valid, progress=False)
         if self.refit is not False and not np.array_equal(model.embeddings.item_ids,

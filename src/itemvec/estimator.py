@@ -30,13 +30,8 @@ from itemvec.data.frames import (
 from itemvec.data.ingest import EventLog, read_events
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.store.bundle import check_target, write_bundle
-from itemvec.train.pipeline import (
-    TrainedModel,
-    read_item_table,
-    side_information,
-    train,
-    train_on_log,
-)
+from itemvec.train import pipeline
+from itemvec.train.pipeline import TrainedModel, read_item_table, side_information, train_on_log
 from itemvec.train.trainer import Callback
 from itemvec.train.update import Parent, load_parent, update_log
 from itemvec.util.errors import ConfigError, ItemvecError
@@ -81,7 +76,9 @@ class ItemVec:
             hint = " (give it to fit)" if unknown[0] in FIT_ARGUMENTS else ""
             raise ConfigError(f"ItemVec: unknown parameter {unknown[0]!r}{hint}; known: "
                               f"{', '.join(sorted(PARAMS))}")
-        config_from_params(params)  # validate now, not at fit time
+        # validate now, not at fit time (session_gap and event_weights need the time and event
+        # columns that fit names)
+        config_from_params(params, {"time": "<fit time=>", "event": "<fit event=>"})
         self._params = dict(params)
 
     # -- scikit-learn conventions ----------------------------------------------------------------
@@ -132,8 +129,8 @@ class ItemVec:
             "context": context, "item": item, "time": time, "event": event,
             "item_key": item_key, **on_disk})
         if isinstance(events, str | Path) and (items is None or "items" in on_disk):
-            model = train(events, config, progress=progress, callbacks=callbacks,
-                          **file_options)
+            model = pipeline.train(events, config, progress=progress, callbacks=callbacks,
+                                   **file_options)
         else:
             if file_options:
                 raise ConfigError(f"ItemVec.fit: {sorted(file_options)[0]!r} applies when events "

@@ -84,8 +84,11 @@ def recorded(monkeypatch) -> list[tuple]:
 
     def fake_train(events, config, out=None, **options):
         calls.append(("train", config))
-        return SimpleNamespace(stats={"items": 1, "events": 1, "contexts": 1, "best_epoch": 1,
-                                      "train_seconds": 0.0})
+        stats = {"items": 1, "events": 1, "contexts": 1, "best_epoch": 1, "train_seconds": 0.0,
+                 "seconds": {"train": 0.0}}
+        return SimpleNamespace(stats=stats, embeddings=None, cooccurrence=None, item_counts=None,
+                               training=SimpleNamespace(encoder=SimpleNamespace(
+                                   state_dict=lambda: {})), files={})
 
     def fake_update(bundle, events, **options):
         calls.append(("update", options))

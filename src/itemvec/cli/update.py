@@ -9,7 +9,7 @@ import typer
 
 from itemvec.cli.options import INGEST_OPTIONS, ConfigFile, Quiet, config_options, configure_logging
 from itemvec.config import PipelineConfig, load_config
-from itemvec.train.update import update as run_update
+from itemvec.train import update as updating
 
 UPDATE_OPTIONS = ("update.decay_half_life", "update.epochs", "update.start", "update.anchors",
                   "update.lr", "update.batch_size", "update.patience", "update.eval_every",
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         """
         config, ingest = update_settings(config_file, settings or {})
         configure_logging(quiet)
-        result = run_update(bundle, events, out=out, items=config.side.items,
+        result = updating.update(bundle, events, out=out, items=config.side.items,
                             item_key=config.side.item_key, ingest=ingest,
                             settings=config.update, progress=not quiet)
         added = result.lineage["added"]

@@ -9,7 +9,6 @@ the rules a file follows; messages name the DataFrame row (0-based, as ``df.iloc
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +88,7 @@ def events_from_sequences(sequences: Iterable[Sequence[Any]], config: IngestConf
                           "item": items, ROW: np.arange(len(items), dtype=np.int64),
                           "weight": np.ones(len(items), dtype=np.float32)})
     kind = "session" if config.context_kind == "auto" else config.context_kind
-    return build_log(table, replace(config, context_kind=kind), source=SEQUENCE_SOURCE)
+    return build_log(table, config.replace(context_kind=kind), source=SEQUENCE_SOURCE)
 
 
 def _id_text(item: Any, position: int) -> str:

@@ -90,7 +90,7 @@ def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any]
         manifest = {
             "format_version": FORMAT_VERSION, "itemvec_version": VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "n_items": len(embeddings), "dim": embeddings.dim,
+            "n_items": len(embeddings.item_ids), "dim": embeddings.vectors.shape[1],
             "temperature": embeddings.temperature, "query": embeddings.query.to_dict(),
             "config": config, "stats": stats, **(extra or {}),
             "files": {name: sha256_file(staging / name) for name in files},

@@ -60,12 +60,14 @@ PRIOR_Z = 2.0  # a feature prior must beat none by this paired z on validation (
 
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
                       queries: dict[str, Queries] | None, training: TrainingConfig,
-                      item_counts: np.ndarray | None = None
+                      item_counts: np.ndarray | None = None, chosen: dict | None = None
                       ) -> tuple[TrainingResult, ItemEmbeddings]:
     """Fit the tower to ``result.encoder`` and return the model over warm + cold items.
 
     ``warm`` is the behaviour model as the pipeline would ship it (query settings tuned);
     ``queries`` are validation queries over ``plan.item_ids`` (None: no calibration slice).
+    ``chosen`` is an earlier run's report (the refit on every context): its tower epochs,
+    cold offset and feature prior are replayed instead of being chosen again.
     """
     config = plan.spec.config
     torch.manual_seed(training.seed)
@@ -73,6 +75,8 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
     targets = torch.as_tensor(warm.vectors)
     has = np.flatnonzero(np.stack([(f[:plan.n_warm] > 0).any(axis=1) for f in plan.index],
                                   axis=1).any(axis=1))
+    if chosen is not None:
+        return _replay(plan, result, warm, training, item_counts, chosen, has, targets, rng)
     report: dict[str, Any] = {"mode": "behaviour-first", "tower_items": int(len(has))}
     curves, epochs, losses = [], [], []
     for held in pseudo_cold_folds(has, config.holdout, rng):
@@ -100,8 +104,40 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
                        "using the partition-function gap %.3f as the offset", offset)
     else:
         offset, report["calibration"] = 0.0, {"method": "none (too few items with features)"}
-    tower = build_tower(result.encoder, plan, training, has)  # refit on every warm item
-    train_tower(tower, targets, has, np.zeros(0, np.int64), report["tower_epochs"],
+    tower = _final_tower(plan, result, warm, training, has, targets, report["tower_epochs"], rng)
+    tower.cold_offset.fill_(float(offset))
+    report["offset"] = float(offset)
+    if queries is not None and item_counts is not None:
+        share, report["feature_prior"] = choose_feature_prior(tower, warm, has, queries,
+                                                              item_counts)
+        tower.feature_share.copy_(torch.as_tensor(share))
+    return _attach(plan, result, warm, tower, report, len(has))
+
+
+def _replay(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
+            training: TrainingConfig, item_counts: np.ndarray | None, chosen: dict,
+            has: np.ndarray, targets: torch.Tensor, rng: np.random.Generator
+            ) -> tuple[TrainingResult, ItemEmbeddings]:
+    """The refit's cold start: ``chosen``'s tower epochs, offset and prior, no validation."""
+    report = {**chosen, "tower_items": int(len(has)), "replayed": True}
+    tower = _final_tower(plan, result, warm, training, has, targets, chosen["tower_epochs"], rng)
+    tower.cold_offset.fill_(float(chosen["offset"]))
+    prior = float((chosen.get("feature_prior") or {}).get("prior", 0.0))
+    if prior and item_counts is not None:
+        counts = np.asarray(item_counts[:len(warm)], dtype=np.float64)
+        share = np.zeros(len(warm))
+        share[has] = prior / (counts[has] + prior)
+        tower.feature_share.copy_(torch.as_tensor(share.astype(np.float32)))
+    return _attach(plan, result, warm, tower, report, len(has))
+
+
+def _final_tower(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
+                 training: TrainingConfig, has: np.ndarray, targets: torch.Tensor, epochs: int,
+                 rng: np.random.Generator) -> FeatureEncoder:
+    """The tower fitted on every warm item with features for ``epochs``, cold logits set."""
+    config = plan.spec.config
+    tower = build_tower(result.encoder, plan, training, has)
+    train_tower(tower, targets, has, np.zeros(0, np.int64), epochs,
                 config.tower_lr, training.temperature, rng, fixed=True)
     if len(has) > warm.dim:
         tower.fit_cold_bias(rows=torch.as_tensor(has))
@@ -110,12 +146,13 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
                        "mean popularity logit", len(has))
         tower.cold_bias.zero_()
         tower.cold_bias[-1] = float(warm.item_bias.mean())
-    tower.cold_offset.fill_(float(offset))
-    report["offset"] = float(offset)
-    if queries is not None and item_counts is not None:
-        share, report["feature_prior"] = choose_feature_prior(tower, warm, has, queries,
-                                                              item_counts)
-        tower.feature_share.copy_(torch.as_tensor(share))
+    return tower
+
+
+def _attach(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings, tower: FeatureEncoder,
+            report: dict, n_has: int) -> tuple[TrainingResult, ItemEmbeddings]:
+    """The model over warm + cold items from the fitted ``tower``; the report goes to plan."""
+    offset = report["offset"]
     plan.encoder, plan.coldstart = tower, report
     vectors, bias = tower.export()
     if not bool((tower.feature_share > 0).any()):
@@ -124,7 +161,7 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
     embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, warm.query,
                                 warm.metadata, warm.item_table)
     logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)",
-                report["tower_epochs"], len(has), offset,
+                report["tower_epochs"], n_has, offset,
                 report["calibration"].get("summary", "-"))
     return dataclasses.replace(result, encoder=tower), embeddings
 

@@ -78,6 +78,7 @@ class TrainedModel:
     training: TrainingResult
     stats: dict = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)  # extra bundle files (features.json)
+    coldstart: dict | None = None  # behaviour-first: the full cold-start report (curves too)
 
 
 def read_item_table(path: str | Path, key: str) -> pl.DataFrame:
@@ -193,13 +194,14 @@ class Schedule:
     epochs: int  # co-occurrence epochs (0: the spectral start was best)
     history_epochs: int  # history fine-tuning epochs kept (0: rejected or not run)
     query: QueryConfig  # query settings tuned on validation
+    coldstart: dict | None = None  # behaviour-first: tower epochs, cold offset, feature prior
 
     @classmethod
     def of(cls, model: TrainedModel) -> Schedule:
         stats = model.stats
         report = stats.get("history_finetune") or {}
         return cls(int(model.training.best_epoch), int(report.get("best_epoch") or 0),
-                   model.embeddings.query)
+                   model.embeddings.query, model.coldstart)
 
     def describe(self) -> dict:
         return {"epochs": self.epochs, "history_epochs": self.history_epochs,
@@ -330,7 +332,8 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                 plan, result, embeddings,
                 None if schedule else validation_queries(valid, model_items, config,
                                                          tasks=("s2i",)),
-                config.training, counted.item_counts)
+                config.training, counted.item_counts,
+                chosen=None if schedule is None else schedule.coldstart)
         stats["coldstart"] = {**plan.coldstart, "calibration": {
             k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
     stats["seconds"] = clock.seconds
@@ -357,13 +360,14 @@ def _wrap(counted: Counted, plan, embeddings: ItemEmbeddings, result: TrainingRe
     stored = counted.matrix if counted.stored is None else counted.stored  # --min-support
     if plan is None or plan.n_cold == 0:
         return TrainedModel(embeddings, stored, counted.item_counts, result, stats,
-                            {} if plan is None else plan.files())
+                            {} if plan is None else plan.files(),
+                            None if plan is None else plan.coldstart)
     n = len(plan.item_ids)  # cold items: empty co-occurrence rows, zero counts
     stored = sp.csr_matrix((stored.data, stored.indices,
                             np.concatenate([stored.indptr, np.full(plan.n_cold, stored.indptr[-1])])),
                            shape=(n, n))
     counts = np.concatenate([counted.item_counts, np.zeros(plan.n_cold, dtype=np.int64)])
-    return TrainedModel(embeddings, stored, counts, result, stats, plan.files())
+    return TrainedModel(embeddings, stored, counts, result, stats, plan.files(), plan.coldstart)
 
 
 def history_epochs(training: TrainingConfig, events: int) -> int:
