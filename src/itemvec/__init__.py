@@ -8,10 +8,19 @@ Layers, bottom to top: util -> config -> data -> counting -> model -> store -> q
 evaluation -> train -> analysis -> estimator -> serve -> cli (``docs/design.md``).
 """
 
-from itemvec.estimator import ItemVec, NotFittedError
+import importlib
+from typing import Any
+
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ItemvecError
 from itemvec.util.version import VERSION
 
 __all__ = ["ItemEmbeddings", "ItemVec", "ItemvecError", "NotFittedError", "__version__"]
 __version__ = VERSION
+_TRAINING = ("ItemVec", "NotFittedError")  # loaded on first use: serving never imports torch
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINING:
+        return getattr(importlib.import_module("itemvec.estimator"), name)
+    raise AttributeError(f"module 'itemvec' has no attribute {name!r}")

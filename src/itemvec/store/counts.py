@@ -6,7 +6,6 @@ written atomically like a bundle, so ``bundle.load_cooccurrence`` reads the matr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -45,8 +44,8 @@ def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: Ingest
                     "itemvec_version": VERSION, "engine": engine,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "n_items": counts.n_items, "nonzeros": int(counts.matrix.nnz),
-                    "config": {"ingest": dataclasses.asdict(ingest),
-                               "cooccurrence": dataclasses.asdict(config)},
+                    "config": {"ingest": ingest.to_dict(),
+                               "cooccurrence": config.to_dict()},
                     "stats": counts.stats,
                     "files": {name: sha256_file(staging / name) for name in files}}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
