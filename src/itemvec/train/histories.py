@@ -13,23 +13,26 @@ kept only if it beats the start on the validation slice (mean of i2i and s2i HR@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from itemvec.config import TrainingConfig
 from itemvec.data.ingest import EventLog
 from itemvec.evaluation.protocol import Queries
 from itemvec.evaluation.query_tuning import MARGIN, score
 from itemvec.model.encoder import ItemEncoder
 from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.train.trainer import Stage, Trainer
 
 logger = logging.getLogger(__name__)
 MAX_LENGTH = 50  # history items per example (the most recent ones)
 MAX_TARGETS_PER_BASKET = 30
 MAX_EXAMPLES = 300_000  # examples kept (one seeded sample beyond this, the same every epoch)
+MIN_ROUND = 4096  # examples per validated round, at least
+HISTORIES = "histories"  # the stage's name in callbacks, logs and checkpoint files
 
 
 @dataclass
@@ -43,6 +46,10 @@ class HistoryExamples:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def __getitem__(self, rows) -> HistoryExamples:
+        """The examples at ``rows`` (a slice or index tensor): batches and shards."""
+        return HistoryExamples(self.items[rows], self.weights[rows], self.targets[rows])
 
 
 def build_examples(log: EventLog, embeddings: ItemEmbeddings, seed: int = 0,
@@ -101,60 +108,108 @@ def history_loss(encoder: ItemEncoder, batch: HistoryExamples, temperature: floa
     vectors = encoder.all_vectors()
     padded = torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])])
     query = (batch.weights.unsqueeze(-1) * padded[batch.items]).sum(dim=1)
-    logits = query @ vectors.T / temperature + popularity_weight * encoder.item_bias
-    logits = torch.cat([logits, logits.new_zeros(len(logits), 1)], dim=1)
-    logits = logits.scatter(1, batch.items, float("-inf"))[:, :-1]
-    return F.cross_entropy(logits, batch.targets)
+    if torch.is_autocast_enabled(query.device.type):  # bf16/fp16: autograd's own kernels
+        logits = query @ vectors.T / temperature + popularity_weight * encoder.item_bias
+        logits = torch.cat([logits, logits.new_zeros(len(logits), 1)], dim=1)
+        logits = logits.scatter(1, batch.items, float("-inf"))[:, :-1]
+        return F.cross_entropy(logits, batch.targets)
+    return MaskedCrossEntropy.apply(query, vectors, encoder.item_bias, batch.items,
+                                    batch.targets, temperature, popularity_weight)
+
+
+class MaskedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of one target per row over all items, some items per row masked;
+    gradient by hand (d loss / d logit = (softmax - one-hot) / rows), one rows x items buffer.
+
+    As for ``objectives.SoftTargetCrossEntropy``: autograd's chain (scale, add the bias, pad,
+    scatter the mask, log-softmax) walks the rows x items logits many times; this walks it
+    about five times. ``items`` may hold the pad index ``n_items`` after the first column.
+    """
+
+    @staticmethod
+    def forward(ctx, query, vectors, bias, items, targets, temperature, popularity_weight):
+        scaled = query / temperature
+        logits = torch.addmm(bias * popularity_weight, scaled, vectors.T)
+        rows = torch.arange(len(targets), device=logits.device)
+        picked = logits[rows, targets]
+        items = torch.where(items < logits.shape[1], items, items[:, :1])  # pads: item 1 again
+        logits.scatter_(1, items, float("-inf"))
+        top = logits.amax(dim=1)
+        probs = logits.sub_(top[:, None]).exp_()
+        total = probs.sum(dim=1)
+        loss = (top + total.log() - picked).mean()
+        grad = probs.mul_((1.0 / (total * len(targets)))[:, None])
+        grad[rows, targets] -= 1.0 / len(targets)
+        ctx.save_for_backward(scaled, vectors, grad)
+        ctx.temperature, ctx.popularity_weight = temperature, popularity_weight
+        return loss
+
+    @staticmethod
+    def backward(ctx, upstream):
+        scaled, vectors, grad = ctx.saved_tensors
+        return ((grad @ vectors) * (upstream / ctx.temperature), (grad.T @ scaled) * upstream,
+                grad.sum(dim=0) * (upstream * ctx.popularity_weight), None, None, None, None)
+
+
+class HistoryTask:
+    """Fine-tuning as a ``Task``: an epoch is a round of ``round_size`` examples drawn afresh
+    from the seeded generator (a fraction of a pass, so validation can stop it early)."""
+
+    def __init__(self, examples: HistoryExamples, temperature: float, popularity_weight: float,
+                 batch_size: int, round_size: int | None = None) -> None:
+        self.examples, self.batch_size = examples, batch_size
+        self.temperature, self.popularity_weight = temperature, popularity_weight
+        self.round_size = min(round_size or len(examples), len(examples))
+
+    def __len__(self) -> int:
+        return -(-self.round_size // self.batch_size)
+
+    def batches(self, rng: np.random.Generator):
+        rows = rng.permutation(len(self.examples))[:self.round_size]
+        for begin in range(0, len(rows), self.batch_size):
+            yield self.examples[torch.from_numpy(rows[begin:begin + self.batch_size])]
+
+    def loss(self, model: ItemEncoder, batch: HistoryExamples) -> torch.Tensor:
+        device = model.item_bias.device
+        width = max(int((batch.weights > 0).sum(dim=1).max()), 1)  # this batch's longest
+        batch = HistoryExamples(batch.items[:, :width].to(device),
+                                batch.weights[:, :width].to(device), batch.targets.to(device))
+        return history_loss(model, batch, self.temperature, self.popularity_weight)
+
+
+def round_size(n_examples: int, rounds: int) -> int:
+    """Examples per round: a ``rounds``-th of a pass, at least ``MIN_ROUND``."""
+    return min(n_examples, max(MIN_ROUND, -(-n_examples // rounds)))
 
 
 def finetune(encoder: ItemEncoder, embeddings: ItemEmbeddings, examples: HistoryExamples,
              queries: dict[str, Queries], epochs: int, lr: float, batch_size: int = 512,
-             patience: int = 2, seed: int = 0, progress: bool = False) -> dict:
+             patience: int = 2, seed: int = 0, progress: bool = False,
+             trainer: Trainer | None = None, rounds: int = 1, probe: int = 0) -> dict:
     """Train ``encoder`` in place on ``examples``; keep the best state on ``queries`` (the
-    start included: nothing changes unless an epoch beats it by ``tuning.MARGIN``)."""
-    began = time.perf_counter()
-    start = best = score(embeddings, embeddings.query, queries)
-    best_state, best_epoch, history = _state(encoder), 0, []
-    optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    device = encoder.item_bias.device
-    for epoch in range(1, epochs + 1):
-        loss = _epoch(encoder, examples, embeddings, optimiser, batch_size, generator, device,
-                      progress)
-        value = score(_export(encoder, embeddings), embeddings.query, queries)
-        history.append({"epoch": epoch, "loss": loss, "validation": value})
-        logger.info("history fine-tuning epoch %d: loss %.4f, validation HR@20 %.4f",
-                    epoch, loss, value)
-        if value > best * (1 + MARGIN) or (best_epoch and value > best):
-            best, best_epoch, best_state = value, epoch, _state(encoder)
-        elif epoch - best_epoch >= patience:
-            break
-    encoder.load_state_dict(best_state)
-    return {"examples": len(examples), "start": start, "best": best, "best_epoch": best_epoch,
-            "epochs_run": len(history), "history": history,
-            "seconds": round(time.perf_counter() - began, 3)}
+    start included: nothing changes unless a round beats it by ``tuning.MARGIN``).
 
-
-def _epoch(encoder, examples, embeddings, optimiser, batch_size, generator, device,
-           progress) -> float:
-    from tqdm.auto import tqdm
-
-    encoder.train()
-    order = torch.randperm(len(examples), generator=generator)
-    total = 0.0
-    for begin in tqdm(range(0, len(order), batch_size), disable=not progress,
-                      desc="history fine-tuning", leave=False):
-        rows = order[begin:begin + batch_size]
-        batch = HistoryExamples(examples.items[rows].to(device), examples.weights[rows].to(device),
-                                examples.targets[rows].to(device))
-        loss = history_loss(encoder, batch, embeddings.temperature,
-                            embeddings.query.popularity_weight)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        total += float(loss.detach()) * len(rows)
-    encoder.eval()
-    return total / max(len(examples), 1)
+    It runs as the ``histories`` stage of ``trainer`` (device, precision, callbacks,
+    checkpoints; a CPU trainer with ``seed`` when None). ``epochs`` passes of ``rounds``
+    validated rounds each; ``patience`` rounds without a new best stop it, and so does a
+    start still unbeaten after ``probe`` rounds (0: no probe).
+    """
+    if trainer is None:
+        device = str(encoder.item_bias.device)
+        trainer = Trainer(TrainingConfig(seed=seed, device=device), progress=progress)
+    size = round_size(len(examples), rounds)
+    task = HistoryTask(examples, embeddings.temperature, embeddings.query.popularity_weight,
+                       batch_size, size)
+    total = -(-epochs * len(examples) // size)
+    stage = Stage(HISTORIES, total, lr, patience=patience, margin=MARGIN, probe=probe,
+                  lr_field="training.history_lr")
+    result = trainer.run(encoder, task, stage, validator=lambda model: score(
+        _export(model, embeddings), embeddings.query, queries), score_start=True)
+    start = result.history[0]["validation"]
+    return {"examples": len(examples), "round_examples": size, "start": start,
+            "best": result.best_score, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "history": result.history[1:],
+            "seconds": round(result.seconds, 3)}
 
 
 def _export(encoder: ItemEncoder, embeddings: ItemEmbeddings) -> ItemEmbeddings:
@@ -162,7 +217,3 @@ def _export(encoder: ItemEncoder, embeddings: ItemEmbeddings) -> ItemEmbeddings:
     view = embeddings.with_query()
     view.vectors, view.item_bias = vectors, bias
     return view
-
-
-def _state(encoder: ItemEncoder) -> dict:
-    return {k: v.detach().clone() for k, v in encoder.state_dict().items()}

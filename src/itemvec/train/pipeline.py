@@ -55,13 +55,16 @@ from itemvec.model.objectives import resolve_objective
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.store.bundle import check_target, write_bundle
 from itemvec.train.checkpoint import CheckpointManager, manager_for
-from itemvec.train.trainer import Callback, Trainer, TrainingResult
+from itemvec.train.histories import build_examples, finetune
+from itemvec.train.trainer import Callback, LocalContext, Trainer, TrainingResult
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 AUTO_HISTORY_EPOCHS = 10
 AUTO_HISTORY_MAX_EVENTS = 2_000_000
 VALIDATION_QUERIES = 3000
+HISTORY_ROUNDS = 4  # validated rounds per pass of history fine-tuning; patience: one pass
+HISTORY_PROBE = 1  # rounds the start may stay unbeaten before fine-tuning is given up
 
 
 @dataclass
@@ -162,11 +165,13 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
                  item_table: pl.DataFrame | None = None, progress: bool = True,
                  callbacks: list[Callback] | tuple = (),
                  checkpoint: CheckpointManager | None = None, resume: bool = False,
-                 side: SideInformation | None = None) -> TrainedModel:
+                 side: SideInformation | None = None,
+                 context: LocalContext | None = None) -> TrainedModel:
     """Count, train and wrap: the core of ``itemvec train`` on an already-read log.
 
     ``side`` adds item features (cold items from the table join the vocabulary after the warm
-    ones, embedded from features alone) and relation triples (extra targets).
+    ones, embedded from features alone) and relation triples (extra targets); ``context``
+    makes every training stage data-parallel (``itemvec.train.distributed``).
     """
     started = time.perf_counter()
     if valid is None:
@@ -174,7 +179,7 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
                                      config.training.seed)
     log = restrict_vocabulary(log, prune_rare_items(log, config.cooccurrence.min_count))
     return train_on_counts(Counted.from_log(log, config), config, valid, item_table, progress,
-                           callbacks, checkpoint, resume, side, started)
+                           callbacks, checkpoint, resume, side, started, context)
 
 
 def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | None = None,
@@ -182,7 +187,8 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                     callbacks: list[Callback] | tuple = (),
                     checkpoint: CheckpointManager | None = None, resume: bool = False,
                     side: SideInformation | None = None,
-                    started: float | None = None) -> TrainedModel:
+                    started: float | None = None,
+                    context: LocalContext | None = None) -> TrainedModel:
     """Train and wrap a counted log (in memory or streamed); ``valid`` drives early stopping and
     query tuning. Shared by ``train_on_log`` and the streaming path of ``train``."""
     started = time.perf_counter() if started is None else started
@@ -197,9 +203,10 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     behaviour_first = plan is not None and plan.behaviour_first  # cold items attached after
     trained_items = item_ids if behaviour_first else model_items
     validator = make_validator(valid, trained_items, config)
-    result = Trainer(config.training, validator, progress=progress, callbacks=callbacks,
-                     checkpoint=checkpoint, resume=resume).fit(
-        matrix if plan is None else plan.targets, encoder=None if plan is None else plan.encoder)
+    trainer = Trainer(config.training, validator, progress=progress, callbacks=callbacks,
+                      checkpoint=checkpoint, resume=resume, context=context)  # every stage's
+    result = trainer.fit(matrix if plan is None else plan.targets,
+                         encoder=None if plan is None else plan.encoder)
     vectors, bias = result.encoder.export()
     stats = _stats(counted, result, time.perf_counter() - started)
     if plan is not None:
@@ -212,14 +219,14 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     if config.training.tune_query:
         tune_on_validation(embeddings, queries, ordered)
     if counted.log is not None and (plan is None or behaviour_first):
-        finetune_on_histories(result.encoder, embeddings, counted.log, queries, config, progress)
+        finetune_on_histories(result.encoder, embeddings, counted.log, queries, config, trainer)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
         from itemvec.train.coldstart import attach_cold_items
 
         result, embeddings = attach_cold_items(plan, result, embeddings,
                                                validation_queries(valid, model_items, config,
                                                                   tasks=("s2i",)),
-                                               config.training, counted.item_counts)
+                                               config.training, counted.item_counts, trainer)
         stats["coldstart"] = {**plan.coldstart, "calibration": {
             k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
     stored = matrix if counted.stored is None else counted.stored  # privacy guard (--min-support)
@@ -244,24 +251,25 @@ def history_epochs(training: TrainingConfig, events: int) -> int:
 
 def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
                           queries: dict[str, Queries] | None, config: PipelineConfig,
-                          progress: bool = False) -> None:
+                          trainer: Trainer | None = None) -> None:
     """History fine-tuning (``itemvec.train.histories``) where it applies: a validation slice to judge
     it, ``history_epochs`` > 0 and a full-softmax model (it scores every item per
-    example). Vectors, logits and query settings change only if validation prefers the result."""
+    example). Vectors, logits and query settings change only if validation prefers the result.
+    It runs as ``trainer``'s ``histories`` stage in validated quarter passes, and stops at the
+    first quarter that does not beat the start (most logs gain nothing from it)."""
     training = config.training
     epochs = history_epochs(training, log.n_events)
     if queries is None or epochs == 0 or resolve_objective(training.objective,
                                                            len(embeddings)) != "softmax":
         return
-    from itemvec.train.histories import build_examples, finetune
-
     examples = build_examples(log, embeddings, seed=training.seed)
     if len(examples) == 0:
         return
     report = finetune(encoder, embeddings, examples, queries, epochs, training.history_lr,
-                      training.batch_size, seed=training.seed, progress=progress)
+                      training.batch_size, patience=HISTORY_ROUNDS, seed=training.seed,
+                      trainer=trainer, rounds=HISTORY_ROUNDS, probe=HISTORY_PROBE)
     embeddings.metadata["stats"]["history_finetune"] = report
-    logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
+    logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (round %d of %d, %.1fs)",
                 report["start"], report["best"], report["best_epoch"], report["epochs_run"],
                 report["seconds"])
     if report["best_epoch"]:
@@ -299,7 +307,8 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
           relations: str | Path | None = None,
           relation_weight: float | None = None, side_mode: str | None = None,
           max_warm_drop: float | None = None, streaming: str = "auto",
-          memory_limit: int | str | None = None) -> TrainedModel:
+          memory_limit: int | str | None = None,
+          context: LocalContext | None = None) -> TrainedModel:
     """``itemvec train``: read the log (and item table), train, and write the bundle.
 
     With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
@@ -318,7 +327,7 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
     side = side_information(table, features, relations, relation_weight, side_mode,
                             max_warm_drop)
     options = dict(item_table=table, progress=progress, callbacks=callbacks,
-                   checkpoint=checkpoint, resume=resume, side=side)
+                   checkpoint=checkpoint, resume=resume, side=side, context=context)
     if streamed:
         model = train_streamed(events, config, memory_limit=memory_limit, **options)
     else:
