@@ -6,8 +6,10 @@ the gradients - the embedding table's included - are averaged across processes w
 all-reduce over a flat buffer, so all replicas take the same Adam step and stay identical
 (rank 0's initial weights are broadcast first, to rule out drift). Validation (early stopping)
 runs on rank 0 and its score is broadcast, so every rank stops at the same epoch; only rank 0
-writes the bundle. Backend: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on
-CPU.
+writes the bundle. All of this is one ``DistributedContext`` handed to ``Trainer(context=...)``
+(``pipeline.train(..., context=...)``), so history fine-tuning and the cold-start tower run
+data-parallel too: the trainer is given its behaviour, nothing is patched. Backend: NCCL on
+CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on CPU.
 
 This is plain data parallelism: each process holds the whole embedding table and the all-reduce
 moves ``items x dim`` floats per step, which is right up to a few million items. Beyond that
