@@ -123,6 +123,7 @@ class _Run:
     checkpoint: CheckpointManager | None
     identity: dict = field(default_factory=dict)
     per_epoch: int = 1
+    resumed: TrainingState | None = None  # what ``--resume`` continues from
 
 
 def resolve_device(name: str) -> torch.device:
@@ -259,15 +260,15 @@ class Trainer:
                          stage.lr, stage.weight_decay, stage.sparse)
         rng = np.random.default_rng(self.config.seed) if rng is None else rng
         run.per_epoch = len(task)
-        resumed = self._load(run)
-        return self._loop(model, task, optimiser, rng, run, resumed, score_start)
+        return self._loop(model, task, optimiser, rng, run, score_start)
 
     def _loop(self, model, task: Task, optimiser, rng: np.random.Generator, run: _Run,
-              resumed: TrainingState | None, score_start: bool) -> TrainingResult:
+              score_start: bool) -> TrainingResult:
         stage, result = run.stage, TrainingResult(encoder=model)
         best_state, stale, first = copy.deepcopy(model.state_dict()), 0, 1
-        if resumed is not None:
-            best_state, stale, first = self._restore(resumed, model, optimiser, rng, result, run)
+        if run.resumed is not None:
+            best_state, stale, first = self._restore(run.resumed, model, optimiser, rng, result,
+                                                     run)
         elif score_start and run.validator is not None:
             self._score_start(model, result, run)
         bar = tqdm(range(first, stage.epochs + 1), desc=stage.name, unit="epoch",
@@ -335,11 +336,10 @@ class Trainer:
         if not self.resume and run.checkpoint.exists():
             logger.warning("starting over: the checkpoint at %s will be replaced (pass "
                            "--resume to continue it instead)", run.checkpoint.path)
+        run.resumed = self._load(run) if self.resume else None
         return run
 
     def _load(self, run: _Run) -> TrainingState | None:
-        if not self.resume or run.checkpoint is None:
-            return None
         if run.stage.name != COOCCURRENCE and not run.checkpoint.exists():
             logger.info("%s: no checkpoint (not reached before the interruption); starting it",
                         run.stage.name)
