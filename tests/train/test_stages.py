@@ -148,16 +148,16 @@ def test_probe_gives_up_after_one_round_that_does_not_beat_the_start():
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     emb = _embeddings(encoder)
     report = finetune(encoder, emb, build_examples(log, emb), _queries(baskets), epochs=3,
-                      lr=1e-9, patience=4, rounds=4, probe=1)
+                      lr=1e-9, patience=4, round_examples=100, probe=1)
     assert report["best_epoch"] == 0 and report["epochs_run"] == 1
     for name, value in encoder.state_dict().items():
         assert torch.equal(value, before[name])
 
 
-def test_rounds_are_a_fraction_of_a_pass_but_not_tiny():
-    assert round_size(100_000, 4) == 25_000
-    assert round_size(6_000, 4) == 4096
-    assert round_size(3_000, 4) == 3_000
+def test_rounds_are_a_fixed_amount_of_work_but_not_tiny():
+    assert round_size(300_000, 2**14) == 2**14  # 16k items: 16k examples a round
+    assert round_size(300_000, 2**20) == 4096  # never fewer
+    assert round_size(30_000, 200) == 30_000  # a small catalogue: whole passes
 
 
 def test_hand_written_gradient_matches_autograd():

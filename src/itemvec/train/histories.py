@@ -32,6 +32,7 @@ MAX_LENGTH = 50  # history items per example (the most recent ones)
 MAX_TARGETS_PER_BASKET = 30
 MAX_EXAMPLES = 300_000  # examples kept (one seeded sample beyond this, the same every epoch)
 MIN_ROUND = 4096  # examples per validated round, at least
+ROUND_WORK = 2**28  # item scores per validated round (round_size)
 HISTORIES = "histories"  # the stage's name in callbacks, logs and checkpoint files
 
 
@@ -177,27 +178,30 @@ class HistoryTask:
         return history_loss(model, batch, self.temperature, self.popularity_weight)
 
 
-def round_size(n_examples: int, rounds: int) -> int:
-    """Examples per round: a ``rounds``-th of a pass, at least ``MIN_ROUND``."""
-    return min(n_examples, max(MIN_ROUND, -(-n_examples // rounds)))
+def round_size(n_examples: int, n_items: int) -> int:
+    """Examples per validated round: ``ROUND_WORK`` item scores (each example scores every
+    item), at least ``MIN_ROUND`` examples, at most a pass. Small catalogues get whole passes
+    (cheap, and their gain shows only after one); large ones a first verdict in seconds."""
+    return min(n_examples, max(MIN_ROUND, ROUND_WORK // max(n_items, 1)))
 
 
 def finetune(encoder: ItemEncoder, embeddings: ItemEmbeddings, examples: HistoryExamples,
              queries: dict[str, Queries], epochs: int, lr: float, batch_size: int = 512,
              patience: int = 2, seed: int = 0, progress: bool = False,
-             trainer: Trainer | None = None, rounds: int = 1, probe: int = 0) -> dict:
+             trainer: Trainer | None = None, round_examples: int | None = None,
+             probe: int = 0) -> dict:
     """Train ``encoder`` in place on ``examples``; keep the best state on ``queries`` (the
     start included: nothing changes unless a round beats it by ``tuning.MARGIN``).
 
     It runs as the ``histories`` stage of ``trainer`` (device, precision, callbacks,
-    checkpoints; a CPU trainer with ``seed`` when None). ``epochs`` passes of ``rounds``
-    validated rounds each; ``patience`` rounds without a new best stop it, and so does a
-    start still unbeaten after ``probe`` rounds (0: no probe).
+    checkpoints; a CPU trainer with ``seed`` when None): ``epochs`` passes in validated rounds
+    of ``round_examples`` (a pass when None); ``patience`` rounds without a new best stop it,
+    and so does a start still unbeaten after ``probe`` rounds (0: no probe).
     """
     if trainer is None:
         device = str(encoder.item_bias.device)
         trainer = Trainer(TrainingConfig(seed=seed, device=device), progress=progress)
-    size = round_size(len(examples), rounds)
+    size = min(round_examples or len(examples), len(examples))
     task = HistoryTask(examples, embeddings.temperature, embeddings.query.popularity_weight,
                        batch_size, size)
     total = -(-epochs * len(examples) // size)
