@@ -133,7 +133,7 @@ class MaskedCrossEntropy(torch.autograd.Function):
         logits = torch.addmm(bias * popularity_weight, scaled, vectors.T)
         rows = torch.arange(len(targets), device=logits.device)
         picked = logits[rows, targets]
-        items = torch.where(items < logits.shape[1], items, items[:, :1])  # a pad masks the first item again
+        items = torch.where(items < logits.shape[1], items, items[:, :1])  # pad: the 1st item again
         logits.scatter_(1, items, float("-inf"))
         top = logits.amax(dim=1)
         probs = logits.sub_(top[:, None]).exp_()
