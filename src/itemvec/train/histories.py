@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 MAX_LENGTH = 50  # history items per example (the most recent ones)
 MAX_TARGETS_PER_BASKET = 30
 MAX_EXAMPLES = 300_000  # examples kept (one seeded sample beyond this, the same every epoch)
-MIN_ROUND = 4096  # examples per validated round, at least
-ROUND_WORK = 2**28  # item scores per validated round (round_size)
-HISTORIES = "histories"  # the stage's name in callbacks, logs and checkpoint files
+MIN_ROUND = 4096  # examples in the probe round, at least
+ROUND_WORK = 2**28  # item scores in the probe round (round_size)
+HISTORIES, PROBE = "histories", "histories-probe"  # stage names: callbacks, logs, checkpoints
 
 
 @dataclass
@@ -153,8 +153,8 @@ class MaskedCrossEntropy(torch.autograd.Function):
 
 
 class HistoryTask:
-    """Fine-tuning as a ``Task``: an epoch is a round of ``round_size`` examples drawn afresh
-    from the seeded generator (a fraction of a pass, so validation can stop it early)."""
+    """Fine-tuning as a ``Task``: an epoch is ``round_size`` examples (a pass by default) in
+    an order drawn from the seeded generator."""
 
     def __init__(self, examples: HistoryExamples, temperature: float, popularity_weight: float,
                  batch_size: int, round_size: int | None = None) -> None:
@@ -179,41 +179,52 @@ class HistoryTask:
 
 
 def round_size(n_examples: int, n_items: int) -> int:
-    """Examples per validated round: ``ROUND_WORK`` item scores (each example scores every
-    item), at least ``MIN_ROUND`` examples, at most a pass. Small catalogues get whole passes
-    (cheap, and their gain shows only after one); large ones a first verdict in seconds."""
+    """Examples in the probe round: ``ROUND_WORK`` item scores (each example scores every
+    item), at least ``MIN_ROUND`` examples, at most a pass. Small catalogues get a whole pass
+    (cheap, and their gain shows only after one); large ones a verdict in seconds."""
     return min(n_examples, max(MIN_ROUND, ROUND_WORK // max(n_items, 1)))
 
 
 def finetune(encoder: ItemEncoder, embeddings: ItemEmbeddings, examples: HistoryExamples,
              queries: dict[str, Queries], epochs: int, lr: float, batch_size: int = 512,
              patience: int = 2, seed: int = 0, progress: bool = False,
-             trainer: Trainer | None = None, round_examples: int | None = None,
-             probe: int = 0) -> dict:
+             trainer: Trainer | None = None, probe_examples: int | None = None) -> dict:
     """Train ``encoder`` in place on ``examples``; keep the best state on ``queries`` (the
-    start included: nothing changes unless a round beats it by ``tuning.MARGIN``).
+    start included: nothing changes unless training beats it by ``tuning.MARGIN``).
 
-    It runs as the ``histories`` stage of ``trainer`` (device, precision, callbacks,
-    checkpoints; a CPU trainer with ``seed`` when None): ``epochs`` passes in validated rounds
-    of ``round_examples`` (a pass when None); ``patience`` rounds without a new best stop it,
-    and so does a start still unbeaten after ``probe`` rounds (0: no probe).
+    Stages of ``trainer`` (device, precision, callbacks, checkpoints; a CPU trainer with
+    ``seed`` when None): with ``probe_examples``, first ``histories-probe``, one validated
+    round of that many examples; unless it beats the start, that is all it costs. Then
+    ``histories``: up to ``epochs`` passes, ``patience`` without a new best stop it. In the
+    report ``best_epoch`` 0 is the start kept, and with a probe 1 is the probe's state.
     """
     if trainer is None:
         device = str(encoder.item_bias.device)
         trainer = Trainer(TrainingConfig(seed=seed, device=device), progress=progress)
-    size = min(round_examples or len(examples), len(examples))
-    task = HistoryTask(examples, embeddings.temperature, embeddings.query.popularity_weight,
-                       batch_size, size)
-    total = -(-epochs * len(examples) // size)
-    stage = Stage(HISTORIES, total, lr, patience=patience, margin=MARGIN, probe=probe,
-                  lr_field="training.history_lr")
-    result = trainer.run(encoder, task, stage, validator=lambda model: score(
-        _export(model, embeddings), embeddings.query, queries), score_start=True)
-    start = result.history[0]["validation"]
-    return {"examples": len(examples), "round_examples": size, "start": start,
-            "best": result.best_score, "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run, "history": result.history[1:],
-            "seconds": round(result.seconds, 3)}
+
+    def run(name: str, size: int | None, passes: int, margin: float):
+        task = HistoryTask(examples, embeddings.temperature, embeddings.query.popularity_weight,
+                           batch_size, size)
+        return trainer.run(encoder, task, Stage(name, passes, lr, patience=patience,
+                                                margin=margin, lr_field="training.history_lr"),
+                           validator=lambda model: score(_export(model, embeddings),
+                                                         embeddings.query, queries),
+                           score_start=True)
+
+    runs = []
+    if probe_examples:
+        runs.append(run(PROBE, probe_examples, 1, MARGIN))
+        epochs -= probe_examples >= len(examples)  # the probe was a whole pass
+    if epochs > 0 and (not runs or runs[0].best_epoch):
+        runs.append(run(HISTORIES, None, epochs, 0.0 if runs else MARGIN))
+    probed = int(bool(probe_examples) and runs[0].best_epoch > 0)
+    return {"examples": len(examples), "probe_examples": probe_examples,
+            "start": runs[0].history[0]["validation"],
+            "best": runs[-1].best_score, "best_epoch": runs[-1].best_epoch + probed
+            if len(runs) > 1 else runs[0].best_epoch,
+            "epochs_run": sum(r.epochs_run for r in runs),
+            "history": [record for r in runs for record in r.history[1:]],
+            "seconds": round(sum(r.seconds for r in runs), 3)}
 
 
 def _export(encoder: ItemEncoder, embeddings: ItemEmbeddings) -> ItemEmbeddings:

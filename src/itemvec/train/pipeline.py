@@ -63,8 +63,6 @@ logger = logging.getLogger(__name__)
 AUTO_HISTORY_EPOCHS = 10
 AUTO_HISTORY_MAX_EVENTS = 2_000_000
 VALIDATION_QUERIES = 3000
-HISTORY_PATIENCE = 4  # history rounds without a new best before it stops (2 when a round is a pass)
-HISTORY_PROBE = 1  # rounds the start may stay unbeaten before fine-tuning is given up
 
 
 @dataclass
@@ -255,8 +253,8 @@ def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
     """History fine-tuning (``itemvec.train.histories``) where it applies: a validation slice to judge
     it, ``history_epochs`` > 0 and a full-softmax model (it scores every item per
     example). Vectors, logits and query settings change only if validation prefers the result.
-    It runs as ``trainer``'s ``histories`` stage in validated rounds (``round_size``) and stops
-    at the first round that does not beat the start: most logs gain nothing from it."""
+    A probe round (``round_size``: a pass on small catalogues, seconds of work on large ones)
+    must beat the start before whole passes are paid for: most logs gain nothing from it."""
     training = config.training
     epochs = history_epochs(training, log.n_events)
     if queries is None or epochs == 0 or resolve_objective(training.objective,
@@ -265,13 +263,11 @@ def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
     examples = build_examples(log, embeddings, seed=training.seed)
     if len(examples) == 0:
         return
-    size = round_size(len(examples), len(embeddings))
-    patience = min(max(2, -(-len(examples) // size)), HISTORY_PATIENCE)  # about a pass
     report = finetune(encoder, embeddings, examples, queries, epochs, training.history_lr,
-                      training.batch_size, patience=patience, seed=training.seed,
-                      trainer=trainer, round_examples=size, probe=HISTORY_PROBE)
+                      training.batch_size, seed=training.seed, trainer=trainer,
+                      probe_examples=round_size(len(examples), len(embeddings)))
     embeddings.metadata["stats"]["history_finetune"] = report
-    logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (round %d of %d, %.1fs)",
+    logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
                 report["start"], report["best"], report["best_epoch"], report["epochs_run"],
                 report["seconds"])
     if report["best_epoch"]:

@@ -72,7 +72,6 @@ class Stage:
     patience: int = 2
     patience_batches: int = 0
     margin: float = 0.0
-    probe: int = 0  # > 0: give up once a scored start is still the best after this many
     checkpointed: bool = True
     lr_field: str = "training.lr"
 
@@ -315,8 +314,6 @@ class Trainer:
 
     def _patience_spent(self, stale: int, epoch: int, best_epoch: int, run: _Run) -> bool:
         stage = run.stage
-        if stage.probe and best_epoch == 0 and stale >= stage.probe:
-            return True  # the probe failed: the scored start is still unbeaten
         return patience_spent(stale, epoch - best_epoch, run.per_epoch, stage.patience,
                               stage.patience_batches)
 
