@@ -64,7 +64,7 @@ def test_history_fine_tuning_is_reported_and_can_be_turned_off(cli_model, shop_f
                                                                tmp_path, cli):
     report = load_embeddings(cli_model).metadata["stats"]["history_finetune"]
     assert report["examples"] > 0 and report["best"] >= report["start"]
-    assert report["epochs_run"] >= 2 and report["history"][0]["epoch"] == 1
+    assert report["epochs_run"] >= 1 and report["history"][0]["epoch"] == 1  # >= the probe
     out = tmp_path / "off"
     code, _, stderr = cli(["train", shop_files[0], "--time", "ts", "--out", out, "--epochs", "2",
                            "--history-epochs", "0", "--device", "cpu", "-q"])

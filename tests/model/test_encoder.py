@@ -52,3 +52,18 @@ def test_export_keeps_training_mode():
     encoder.eval()
     encoder.export()
     assert not encoder.training
+
+
+def test_all_vectors_reads_the_table_with_the_gathers_values_and_gradients():
+    """``all_vectors`` skips the gather of every row; weights and gradients must not change."""
+    torch.manual_seed(0)
+    encoder = ItemEncoder(30, 8, hidden=4)
+    torch.nn.init.normal_(encoder.mlp[-1].weight)  # the residual MLP is zero at the start
+    direct = encoder.all_vectors()
+    gathered = encoder(torch.arange(30))
+    torch.testing.assert_close(direct, gathered, rtol=0, atol=0)
+    upstream = torch.randn(30, 8)
+    params = [p for p in encoder.parameters() if p is not encoder.item_bias]
+    for a, b in zip(*(torch.autograd.grad(v, params, upstream) for v in (direct, gathered)),
+                    strict=True):
+        torch.testing.assert_close(a, b)

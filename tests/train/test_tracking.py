@@ -79,5 +79,12 @@ def test_train_command_writes_the_json_log(tmp_path, cli):
     records = [json.loads(line) for line in
                (tmp_path / "logs" / JSON_LOG_NAME).read_text().splitlines()]
     history = manifest["stats"]["history"]
-    assert [r["epoch"] for r in records] == [h["epoch"] for h in history]
-    assert [r.get("validation") for r in records] == [h.get("validation") for h in history]
+    main = [r for r in records if r["stage"] == "cooccurrence"]
+    assert [r["epoch"] for r in main] == [h["epoch"] for h in history]
+    assert [r.get("validation") for r in main] == [h.get("validation") for h in history]
+    # the later stages run through the same trainer, so their epochs are logged too
+    tuned = manifest["stats"]["history_finetune"]
+    assert [r["epoch"] for r in records if r["stage"] == "histories-probe"] == [0, 1]
+    assert sum(r["stage"].startswith("histories") and "loss" in r for r in records) == \
+        tuned["epochs_run"]
+    assert any(r["stage"] == "coldstart" for r in records)

@@ -40,8 +40,12 @@ class ItemEncoder(nn.Module):
         return F.normalize(x, dim=-1)
 
     def all_vectors(self) -> torch.Tensor:
-        index = torch.arange(self.n_items, device=self.item_embedding.weight.device)
-        return self.forward(index)
+        """Every item's vector: the table itself, not a gather of all its rows, whose backward
+        (a scatter of the whole table) cost ~40% of this call at 12k items."""
+        x = self.item_embedding.weight
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return F.normalize(x, dim=-1)
 
     @torch.no_grad()
     def export(self) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +116,10 @@ class FeatureEncoder(ItemEncoder):
     def feature_rows(self, items: torch.Tensor) -> list[torch.Tensor]:
         """Feature index rows of ``items``, one tensor per field (0 = padding)."""
         return [getattr(self, f"features_{f}")[items] for f in range(len(self.field_sizes))]
+
+    def all_vectors(self) -> torch.Tensor:
+        """Every warm item through the feature fusion (not the id table alone)."""
+        return self.forward(torch.arange(self.n_items, device=self.item_embedding.weight.device))
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         vectors = self._fuse(items, self.feature_rows(items), allow_id=True)

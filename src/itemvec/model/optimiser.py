@@ -35,12 +35,16 @@ def build_optimiser(encoder: ItemEncoder, config: TrainingConfig,
                     sparse: bool) -> torch.optim.Optimizer:
     """Adam over every parameter; with ``sparse`` the id table sends row-sparse gradients."""
     encoder.item_embedding.sparse = sparse
+    return adam(encoder.parameters(), config.lr, config.weight_decay, sparse)
+
+
+def adam(parameters, lr: float, weight_decay: float = 0.0,
+         sparse: bool = False) -> torch.optim.Optimizer:
+    """Adam over ``parameters``; lazy (``LazyAdam``) when gradients come row-sparse."""
     if not sparse:
-        return torch.optim.Adam(encoder.parameters(), lr=config.lr,
-                                weight_decay=config.weight_decay)
-    logger.info("lazy Adam: only the id rows of each batch are updated (%d items)",
-                encoder.item_embedding.num_embeddings)
-    return LazyAdam(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    logger.info("lazy Adam: only the id rows of each batch are updated")
+    return LazyAdam(parameters, lr=lr, weight_decay=weight_decay)
 
 
 class LazyAdam(torch.optim.Optimizer):

@@ -87,24 +87,39 @@ def data_fingerprint(matrix: sp.spmatrix) -> dict[str, Any]:
     return {"items": int(csr.shape[0]), "nnz": int(csr.nnz), "sha256": digest.hexdigest()}
 
 
-def run_identity(config: TrainingConfig, matrix: sp.spmatrix) -> dict[str, Any]:
+def run_identity(config: TrainingConfig, matrix: sp.spmatrix | None) -> dict[str, Any]:
+    """Settings and data of a run (no matrix: a stage trained on something else; data {})."""
     config_part = config_identity(config)
     config_hash = hashlib.sha256(json.dumps(config_part, sort_keys=True).encode()).hexdigest()
-    return {"config": config_part, "config_sha256": config_hash, "data": data_fingerprint(matrix)}
+    data = data_fingerprint(matrix) if matrix is not None else {}
+    return {"config": config_part, "config_sha256": config_hash, "data": data}
+
+
+def stage_filename(stage: str) -> str:
+    """The co-occurrence stage keeps ``FILENAME``; a later stage gets its own file beside it."""
+    return FILENAME if stage == "cooccurrence" else f"checkpoint-{stage}.safetensors"
 
 
 # -- the manager -----------------------------------------------------------------------------------
 class CheckpointManager:
     """Saves and loads one run's checkpoint in ``directory``; ``every`` seconds between saves."""
 
-    def __init__(self, directory: str | Path, every: float = 0.0) -> None:
+    def __init__(self, directory: str | Path, every: float = 0.0,
+                 filename: str = FILENAME) -> None:
         self.directory = Path(directory)
         self.every = float(every)
+        self.filename = filename
         self.last_save = time.monotonic()
 
     @property
     def path(self) -> Path:
-        return self.directory / FILENAME
+        return self.directory / self.filename
+
+    def for_stage(self, stage: str) -> CheckpointManager:
+        """The manager of ``stage``'s file in the same directory, at the same interval."""
+        manager = CheckpointManager(self.directory, self.every, stage_filename(stage))
+        manager.last_save = self.last_save
+        return manager
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -176,10 +191,12 @@ class CheckpointManager:
                 f"{new['nnz']}); resume on the same events and options, or drop --resume")
 
     def clear(self) -> None:
-        """Remove this checkpoint (only our own file) and the directory if that leaves it empty."""
-        self.path.unlink(missing_ok=True)
-        for stray in self.directory.glob(f".{FILENAME}.*"):  # temp files of a killed save
-            stray.unlink(missing_ok=True)
+        """Remove the run's checkpoints (every stage's file, only ours) and the directory if
+        that leaves it empty."""
+        stem = FILENAME.split(".")[0]
+        for pattern in (FILENAME, f"{stem}-*.safetensors", f".{stem}*.safetensors.*"):
+            for path in self.directory.glob(pattern):  # dot-files: temp files of a killed save
+                path.unlink(missing_ok=True)
         try:
             self.directory.rmdir()
         except OSError:

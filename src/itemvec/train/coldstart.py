@@ -42,13 +42,14 @@ from itemvec.evaluation.protocol import Queries, target_ranks
 from itemvec.model.encoder import FeatureEncoder, ItemEncoder
 from itemvec.model.features import SidePlan
 from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.train.trainer import TrainingResult
+from itemvec.train.trainer import Stage, Trainer, TrainingResult
 
 logger = logging.getLogger(__name__)
 
 K = 20
 OFFSETS = np.round(np.arange(-4.0, 10.01, 0.25), 2)  # candidate shifts of the cold logits
 PATIENCE = 3  # tower epochs without a better held-out loss before it stops
+COLDSTART = "coldstart"  # the tower's stage name in callbacks and logs
 BATCH = 512
 MIN_PSEUDO_COLD = 200  # pseudo-cold items wanted over all folds (small catalogues)
 MAX_FOLDS = 5
@@ -60,7 +61,8 @@ PRIOR_Z = 2.0  # a feature prior must beat none by this paired z on validation (
 
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
                       queries: dict[str, Queries] | None, training: TrainingConfig,
-                      item_counts: np.ndarray | None = None, chosen: dict | None = None
+                      item_counts: np.ndarray | None = None, trainer: Trainer | None = None,
+                      chosen: dict | None = None
                       ) -> tuple[TrainingResult, ItemEmbeddings]:
     """Fit the tower to ``result.encoder`` and return the model over warm + cold items.
 
@@ -68,22 +70,25 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
     ``queries`` are validation queries over ``plan.item_ids`` (None: no calibration slice).
     ``chosen`` is an earlier run's report (the refit on every context): its tower epochs,
     cold offset and feature prior are replayed instead of being chosen again.
+    The tower trains as ``trainer``'s ``coldstart`` stage (a CPU one when None).
     """
     config = plan.spec.config
+    trainer = trainer if trainer is not None else Trainer(training, progress=False)
     torch.manual_seed(training.seed)
     rng = np.random.default_rng(training.seed)
     targets = torch.as_tensor(warm.vectors)
     has = np.flatnonzero(np.stack([(f[:plan.n_warm] > 0).any(axis=1) for f in plan.index],
                                   axis=1).any(axis=1))
     if chosen is not None:
-        return _replay(plan, result, warm, training, item_counts, chosen, has, targets, rng)
+        return _replay(plan, result, warm, training, item_counts, chosen, has, targets, rng,
+                       trainer)
     report: dict[str, Any] = {"mode": "behaviour-first", "tower_items": int(len(has))}
     curves, epochs, losses = [], [], []
     for held in pseudo_cold_folds(has, config.holdout, rng):
         fit_rows = np.setdiff1d(has, held)
         tower = build_tower(result.encoder, plan, training, fit_rows)  # no held-out in means
         best, fold_losses = train_tower(tower, targets, fit_rows, held, config.tower_epochs,
-                                        config.tower_lr, training.temperature, rng)
+                                        config.tower_lr, training.temperature, rng, trainer=trainer)
         epochs.append(best)
         losses.append(fold_losses)
         if queries is not None:
@@ -104,7 +109,8 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
                        "using the partition-function gap %.3f as the offset", offset)
     else:
         offset, report["calibration"] = 0.0, {"method": "none (too few items with features)"}
-    tower = _final_tower(plan, result, warm, training, has, targets, report["tower_epochs"], rng)
+    tower = _final_tower(plan, result, warm, training, has, targets, report["tower_epochs"], rng,
+                         trainer)
     tower.cold_offset.fill_(float(offset))
     report["offset"] = float(offset)
     if queries is not None and item_counts is not None:
@@ -116,11 +122,12 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
 
 def _replay(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
             training: TrainingConfig, item_counts: np.ndarray | None, chosen: dict,
-            has: np.ndarray, targets: torch.Tensor, rng: np.random.Generator
-            ) -> tuple[TrainingResult, ItemEmbeddings]:
+            has: np.ndarray, targets: torch.Tensor, rng: np.random.Generator,
+            trainer: Trainer | None = None) -> tuple[TrainingResult, ItemEmbeddings]:
     """The refit's cold start: ``chosen``'s tower epochs, offset and prior, no validation."""
     report = {**chosen, "tower_items": int(len(has)), "replayed": True}
-    tower = _final_tower(plan, result, warm, training, has, targets, chosen["tower_epochs"], rng)
+    tower = _final_tower(plan, result, warm, training, has, targets, chosen["tower_epochs"], rng,
+                         trainer)
     tower.cold_offset.fill_(float(chosen["offset"]))
     prior = float((chosen.get("feature_prior") or {}).get("prior", 0.0))
     if prior and item_counts is not None:
@@ -133,12 +140,12 @@ def _replay(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
 
 def _final_tower(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
                  training: TrainingConfig, has: np.ndarray, targets: torch.Tensor, epochs: int,
-                 rng: np.random.Generator) -> FeatureEncoder:
+                 rng: np.random.Generator, trainer: Trainer | None = None) -> FeatureEncoder:
     """The tower fitted on every warm item with features for ``epochs``, cold logits set."""
     config = plan.spec.config
     tower = build_tower(result.encoder, plan, training, has)
     train_tower(tower, targets, has, np.zeros(0, np.int64), epochs,
-                config.tower_lr, training.temperature, rng, fixed=True)
+                config.tower_lr, training.temperature, rng, fixed=True, trainer=trainer)
     if len(has) > warm.dim:
         tower.fit_cold_bias(rows=torch.as_tensor(has))
     else:  # too few warm items with features to regress on: the mean logit
@@ -234,45 +241,58 @@ def build_tower(behaviour: ItemEncoder, plan: SidePlan, training: TrainingConfig
     return tower
 
 
+class TowerTask:
+    """The tower's contrastive fit as a ``Task``: ``rows`` in shuffled batches of ``BATCH``,
+    each row's target its own frozen vector among all warm ones."""
+
+    def __init__(self, rows: np.ndarray, targets: torch.Tensor, temperature: float) -> None:
+        self.rows, self.targets, self.temperature = rows, targets, temperature
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // BATCH)
+
+    def batches(self, rng: np.random.Generator):
+        order = self.rows[rng.permutation(len(self.rows))]
+        for start in range(0, len(order), BATCH):
+            yield torch.as_tensor(order[start:start + BATCH])
+
+    def loss(self, tower: FeatureEncoder, batch: torch.Tensor) -> torch.Tensor:
+        device = tower.item_bias.device
+        if self.targets.device != device:
+            self.targets = self.targets.to(device)
+        return _loss(tower, self.targets, batch.to(device), self.temperature)
+
+
 def train_tower(tower: FeatureEncoder, targets: torch.Tensor, rows: np.ndarray,
                 held: np.ndarray, epochs: int, lr: float, temperature: float,
-                rng: np.random.Generator, fixed: bool = False) -> tuple[int, list[float]]:
+                rng: np.random.Generator, fixed: bool = False,
+                trainer: Trainer | None = None) -> tuple[int, list[float]]:
     """Contrastive fit of the feature path to frozen ``targets``; returns (best epoch, losses).
 
     Only field embeddings and field weights move. With held-out rows it stops after
     ``PATIENCE`` epochs without a lower held-out loss and restores the best weights;
-    ``fixed`` runs exactly ``epochs`` epochs.
+    ``fixed`` runs exactly ``epochs`` epochs. It is ``trainer``'s ``coldstart`` stage, not
+    checkpointed (seconds of work, redone on ``--resume``).
     """
-    params = [*tower.field_tables.parameters(), tower.field_logits]
-    optimiser = torch.optim.Adam(params, lr=lr)
-    best, best_epoch, best_state, losses = float("inf"), 0, None, []
-    for epoch in range(1, epochs + 1):
-        tower.train()
-        order = rows[rng.permutation(len(rows))]
-        for start in range(0, len(rows), BATCH):
-            batch = torch.as_tensor(order[start:start + BATCH])
-            loss = _loss(tower, targets, batch, temperature)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        if fixed or len(held) == 0:
-            best_epoch = epoch
-            continue
-        tower.eval()
-        with torch.no_grad():
-            held_loss = float(_loss(tower, targets, torch.as_tensor(held), temperature))
-        losses.append(round(held_loss, 4))
-        if held_loss < best:
-            best, best_epoch = held_loss, epoch
-            best_state = [p.detach().clone() for p in params]
-        elif epoch - best_epoch >= PATIENCE:
-            break
-    if best_state is not None:
-        with torch.no_grad():
-            for p, value in zip(params, best_state, strict=True):
-                p.copy_(value)
-    tower.eval()
-    return best_epoch, losses
+    trainer = trainer if trainer is not None else Trainer(TrainingConfig(device="cpu"),
+                                                          progress=False)
+    stage = Stage(COLDSTART, epochs, lr, patience=PATIENCE, checkpointed=False,
+                  lr_field="features.tower_lr")
+    validator = None
+    if not fixed and len(held):
+        held_rows = torch.as_tensor(held)
+
+        def validator(model: FeatureEncoder) -> float:  # higher is better: minus the loss
+            with torch.no_grad():
+                return -float(_loss(model, targets.to(model.item_bias.device),
+                                    held_rows.to(model.item_bias.device), temperature))
+
+    result = trainer.run(tower, TowerTask(rows, targets, temperature), stage, validator,
+                         rng=rng, parameters=[*tower.field_tables.parameters(),
+                                              tower.field_logits])
+    tower.cpu().eval()
+    losses = [round(-r["validation"], 4) for r in result.history if "validation" in r]
+    return result.best_epoch, losses
 
 
 def _loss(tower: FeatureEncoder, targets: torch.Tensor, batch: torch.Tensor,

@@ -6,8 +6,10 @@ the gradients - the embedding table's included - are averaged across processes w
 all-reduce over a flat buffer, so all replicas take the same Adam step and stay identical
 (rank 0's initial weights are broadcast first, to rule out drift). Validation (early stopping)
 runs on rank 0 and its score is broadcast, so every rank stops at the same epoch; only rank 0
-writes the bundle. Backend: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on
-CPU.
+writes the bundle. All of this is one ``DistributedContext`` handed to ``Trainer(context=...)``
+(``pipeline.train(..., context=...)``), so history fine-tuning and the cold-start tower run
+data-parallel too: the trainer is given its behaviour, nothing is patched. Backend: NCCL on
+CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on CPU.
 
 This is plain data parallelism: each process holds the whole embedding table and the all-reduce
 moves ``items x dim`` floats per step, which is right up to a few million items. Beyond that
@@ -16,20 +18,17 @@ the table must be sharded (model parallelism, e.g. TorchRec); see docs/scaling.m
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-import itemvec.train.pipeline as pipeline
 from itemvec.config import PipelineConfig, TrainingConfig
 from itemvec.train.pipeline import save_model
 from itemvec.train.pipeline import train as pipeline_train
-from itemvec.train.trainer import Trainer
+from itemvec.train.trainer import LocalContext, Trainer, Validator
 from itemvec.util.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -54,36 +53,32 @@ def init(device: str = "auto") -> tuple[int, int, str]:
     return dist.get_rank(), dist.get_world_size(), f"cuda:{local}" if use_cuda else "cpu"
 
 
-class DistributedTrainer(Trainer):
-    """``Trainer`` whose batches are split across processes and gradients averaged."""
+class DistributedContext(LocalContext):
+    """What ``Trainer(context=...)`` does differently across processes, for every stage:
+    rank 0's start is broadcast, each rank scores rows ``rank::world`` of a batch, gradients
+    are averaged, epoch losses too, and rank 0's validation score is everyone's."""
 
-    def __init__(self, config: TrainingConfig, validator=None, progress: bool = True,
-                 callbacks=(), **kwargs) -> None:
+    dense_only = True  # gradients are all-reduced as one flat dense tensor
+
+    def __init__(self) -> None:
         if not dist.is_initialized():
-            raise ConfigError("DistributedTrainer needs an initialised process group "
+            raise ConfigError("DistributedContext needs an initialised process group "
                               "(itemvec.train.distributed.init)")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        super().__init__(config, _shared_validator(validator, self.rank) if validator else None,
-                         progress=progress and self.rank == 0,
-                         callbacks=callbacks if self.rank == 0 else (), **kwargs)
 
-    def build_encoder(self, targets):
-        encoder = super().build_encoder(targets)
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         with torch.no_grad():
-            for tensor in encoder.state_dict().values():
+            for tensor in model.state_dict().values():
                 dist.broadcast(tensor, src=0)
-        return encoder
+        return model
 
     def shard(self, batch):
         if isinstance(batch, tuple):
             return tuple(part[self.rank::self.world] for part in batch)
         return batch[self.rank::self.world]
 
-    def sparse_updates(self, n_items: int) -> bool:
-        return False  # gradients are all-reduced as one flat dense tensor
-
-    def after_backward(self, encoder) -> None:
-        grads = [p.grad for p in encoder.parameters() if p.grad is not None]
+    def after_backward(self, model: torch.nn.Module) -> None:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -94,46 +89,47 @@ class DistributedTrainer(Trainer):
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def _epoch(self, encoder, objective, optimiser, rng, epoch: int) -> float:
-        loss = torch.tensor([super()._epoch(encoder, objective, optimiser, rng, epoch)],
-                            dtype=torch.float64, device=self.device)
-        dist.all_reduce(loss)
-        return float(loss.item()) / self.world
+    def mean(self, value: float) -> float:
+        total = torch.tensor([value], dtype=torch.float64, device=_device())
+        dist.all_reduce(total)
+        return float(total.item()) / self.world
+
+    def shared(self, validator: Validator) -> Validator:
+        """Rank 0 scores; every rank gets its score, so early stopping agrees everywhere."""
+
+        def shared(model) -> float:
+            value = float(validator(model)) if self.rank == 0 else 0.0
+            score = torch.tensor([value], dtype=torch.float64, device=_device())
+            dist.broadcast(score, src=0)
+            return float(score.item())
+
+        return shared
 
 
-def _shared_validator(validator, rank: int):
-    """Rank 0 scores; every rank gets its score, so early stopping agrees everywhere."""
-
-    def shared(encoder) -> float:
-        value = float(validator(encoder)) if rank == 0 else 0.0
-        device = next(encoder.parameters()).device
-        score = torch.tensor([value], dtype=torch.float64, device=device)
-        dist.broadcast(score, src=0)
-        return float(score.item())
-
-    return shared
+def _device() -> torch.device:
+    """Where collectives run: NCCL needs CUDA tensors, gloo takes CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
-@contextlib.contextmanager
-def trainer_as_distributed() -> Iterator[None]:
-    """Make ``pipeline.train_on_log`` build a ``DistributedTrainer`` inside this block."""
-    original = pipeline.Trainer
-    pipeline.Trainer = DistributedTrainer
-    try:
-        yield
-    finally:
-        pipeline.Trainer = original
+class DistributedTrainer(Trainer):
+    """``Trainer(config, ..., context=DistributedContext())``: batches split across processes."""
+
+    def __init__(self, config: TrainingConfig, validator=None, progress: bool = True,
+                 callbacks=(), **kwargs) -> None:
+        super().__init__(config, validator, progress, callbacks,
+                         context=DistributedContext(), **kwargs)
 
 
 def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
           **options):
     """``pipeline.train`` for ``itemvec train --distributed``: every rank trains, rank 0 writes."""
     rank, world, device = init(config.training.device)
-    config.training.device = device
+    config = config.with_values({"training.device": device})
     logger.info("rank %d of %d on %s", rank, world, device)
     options["progress"] = options.get("progress", True) and rank == 0
-    with trainer_as_distributed():
-        model = pipeline_train(events, config, out=None, **options)
+    model = pipeline_train(events, config, out=None, context=DistributedContext(), **options)
     if rank == 0 and out is not None:
         save_model(model, out, config)
     dist.barrier()

@@ -60,8 +60,8 @@ from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.store.bundle import check_target, write_bundle
 from itemvec.train.checkpoint import CheckpointManager, manager_for
 from itemvec.train.coldstart import attach_cold_items
-from itemvec.train.histories import build_examples, finetune
-from itemvec.train.trainer import Callback, Trainer, TrainingResult
+from itemvec.train.histories import build_examples, finetune, round_size
+from itemvec.train.trainer import Callback, LocalContext, Trainer, TrainingResult
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -213,14 +213,16 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
                  callbacks: list[Callback] | tuple = (),
                  checkpoint: CheckpointManager | None = None, resume: bool = False,
                  side: SideInformation | None = None,
-                 clock: StageClock | None = None) -> TrainedModel:
+                 clock: StageClock | None = None,
+                 context: LocalContext | None = None) -> TrainedModel:
     """Count, train and wrap: the core of ``itemvec train`` on an already-read log.
 
     Without ``valid``, the newest ``validation_fraction`` of contexts is held out to choose
     the schedule (epochs, history fine-tuning, query settings); then, with ``training.refit``,
     the final model is trained on every context with that schedule, so items and sessions seen
     only in the newest slice are in it (``refit_on_all``). A given ``valid`` is never trained
-    on (benchmarks, ``evaluate``). ``side`` adds item features and relation triples.
+    on (benchmarks, ``evaluate``). ``side`` adds item features and relation triples;
+    ``context`` makes every training stage data-parallel (``itemvec.train.distributed``).
     """
     clock = clock or StageClock()
     whole = log
@@ -229,14 +231,15 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
         log, valid = holdout_by_time(log, config.training.validation_fraction,
                                      config.training.seed)
     selected = _train_part(log, config, valid, clock, item_table=item_table, progress=progress,
-                           callbacks=callbacks, checkpoint=checkpoint, resume=resume, side=side)
+                           callbacks=callbacks, checkpoint=checkpoint, resume=resume, side=side,
+                           context=context)
     if not (held_out and valid is not None and refits(config, side)):
         return _finish(selected, clock)
     schedule = Schedule.of(selected)
     with clock.stage("refit"):
         final = _train_part(whole, config, None, StageClock(), schedule=schedule,
                             item_table=item_table, progress=progress, callbacks=callbacks,
-                            side=side)
+                            side=side, context=context)
     _record_selection(final, selected, schedule)
     return _finish(final, clock)
 
@@ -286,7 +289,8 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                     callbacks: list[Callback] | tuple = (),
                     checkpoint: CheckpointManager | None = None, resume: bool = False,
                     side: SideInformation | None = None, clock: StageClock | None = None,
-                    schedule: Schedule | None = None) -> TrainedModel:
+                    schedule: Schedule | None = None,
+                    context: LocalContext | None = None) -> TrainedModel:
     """Train and wrap a counted log (in memory or streamed); ``valid`` drives early stopping and
     query tuning. With a ``schedule`` (the refit), nothing is validated: the chosen epochs,
     history fine-tuning and query settings are replayed."""
@@ -302,12 +306,14 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     model_items = item_ids if plan is None else plan.item_ids
     behaviour_first = plan is not None and plan.behaviour_first  # cold items attached after
     trained_items = item_ids if behaviour_first else model_items
+    training = config.training if schedule is None \
+        else config.training.replace(epochs=max(schedule.epochs, 1))
+    validator = None if schedule else make_validator(valid, trained_items, config)
+    trainer = Trainer(training, validator, progress=progress, callbacks=callbacks,
+                      checkpoint=checkpoint, resume=resume, context=context)  # every stage's
     with clock.stage("train"):
-        result = _fit_encoder(matrix if plan is None else plan.targets,
-                              None if plan is None else plan.encoder, config,
-                              None if schedule else make_validator(valid, trained_items, config),
-                              schedule, progress=progress, callbacks=callbacks,
-                              checkpoint=checkpoint, resume=resume)
+        result = _fit_encoder(trainer, matrix if plan is None else plan.targets,
+                              None if plan is None else plan.encoder, schedule)
     vectors, bias = result.encoder.export()
     stats = training_stats(counted, result)
     if plan is not None:
@@ -325,14 +331,14 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     if counted.log is not None and (plan is None or behaviour_first):
         with clock.stage("history_finetune"):
             finetune_on_histories(result.encoder, embeddings, counted.log, queries, config,
-                                  progress, schedule)
+                                  trainer, schedule)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
         with clock.stage("cold_start"):
             result, embeddings = attach_cold_items(
                 plan, result, embeddings,
                 None if schedule else validation_queries(valid, model_items, config,
                                                          tasks=("s2i",)),
-                config.training, counted.item_counts,
+                config.training, counted.item_counts, trainer,
                 chosen=None if schedule is None else schedule.coldstart)
         stats["coldstart"] = {**plan.coldstart, "calibration": {
             k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
@@ -340,19 +346,15 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     return _wrap(counted, plan, embeddings, result, stats)
 
 
-def _fit_encoder(targets: sp.csr_matrix, encoder, config: PipelineConfig, validator,
-                 schedule: Schedule | None, **options) -> TrainingResult:
+def _fit_encoder(trainer: Trainer, targets: sp.csr_matrix, encoder,
+                 schedule: Schedule | None) -> TrainingResult:
     """Early-stopped training, or with a ``schedule`` exactly its epochs (0: the spectral
     start, which selection kept as the best candidate)."""
-    training = config.training
-    if schedule is not None:
-        if schedule.epochs == 0:
-            trainer = Trainer(training, None, progress=False)
-            start = encoder.to(trainer.device) if encoder is not None \
-                else trainer.build_encoder(targets)
-            return TrainingResult(encoder=start, best_epoch=0)
-        training = training.replace(epochs=schedule.epochs)
-    return Trainer(training, validator, **options).fit(targets, encoder=encoder)
+    if schedule is not None and schedule.epochs == 0:
+        start = encoder.to(trainer.device) if encoder is not None \
+            else trainer.build_encoder(targets)
+        return TrainingResult(encoder=start, best_epoch=0)
+    return trainer.fit(targets, encoder=encoder)
 
 
 def _wrap(counted: Counted, plan, embeddings: ItemEmbeddings, result: TrainingResult,
@@ -380,11 +382,14 @@ def history_epochs(training: TrainingConfig, events: int) -> int:
 
 def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
                           queries: dict[str, Queries] | None, config: PipelineConfig,
-                          progress: bool = False, schedule: Schedule | None = None) -> None:
+                          trainer: Trainer | None = None,
+                          schedule: Schedule | None = None) -> None:
     """History fine-tuning (``itemvec.train.histories``) where it applies: a validation slice to
     judge it (or a ``schedule`` that already chose its epochs), ``history_epochs`` > 0 and a
     full-softmax model (it scores every item per example). Vectors, logits and query settings
-    change only if validation prefers the result."""
+    change only if validation prefers the result. A probe round (``round_size``: a pass on small
+    catalogues, seconds of work on large ones) must beat the start before whole passes are
+    paid for: most logs gain nothing from it."""
     training = config.training
     epochs = history_epochs(training, log.n_events) if schedule is None \
         else schedule.history_epochs
@@ -395,7 +400,8 @@ def finetune_on_histories(encoder, embeddings: ItemEmbeddings, log: EventLog,
     if len(examples) == 0:
         return
     report = finetune(encoder, embeddings, examples, queries, epochs, training.history_lr,
-                      training.batch_size, seed=training.seed, progress=progress)
+                      training.batch_size, seed=training.seed, trainer=trainer,
+                      probe_examples=round_size(len(examples), len(embeddings)))
     embeddings.metadata["stats"]["history_finetune"] = report
     if schedule is None:
         logger.info("history fine-tuning: validation HR@20 %.4f -> %.4f (epoch %d of %d, %.1fs)",
@@ -433,7 +439,7 @@ def training_stats(counted: Counted, result: TrainingResult,
 
 def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
           progress: bool = True, callbacks: list[Callback] | tuple = (),
-          resume: bool = False) -> TrainedModel:
+          resume: bool = False, context: LocalContext | None = None) -> TrainedModel:
     """``itemvec train``: read the log (and ``config.side``'s item table), train, write the bundle.
 
     With ``training.checkpoint_every`` set, a resumable checkpoint is kept (``out/.checkpoint``
@@ -454,7 +460,8 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
         table = read_item_table(items, config.side.item_key) if items is not None else None
         side = side_information(table, config.side)
     options = dict(item_table=table, progress=progress, callbacks=callbacks,
-                   checkpoint=checkpoint, resume=resume, side=side, clock=clock)
+                   checkpoint=checkpoint, resume=resume, side=side, clock=clock,
+                   context=context)
     if streamed:
         model = train_streamed(events, config, memory_limit=config.streaming.memory_limit,
                                **options)

@@ -1,5 +1,7 @@
 """Training trackers: epoch callbacks for ``Trainer(..., callbacks=[...])``.
 
+Every stage (co-occurrence, histories, coldstart) reports here; records carry ``stage``.
+
 - ``JsonLog``: one JSON object per epoch in a ``.jsonl`` file, rewritten atomically after every
   epoch so a reader (or a crash) never sees half a line. Needs nothing beyond the standard library.
 - ``TensorBoardLog``: scalars for TensorBoard. ``torch.utils.tensorboard`` needs the optional
@@ -15,11 +17,14 @@ import logging
 import time
 from pathlib import Path
 
+from itemvec.train.trainer import COOCCURRENCE
 from itemvec.util.errors import ItemvecError
 from itemvec.util.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 JSON_LOG_NAME = "training_log.jsonl"
+# what each stage's validation number is (histories: mean of i2i and s2i HR@20)
+VALIDATION_TAGS = {"histories": "mean_hr@20", "coldstart": "minus_held_out_loss"}
 
 
 def json_log_path(path: str | Path) -> Path:
@@ -58,7 +63,8 @@ class JsonLog(_Tracker):
 
 
 class TensorBoardLog(_Tracker):
-    """Scalars ``train/loss`` and ``validation/hr@20`` per epoch, in a TensorBoard log dir."""
+    """Scalars ``train/loss`` and ``validation/hr@20`` per epoch, in a TensorBoard log dir
+    (a later stage's under ``<stage>/``)."""
 
     def __init__(self, logdir: str | Path) -> None:
         try:
@@ -71,10 +77,13 @@ class TensorBoardLog(_Tracker):
 
     def __call__(self, record: dict) -> None:
         epoch = int(record["epoch"])
+        stage = record.get("stage", COOCCURRENCE)
+        prefix = "" if stage == COOCCURRENCE else f"{stage}/"  # later stages: their own curves
         if "loss" in record:  # not for epoch 0, the scored start
-            self.writer.add_scalar("train/loss", float(record["loss"]), epoch)
+            self.writer.add_scalar(f"{prefix}train/loss", float(record["loss"]), epoch)
         if record.get("validation") is not None:
-            self.writer.add_scalar("validation/hr@20", float(record["validation"]), epoch)
+            self.writer.add_scalar(f"{prefix}validation/{VALIDATION_TAGS.get(stage, 'hr@20')}",
+                                   float(record["validation"]), epoch)
         self.writer.flush()
 
     def close(self) -> None:
