@@ -123,6 +123,23 @@ def ratio_markdown(results: dict) -> list[str]:
     return lines
 
 
+def time_markdown(results: dict) -> list[str]:
+    """Default itemvec training time against the selected item2vec fit, per data set."""
+    lines = ["", "Training time of the selected model (s2i), seconds, same run and box:", "",
+             "| data set | itemvec | item2vec (tuned) | itemvec / item2vec | itemvec stages |",
+             "|---|---|---|---|---|"]
+    for name, block in results["datasets"].items():
+        ours, peer = block["methods"].get("itemvec"), block["methods"].get("item2vec")
+        if ours is None or peer is None:
+            continue
+        a, b = ours["tasks"]["s2i"]["train_seconds"], peer["tasks"]["s2i"]["train_seconds"]
+        stages = (ours.get("model_stats") or {}).get("seconds") or {}
+        named = ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if v >= 0.05)
+        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {a / b if b else float('nan'):.1f}x | "
+                     f"{named} |")
+    return lines if len(lines) > 5 else []
+
+
 def summary_markdown(results: dict) -> str:
     lines = [f"Measured {results['meta'].get('updated', '')} on "
              f"{results['meta'].get('machine', 'this machine')}; full-ranking {HR} on the test "
@@ -145,6 +162,7 @@ def summary_markdown(results: dict) -> str:
             lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += ratio_markdown(results)
+    lines += time_markdown(results)
     if results["meta"].get("quick"):
         lines += ["", "(quick run: tiny grids, smoke test only)"]
     return "\n".join(lines) + "\n"
