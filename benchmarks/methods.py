@@ -96,13 +96,12 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 # -- itemvec -------------------------------------------------------------------------------------
 @methods.register("itemvec")
 class ItemvecMethod(Method):
-    """itemvec with default settings, as ``itemvec train`` runs it: the newest 10% of the train
-    split chooses the schedule, then the final model is refit on every train context. The
-    benchmark's validation split is never seen (it only ranks query variants, of which itemvec
-    offers one)."""
+    """itemvec with default settings, on the benchmark's protocol: every train context is
+    trained on, early stopping and query tuning use the validation split (as the peers are
+    tuned on it); validation and test are never trained on."""
 
     name = "itemvec"
-    refit: bool | None = True  # None: select on the benchmark's validation split, no refit
+    refit: bool | None = None  # True / False: select on the newest 10% of train instead
 
     def fit(self, data: Prepared, params: dict):
         config = data.config
@@ -137,20 +136,21 @@ def on_vocabulary(embeddings: ItemEmbeddings, item_ids: np.ndarray) -> ItemEmbed
     return ItemEmbeddings(item_ids, vectors, bias, embeddings.temperature, embeddings.query)
 
 
+@methods.register("itemvec-refit")
+class ItemvecRefit(ItemvecMethod):
+    """As ``itemvec train`` runs: the newest 10% of the train split chooses the schedule, then
+    the final model is refit on every train context (the validation split is not used)."""
+
+    name = "itemvec-refit"
+    refit = True
+
+
 @methods.register("itemvec-no-refit")
 class ItemvecNoRefit(ItemvecMethod):
-    """The final model trained on the older 90% of the train split only (before the refit)."""
+    """The same selection, final model trained on the older 90% of the train split only."""
 
     name = "itemvec-no-refit"
     refit = False
-
-
-@methods.register("itemvec-valid-selection")
-class ItemvecValidSelection(ItemvecMethod):
-    """Early stopping and tuning on the benchmark's validation split, trained on all train."""
-
-    name = "itemvec-valid-selection"
-    refit = None
 
 
 # -- popularity ----------------------------------------------------------------------------------
