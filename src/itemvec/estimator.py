@@ -135,8 +135,7 @@ class ItemVec:
             if file_options:
                 raise ConfigError(f"ItemVec.fit: {sorted(file_options)[0]!r} applies when events "
                                   "and items are paths")
-            log = _read_path(events, config) if isinstance(events, str | Path) \
-                else read_in_memory(events, config)
+            log = read_log(events, config)
             table = item_table(items, item_key)
             model = train_on_log(log, config, item_table=table, progress=progress,
                                  callbacks=callbacks, side=side_information(table, config.side))
@@ -215,8 +214,7 @@ class ItemVec:
         rows train briefly, old counts decay. ``settings`` are ``UpdateConfig`` fields
         (``epochs``, ``decay_half_life``, ``start`` ...). Returns ``self``."""
         self._check_fitted()
-        log = read_in_memory(events, self.config_) if not isinstance(events, str | Path) \
-            else _read_path(events, self.config_)
+        log = read_log(events, self.config_)
         result = update_log(self._as_parent(), log, UpdateConfig(**settings),
                             item_table=item_table(items, item_key), ingest=self.config_.ingest,
                             progress=progress)
@@ -231,24 +229,22 @@ class ItemVec:
         manifest = {"config": self.config_.to_dict(), "stats": self.stats_}
         if self.lineage_:
             manifest["lineage"] = self.lineage_
-        digest = json.dumps(manifest, sort_keys=True, default=str).encode()
-        return Parent(Path("<in memory>"), manifest, _sha256(digest), self.config_,
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode())
+        return Parent(Path("<in memory>"), manifest, digest.hexdigest(), self.config_,
                       self.embeddings_, sp.csr_matrix(self.cooccurrence_),
                       np.asarray(self.item_counts_), self.encoder_state_, dict(self.files_))
 
 
-def read_in_memory(events: Any, config: PipelineConfig) -> EventLog:
-    """A DataFrame / Arrow table or an iterable of item-id sequences -> ``EventLog``."""
+def read_log(events: Any, config: PipelineConfig) -> EventLog:
+    """A path, a DataFrame / Arrow table or an iterable of item-id sequences -> ``EventLog``."""
+    if isinstance(events, str | Path):
+        return read_events(events, config.ingest)
     if is_frame(events):
         return events_from_frame(events, config.ingest)
     if isinstance(events, Iterable) and not isinstance(events, str | bytes | dict):
         return events_from_sequences(events, config.ingest)
     raise ConfigError(f"ItemVec.fit: events must be a DataFrame, a pyarrow Table, a path or "
                       f"an iterable of item-id sequences, got {type(events).__name__}")
-
-
-def _read_path(path: str | Path, config: PipelineConfig) -> EventLog:
-    return read_events(path, config.ingest)
 
 
 def item_table(items: Any, key: str) -> Any:
@@ -258,10 +254,6 @@ def item_table(items: Any, key: str) -> Any:
     if isinstance(items, str | Path):
         return read_item_table(items, key)
     return items_from_frame(items, key)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 __all__ = ["ItemVec", "NotFittedError", "config_from_params", "params_from_config"]

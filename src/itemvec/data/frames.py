@@ -22,13 +22,14 @@ from itemvec.data.ingest import (
     as_string_ids,
     build_log,
     check_not_null,
-    event_table,
+    log_from_frame,
     require_columns,
 )
 from itemvec.util.errors import DataError
 
 FRAME_SOURCE = "<DataFrame>"
 SEQUENCE_SOURCE = "<sequences>"
+FIT_OPTIONS = ("context=", "item=", "time=", "event=")  # ItemVec.fit's names for the columns
 
 
 def is_frame(data: Any) -> bool:
@@ -59,15 +60,7 @@ def events_from_frame(data: Any, config: IngestConfig, source: str = FRAME_SOURC
     frame = as_polars(data)
     if frame.height == 0:
         raise DataError(f"{source}: the table has no rows")
-    where = Path(source)
-    require_columns(frame, {"context=": config.context, "item=": config.item,
-                            "time=": config.time, "event=": config.event}, where)
-    used = dict.fromkeys(c for c in (config.context, config.item, config.time, config.event) if c)
-    frame = frame.select(list(used)).with_row_index(ROW, offset=0)
-    table = event_table(frame, config, where)
-    if table.height == 0:
-        raise DataError(f"{source}: no events left after applying event weights")
-    return build_log(table, config, source=source)
+    return log_from_frame(frame, config, Path(source), 0, FIT_OPTIONS)
 
 
 def events_from_sequences(sequences: Iterable[Sequence[Any]], config: IngestConfig) -> EventLog:
@@ -103,14 +96,16 @@ def _id_text(item: Any, position: int) -> str:
     return text
 
 
-def items_from_frame(data: Any, key: str, source: str = "<items DataFrame>") -> pl.DataFrame:
-    """An item table (``item_id`` first, other columns as given) from a DataFrame, with the
-    id rules of the event log (7.0 -> "7"; null or blank ids are errors naming the row)."""
+def items_from_frame(data: Any, key: str, source: str | Path = "<items DataFrame>",
+                     option: str = "item_key=", first_row: int = 0) -> pl.DataFrame:
+    """An item table (``item_id`` first, other columns as given) keyed by string id, with the
+    id rules of the event log (7.0 -> "7"; null or blank ids are errors naming the row, counted
+    from ``first_row``). Shared by item table files and DataFrames."""
     frame = as_polars(data)
     where = Path(source)
-    require_columns(frame, {"item_key=": key}, where)
+    require_columns(frame, {option: key}, where)
     ids = as_string_ids(frame, key, where)
-    check_not_null(ids, key, pl.Series(np.arange(frame.height)), where)
+    check_not_null(ids, key, pl.Series(np.arange(first_row, first_row + frame.height)), where)
     frame = frame.drop(key).with_columns(ids.alias("item_id"))
     frame = frame.select(["item_id", *[c for c in frame.columns if c != "item_id"]])
     return frame.unique("item_id", keep="first", maintain_order=True)

@@ -307,11 +307,20 @@ def _parse_text_times(values: pl.Series, column: str, rows: pl.Series, path: Pat
 def read_events(path: str | Path, config: IngestConfig) -> EventLog:
     """Read an event log and turn it into time-ordered contexts over a string vocabulary."""
     path = Path(path)
-    frame = read_table(path)
-    require_columns(frame, {"--context": config.context, "--item": config.item,
-                            "--time": config.time, "--event": config.event}, path)
-    used = dict.fromkeys(c for c in (config.context, config.item, config.time, config.event) if c)
-    frame = frame.select(list(used)).with_row_index(ROW, offset=first_data_row(path))
+    return log_from_frame(read_table(path), config, path, first_data_row(path))
+
+
+COLUMN_OPTIONS = ("--context", "--item", "--time", "--event")  # how messages name the columns
+
+
+def log_from_frame(frame: pl.DataFrame, config: IngestConfig, path: Path, first_row: int,
+                   options: tuple[str, ...] = COLUMN_OPTIONS) -> EventLog:
+    """The named columns of a read table -> ``EventLog``; errors name ``path`` and rows counted
+    from ``first_row``. Shared by files (``read_events``) and in-memory tables."""
+    columns = (config.context, config.item, config.time, config.event)
+    require_columns(frame, dict(zip(options, columns, strict=True)), path)
+    used = dict.fromkeys(c for c in columns if c)
+    frame = frame.select(list(used)).with_row_index(ROW, offset=first_row)
     table = event_table(frame, config, path)
     if table.height == 0:
         raise DataError(f"{path}: no events left after applying event weights")

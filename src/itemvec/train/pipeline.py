@@ -23,15 +23,13 @@ from itemvec.config import FeatureConfig, PipelineConfig, QueryConfig, TrainingC
 from itemvec.counting.cooccurrence import apply_min_support, count_pairs, prune_rare_items
 from itemvec.counting.streamed import count_file
 from itemvec.data.batches import DEFAULT_CHUNK_ROWS
+from itemvec.data.frames import items_from_frame
 from itemvec.data.ingest import (
     EventLog,
-    as_string_ids,
-    check_not_null,
     first_data_row,
     is_ordered,
     read_events,
     read_table,
-    require_columns,
     restrict_vocabulary,
 )
 from itemvec.data.relations import read_relations
@@ -84,14 +82,7 @@ class TrainedModel:
 def read_item_table(path: str | Path, key: str) -> pl.DataFrame:
     """The optional item table (id + columns such as category, brand, title), keyed by string id."""
     path = Path(path)
-    frame = read_table(path)
-    require_columns(frame, {"--item-key": key}, path)
-    ids = as_string_ids(frame, key, path)  # same id rules as the event log: 7.0 -> "7"
-    first_row = first_data_row(path)
-    check_not_null(ids, key, pl.Series(np.arange(first_row, first_row + frame.height)), path)
-    frame = frame.drop(key).with_columns(ids.alias("item_id")).select(
-        ["item_id", *[c for c in frame.columns if c != key and c != "item_id"]])
-    return frame.unique("item_id", keep="first", maintain_order=True)
+    return items_from_frame(read_table(path), key, path, "--item-key", first_data_row(path))
 
 
 def holdout_by_time(log: EventLog, fraction: float, seed: int) -> tuple[EventLog, EventLog | None]:
@@ -169,8 +160,8 @@ class StageClock:
     """Wall seconds per named stage (read, count, train, query tuning, ...), in run order, so
     the manifest and the printed total account for every stage."""
 
-    def __init__(self, seconds: dict[str, float] | None = None) -> None:
-        self.seconds = dict(seconds or {})
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str):
@@ -184,6 +175,12 @@ class StageClock:
     @property
     def total(self) -> float:
         return round(sum(self.seconds.values()), 3)
+
+    def record(self, model: TrainedModel) -> TrainedModel:
+        """Put every stage's seconds, and their sum, into ``model``'s stats."""
+        model.stats["seconds"] = dict(self.seconds)
+        model.stats["train_seconds"] = self.total
+        return model
 
 
 @dataclass
@@ -220,7 +217,7 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
     Without ``valid``, the newest ``validation_fraction`` of contexts is held out to choose
     the schedule (epochs, history fine-tuning, query settings); then, with ``training.refit``,
     the final model is trained on every context with that schedule, so items and sessions seen
-    only in the newest slice are in it (``refit_on_all``). A given ``valid`` is never trained
+    only in the newest slice are in it (``Schedule``). A given ``valid`` is never trained
     on (benchmarks, ``evaluate``). ``side`` adds item features and relation triples;
     ``context`` makes every training stage data-parallel (``itemvec.train.distributed``).
     """
@@ -234,14 +231,14 @@ def train_on_log(log: EventLog, config: PipelineConfig, valid: EventLog | None =
                            callbacks=callbacks, checkpoint=checkpoint, resume=resume, side=side,
                            context=context)
     if not (held_out and valid is not None and refits(config, side)):
-        return _finish(selected, clock)
+        return clock.record(selected)
     schedule = Schedule.of(selected)
     with clock.stage("refit"):
         final = _train_part(whole, config, None, StageClock(), schedule=schedule,
                             item_table=item_table, progress=progress, callbacks=callbacks,
                             side=side, context=context)
     _record_selection(final, selected, schedule)
-    return _finish(final, clock)
+    return clock.record(final)
 
 
 def refits(config: PipelineConfig, side: SideInformation | None) -> bool:
@@ -261,19 +258,12 @@ def _record_selection(final: TrainedModel, selected: TrainedModel, schedule: Sch
     refit differed: its own contexts, events, items and epochs sit under ``refit``."""
     stats, chosen = final.stats, selected.stats
     stats["refit"] = {"schedule": schedule.describe(), "epochs_run": stats.get("epochs_run"),
+                      "seconds": stats.get("seconds"),
                       "history_finetune": stats.pop("history_finetune", None),
                       "selection_contexts": chosen["contexts"],
                       "selection_events": chosen["events"], "selection_items": chosen["items"]}
     stats.update({k: chosen[k] for k in SELECTED if k in chosen})
     stats["epochs_run"] = chosen.get("epochs_run")
-
-
-def _finish(model: TrainedModel, clock: StageClock) -> TrainedModel:
-    stages = {**clock.seconds, **{k: v for k, v in model.stats.get("seconds", {}).items()
-                                  if k not in clock.seconds}}
-    model.stats["seconds"] = stages
-    model.stats["train_seconds"] = round(sum(stages.values()), 3)
-    return model
 
 
 def _train_part(log: EventLog, config: PipelineConfig, valid: EventLog | None,
@@ -508,7 +498,7 @@ def train_streamed(events: str | Path, config: PipelineConfig,
     counted.extra_stats["streaming"].update(read_back)
     selected = train_on_counts(counted, config, valid, clock=clock, **options)
     if exclude is None or valid is None or not refits(config, options.get("side")):
-        return _finish(selected, clock)
+        return clock.record(selected)
     schedule = Schedule.of(selected)
     with clock.stage("refit"):
         whole = _count_streamed(events, config, holdout, None, memory_limit, chunk_rows,
@@ -517,7 +507,7 @@ def train_streamed(events: str | Path, config: PipelineConfig,
         final = train_on_counts(whole, config, None, clock=StageClock(), schedule=schedule,
                                 **options)
     _record_selection(final, selected, schedule)
-    return _finish(final, clock)
+    return clock.record(final)
 
 
 def _count_streamed(events: str | Path, config: PipelineConfig, holdout, exclude,
