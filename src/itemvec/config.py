@@ -146,8 +146,8 @@ class IngestConfig(Section):
         None, "Split a context into sessions at gaps longer than this (e.g. 30m); needs --time.",
         gt=0, parse="duration")
     context_kind: Literal["auto", "session", "basket"] = setting(
-        "auto", "session (order matters, windowed pairs), basket (all pairs) or auto (session "
-        "when --time is given).")
+        "auto", "session (order matters, windowed pairs), basket (all pairs) or auto (decided "
+        "from the data: tied times, a sort order or an order without signal are baskets).")
     dedupe_consecutive: bool = setting(True, "Drop an event repeating the item just before it "
                                        "in its context.")
 

@@ -33,7 +33,7 @@ from itemvec.store.bundle import check_target, write_bundle
 from itemvec.train import pipeline
 from itemvec.train.pipeline import TrainedModel, read_item_table, side_information, train_on_log
 from itemvec.train.trainer import Callback
-from itemvec.train.update import Parent, load_parent, update_log
+from itemvec.train.update import Parent, load_parent, pinned_kind, update_log
 from itemvec.util.errors import ConfigError, ItemvecError
 
 Events = Any  # pandas/polars DataFrame, pyarrow Table, path, or iterable of item-id sequences
@@ -214,9 +214,10 @@ class ItemVec:
         rows train briefly, old counts decay. ``settings`` are ``UpdateConfig`` fields
         (``epochs``, ``decay_half_life``, ``start`` ...). Returns ``self``."""
         self._check_fitted()
-        log = read_log(events, self.config_)
+        ingest = pinned_kind(self.config_.ingest, self.stats_)
+        log = read_log(events, self.config_.replace(ingest=ingest))
         result = update_log(self._as_parent(), log, UpdateConfig(**settings),
-                            item_table=item_table(items, item_key), ingest=self.config_.ingest,
+                            item_table=item_table(items, item_key), ingest=ingest,
                             progress=progress)
         self.embeddings_ = result.embeddings
         self.cooccurrence_, self.item_counts_ = result.cooccurrence, result.item_counts

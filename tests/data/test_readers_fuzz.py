@@ -85,7 +85,8 @@ def read_or_data_error(path: Path, config: IngestConfig) -> EventLog | None:
     return log
 
 
-CONFIGS = [IngestConfig(), IngestConfig(time="ts"), IngestConfig(time="ts", session_gap=60)]
+CONFIGS = [IngestConfig(), IngestConfig(time="ts"),
+           IngestConfig(time="ts", session_gap=60, context_kind="session")]
 
 
 # -- 1. garbage bytes --------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def read_contexts(log: EventLog) -> dict[str, list[str]]:
 def test_unicode_whitespace_and_quoted_ids_round_trip(tmp_path, rows, separator, bom):
     path = tmp_path / "e.csv"
     write_csv(path, rows, separator, bom)
-    log = read_or_data_error(path, IngestConfig(time="ts"))
+    log = read_or_data_error(path, IngestConfig(time="ts", context_kind="session"))
     if log is None:
         # The only acceptable failure: a header the separator sniffer cannot see because an id
         # holds another separator... which cannot happen in the header; so no failure at all.
@@ -169,7 +170,7 @@ def test_unicode_whitespace_and_quoted_ids_round_trip(tmp_path, rows, separator,
 def test_latin1_files_keep_distinct_ids_distinct(tmp_path, rows):
     path = tmp_path / "e.csv"
     write_csv(path, rows, ",", bom=False, encoding="latin-1")
-    log = read_or_data_error(path, IngestConfig(time="ts"))
+    log = read_or_data_error(path, IngestConfig(time="ts", context_kind="session"))
     assert log is not None
     try:  # latin-1 bytes that happen to be valid UTF-8 (e.g. 'Â\x80') are read as UTF-8
         path.read_bytes().decode("utf-8")
@@ -188,7 +189,7 @@ def test_duplicate_and_unsorted_rows(tmp_path, rows, duplicate, seed):
     rows = [rows[i] for i in rng.permutation(len(rows))]
     path = tmp_path / "e.csv"
     write_csv(path, rows, ",", bom=False)
-    log = read_or_data_error(path, IngestConfig(time="ts"))
+    log = read_or_data_error(path, IngestConfig(time="ts", context_kind="session"))
     assert log is not None
     assert read_contexts(log) == expected_contexts(rows)
 
@@ -215,7 +216,8 @@ def test_contexts_emptied_by_zero_weights_disappear(tmp_path, rows, kinds, zero)
                           "ts": [r[2] for r in rows], "event": kinds[:len(rows)]})
     frame.write_csv(path)
     weights = ",".join(f"{k}={0 if k in zero else 2}" for k in ("view", "cart", "buy"))
-    log = read_or_data_error(path, IngestConfig(time="ts", event="event", event_weights=weights))
+    log = read_or_data_error(path, IngestConfig(time="ts", event="event", event_weights=weights,
+                                                  context_kind="session"))
     kept = [r for r, k in zip(rows, kinds, strict=False) if k not in zero]
     if not kept:
         assert log is None  # "no events left after applying event weights"
@@ -283,7 +285,8 @@ def test_parquet_with_assorted_column_types(tmp_path, columns, n, seed, config):
 def test_tiny_logs_are_valid(tmp_path, content):
     path = tmp_path / "e.csv"
     path.write_text(content)
-    log = read_or_data_error(path, IngestConfig(time="ts") if ",ts" in content else IngestConfig())
+    config = IngestConfig(time="ts", context_kind="session") if ",ts" in content else IngestConfig()
+    log = read_or_data_error(path, config)
     assert log is not None
     assert count_pairs(log, CooccurrenceConfig()).nnz == 0
 

@@ -129,6 +129,15 @@ def _img(png: bytes, alt: str) -> str:
             f'{base64.b64encode(png).decode()}">')
 
 
+def _kind_line(stats: dict) -> str | None:
+    """Sessions or baskets, with who decided and why (older bundles: the kind alone)."""
+    decision = stats.get("context_kind_decision")
+    if not decision:
+        return stats.get("context_kind")
+    how = "set in the config" if decision.get("chosen_by") == "config" else "from the data"
+    return f"{decision.get('kind')} ({how}: {decision.get('reason')})"
+
+
 def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -334,7 +343,7 @@ def build_report(bundle: str | Path, evaluation: dict | None = None, category: s
         ("itemvec", manifest.get("itemvec_version")), ("items", len(embeddings)),
         ("dimension", embeddings.dim), ("trained on", stats.get("source")),
         ("events / contexts", f"{stats.get('events')} / {stats.get('contexts')}"),
-        ("context kind", stats.get("context_kind")),
+        ("context kind", _kind_line(stats)),
         ("objective", manifest.get("config", {}).get("training", {}).get("objective")),
         ("best epoch / epochs run", f"{stats.get('best_epoch')} / {stats.get('epochs_run')}"),
         ("training seconds", stats.get("train_seconds")))])

@@ -123,7 +123,15 @@ def training_summary(stats: dict, out: Path) -> str:
     stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in stats["seconds"].items())
     return (f"trained {stats['items']} items from {stats['events']} events in "
             f"{stats['contexts']} contexts in {stats['train_seconds']:.1f}s ({stages}; best "
-            f"epoch {stats['best_epoch']}); bundle: {out}")
+            f"epoch {stats['best_epoch']}); bundle: {out}" + kind_line(stats))
+
+
+def kind_line(stats: dict) -> str:
+    """A second line when ``auto`` chose sessions or baskets from the data: what and why."""
+    decision = stats.get("context_kind_decision") or {}
+    if decision.get("chosen_by") != "data":
+        return ""
+    return (f"\ncontexts read as {decision['kind']}s (--context-kind auto): {decision['reason']}")
 
 
 # -- export / similar / recommend ------------------------------------------------------------------

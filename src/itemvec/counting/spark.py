@@ -35,7 +35,9 @@ import scipy.sparse as sp
 
 from itemvec.config import CooccurrenceConfig, IngestConfig
 from itemvec.counting.streamed import Counts
-from itemvec.data.ingest import file_format, sniff_separator
+from itemvec.data.context_kind import KindDecision
+from itemvec.data.ingest import file_format, is_ordered, sniff_separator
+from itemvec.data.streaming import resolve_kind
 from itemvec.util.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -150,8 +152,8 @@ def count_spark(path: str | Path, ingest: IngestConfig, config: CooccurrenceConf
         raise ConfigError("cooccurrence.min_support is not supported by --engine spark")
     started = time.perf_counter()
     spark = spark or session(master)
-    ordered = ingest.context_kind == "session" or (ingest.context_kind == "auto"
-                                                   and ingest.time is not None)
+    ingest, decision = _kind(path, ingest)
+    ordered = decision.ordered
     events, key, order = _contexts(_events(_read(spark, path, ingest), ingest), ingest, ordered)
     events = events.cache()
     vocabulary = events.groupBy("item").agg(F.count(F.lit(1)).alias("len"))
@@ -186,8 +188,19 @@ def count_spark(path: str | Path, ingest: IngestConfig, config: CooccurrenceConf
     seconds = time.perf_counter() - started
     counts.stats.update({"source": str(path), "engine": "spark", "master": master,
                          "seconds": round(seconds, 3),
-                         "context_kind": "session" if ordered else "basket"})
+                         "context_kind": "session" if ordered else "basket",
+                         "context_kind_decision": decision.to_dict()})
     return counts
+
+
+def _kind(path: Path, ingest: IngestConfig) -> tuple[IngestConfig, KindDecision]:
+    """``auto`` judged on the head of a file, as the local engine does; a folder of part
+    files keeps the rule without a sample (sessions exactly when there is a time column)."""
+    if path.is_file() or ingest.context_kind != "auto":
+        return resolve_kind(path, ingest)
+    kind = "session" if is_ordered(ingest, ingest.time is not None) else "basket"
+    reason = "a folder input is not sampled: sessions exactly when there is a time column"
+    return ingest.replace(context_kind=kind), KindDecision(kind, "data", reason)
 
 
 def _collect(vocabulary, item_counts, pairs, staging, pruned: bool) -> Counts:

@@ -50,6 +50,7 @@ from itemvec.data.batches import (
     row_estimate,
 )
 from itemvec.data.ingest import dedupe, is_ordered, split_sessions
+from itemvec.data.streaming import resolve_kind
 from itemvec.util.background import background
 from itemvec.util.errors import ConfigError, DataError
 
@@ -575,6 +576,7 @@ def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfi
         raise ConfigError("cooccurrence.min_support is not supported by the streaming counter; "
                           "apply it when training (itemvec train --min-support)")
     started = time.perf_counter()
+    ingest, decision = resolve_kind(path, ingest, chunk_rows)
     scratch = Path(tempfile.mkdtemp(prefix="itemvec-count-", dir=workdir))
     state: dict = {"workdir": scratch}
     try:
@@ -605,7 +607,8 @@ def count_file(path: str | Path, ingest: IngestConfig, config: CooccurrenceConfi
                          "spilled_shards": len(counter.accumulator.shards), "top_k": top_k,
                          **({} if exclude is None else
                             {"excluded_contexts": counter.excluded_contexts}),
-                         "chunk_rows": chunk_rows, "memory_limit": limit})
+                         "chunk_rows": chunk_rows, "memory_limit": limit,
+                         "context_kind_decision": decision.to_dict()})
     logger.info("counted %d events in %.1fs (%.0f events/s, %s)", counter.events, seconds,
                 counts.stats["events_per_second"], state.get("mode"))
     return counts

@@ -64,8 +64,9 @@ def events_from_frame(data: Any, config: IngestConfig, source: str = FRAME_SOURC
 
 
 def events_from_sequences(sequences: Iterable[Sequence[Any]], config: IngestConfig) -> EventLog:
-    """An ``EventLog`` from item-id sequences, one per context (session order unless
-    ``config.context_kind`` is ``basket``). Ids become strings as in files: 7 -> "7"."""
+    """An ``EventLog`` from item-id sequences, one per context, in the order given: whether
+    that order makes them sessions or baskets is ``config.context_kind``, decided from the
+    sequences under ``auto``. Ids become strings as in files: 7 -> "7"."""
     contexts: list[int] = []
     items: list[str] = []
     for position, sequence in enumerate(sequences):
@@ -80,8 +81,7 @@ def events_from_sequences(sequences: Iterable[Sequence[Any]], config: IngestConf
     table = pl.DataFrame({"context": pl.Series(np.asarray(contexts)).cast(pl.String),
                           "item": items, ROW: np.arange(len(items), dtype=np.int64),
                           "weight": np.ones(len(items), dtype=np.float32)})
-    kind = "session" if config.context_kind == "auto" else config.context_kind
-    return build_log(table, config.replace(context_kind=kind), source=SEQUENCE_SOURCE)
+    return build_log(table, config, source=SEQUENCE_SOURCE, order_given=True)
 
 
 def _id_text(item: Any, position: int) -> str:

@@ -13,12 +13,14 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from itemvec.config import IngestConfig
+from itemvec.data.context_kind import KindDecision, decide_kind, explicit
 from itemvec.util.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class EventLog:
     times: np.ndarray | None  # float64 seconds per event, or None
     ordered: bool  # True: sessions (order matters); False: baskets
     source: str = ""
+    decision: KindDecision | None = None  # why sessions or baskets (``context_kind``)
 
     @property
     def n_items(self) -> int:
@@ -87,8 +90,13 @@ class EventLog:
             item_ids=self.item_ids, context_ids=self.context_ids[contexts], indptr=indptr,
             items=self.items[take], weights=self.weights[take],
             times=None if self.times is None else self.times[take],
-            ordered=self.ordered, source=self.source,
+            ordered=self.ordered, source=self.source, decision=self.decision,
         )
+
+    def kind_decision(self) -> dict[str, Any]:
+        """The context kind and why, for stats and manifests."""
+        decision = self.decision or explicit("session" if self.ordered else "basket")
+        return decision.to_dict()
 
     def item_counts(self) -> np.ndarray:
         """Number of contexts each item occurs in (items are deduplicated per context)."""
@@ -364,22 +372,38 @@ def _event_weights(frame: pl.DataFrame, config: IngestConfig, path: Path) -> np.
     return joined["w"].fill_null(1.0).cast(pl.Float32).to_numpy()
 
 
-def build_log(table: pl.DataFrame, config: IngestConfig, source: str = "") -> EventLog:
-    """Columns context, item, weight and optionally time -> an ``EventLog``."""
+def build_log(table: pl.DataFrame, config: IngestConfig, source: str = "",
+              order_given: bool = False) -> EventLog:
+    """Columns context, item, weight and optionally time -> an ``EventLog``. Sessions or
+    baskets as ``config.context_kind`` says; ``auto`` decides from the order of the events
+    (``itemvec.data.context_kind``), which a time column gives, or file order where
+    ``order_given`` (sequences handed over as lists)."""
     has_time = "time" in table.columns
-    ordered = is_ordered(config, has_time)
     table = table.with_columns(pl.col("context").rank("dense").cast(pl.Int64).alias("ctx"))
     sort_by = ["ctx", "time", ROW] if has_time else ["ctx", ROW]
     table = table.sort(sort_by)
     if has_time and config.session_gap is not None:
         table = split_sessions(table, config.session_gap)
-    table = dedupe(table, ordered and config.dedupe_consecutive, ordered)
-    return _encode(table, has_time, ordered, source)
+    decision = kind_of(table, config, has_time or order_given)
+    if decision.chosen_by == "data":
+        logger.info("%s: %s", source or "events", decision.describe())
+    table = dedupe(table, decision.ordered and config.dedupe_consecutive, decision.ordered)
+    return _encode(table, has_time, decision, source)
+
+
+def kind_of(table: pl.DataFrame, config: IngestConfig, has_order: bool) -> KindDecision:
+    """Sessions or baskets for a table sorted by ``ctx`` then time / file order."""
+    if config.context_kind != "auto" or not has_order:
+        return decide_kind(np.zeros(0, np.int64), np.zeros(0, np.int64), None, config, has_order)
+    items = table["item"].rank("dense").cast(pl.Int64).to_numpy()
+    times = table["time"].to_numpy().astype(np.float64) if "time" in table.columns else None
+    return decide_kind(table["ctx"].to_numpy(), items, times, config, has_order)
 
 
 def is_ordered(config: IngestConfig, has_time: bool) -> bool:
-    """Sessions (order matters) or baskets: ``context_kind``, where ``auto`` means sessions
-    exactly when the log has a clock."""
+    """Sessions (order matters) or baskets, where ``context_kind`` is already decided
+    (``auto`` is resolved before counting, see ``context_kind``); an unresolved ``auto``
+    counts as sessions exactly when the log has a clock."""
     return config.context_kind == "session" or (config.context_kind == "auto" and has_time)
 
 
@@ -409,7 +433,8 @@ def dedupe(table: pl.DataFrame, consecutive: bool, ordered: bool) -> pl.DataFram
     return table
 
 
-def _encode(table: pl.DataFrame, has_time: bool, ordered: bool, source: str) -> EventLog:
+def _encode(table: pl.DataFrame, has_time: bool, decision: KindDecision,
+            source: str) -> EventLog:
     counts = table.group_by("item").len().sort(["len", "item"], descending=[True, False])
     item_ids = counts["item"].to_numpy().astype(object)
     index = pl.DataFrame({"item": counts["item"], "idx": np.arange(len(counts), dtype=np.int32)})
@@ -423,7 +448,7 @@ def _encode(table: pl.DataFrame, has_time: bool, ordered: bool, source: str) -> 
         items=table["idx"].to_numpy().astype(np.int32),
         weights=table["weight"].to_numpy().astype(np.float32),
         times=table["time"].to_numpy().astype(np.float64) if has_time else None,
-        ordered=ordered, source=source,
+        ordered=decision.ordered, source=source, decision=decision,
     )
 
 
@@ -452,5 +477,5 @@ def restrict_vocabulary(log: EventLog, keep: np.ndarray) -> EventLog:
         item_ids=log.item_ids[keep], context_ids=log.context_ids, indptr=indptr,
         items=mapped[mask].astype(np.int32), weights=log.weights[mask],
         times=None if log.times is None else log.times[mask],
-        ordered=log.ordered, source=log.source,
+        ordered=log.ordered, source=log.source, decision=log.decision,
     )

@@ -40,6 +40,7 @@ from itemvec.data.batches import (
     partition,
     row_estimate,
 )
+from itemvec.data.context_kind import MAX_EVENTS, KindDecision, explicit
 from itemvec.data.ingest import (
     ROW,
     EventLog,
@@ -58,6 +59,27 @@ logger = logging.getLogger(__name__)
 STREAMING_ROWS = 20_000_000  # --streaming auto: Parquet/CSV logs above this many rows stream
 VALIDATION_CONTEXTS = 20_000  # held-out contexts read back: ample for 3000 validation queries
 MODES = ("auto", "on", "off")
+
+
+def resolve_kind(path: str | Path, ingest: IngestConfig,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[IngestConfig, KindDecision]:
+    """``ingest`` with ``context_kind`` decided, and why: passes over a file need the kind
+    before they start, so ``auto`` is judged on the file's first ``MAX_EVENTS`` rows (read as
+    ``read_events`` reads them; a context cut at the end of the sample only loses pairs)."""
+    if ingest.context_kind != "auto":
+        return ingest, explicit(ingest.context_kind)
+    path = Path(path)
+    frames, offset, rows = [], first_data_row(path), 0
+    for frame in iter_batches(path, event_columns(ingest), min(chunk_rows, MAX_EVENTS)):
+        frames.append(frame.with_row_index(ROW, offset=offset))
+        offset, rows = offset + frame.height, rows + frame.height
+        if rows >= MAX_EVENTS:
+            break
+    table = event_table(pl.concat(frames, how="vertical_relaxed"), ingest, path)
+    decision = build_log(table, ingest, source=str(path)).decision
+    evidence = {**decision.evidence, "rows_read": rows}
+    decision = KindDecision(decision.kind, decision.chosen_by, decision.reason, evidence)
+    return ingest.replace(context_kind=decision.kind), decision
 
 
 def use_streaming(path: str | Path, mode: str = "auto", threshold: int = STREAMING_ROWS) -> bool:

@@ -4,7 +4,8 @@ Query settings (how strongly the popularity prior counts, how much a longer hist
 more evidence, how fast older history items fade) change no weights, so they can be chosen
 after training for the price of a few evaluations: coordinate ascent over small grids, scored
 by the mean of i2i and s2i HR@20 on held-out contexts. A change must win by a margin, so the
-defaults stand unless the data clearly prefers something else.
+defaults stand unless the data clearly prefers something else. Sessions choose between recency
+weights and equal weights this way; baskets have no order, so their items always weigh equally.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 GRIDS: dict[str, tuple[float, ...]] = {
     "popularity_weight": (0.5, 0.75, 1.0, 1.25, 1.5),
     "evidence_power": (0.0, 0.25, 0.5),
-    "recency_half_life": (1.0, 3.0, 8.0),
+    "recency_half_life": (0.0, 1.0, 3.0, 8.0),  # 0: equal weights (sessions without recency)
 }
 MARGIN = 0.005  # relative improvement a setting needs over the current best
 

@@ -37,6 +37,7 @@ from itemvec.data.streaming import (
     VALIDATION_CONTEXTS,
     hold_out,
     read_contexts,
+    resolve_kind,
     sample_valid,
     use_streaming,
 )
@@ -153,7 +154,8 @@ class Counted:
         matrix = count_pairs(log, config.cooccurrence) if log.n_items >= 2 else None
         stored = None if matrix is None else apply_min_support(matrix, log, config.cooccurrence)
         return cls(matrix, log.item_ids, log.item_counts(), log.ordered, log.source,
-                   log.n_events, log.n_contexts, stored, log=log)
+                   log.n_events, log.n_contexts, stored, log=log,
+                   extra_stats={"context_kind_decision": log.kind_decision()})
 
 
 class StageClock:
@@ -483,27 +485,33 @@ def train_streamed(events: str | Path, config: PipelineConfig,
     """
     _check_streamable(config)
     clock = options.pop("clock", None) or StageClock()
-    ingest, training, progress = config.ingest, config.training, options.get("progress", True)
-    with clock.stage("read"):
+    training, progress = config.training, options.get("progress", True)
+    with clock.stage("read"):  # passes over the file need the kind decided before they start
+        ingest, decision = resolve_kind(events, config.ingest, chunk_rows)
+        if decision.chosen_by == "data":
+            logger.info("%s: %s", events, decision.describe())
+        reading = config.replace(ingest=ingest)
         holdout = hold_out(events, ingest, training.validation_fraction, training.seed,
                            chunk_rows=chunk_rows, progress=progress)
     exclude = holdout.valid["label"] if holdout.valid.height else None
     with clock.stage("count"):
-        counted = _count_streamed(events, config, holdout, exclude, memory_limit, chunk_rows,
+        counted = _count_streamed(events, reading, holdout, exclude, memory_limit, chunk_rows,
                                   progress)
     with clock.stage("read"):
         sample = sample_valid(holdout, VALIDATION_CONTEXTS, training.seed)
         valid = read_contexts(events, ingest, sample, chunk_rows=chunk_rows, progress=progress)
     read_back = {"validation_contexts_read": 0 if valid is None else valid.n_contexts}
     counted.extra_stats["streaming"].update(read_back)
+    counted.extra_stats["context_kind_decision"] = decision.to_dict()
     selected = train_on_counts(counted, config, valid, clock=clock, **options)
     if exclude is None or valid is None or not refits(config, options.get("side")):
         return clock.record(selected)
     schedule = Schedule.of(selected)
     with clock.stage("refit"):
-        whole = _count_streamed(events, config, holdout, None, memory_limit, chunk_rows,
+        whole = _count_streamed(events, reading, holdout, None, memory_limit, chunk_rows,
                                 progress)
         whole.extra_stats["streaming"].update(read_back)
+        whole.extra_stats["context_kind_decision"] = decision.to_dict()
         final = train_on_counts(whole, config, None, clock=StageClock(), schedule=schedule,
                                 **options)
     _record_selection(final, selected, schedule)

@@ -189,7 +189,7 @@ def _reindex(log: EventLog, mapping: np.ndarray, vocabulary: np.ndarray) -> Even
     return EventLog(item_ids=vocabulary, context_ids=log.context_ids, indptr=indptr,
                     items=mapped[keep].astype(np.int32), weights=log.weights[keep],
                     times=None if log.times is None else log.times[keep],
-                    ordered=log.ordered, source=log.source)
+                    ordered=log.ordered, source=log.source, decision=log.decision)
 
 
 def move(matrix: sp.csr_matrix, positions: np.ndarray, n: int) -> sp.csr_matrix:
@@ -352,6 +352,15 @@ def refresh_rows(encoder: ItemEncoder, counts: sp.csr_matrix, seed: int) -> None
 
 
 # -- the update ----------------------------------------------------------------------------------
+def pinned_kind(ingest: IngestConfig, stats: dict[str, Any] | None) -> IngestConfig:
+    """New events are read as the parent's contexts were (sessions or baskets): ``auto``
+    is not decided again on a small batch, where it could flip."""
+    kind = (stats or {}).get("context_kind")
+    if ingest.context_kind != "auto" or kind not in ("session", "basket"):
+        return ingest
+    return ingest.replace(context_kind=kind)
+
+
 def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = None,
                valid: EventLog | None = None, item_table: pl.DataFrame | None = None,
                ingest: IngestConfig | None = None, progress: bool = True) -> UpdateResult:
@@ -534,7 +543,7 @@ def update(bundle: str | Path, events: str | Path, out: str | Path | None = None
                            "directory (the old bundle stays untouched)")
     if isinstance(ingest, dict):
         ingest = parent.config.ingest.replace(**{k: v for k, v in ingest.items() if v is not None})
-    ingest = ingest or parent.config.ingest
+    ingest = pinned_kind(ingest or parent.config.ingest, parent.manifest.get("stats"))
     log = read_events(events, ingest)
     table = read_item_table(items, item_key) if items is not None else None
     result = update_log(parent, log, settings, item_table=table, ingest=ingest,
@@ -544,5 +553,5 @@ def update(bundle: str | Path, events: str | Path, out: str | Path | None = None
     return result
 
 
-__all__ = ["Parent", "UpdateConfig", "UpdateResult", "load_parent", "save_update", "update",
-           "update_log"]
+__all__ = ["Parent", "UpdateConfig", "UpdateResult", "load_parent", "pinned_kind", "save_update",
+           "update", "update_log"]
