@@ -45,6 +45,10 @@ class Dataset:
     ingest: IngestConfig
     categories: dict[str, dict[str, str]] = field(default_factory=dict)
     note: str = ""
+    # the events as read (context, item, weight, ROW) plus ``order``: the column a user could
+    # pass as --time (basket position, cart order, timestamp), for benchmarks.context_kind
+    events: pl.DataFrame | None = None
+    order_note: str = ""
 
 
 ADAPTERS: dict[str, Callable[[Path], Dataset]] = {}
@@ -74,6 +78,16 @@ def _table(context: pl.Series, item: pl.Series, time: np.ndarray | None = None) 
     return frame
 
 
+def _with_order(table: pl.DataFrame, order: np.ndarray | None = None) -> pl.DataFrame:
+    """``table`` without its clock plus ``order``: the given values, or each event's position
+    in its context in file order (0, 1, 2, ...)."""
+    table = table.drop("time", strict=False)
+    if order is None:
+        position = pl.int_range(pl.len()).over("context").cast(pl.Float64)
+        return table.with_columns(position.alias("order"))
+    return table.with_columns(pl.Series("order", order, dtype=pl.Float64))
+
+
 def _labels(keys: pl.Series, values: pl.Series) -> dict[str, str]:
     return {str(k): str(v) for k, v in zip(keys.to_list(), values.to_list(), strict=True)
             if k is not None and v is not None}
@@ -83,11 +97,13 @@ def _labels(keys: pl.Series, values: pl.Series) -> dict[str, str]:
 def groceries(root: Path) -> Dataset:
     events = pl.read_csv(root / "groceries_transactions.csv", infer_schema=False)
     ingest = IngestConfig(context="basket_id", item="item", context_kind="basket")
-    log = build_log(_table(events["basket_id"], events["item"]), ingest, str(root))
+    table = _table(events["basket_id"], events["item"])
+    log = build_log(table, ingest, str(root))
     items = pl.read_csv(root / "groceries_items.csv", infer_schema=False)
     cats = {"level2": _labels(items["item"], items["level2"]),
             "level1": _labels(items["item"], items["level1"])}
-    return Dataset("groceries", log, ingest, cats, "baskets, no clock: random split")
+    return Dataset("groceries", log, ingest, cats, "baskets, no clock: random split",
+                   _with_order(table), "position in the basket (catalogue order)")
 
 
 @adapter("instacart-sample")
@@ -98,7 +114,8 @@ def instacart(root: Path) -> Dataset:
              for p in ("prior", "train")]
     events = pl.concat(parts).sort(["order_id", "add_to_cart_order"])
     ingest = IngestConfig(context="order_id", item="product_id", context_kind="basket")
-    log = build_log(_table(events["order_id"], events["product_id"]), ingest, str(root))
+    table = _table(events["order_id"], events["product_id"])
+    log = build_log(table, ingest, str(root))
     products = pl.read_csv(root / "products.csv", infer_schema=False)
     aisles = pl.read_csv(root / "aisles.csv", infer_schema=False)
     departments = pl.read_csv(root / "departments.csv", infer_schema=False)
@@ -107,7 +124,9 @@ def instacart(root: Path) -> Dataset:
     cats = {"aisle": _labels(products["product_id"], products["aisle"]),
             "department": _labels(products["product_id"], products["department"])}
     return Dataset("instacart-sample", log, ingest, cats,
-                   "orders as baskets (cart order kept), no clock: random split")
+                   "orders as baskets (cart order kept), no clock: random split",
+                   _with_order(table, events["add_to_cart_order"].to_numpy()),
+                   "add_to_cart_order")
 
 
 @adapter("movielens-100k")
@@ -116,7 +135,8 @@ def movielens(root: Path) -> Dataset:
                          new_columns=["user", "item", "rating", "ts"], infer_schema=False)
     ingest = IngestConfig(context="user", item="item", time="ts", context_kind="session")
     time = events["ts"].cast(pl.Float64).to_numpy()
-    log = build_log(_table(events["user"], events["item"], time), ingest, str(root))
+    table = _table(events["user"], events["item"], time)
+    log = build_log(table, ingest, str(root))
     genres = [line.split("|")[0] for line in
               (root / "u.genre").read_text(encoding="latin-1").splitlines() if line.strip()]
     first_genre = {}
@@ -129,7 +149,8 @@ def movielens(root: Path) -> Dataset:
         if hits:
             first_genre[fields[0]] = hits[0]
     return Dataset("movielens-100k", log, ingest, {"first_genre": first_genre},
-                   "user histories by timestamp, all ratings: split by last rating time")
+                   "user histories by timestamp, all ratings: split by last rating time",
+                   _with_order(table, time), "timestamp")
 
 
 @adapter("amazon-beauty")
@@ -144,13 +165,15 @@ def amazon_beauty(root: Path) -> Dataset:
     # Ordered contexts (file order = review time) but no clock: build_log keeps row order and
     # the split is seeded random.
     ingest = IngestConfig(context="user", item="item", context_kind="session")
-    log = build_log(_table(pl.Series(users), pl.Series(items)), ingest, str(root))
+    table = _table(pl.Series(users), pl.Series(items))
+    log = build_log(table, ingest, str(root))
     attributes = json.loads((root / "Beauty_item2attributes.json").read_text())
     frequency = Counter(a for values in attributes.values() for a in set(values))
     top = {item: str(max(set(values), key=lambda a: (frequency[a], -a)))
            for item, values in attributes.items() if values}
     return Dataset("amazon-beauty", log, ingest, {"top_attribute": top},
-                   "user sequences in review order, no timestamps: random split")
+                   "user sequences in review order, no timestamps: random split",
+                   _with_order(table), "position in the user's line (review order)")
 
 
 @adapter("diginetica")
@@ -160,11 +183,13 @@ def diginetica(root: Path) -> Dataset:
     time = day.cast(pl.Float64).to_numpy() + events["timeframe"].cast(pl.Float64).to_numpy() / 1e3
     ingest = IngestConfig(context="session_id", item="item_id", time="eventdate+timeframe",
                           context_kind="session")
-    log = build_log(_table(events["session_id"], events["item_id"], time), ingest, str(root))
+    table = _table(events["session_id"], events["item_id"], time)
+    log = build_log(table, ingest, str(root))
     categories = pl.read_csv(root / "product-categories.csv", separator=";", infer_schema=False)
     return Dataset("diginetica", log, ingest,
                    {"category": _labels(categories["itemId"], categories["categoryId"])},
-                   "view sessions by eventdate+timeframe: split by last view time")
+                   "view sessions by eventdate+timeframe: split by last view time",
+                   _with_order(table, time), "eventdate + timeframe")
 
 
 DATASETS = tuple(ADAPTERS)

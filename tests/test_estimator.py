@@ -137,6 +137,34 @@ def test_cli_and_fit_write_identical_bundles(small_shop, tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def shuffled_baskets(n: int, seed: int) -> pl.DataFrame:
+    """Baskets of one hidden group each, in random order, with the position as a clock."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"b{seed}-{b}", f"i{group * 8 + item}", position)
+            for b in range(n) for group in [int(rng.integers(6))]
+            for position, item in enumerate(rng.choice(8, size=5, replace=False))]
+    return pl.DataFrame(rows, schema=["basket", "item", "position"], orient="row")
+
+
+def test_fit_decides_baskets_from_the_data_and_update_keeps_the_kind(tmp_path):
+    events = shuffled_baskets(1500, seed=0)
+    model = ItemVec(**FAST).fit(events, context="basket", item="item", time="position")
+    decision = model.stats_["context_kind_decision"]
+    assert model.stats_["context_kind"] == "basket" == decision["kind"]
+    assert decision["chosen_by"] == "data" and "no measurable signal" in decision["reason"]
+    assert model.config_.ingest.context_kind == "auto"  # the config says what was asked
+    walks = pl.DataFrame({"basket": ["w"] * 40, "item": [f"i{k % 48}" for k in range(40)],
+                          "position": list(range(40))})
+    model.update(walks, epochs=1)  # a batch on its own could read as a session
+    assert model.stats_["context_kind"] == "basket"
+    events.write_csv(tmp_path / "baskets.csv")
+    code, out, err = run_cli(["train", tmp_path / "baskets.csv", "--context", "basket", "--item",
+                              "item", "--time", "position", "--out", tmp_path / "m", "-q",
+                              "--dim", "16", "--epochs", "2", "--history-epochs", "0"])
+    assert code == 0, err
+    assert "contexts read as baskets (--context-kind auto): the order carries no" in out
+
+
 def test_save_load_update_round_trip(fitted, small_shop, tmp_path):
     fitted.save(tmp_path / "m")
     loaded = ItemVec.load(tmp_path / "m")

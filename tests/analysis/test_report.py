@@ -80,6 +80,7 @@ def test_report_from_evaluate_out(tmp_path, cli):
     assert f"{hr:.4f}" in page
     assert page.count("data:image/png;base64,") == 4  # methods, popularity, map, curves
     assert "linear probe accuracy" in page
+    assert re.search(r"(session|basket) \(from the data: [^<]+\)", page)  # kind, and why
 
 
 def test_report_without_evaluation_and_bad_inputs(tmp_path, cli, bundle_dir):

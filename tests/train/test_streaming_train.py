@@ -145,6 +145,9 @@ def test_streamed_training_equals_in_memory_training(files, kind, ingest, tmp_pa
         assert stats[key] == expected.stats[key], key
     assert stats["streaming"]["holdout_contexts"] == stats["streaming"]["validation_contexts_read"]
     assert "streaming" not in expected.stats
+    streamed, whole = stats["context_kind_decision"], expected.stats["context_kind_decision"]
+    assert streamed["kind"] == whole["kind"] and streamed["chosen_by"] == "data"
+    assert streamed["evidence"]["rows_read"] >= stats["events"]  # a small file: every row
     from itemvec.query.embeddings import load_embeddings
 
     assert load_embeddings(tmp_path / "model").metadata["stats"]["events"] == stats["events"]
