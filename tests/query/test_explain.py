@@ -58,7 +58,8 @@ def test_explanation_adds_up_to_the_recommendation_score(trained):
         parts = result["history"]
         assert {p["item_id"] for p in parts} == set(history)
         # recency weights sum to 1, times (effective history length) ** evidence_power
-        recency = 0.5 ** (np.arange(2, -1, -1) / emb.query.recency_half_life)
+        half_life = emb.query.recency_half_life  # 0 when tuning chose equal weights
+        recency = 0.5 ** (np.arange(2, -1, -1) / half_life) if half_life > 0 else np.ones(3)
         recency /= recency.sum()
         expected = (1.0 / np.square(recency).sum()) ** emb.query.evidence_power
         assert sum(p["weight"] for p in parts) == pytest.approx(expected, abs=1e-4)
