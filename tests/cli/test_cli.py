@@ -118,6 +118,8 @@ def test_export_npy_and_word2vec(cli_model, tmp_path, cli):
 def test_explain_names_unknown_history(cli_model, cli):
     code, _, stderr = cli(["explain", cli_model, "--history", "nope1,nope2"])
     assert_one_line_error(code, stderr, "--history", "nope1, nope2")
+    code, _, stderr = cli(["explain", cli_model, "--history", " , "])
+    assert_one_line_error(code, stderr, "--history: no item ids given")
     code, stdout, stderr = cli(["explain", cli_model, "--history", "i1,nope1", "-n", "2"])
     assert code == 0, stderr
     assert "nope1" in stderr

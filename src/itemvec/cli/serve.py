@@ -208,8 +208,10 @@ def explain(
     column = label_column(embeddings, label)
     items = [h.strip() for h in history.split(",") if h.strip()]
     unknown = [h for h in items if h not in embeddings]
+    if not items:
+        raise ItemvecError("--history: no item ids given; pass comma-separated ids, oldest first")
     if len(unknown) == len(items):
-        raise ItemvecError(f"--history: no item the model knows ({', '.join(unknown[:10]) or 'empty'}"
+        raise ItemvecError(f"--history: no item the model knows ({', '.join(unknown[:10])}"
                            f"{' ...' if len(unknown) > 10 else ''}); give ids of trained items, "
                            "e.g. from itemvec search BUNDLE TEXT")
     if unknown:
