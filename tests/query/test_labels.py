@@ -7,7 +7,13 @@ import polars as pl
 import pytest
 
 from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.query.labels import all_labels, detect_label_column, item_labels, label_column
+from itemvec.query.labels import (
+    all_labels,
+    detect_label_column,
+    item_labels,
+    label_column,
+    label_lookup,
+)
 from itemvec.util.errors import ItemvecError
 
 
@@ -47,5 +53,7 @@ def test_item_labels_in_the_order_asked_with_gaps():
     assert item_labels(emb, ["b", "c", "a"], "title") == [None, None, "Alpha"]
     assert item_labels(emb, ["a"], None) is None
     assert all_labels(emb, "title") == ["Alpha", None, None]
+    assert label_lookup(emb, "title") == {"a": "Alpha", "b": None}
+    assert label_lookup(emb, None) is None
     numbers = embeddings_with(pl.DataFrame({"item_id": ["a"], "name": [7]}))
     assert item_labels(numbers, ["a"], "name") == ["7"]

@@ -38,7 +38,7 @@ from itemvec.data.ingest import read_events
 from itemvec.data.synth import generate, write, write_streamed
 from itemvec.estimator import ItemVec
 from itemvec.query.embeddings import load_embeddings
-from itemvec.query.labels import item_labels, label_column
+from itemvec.query.labels import item_labels, label_column, label_lookup
 from itemvec.store.export import export_format, export_vectors
 from itemvec.train import distributed as distributed_training
 from itemvec.train.pipeline import evaluate_log, read_item_table, save_model
@@ -230,7 +230,7 @@ def recommend(
     _check_n(n)
     embeddings = load_embeddings(bundle)
     records = read_queries(queries)
-    column = label_column(embeddings, label)
+    lookup = label_lookup(embeddings, label_column(embeddings, label))  # once, not per query
     lines, skipped, unanswered = [], 0, []
     for start in range(0, len(records), 1024):
         chunk = records[start:start + 1024]
@@ -242,9 +242,11 @@ def recommend(
             if history and unknown == len(history):  # no known item: not popularity in disguise
                 unanswered.append(query_id)
                 found[:] = False
-            lines.append(json.dumps(labelled_json(
-                {"id": query_id, "items": row_ids[found].tolist(),
-                 "scores": [round(float(s), 6) for s in row_scores[found]]}, embeddings, column)))
+            row = {"id": query_id, "items": row_ids[found].tolist(),
+                   "scores": [round(float(s), 6) for s in row_scores[found]]}
+            if lookup is not None:
+                row["labels"] = [lookup.get(i) for i in row["items"]]
+            lines.append(json.dumps(row))
     check_some_known(unanswered, records)
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     typer.echo(f"wrote {len(lines)} recommendations to {out}; skipped {skipped} unknown "

@@ -70,6 +70,16 @@ def item_labels(embeddings: ItemEmbeddings, ids: Sequence[str],
     return [None if text.get(i) is None else str(text[i]) for i in wanted]
 
 
+def label_lookup(embeddings: ItemEmbeddings, column: str | None) -> dict[str, str | None] | None:
+    """id -> label for every listed item (built once for a batch of queries), or None."""
+    table = embeddings.item_table
+    if column is None or table is None:
+        return None
+    ids = table["item_id"].cast(pl.String).to_list()
+    return {i: None if v is None else str(v)
+            for i, v in zip(ids, table[column].to_list(), strict=True)}
+
+
 def all_labels(embeddings: ItemEmbeddings, column: str | None) -> list[str | None] | None:
     """Labels of every item in vocabulary order (for maps), or None without a label column."""
     if column is None:
