@@ -11,7 +11,18 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from itemvec.analysis.plots import colours, curves_figure, map_html, png_bytes, project  # noqa: E402
+from itemvec.analysis.plots import (  # noqa: E402
+    colour_scale,
+    colouring_kind,
+    colours,
+    curves_figure,
+    honest_limits,
+    map_figure,
+    map_html,
+    map_payload,
+    png_bytes,
+    project,
+)
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
 from itemvec.train.pipeline import save_model  # noqa: E402
 from itemvec.util.errors import ItemvecError  # noqa: E402
@@ -133,3 +144,73 @@ def test_curves_without_validation():
     assert png_bytes(fig).startswith(PNG)
     with pytest.raises(ItemvecError, match="no training history"):
         curves_figure([])
+
+
+@pytest.mark.parametrize(("values", "kind"), [
+    ([1, 10, 100, 7], "numeric"), ([0.5, 2.0, None], "numeric"), ([0, 1, 1, 0], "boolean"),
+    ([True, False], "boolean"), (["yes", "no", None], "boolean"), ([1.0, 0.0], "boolean"),
+    (["shoes", "hats"], "categorical"), (["1", "2", "3"], "categorical"), (None, None),
+])
+def test_colouring_kind(values, kind):
+    assert colouring_kind(None if values is None else np.asarray(values, dtype=object)) == kind
+
+
+def test_booleans_get_two_distinct_colours_with_a_legend():
+    hexes, legend = colours(np.asarray([0, 1, 1, 0, None], dtype=object))
+    assert hexes[0] == hexes[3] and hexes[1] == hexes[2] and hexes[0] != hexes[1]
+    assert [e["name"] for e in legend] == ["0", "1", "(none)"]
+    blue, orange = (int(h[1:3], 16) for h in (hexes[0], hexes[1]))  # red channel: not two blues
+    assert abs(blue - orange) > 100
+
+
+def test_counts_over_orders_of_magnitude_use_a_log_scale():
+    assert colour_scale(np.asarray([1, 10, 1000], dtype=object))["log"] is True
+    assert colour_scale(np.asarray([3, 5, 9], dtype=object)) == {
+        "min": 3.0, "max": 9.0, "log": False, "cmap": "viridis"}
+    hexes, _ = colours(np.asarray([1, 10, 100, 1000], dtype=object))
+    assert len(set(hexes)) == 4  # evenly spread on the log scale, not all dark
+
+
+def map_of(values, titles=None, counts=None) -> dict:
+    n = len(values)
+    rng = np.random.default_rng(0)
+    table = {"item_id": [f"i{k}" for k in range(n)], "flag": values,
+             "count": counts if counts is not None else list(range(n))}
+    if titles is not None:
+        table["Title"] = titles
+    import polars as pl
+
+    emb = ItemEmbeddings(table["item_id"], rng.normal(size=(n, 4)), item_table=pl.DataFrame(table))
+    return map_payload(emb, rng.normal(size=(n, 2)).astype(np.float32), "flag", "pca")
+
+
+def test_numeric_map_has_a_colour_bar_and_named_landmarks():
+    titles = [f"Film {k}" for k in range(30)]
+    payload = map_of([float(k) for k in range(30)], titles)
+    assert payload["kind"] == "numeric" and payload["scale"]["max"] == 29.0
+    assert [m["text"] for m in payload["landmarks"]] == [f"Film {k}" for k in range(29, 21, -1)]
+    fig = map_figure(payload, "t")
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "flag"  # the colour bar
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {"Film 29", "Film 22"} <= texts and "Film 0" not in texts
+    assert png_bytes(fig).startswith(PNG)
+
+
+def test_boolean_map_has_a_legend_not_a_colour_bar():
+    payload = map_of([k % 2 for k in range(30)])
+    assert payload["kind"] == "boolean" and payload["scale"] is None
+    fig = map_figure(payload, "t")
+    assert len(fig.axes) == 1 and [t.get_text() for t in fig.legends[0].get_texts()] == ["0", "1"]
+    assert payload["landmarks"][0]["text"] == "i29"  # no label column: the id
+
+
+def test_curves_start_at_zero_and_show_epoch_zero():
+    history = [{"epoch": 0, "validation": 0.30}, {"epoch": 1, "loss": 2.31, "validation": 0.31},
+               {"epoch": 2, "loss": 2.30, "validation": 0.312}]
+    fig = curves_figure(history, best_epoch=2)
+    loss_axis, validation_axis = fig.axes
+    assert loss_axis.get_ylim()[0] == 0.0 and loss_axis.get_ylim()[1] > 2.31
+    assert validation_axis.get_ylim()[0] == 0.0
+    assert validation_axis.get_xlim()[0] < 0 < validation_axis.get_xlim()[1]
+    assert honest_limits([-1.0, 1.0]) == (-1.1, 1.1)
+    assert honest_limits([]) == (0.0, 1.0)

@@ -18,7 +18,7 @@ import pytest
 
 import itemvec
 import itemvec.store.bundle as bundle
-from itemvec.query.embeddings import load_embeddings
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 
 
 def entry_point() -> list[str]:
@@ -89,10 +89,65 @@ def test_export_parquet_has_string_ids_and_float32_lists(cli_model, tmp_path, cl
     first = json.loads((tmp_path / "vectors.jsonl").read_text().splitlines()[0])
     assert first["item_id"] == embeddings.item_ids[0] and len(first["embedding"]) == 64
     code, _, stderr = cli(["export", cli_model, "--out", tmp_path / "vectors.xlsx"])
-    assert_one_line_error(code, stderr, "unknown extension")
+    assert_one_line_error(code, stderr, "unknown extension", ".parquet, .jsonl, .csv or .npy",
+                          "word2vec-binary")
 
 
-def test_similar_json_and_table(cli_model, categories, cli):
+def test_export_npy_and_word2vec(cli_model, tmp_path, cli):
+    embeddings = load_embeddings(cli_model)
+    code, stdout, stderr = cli(["export", cli_model, "--out", tmp_path / "emb.npy"])
+    assert code == 0, stderr
+    assert "emb.ids.txt" in stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "emb.npy"), embeddings.vectors)
+    assert (tmp_path / "emb.ids.txt").read_text().split() == embeddings.item_ids.tolist()
+    code, _, stderr = cli(["export", cli_model, "--out", tmp_path / "emb.txt",
+                           "--format", "word2vec"])
+    assert code == 0, stderr
+    lines = (tmp_path / "emb.txt").read_text().splitlines()
+    assert lines[0] == f"{len(embeddings)} {embeddings.dim}"
+    assert lines[1].split(" ")[0] == embeddings.item_ids[0]
+    code, _, stderr = cli(["export", cli_model, "--out", tmp_path / "emb.bin",
+                           "--format", "word2vec-binary"])
+    assert code == 0, stderr
+    gensim_models = pytest.importorskip("gensim.models")
+    loaded = gensim_models.KeyedVectors.load_word2vec_format(str(tmp_path / "emb.bin"),
+                                                             binary=True)
+    np.testing.assert_allclose(loaded[embeddings.item_ids[3]], embeddings.vectors[3])
+
+
+def test_explain_names_unknown_history(cli_model, cli):
+    code, _, stderr = cli(["explain", cli_model, "--history", "nope1,nope2"])
+    assert_one_line_error(code, stderr, "--history", "nope1, nope2")
+    code, _, stderr = cli(["explain", cli_model, "--history", " , "])
+    assert_one_line_error(code, stderr, "--history: no item ids given")
+    code, stdout, stderr = cli(["explain", cli_model, "--history", "i1,nope1", "-n", "2"])
+    assert code == 0, stderr
+    assert "nope1" in stderr
+    results = json.loads(stdout)
+    assert len(results) == 2 and results[0]["skipped"] == 1
+    assert results[0]["label"] and results[0]["history"][0]["label"]  # titles beside ids
+
+
+def test_recommend_history_with_no_known_item_gets_no_popularity(cli_model, tmp_path, cli):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": 1, "history": ["i1"]}\n{"id": 2, "history": ["nope"]}\n')
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = cli(["recommend", cli_model, "--queries", queries, "--out", out, "-q"])
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows[0]["items"]) == 20 and rows[1]["items"] == [] == rows[1]["scores"]
+    assert "1 queries had no known history item" in stderr and "ids 2)" in stderr
+    queries.write_text('{"id": 2, "history": ["nope", "nope2"]}\n{"id": 3, "history": []}\n')
+    code, _, stderr = cli(["recommend", cli_model, "--queries", queries,
+                           "--out", tmp_path / "none.jsonl", "-q"])
+    assert_one_line_error(code, stderr, "no history item of any query is in the model",
+                          "nope, nope2")
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_similar_json_and_table(cli_model, categories, shop, cli):
+    titles = dict(zip(shop.items["item_id"].to_list(), shop.items["title"].to_list(),
+                      strict=True))
     item = str(load_embeddings(cli_model).item_ids[0])
     code, stdout, stderr = cli(["similar", cli_model, item, "-n", "5", "--json"])
     assert code == 0, stderr
@@ -101,8 +156,36 @@ def test_similar_json_and_table(cli_model, categories, cli):
     assert item not in answer["items"]
     assert answer["scores"] == sorted(answer["scores"], reverse=True)
     assert sum(categories[i] == categories[item] for i in answer["items"]) >= 4
+    assert answer["labels"] == [titles[i] for i in answer["items"]]  # the title column
     code, stdout, _ = cli(["similar", cli_model, item, "-n", "3"])
-    assert code == 0 and categories[item] in stdout  # the item table's category column
+    assert code == 0 and titles[answer["items"][0]] in stdout
+    assert titles[item] in stdout.splitlines()[0]  # the title line names the item too
+    code, stdout, _ = cli(["similar", cli_model, item, "-n", "2", "--json", "--label", "none"])
+    assert "labels" not in json.loads(stdout)
+    code, stdout, _ = cli(["similar", cli_model, item, "-n", "2", "--json", "--label", "brand"])
+    assert len(json.loads(stdout)["labels"]) == 2
+    code, _, stderr = cli(["similar", cli_model, item, "--label", "colour"])
+    assert_one_line_error(code, stderr, "--label 'colour'", "known:", "title")
+
+
+def test_similar_table_fits_80_columns_on_a_wide_item_table(tmp_path, cli, monkeypatch):
+    """A movielens-like table (19 genre flags): rank, id, title and score, within 80 columns."""
+    ids = [str(i) for i in range(1, 41)]
+    genres = {f"genre_{g}": [i % 2 for i in range(40)] for g in range(19)}
+    table = pl.DataFrame({"item_id": ids, "title": [f"A Film With A Rather Long Title, Part {i} "
+                                                    f"(199{i % 10})" for i in range(40)],
+                          "release": ["01-Jan-1995"] * 40, **genres})
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ItemEmbeddings(ids, vectors, item_table=table).save(tmp_path / "wide")
+    monkeypatch.setenv("COLUMNS", "80")
+    code, stdout, stderr = cli(["similar", tmp_path / "wide", "1", "-n", "5"])
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    assert "genre_0" not in stdout and "release" not in stdout
+    assert sum(line.startswith("│") and "A Film With" in line for line in lines) == 5
 
 
 def test_recommend_jsonl_in_and_out(cli_model, tmp_path, cli):
@@ -119,8 +202,8 @@ def test_recommend_jsonl_in_and_out(cli_model, tmp_path, cli):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["id"] for row in rows] == [7, "abc", None]
     for row, history in zip(rows, (["i1", "i2"], ["i3"], []), strict=True):
-        assert list(row) == ["id", "items", "scores"]
-        assert len(row["items"]) == len(row["scores"]) == 4
+        assert list(row) == ["id", "items", "scores", "labels"]
+        assert len(row["items"]) == len(row["scores"]) == len(row["labels"]) == 4
         assert not set(row["items"]) & set(history)
         assert row["scores"] == sorted(row["scores"], reverse=True)
 

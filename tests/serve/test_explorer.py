@@ -88,6 +88,20 @@ def test_lookup_by_id_and_title(client, shop):
     assert client.get("/explorer/lookup", params={"q": ""}).status_code == 422
 
 
+def test_items_are_labelled_by_a_detected_column(shop, tmp_path):
+    """An instacart-like table names items in ``Product_Name``: the explorer shows it."""
+    table = shop.items.select("item_id", "category").with_columns(
+        Product_Name=shop.items["title"].str.to_uppercase())
+    ids = shop.items["item_id"].to_list()
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 4)).astype(np.float32)
+    ItemEmbeddings(ids, vectors, item_table=table).save(tmp_path / "labelled")
+    with TestClient(create_app(ModelHolder(tmp_path / "labelled"))) as labelled:
+        described = labelled.get("/explorer/items", params=[("id", "i3")]).json()
+        assert described["title_column"] == "Product_Name"
+        assert described["items"][0]["title"] == shop.items["title"][3].upper()
+        assert labelled.get("/map.json").json()["title"][3] == shop.items["title"][3].upper()
+
+
 # -- the browser, end to end -----------------------------------------------------------------------
 @pytest.fixture
 def server(table_bundle, tmp_path):

@@ -28,6 +28,7 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.labels import label_column
 from itemvec.util.errors import ItemvecError
 from itemvec.util.files import atomic_write_bytes
 
@@ -37,7 +38,9 @@ METHODS = ("auto", "tsne", "pca", "umap")
 TSNE_MAX_ITEMS = 5000
 OTHER_COLOR = "#b0b0b0"
 MAX_GROUPS = 20  # tab20 has 20 distinguishable colours; the rest become "other"
-TITLE_COLUMNS = ("title", "name", "product_name", "movie_title")
+BOOLEAN_COLORS = ("#4c72b0", "#dd8452")  # false / 0: blue, true / 1: orange
+LANDMARKS = 8  # the most popular items are named on PNG maps
+LANDMARK_CHARS = 28
 
 
 # -- projection ----------------------------------------------------------------------------------
@@ -105,11 +108,9 @@ def default_color_column(embeddings: ItemEmbeddings) -> str | None:
     return None
 
 
-def title_column(embeddings: ItemEmbeddings) -> str | None:
-    table = embeddings.item_table
-    if table is None:
-        return None
-    return next((c for c in TITLE_COLUMNS if c in table.columns), None)
+def title_column(embeddings: ItemEmbeddings, requested: str | None = None) -> str | None:
+    """The column naming items (``itemvec.query.labels``: ``requested`` or detected)."""
+    return label_column(embeddings, requested)
 
 
 def _is_numeric(values: np.ndarray) -> bool:
@@ -118,27 +119,72 @@ def _is_numeric(values: np.ndarray) -> bool:
                                  for v in present)
 
 
+BOOLEAN_TEXT = {"0": False, "1": True, "false": False, "true": True, "no": False, "yes": True}
+
+
+def _as_boolean(value: object) -> bool | None:
+    """True/False for a boolean-looking value (True, 1, 1.0, "yes", "true"), else None."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.integer | np.floating) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return BOOLEAN_TEXT.get(value.strip().lower())
+    return None
+
+
+def colouring_kind(values: np.ndarray | None) -> str | None:
+    """How a column colours the map: ``boolean`` (only 0/1, true/false, yes/no: two distinct
+    colours, not the two ends of a colour ramp), ``numeric`` (a colour bar) or ``categorical``
+    (a palette and legend); None without a column."""
+    if values is None:
+        return None
+    present = [v for v in values if v is not None]
+    if present and all(_as_boolean(v) is not None for v in present):
+        return "boolean"
+    return "numeric" if _is_numeric(values) else "categorical"
+
+
+def colour_scale(values: np.ndarray) -> dict:
+    """The numeric colour scale: min, max and whether it is logarithmic (positive values over
+    two orders of magnitude, such as power-law popularity counts, so the tail is visible)."""
+    numbers = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    low, high = float(np.nanmin(numbers)), float(np.nanmax(numbers))
+    log = bool(low > 0 and high / low >= 100)
+    return {"min": low, "max": high, "log": log, "cmap": "viridis"}
+
+
+def _norm(scale: dict):
+    from matplotlib.colors import LogNorm, Normalize
+
+    high = scale["max"] if scale["max"] > scale["min"] else scale["min"] + 1
+    return (LogNorm if scale["log"] else Normalize)(vmin=scale["min"], vmax=high)
+
+
 def colours(values: np.ndarray | None) -> tuple[list[str], list[dict]]:
     """A hex colour per item and a legend [{name, color}].
 
-    Categories: the 19 most frequent get tab20 colours, the rest grey "other". Numbers (such as
-    ``count``, which is power-law) are coloured by rank percentile, so the tail is visible.
+    Categories: the 19 most frequent get tab20 colours, the rest grey "other". Booleans: two
+    distinct colours. Numbers: viridis over their range (logarithmic for counts spanning two
+    orders of magnitude); the legend names the ends and the PNG map draws a colour bar.
     """
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
+    kind = colouring_kind(values)
     if values is None:
         return [], [{"name": "items", "color": "#1f77b4"}]
-    n = len(values)
-    if _is_numeric(values):
+    if kind == "boolean":
+        return _boolean_colours(values)
+    if kind == "numeric":
+        scale = colour_scale(values)
+        cmap, norm = colormaps[scale["cmap"]], _norm(scale)
         numbers = np.asarray([np.nan if v is None else float(v) for v in values])
-        ranks = np.argsort(np.argsort(np.nan_to_num(numbers, nan=-np.inf)))
-        scale = ranks / max(n - 1, 1)
-        cmap = colormaps["viridis"]
-        hexes = [to_hex(cmap(float(s))) for s in scale]
-        low, high = np.nanmin(numbers), np.nanmax(numbers)
-        return hexes, [{"name": f"low ({low:g})", "color": to_hex(cmap(0.0))},
-                       {"name": f"high ({high:g})", "color": to_hex(cmap(1.0))}]
+        shaded = np.ma.filled(np.ma.masked_invalid(norm(numbers)), np.nan)
+        hexes = [OTHER_COLOR if np.isnan(s) else to_hex(cmap(float(np.clip(s, 0.0, 1.0))))
+                 for s in shaded]
+        return hexes, [{"name": f"low ({scale['min']:g})", "color": to_hex(cmap(0.0))},
+                       {"name": f"high ({scale['max']:g})", "color": to_hex(cmap(1.0))}]
     labels = np.asarray(["(none)" if v is None else str(v) for v in values], dtype=object)
     names, counts = np.unique(labels, return_counts=True)
     order = names[np.argsort(-counts, kind="stable")]
@@ -152,13 +198,53 @@ def colours(values: np.ndarray | None) -> tuple[list[str], list[dict]]:
     return hexes, legend
 
 
+def _boolean_colours(values: np.ndarray) -> tuple[list[str], list[dict]]:
+    """Two distinct colours (and grey for missing), with a legend naming the values."""
+    flags = [None if v is None else _as_boolean(v) for v in values]
+    hexes = [OTHER_COLOR if f is None else BOOLEAN_COLORS[int(f)] for f in flags]
+    shown = {}
+    for value, flag in zip(values, flags, strict=True):
+        if flag is not None:
+            shown.setdefault(flag, str(value).lower() if isinstance(value, bool) else str(value))
+    legend = [{"name": shown[flag], "color": BOOLEAN_COLORS[int(flag)]}
+              for flag in (False, True) if flag in shown]
+    if None in flags:
+        legend.append({"name": "(none)", "color": OTHER_COLOR})
+    return hexes, legend
+
+
+def landmarks(embeddings: ItemEmbeddings, titles: np.ndarray | None,
+              count: int = LANDMARKS) -> list[dict]:
+    """The most popular few items (item-table ``count``, else the learned popularity bias) as
+    ``{"index", "text"}``, named by their label (else id), to orient a reader of the map."""
+    table = embeddings.item_table
+    if table is not None and "count" in table.columns and table.height == len(embeddings):
+        popularity = np.asarray(table["count"].fill_null(0).to_list(), dtype=np.float64)
+    else:
+        popularity = np.asarray(embeddings.item_bias, dtype=np.float64)
+    if not len(popularity) or np.ptp(popularity) == 0:
+        return []  # nothing says which items are well known
+    rows = np.argsort(-popularity, kind="stable")[:count]
+    marks = []
+    for row in rows:
+        text = titles[row] if titles is not None and titles[row] is not None else None
+        text = str(embeddings.item_ids[row]) if text is None else str(text)
+        if len(text) > LANDMARK_CHARS:
+            text = text[: LANDMARK_CHARS - 1] + "…"
+        marks.append({"index": int(row), "text": text})
+    return marks
+
+
 # -- map payload (shared by the HTML map and the explorer's /map.json) ---------------------------
 def map_payload(embeddings: ItemEmbeddings, coords: np.ndarray, column: str | None,
-                method: str) -> dict:
-    """JSON-ready points: ids, x, y, colour, hover fields and legend."""
+                method: str, label: str | None = None) -> dict:
+    """JSON-ready points: ids, x, y, colour, hover fields, legend, the colouring kind (with
+    the numeric scale for a colour bar) and the landmarks named on PNG maps."""
     values = item_column(embeddings, column)
     hexes, legend = colours(values)
-    titles = item_column(embeddings, title_column(embeddings)) if title_column(embeddings) else None
+    kind = colouring_kind(values)
+    label_col = title_column(embeddings, label)
+    titles = item_column(embeddings, label_col) if label_col else None
     payload = {
         "ids": embeddings.item_ids.astype(str).tolist(),
         "x": np.round(coords[:, 0].astype(float), 4).tolist(),
@@ -169,6 +255,9 @@ def map_payload(embeddings: ItemEmbeddings, coords: np.ndarray, column: str | No
         "values": None if values is None else [None if v is None else str(v) for v in values],
         "title": None if titles is None else [None if t is None else str(t) for t in titles],
         "method": method,
+        "kind": kind,
+        "scale": colour_scale(values) if kind == "numeric" else None,
+        "landmarks": landmarks(embeddings, titles),
     }
     return payload
 
@@ -218,7 +307,8 @@ def new_figure(width: float, height: float):
 
 
 def map_figure(payload: dict, title: str):
-    """Scatter of the item map with a legend of the coloured column."""
+    """Scatter of the item map: a colour bar for a numeric column, else a legend of the
+    categories (or of the two boolean values); the landmarks are named beside their points."""
     fig = new_figure(9.5, 7)
     ax = fig.add_axes((0.04, 0.05, 0.66, 0.88))
     n = len(payload["x"])
@@ -228,7 +318,10 @@ def map_figure(payload: dict, title: str):
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=11)
-    if payload["column"]:
+    _name_landmarks(ax, payload)
+    if payload.get("scale"):
+        _colour_bar(fig, payload["scale"], payload["column"])
+    elif payload["column"]:
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], marker="o", linestyle="", color=e["color"], label=e["name"])
@@ -238,23 +331,55 @@ def map_figure(payload: dict, title: str):
     return fig
 
 
+def _colour_bar(fig, scale: dict, column: str) -> None:
+    """A labelled colour bar on its own axes right of the map (log ticks for a log scale)."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+
+    cax = fig.add_axes((0.74, 0.15, 0.025, 0.7))
+    bar = fig.colorbar(ScalarMappable(norm=_norm(scale), cmap=colormaps[scale["cmap"]]),
+                       cax=cax)
+    bar.set_label(column + (" (log scale)" if scale["log"] else ""), fontsize=9)
+
+
+def _name_landmarks(ax, payload: dict) -> None:
+    for mark in payload.get("landmarks") or []:
+        i = mark["index"]
+        ax.plot([payload["x"][i]], [payload["y"][i]], marker="o", markersize=5,
+                markerfacecolor="none", markeredgecolor="#222222", linestyle="")
+        ax.annotate(mark["text"], (payload["x"][i], payload["y"][i]), xytext=(4, 3),
+                    textcoords="offset points", fontsize=7, color="#222222",
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7,
+                          "linewidth": 0})
+
+
 def curves_figure(history: list[dict], best_epoch: int | None = None):
-    """Training loss per epoch and, when validated, held-out HR@20 with the best epoch marked."""
+    """Training loss per epoch and, when validated, held-out HR@20 with the best epoch marked.
+
+    The axes are honest rather than fitted to the data: both start at 0 (a loss or hit rate
+    that falls from 2.31 to 2.29 looks flat, as it is, instead of a cliff drawn by matplotlib's
+    autoscale) and reach a little above the largest value; the validation panel includes
+    epoch 0, the model before training, so the gain training made is visible. A negative loss
+    (possible for some objectives) falls back to a range padded by 5% on both sides.
+    """
     if not history:
         raise ItemvecError("the bundle has no training history (stats.history is empty)")
     validated = [r for r in history if r.get("validation") is not None]
     fig = new_figure(10 if validated else 5.5, 3.8)
     axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
     trained = [r for r in history if "loss" in r]  # epoch 0, the start, has no loss
-    axes[0].plot([r["epoch"] for r in trained], [r["loss"] for r in trained], marker="o",
-                 markersize=3)
+    losses = [r["loss"] for r in trained]
+    axes[0].plot([r["epoch"] for r in trained], losses, marker="o", markersize=3)
+    axes[0].set_ylim(*honest_limits(losses))
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("training loss")
     axes[0].set_title("loss")
     if validated:
         ax = axes[1]
-        ax.plot([r["epoch"] for r in validated], [r["validation"] for r in validated],
-                marker="o", markersize=4, color="#2ca02c")
+        scores = [r["validation"] for r in validated]
+        ax.plot([r["epoch"] for r in validated], scores, marker="o", markersize=4,
+                color="#2ca02c")
+        ax.set_ylim(*honest_limits(scores))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation HR@20")
         ax.set_title("held-out HR@20 (early stopping)")
@@ -267,8 +392,21 @@ def curves_figure(history: list[dict], best_epoch: int | None = None):
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(left=min(r["epoch"] for r in history) - 0.3)
     fig.tight_layout()
     return fig
+
+
+def honest_limits(values: list[float]) -> tuple[float, float]:
+    """y limits from 0 to 8% above the largest value (padded 5% both ways if any is < 0)."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    if low < 0:
+        pad = 0.05 * max(high - low, abs(high), 1e-9)
+        return low - pad, high + pad
+    return 0.0, high * 1.08 if high > 0 else 1.0
 
 
 def png_bytes(fig) -> bytes:
@@ -289,14 +427,17 @@ def write_output(path: Path, data: bytes | str) -> Path:
 
 # -- the plot command's work ---------------------------------------------------------------------
 def plot_map(embeddings: ItemEmbeddings, out: Path, column: str | None = None,
-             method: str = "auto", seed: int = 0, title: str | None = None) -> dict:
-    """Write the item map to ``out`` (.png or .html); returns the payload drawn."""
+             method: str = "auto", seed: int = 0, title: str | None = None,
+             label: str | None = None) -> dict:
+    """Write the item map to ``out`` (.png or .html); returns the payload drawn. ``label``
+    names the column that names items (hover, landmarks); default: detected."""
     suffix = Path(out).suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
         raise ItemvecError(f"--out {out}: unknown extension; use .png or .html")
     item_column(embeddings, column)  # a wrong --color-by fails before the slow projection
+    title_column(embeddings, label)  # and so does a wrong --label
     coords, used = project(embeddings.vectors, method, seed)
-    payload = map_payload(embeddings, coords, column, used)
+    payload = map_payload(embeddings, coords, column, used, label)
     title = title or f"itemvec item map ({len(embeddings)} items, {used})"
     if suffix == ".png":
         write_output(out, png_bytes(map_figure(payload, title)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import logging
 import pkgutil
@@ -11,13 +10,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import polars as pl
 import typer
 from rich.console import Console
 from rich.table import Table
 
 import itemvec.cli as commands
 from itemvec.cli.demo import run_demo
+from itemvec.cli.display import labelled_json, print_results
 from itemvec.cli.options import (
     INGEST_OPTIONS,
     ConfigFile,
@@ -27,6 +26,7 @@ from itemvec.cli.options import (
     EventWeights,
     Item,
     ItemKey,
+    Label,
     Quiet,
     SessionGap,
     Time,
@@ -38,6 +38,8 @@ from itemvec.data.ingest import read_events
 from itemvec.data.synth import generate, write, write_streamed
 from itemvec.estimator import ItemVec
 from itemvec.query.embeddings import load_embeddings
+from itemvec.query.labels import item_labels, label_column, label_lookup
+from itemvec.store.export import export_format, export_vectors
 from itemvec.train import distributed as distributed_training
 from itemvec.train.pipeline import evaluate_log, read_item_table, save_model
 from itemvec.train.tracking import close_all, make_trackers
@@ -138,49 +140,21 @@ def kind_line(stats: dict) -> str:
 @app.command()
 def export(
     bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
-    out: Annotated[Path, typer.Option("--out", help="Output .parquet (or .jsonl).")],
+    out: Annotated[Path, typer.Option("--out", help="Output file: .parquet, .jsonl, .csv or "
+                                      ".npy (ids beside it in NAME.ids.txt), or any name with "
+                                      "--format.")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="parquet, jsonl, csv, npy, word2vec (text) or word2vec-binary "
+        "(both read by gensim's KeyedVectors.load_word2vec_format).  [default: from --out's "
+        "extension]")] = None,
 ) -> None:
-    """Write item_id (string) and embedding (list<float32>) for every item."""
+    """Write every item's id and vector (float32) for other tools."""
+    chosen = export_format(out, fmt)  # a wrong name fails before the bundle is read
     embeddings = load_embeddings(bundle)
-    frame = pl.DataFrame({
-        "item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String),
-        "embedding": pl.Series(embeddings.vectors).cast(pl.List(pl.Float32)),
-    })
-
-    buffer = io.BytesIO()
-    if out.suffix.lower() in (".jsonl", ".ndjson"):
-        frame.write_ndjson(buffer)
-    elif out.suffix.lower() in (".parquet", ".pq"):
-        frame.write_parquet(buffer)
-    else:
-        raise ItemvecError(f"--out {out}: unknown extension; use .parquet or .jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, buffer.getvalue())
-    typer.echo(f"wrote {len(embeddings)} embeddings of dim {embeddings.dim} to {out}")
-
-
-def _rows_with_table(embeddings, ids, scores) -> list[dict]:
-    rows = [{"item_id": str(i), "score": round(float(s), 6)} for i, s in zip(ids, scores,
-                                                                           strict=True)]
-    table = embeddings.item_table
-    if table is not None:
-        info = {r["item_id"]: r for r in table.filter(pl.col("item_id").is_in(list(ids)))
-                .iter_rows(named=True)}
-        for row in rows:
-            extra = {k: v for k, v in info.get(row["item_id"], {}).items()
-                     if k not in ("item_id", "count")}
-            row.update(extra)
-    return rows
-
-
-def _print_rows(title: str, rows: list[dict]) -> None:
-    table = Table(title=title)
-    columns = list(rows[0]) if rows else ["item_id", "score"]
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[str(row.get(c, "")) for c in columns])
-    Console().print(table)
+    written = export_vectors(out, embeddings.item_ids, embeddings.vectors, chosen)
+    extra = f" (ids in {written[1]})" if len(written) > 1 else ""
+    typer.echo(f"wrote {len(embeddings)} embeddings of dim {embeddings.dim} to {out} as "
+               f"{chosen}{extra}")
 
 
 @app.command()
@@ -189,16 +163,23 @@ def similar(
     item_id: Annotated[str, typer.Argument(help="Item id to find neighbours of.")],
     n: Annotated[int, typer.Option("-n", help="How many neighbours.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    label: Label = None,
 ) -> None:
     """Items most similar (cosine) to ITEM_ID."""
     _check_n(n)
     embeddings = load_embeddings(bundle)
+    column = label_column(embeddings, label)
     ids, scores = embeddings.similar_items(item_id, n=n)
+    items = [str(i) for i in ids]
     if as_json:
-        typer.echo(json.dumps({"item_id": item_id, "items": [str(i) for i in ids],
-                               "scores": [round(float(s), 6) for s in scores]}))
-    else:
-        _print_rows(f"items similar to {item_id}", _rows_with_table(embeddings, ids, scores))
+        typer.echo(json.dumps(labelled_json(
+            {"item_id": item_id, "items": items, "scores": [round(float(s), 6) for s in scores]},
+            embeddings, column)))
+        return
+    own = item_labels(embeddings, [item_id], column)
+    about = f"{item_id} ({own[0]})" if own and own[0] else item_id
+    print_results(f"items similar to {about}", items, scores,
+                  item_labels(embeddings, items, column), column or "label")
 
 
 def _check_n(n: int) -> None:
@@ -234,27 +215,62 @@ def recommend(
     bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
     queries: Annotated[Path, typer.Option("--queries", help='JSONL: {"id": 7, "history": '
                                           '["a", "b"]} per line, oldest first.')],
-    out: Annotated[Path, typer.Option("--out", help="JSONL output: id, items, scores.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL output: id, items, scores (and "
+                                      "labels, when the item table has a label column).")],
     n: Annotated[int, typer.Option("-n", help="Recommendations per query.")] = 20,
+    label: Label = None,
     quiet: Quiet = False,
 ) -> None:
-    """Recommend items for each history in --queries; history items are excluded."""
+    """Recommend items for each history in --queries; history items are excluded.
+
+    An empty history gets the most popular items; a history none of whose items the model
+    knows gets none (listed on stderr), and if that is every query the command fails.
+    """
     configure_logging(quiet)
     _check_n(n)
     embeddings = load_embeddings(bundle)
     records = read_queries(queries)
-    lines, skipped = [], 0
+    lookup = label_lookup(embeddings, label_column(embeddings, label))  # once, not per query
+    lines, skipped, unanswered = [], 0, []
     for start in range(0, len(records), 1024):
         chunk = records[start:start + 1024]
         result = embeddings.recommend_batch([h for _, h in chunk], n=n)
         skipped += int(result.skipped.sum())
-        for (query_id, _), row_ids, row_scores in zip(chunk, *result, strict=True):
+        for (query_id, history), row_ids, row_scores, unknown in zip(
+                chunk, *result, result.skipped, strict=True):
             found = row_scores > -float("inf")  # rows are padded to n when fewer items qualify
-            lines.append(json.dumps({"id": query_id, "items": row_ids[found].tolist(),
-                                     "scores": [round(float(s), 6) for s in row_scores[found]]}))
+            if history and unknown == len(history):  # no known item: not popularity in disguise
+                unanswered.append(query_id)
+                found[:] = False
+            row = {"id": query_id, "items": row_ids[found].tolist(),
+                   "scores": [round(float(s), 6) for s in row_scores[found]]}
+            if lookup is not None:
+                row["labels"] = [lookup.get(i) for i in row["items"]]
+            lines.append(json.dumps(row))
+    check_some_known(unanswered, records)
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     typer.echo(f"wrote {len(lines)} recommendations to {out}; skipped {skipped} unknown "
-               "history items", err=True)
+               "history items" + unanswered_note(unanswered), err=True)
+
+
+def check_some_known(unanswered: list, records: list[tuple[Any, list[str]]]) -> None:
+    """Every non-empty history unknown is a wrong file or id column, not a cold start: fail."""
+    asked = sum(1 for _, history in records if history)
+    if asked and len(unanswered) == asked:
+        example = next(h for _, h in records if h)
+        raise ItemvecError(f"--queries: no history item of any query is in the model (e.g. "
+                           f"{', '.join(example[:3])}); check the ids match the training data's "
+                           "item column")
+
+
+def unanswered_note(unanswered: list) -> str:
+    """The stderr note about queries left empty because none of their history was known."""
+    if not unanswered:
+        return ""
+    shown = ", ".join(json.dumps(q) for q in unanswered[:5])
+    more = f" and {len(unanswered) - 5} more" if len(unanswered) > 5 else ""
+    return (f"; {len(unanswered)} queries had no known history item and got no "
+            f"recommendations (ids {shown}{more})")
 
 
 # -- evaluate / demo / synth -------------------------------------------------------------------

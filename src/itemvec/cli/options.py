@@ -129,6 +129,10 @@ ItemKey = option("side.item_key")
 Window = option("cooccurrence.window")
 MinCount = option("cooccurrence.min_count")
 MemoryLimit = option("streaming.memory_limit")
+Label = Annotated[str | None, typer.Option(
+    "--label", help="Item-table column shown beside ids, or none.  [default: the first of "
+    "title, product_name, movie_title, item_name, display_name, name, label, description "
+    "(any case) the table has]")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
 INGEST_OPTIONS = ("ingest.context", "ingest.item", "ingest.time", "ingest.event",
                   "ingest.event_weights", "ingest.session_gap", "ingest.context_kind")

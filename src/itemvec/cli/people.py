@@ -12,6 +12,7 @@ from rich.console import Console
 
 from itemvec.analysis.plots import default_color_column, plot_curves, plot_map, write_output
 from itemvec.analysis.report import build_report, read_evaluation
+from itemvec.cli.options import Label
 from itemvec.query.embeddings import load_embeddings
 from itemvec.util.errors import ItemvecError
 
@@ -54,14 +55,19 @@ def plot(
         "--curves", help="Training loss / validation curves PNG.  [default: OUT's name with "
         "_training.png, when the bundle has a training history]")] = None,
     no_curves: Annotated[bool, typer.Option("--no-curves", help="Skip the curves PNG.")] = False,
+    label: Label = None,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Draw a 2-D map of the items and the training curves."""
+    """Draw a 2-D map of the items and the training curves.
+
+    A numeric --color-by gets a colour bar, a 0/1 column two distinct colours, a category
+    column a palette; the PNG names the most popular items by their label.
+    """
     embeddings = load_embeddings(bundle)
     column = color_by if color_by is not None else default_color_column(embeddings)
     with _step(f"projecting {len(embeddings)} items ({method})", quiet):
-        payload = plot_map(embeddings, out, column, method, seed)
+        payload = plot_map(embeddings, out, column, method, seed, label=label)
     typer.echo(f"wrote the map of {len(embeddings)} items ({payload['method']}"
                f"{', coloured by ' + column if column else ''}) to {out}")
     history = embeddings.metadata.get("stats", {}).get("history")

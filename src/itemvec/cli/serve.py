@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import polars as pl
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from itemvec.analysis import classification, clustering
-from itemvec.cli.options import ConfigFile, build_config, config_options
+from itemvec.cli.display import labelled_json, print_results
+from itemvec.cli.options import ConfigFile, Label, build_config, config_options
 from itemvec.query.embeddings import load_embeddings
 from itemvec.query.explain import explainer_for_bundle
 from itemvec.query.index import build_index, recall_at_k, save_index
+from itemvec.query.labels import item_labels, label_column
 from itemvec.query.search import ItemSearch
 from itemvec.serve.state import ModelHolder, limit_threads
 from itemvec.util.errors import ItemvecError
@@ -164,6 +165,7 @@ def search(
     query: Annotated[str, typer.Argument(help="Text to look for in the item table.")],
     n: Annotated[int, typer.Option("-n", help="How many results.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    label: Label = None,
 ) -> None:
     """Items matching a text query (item-table text), widened to their embedding neighbours."""
 
@@ -171,18 +173,20 @@ def search(
     if not 1 <= n <= 10_000:
         raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
     embeddings = load_embeddings(bundle)
+    column = label_column(embeddings, label)
     ids, scores, matches = ItemSearch(embeddings).by_text(query, n=n)
     if as_json:
-        typer.echo(json.dumps({"query": query, "items": [str(i) for i in ids],
-                               "scores": [round(float(s), 6) for s in scores],
-                               "matches": [{"item_id": i, "score": s} for i, s in matches]}))
+        typer.echo(json.dumps(labelled_json(
+            {"query": query, "items": [str(i) for i in ids],
+             "scores": [round(float(s), 6) for s in scores],
+             "matches": [{"item_id": i, "score": s} for i, s in matches]}, embeddings, column)))
         return
     if not len(ids):
         typer.echo(f"no item text matches {query!r}")
         return
-    _print_frame(f"search: {query}", pl.DataFrame({"item_id": [str(i) for i in ids],
-                                                   "score": [round(float(s), 4)
-                                                             for s in scores]}))
+    items = [str(i) for i in ids]
+    print_results(f"search: {query}", items, scores, item_labels(embeddings, items, column),
+                  column or "label")
 
 
 def explain(
@@ -193,15 +197,44 @@ def explain(
         "--item", help="Explain this item (default: explain the top -n recommendations).")]
         = None,
     n: Annotated[int, typer.Option("-n", help="Recommendations to explain.")] = 5,
+    label: Label = None,
 ) -> None:
-    """Why items are recommended: each history item's share and co-occurrence evidence."""
+    """Why items are recommended: each history item's share and co-occurrence evidence.
 
+    A history none of whose items the model knows is an error naming them (the answer would be
+    popularity, explained by nothing); unknown items beside known ones are named on stderr.
+    """
     embeddings = load_embeddings(bundle)
-    explainer = explainer_for_bundle(embeddings, bundle)
+    column = label_column(embeddings, label)
     items = [h.strip() for h in history.split(",") if h.strip()]
+    unknown = [h for h in items if h not in embeddings]
+    if not items:
+        raise ItemvecError("--history: no item ids given; pass comma-separated ids, oldest first")
+    if len(unknown) == len(items):
+        raise ItemvecError(f"--history: no item the model knows ({', '.join(unknown[:10])}"
+                           f"{' ...' if len(unknown) > 10 else ''}); give ids of trained items, "
+                           "e.g. from itemvec search BUNDLE TEXT")
+    if unknown:
+        typer.echo(f"skipped {len(unknown)} unknown history items: {', '.join(unknown[:10])}",
+                   err=True)
+    explainer = explainer_for_bundle(embeddings, bundle)
     result = ([explainer.explain(items, item)] if item is not None
               else explainer.recommend(items, n=n))
-    typer.echo(json.dumps(result, indent=2))
+    typer.echo(json.dumps(labelled_explanations(result, embeddings, column), indent=2))
+
+
+def labelled_explanations(results: list[dict], embeddings, column: str | None) -> list[dict]:
+    """Explanations with a ``label`` beside every ``item_id`` (when items have labels)."""
+    ids = [r["item_id"] for r in results] + [p["item_id"] for r in results for p in r["history"]]
+    labels = item_labels(embeddings, ids, column)
+    if labels is None:
+        return results
+    text = dict(zip(ids, labels, strict=True))
+    return [{"item_id": r["item_id"], "label": text[r["item_id"]],
+             **{k: v for k, v in r.items() if k not in ("item_id", "history")},
+             "history": [{"item_id": p["item_id"], "label": text[p["item_id"]],
+                          **{k: v for k, v in p.items() if k != "item_id"}}
+                         for p in r["history"]]} for r in results]
 
 
 def build_index_command(

@@ -1,0 +1,87 @@
+"""Human-readable labels of items: the one place that decides which item-table column names them.
+
+Ids such as ``"i17"`` or ``"4711"`` mean nothing to a person reading results; the item table
+usually has a column that does. ``label_column`` picks it: the column asked for (``--label COL``),
+else the first of ``LABEL_COLUMNS`` present, compared case-insensitively (so movielens' ``Title``
+and instacart's ``product_name`` both work). ``--label none`` turns labels off. Every command
+and picture that shows items (similar, recommend, explain, search, plots, the web explorer)
+asks this module, so they always agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import polars as pl
+
+from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.util.errors import ItemvecError
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: a table with both ``title`` and ``name`` is labelled by its title.
+LABEL_COLUMNS = ("title", "product_name", "movie_title", "item_name", "display_name", "name",
+                 "label", "description")
+NO_LABEL = "none"
+
+
+def detect_label_column(columns: Sequence[str]) -> str | None:
+    """The first column whose lower-cased name is in ``LABEL_COLUMNS`` (None when none is)."""
+    by_lower = {}
+    for column in columns:
+        by_lower.setdefault(column.lower(), column)
+    return next((by_lower[name] for name in LABEL_COLUMNS if name in by_lower), None)
+
+
+def label_column(embeddings: ItemEmbeddings, requested: str | None = None) -> str | None:
+    """The item-table column that labels items: ``requested`` (checked), else detected.
+
+    ``requested`` may be ``"none"`` (no labels). A requested column the table lacks is an error
+    naming the columns it has, so a typo is not silently shown as unlabelled results.
+    """
+    table = embeddings.item_table
+    columns = [c for c in (table.columns if table is not None else []) if c != "item_id"]
+    if requested is None:
+        return detect_label_column(columns)
+    if requested.lower() == NO_LABEL:
+        return None
+    if requested in columns:
+        return requested
+    match = next((c for c in columns if c.lower() == requested.lower()), None)
+    if match is not None:
+        return match
+    raise ItemvecError(f"--label {requested!r}: the bundle's item table has no such column; "
+                       f"known: {', '.join(columns) or 'none (train with --items FILE)'}; or "
+                       f"use --label none")
+
+
+def item_labels(embeddings: ItemEmbeddings, ids: Sequence[str],
+                column: str | None) -> list[str | None] | None:
+    """The label of each id (None for an item the table does not list), or None without a
+    label column. Looks up only the given ids, so it stays cheap on a million-item table."""
+    table = embeddings.item_table
+    if column is None or table is None or not len(ids):
+        return None if column is None or table is None else []
+    wanted = [str(i) for i in ids]
+    found = table.select(pl.col("item_id").cast(pl.String), pl.col(column)).filter(
+        pl.col("item_id").is_in(wanted))
+    text = dict(zip(found["item_id"].to_list(), found[column].to_list(), strict=True))
+    return [None if text.get(i) is None else str(text[i]) for i in wanted]
+
+
+def label_lookup(embeddings: ItemEmbeddings, column: str | None) -> dict[str, str | None] | None:
+    """id -> label for every listed item (built once for a batch of queries), or None."""
+    table = embeddings.item_table
+    if column is None or table is None:
+        return None
+    ids = table["item_id"].cast(pl.String).to_list()
+    return {i: None if v is None else str(v)
+            for i, v in zip(ids, table[column].to_list(), strict=True)}
+
+
+def all_labels(embeddings: ItemEmbeddings, column: str | None) -> list[str | None] | None:
+    """Labels of every item in vocabulary order (for maps), or None without a label column."""
+    if column is None:
+        return None
+    return item_labels(embeddings, embeddings.item_ids.astype(str).tolist(), column)
