@@ -241,8 +241,8 @@ def test_unusable_files_raise_data_error_naming_the_file(write_file, name, conte
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_events(tmp_path / "nope.csv", IngestConfig())
-    (tmp_path / "dir.csv").mkdir()
-    with pytest.raises(DataError, match="no such file"):
+    (tmp_path / "dir.csv").mkdir()  # a directory is read as its files: here none
+    with pytest.raises(DataError, match="holds no data files"):
         read_events(tmp_path / "dir.csv", IngestConfig())
 
 
