@@ -250,11 +250,9 @@ def codecs_name(encoding: str) -> str:
 
 def _read(source: Path | io.BytesIO, kind: str, path: Path, reading: Reading) -> pl.DataFrame:
     if kind in ("csv", "recbole"):
-        columns = list(reading.columns) if reading.columns and not reading.header else None
         return pl.read_csv(source, separator=sniff_separator(path, reading), infer_schema=False,
                            null_values=["", "NA", "null", "NULL"], encoding="utf8",
-                           truncate_ragged_lines=False, has_header=reading.header,
-                           new_columns=columns)
+                           truncate_ragged_lines=False, has_header=reading.header)
     if kind == "parquet":
         if path.is_dir():
             return pl.read_parquet(path, hive_partitioning=True)
