@@ -10,8 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from itemvec.config import IngestConfig
+from itemvec.config import FeatureConfig, IngestConfig
 from itemvec.data.ingest import read_events, read_table, restrict_vocabulary
+from itemvec.train.pipeline import items_reading, read_item_table
 from itemvec.util.errors import DataError, ItemvecError
 
 
@@ -381,8 +382,6 @@ def test_event_weights_for_absent_types_list_the_types_present(write_file):
 
 
 def test_item_table_with_its_own_layout(write_file):
-    from itemvec.config import FeatureConfig
-    from itemvec.train.pipeline import items_reading, read_item_table
     path = write_file("u.item", "1|Caf\xe9 (1995)|01-Jan-1995\n2|GoldenEye (1995)|\n"
                       .encode("latin-1"))
     side = FeatureConfig(items_sep="|", items_columns="movie,title,date",
