@@ -213,9 +213,19 @@ def read_table(path: str | Path, reading: Reading = DEFAULT_READING) -> pl.DataF
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot parse as {kind}: "
                         f"{_explain(exc, path, kind, reading)}") from None
+    frame = _without_trailing_blank_rows(frame) if kind in ("csv", "recbole") else frame
     if frame.height == 0:
         raise DataError(f"{path}: file has a header but no rows")
     return _name_columns(frame, path, kind, reading)
+
+
+def _without_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Blank lines at the end of a headerless file are not rows (earlier rows keep their
+    numbers, so messages still point at the right line)."""
+    blank = frame.select(pl.all_horizontal(pl.all().is_null()))
+    filled = (~blank.to_series()).arg_true()
+    last = int(filled[-1]) + 1 if len(filled) else 0
+    return frame if last == frame.height else frame.slice(0, last)
 
 
 def _check_file(path: Path) -> None:
@@ -424,8 +434,10 @@ def read_events(paths: str | Path | Iterable[str | Path], config: IngestConfig) 
 
 
 def file_events(path: Path, config: IngestConfig,
-                reading: Reading = DEFAULT_READING) -> tuple[pl.DataFrame, set[str]]:
-    """One file's validated event table (``event_table``) and the event types it holds."""
+                reading: Reading | None = None) -> tuple[pl.DataFrame, set[str]]:
+    """One file's validated event table (``event_table``) and the event types it holds; laid
+    out as ``reading`` says (default: ``config``'s layout settings)."""
+    reading = reading or Reading.of(config)
     kind = file_format(path, reading)
     if kind in LAYOUTS:
         return _line_table(path, kind, reading), set()
