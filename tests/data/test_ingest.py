@@ -389,3 +389,14 @@ def test_item_table_with_its_own_layout(write_file):
     table = read_item_table(path, "movie", items_reading(side))
     assert table["item_id"].to_list() == ["1", "2"]
     assert table["title"].to_list() == ["Café (1995)", "GoldenEye (1995)"]
+
+
+def test_order_breaks_the_ties_of_a_coarse_clock(write_file):
+    rows = "".join(f"s{s},i{(s + k) % 9},2016-05-0{1 + s % 3},{100 * k}\n"
+                   for s in range(40) for k in range(4))
+    path = write_file("views.csv", "session_id,item_id,day,offset\n" + rows)
+    tied = read_events(path, IngestConfig(time="day"))
+    assert not tied.ordered and "timestamp" in tied.decision.describe()  # ties: baskets
+    log = read_events(path, IngestConfig(time="day", order="offset"))
+    assert "timestamp" not in log.decision.describe()  # judged on the day + offset order
+    assert contexts(log)["s1"] == ["i1", "i2", "i3", "i4"]

@@ -578,19 +578,23 @@ def build_log(table: pl.DataFrame, config: IngestConfig, source: str = "",
         table = table.drop("order")
     if has_time and config.session_gap is not None:
         table = split_sessions(table, config.session_gap)
-    decision = kind_of(table, config, has_time or has_order or order_given)
+    # --order breaks ties of a coarse clock (a day): judge the order, not the tied times
+    decision = kind_of(table, config, has_time or has_order or order_given, clock=not has_order)
     if decision.chosen_by == "data":
         logger.info("%s: %s", source or "events", decision.describe())
     table = dedupe(table, decision.ordered and config.dedupe_consecutive, decision.ordered)
     return _encode(table, has_time, decision, source)
 
 
-def kind_of(table: pl.DataFrame, config: IngestConfig, has_order: bool) -> KindDecision:
-    """Sessions or baskets for a table sorted by ``ctx`` then time / file order."""
+def kind_of(table: pl.DataFrame, config: IngestConfig, has_order: bool,
+            clock: bool = True) -> KindDecision:
+    """Sessions or baskets for a table sorted by ``ctx`` then time / file order; ``clock=False``
+    judges the sorted order alone (an ``--order`` column breaks the clock's ties)."""
     if config.context_kind != "auto" or not has_order:
         return decide_kind(np.zeros(0, np.int64), np.zeros(0, np.int64), None, config, has_order)
     items = table["item"].rank("dense").cast(pl.Int64).to_numpy()
-    times = table["time"].to_numpy().astype(np.float64) if "time" in table.columns else None
+    times = table["time"].to_numpy().astype(np.float64) \
+        if clock and "time" in table.columns else None
     return decide_kind(table["ctx"].to_numpy(), items, times, config, has_order)
 
 
