@@ -441,7 +441,7 @@ def training_stats(counted: Counted, result: TrainingResult,
     }
 
 
-def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
+def train(events: str | Path | list[Path], config: PipelineConfig, out: str | Path | None = None,
           progress: bool = True, callbacks: list[Callback] | tuple = (),
           resume: bool = False, context: LocalContext | None = None) -> TrainedModel:
     """``itemvec train``: read the log (and ``config.side``'s item table), train, write the bundle.
