@@ -72,3 +72,11 @@ def test_input_errors_are_one_line(tmp_path, cli, args, fragment):
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert fragment in lines[0]
+
+
+def test_cooccur_counts_a_plain_file_and_says_why_it_cannot_stream_others(tmp_path, cli):
+    (tmp_path / "c.csv").write_text("session_id,item_id\ns1,a\ns1,b\ns2,a\ns2,b\n")
+    code, stdout, stderr = cli(["cooccur", tmp_path / "c.csv", "--out", tmp_path / "cc", "-q"])
+    assert code == 0 and "counted 2 items" in stdout, stderr
+    code, _, stderr = cli(["cooccur", tmp_path / "c.csv", "--sep", ",", "--out", tmp_path / "x"])
+    assert code == 2 and "cooccur streams one CSV or Parquet file with a header" in stderr
