@@ -1,9 +1,12 @@
 """Adapters: each data set in ``../shared/data`` -> an itemvec ``EventLog`` + item categories.
 
-Every adapter builds a table with columns ``context, item, weight`` (and ``time`` when the data
-has a clock) and hands it to ``itemvec.data.ingest.build_log`` with the ``IngestConfig`` that
-``itemvec train`` would get for the same file, so the benchmark reads data exactly as the
-product does. Nothing is copied into the repository.
+Every adapter reads the original files with the product's readers (``ingest.file_events`` /
+``read_table`` with the layout options of the README's "Bring your own data" commands), builds a
+table with columns ``context, item, weight`` (and ``time`` when the data has a clock) and hands it
+to ``itemvec.data.ingest.build_log`` with the ``IngestConfig`` that ``itemvec train`` would get
+for the same file, so the benchmark reads data exactly as the product does. The logs are the
+same as those of the earlier hand-written parsers (vocabulary, contexts, order: checked when
+the readers changed). Nothing is copied into the repository.
 
 Decisions per data set (see benchmarks/README.md):
 
@@ -31,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from itemvec.config import IngestConfig
-from itemvec.data.ingest import ROW, EventLog, build_log
+from itemvec.data.ingest import ROW, EventLog, Reading, build_log, file_events, read_table
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -95,11 +98,10 @@ def _labels(keys: pl.Series, values: pl.Series) -> dict[str, str]:
 
 @adapter("groceries")
 def groceries(root: Path) -> Dataset:
-    events = pl.read_csv(root / "groceries_transactions.csv", infer_schema=False)
     ingest = IngestConfig(context="basket_id", item="item", context_kind="basket")
-    table = _table(events["basket_id"], events["item"])
+    table, _ = file_events(root / "groceries_transactions.csv", ingest)
     log = build_log(table, ingest, str(root))
-    items = pl.read_csv(root / "groceries_items.csv", infer_schema=False)
+    items = read_table(root / "groceries_items.csv")
     cats = {"level2": _labels(items["item"], items["level2"]),
             "level1": _labels(items["item"], items["level1"])}
     return Dataset("groceries", log, ingest, cats, "baskets, no clock: random split",
@@ -108,46 +110,41 @@ def groceries(root: Path) -> Dataset:
 
 @adapter("instacart-sample")
 def instacart(root: Path) -> Dataset:
-    parts = [pl.read_csv(root / f"order_products__{p}_head.csv",
-                         schema_overrides={"order_id": pl.Int64, "add_to_cart_order": pl.Int64,
-                                           "product_id": pl.String})
+    ingest = IngestConfig(context="order_id", item="product_id", order="add_to_cart_order",
+                          context_kind="basket")
+    parts = [file_events(root / f"order_products__{p}_head.csv", ingest)[0]
              for p in ("prior", "train")]
-    events = pl.concat(parts).sort(["order_id", "add_to_cart_order"])
-    ingest = IngestConfig(context="order_id", item="product_id", context_kind="basket")
-    table = _table(events["order_id"], events["product_id"])
+    order = pl.col("order").cast(pl.Int64)  # orders by number, then cart position
+    table = (pl.concat(parts).sort([pl.col("context").cast(pl.Int64), order])
+             .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW)))
     log = build_log(table, ingest, str(root))
-    products = pl.read_csv(root / "products.csv", infer_schema=False)
-    aisles = pl.read_csv(root / "aisles.csv", infer_schema=False)
-    departments = pl.read_csv(root / "departments.csv", infer_schema=False)
+    products = read_table(root / "products.csv")
+    aisles = read_table(root / "aisles.csv")
+    departments = read_table(root / "departments.csv")
     products = (products.join(aisles, on="aisle_id", how="left")
                 .join(departments, on="department_id", how="left"))
     cats = {"aisle": _labels(products["product_id"], products["aisle"]),
             "department": _labels(products["product_id"], products["department"])}
     return Dataset("instacart-sample", log, ingest, cats,
                    "orders as baskets (cart order kept), no clock: random split",
-                   _with_order(table, events["add_to_cart_order"].to_numpy()),
+                   _with_order(table.drop("order"), table["order"].to_numpy()),
                    "add_to_cart_order")
 
 
 @adapter("movielens-100k")
 def movielens(root: Path) -> Dataset:
-    events = pl.read_csv(root / "u.data", separator="\t", has_header=False,
-                         new_columns=["user", "item", "rating", "ts"], infer_schema=False)
-    ingest = IngestConfig(context="user", item="item", time="ts", context_kind="session")
-    time = events["ts"].cast(pl.Float64).to_numpy()
-    table = _table(events["user"], events["item"], time)
+    ingest = IngestConfig(sep="\t", header=False, columns="user,item,rating,ts", context="user",
+                          item="item", time="ts", context_kind="session")
+    table, _ = file_events(root / "u.data", ingest)
+    time = table["time"].to_numpy()
     log = build_log(table, ingest, str(root))
-    genres = [line.split("|")[0] for line in
-              (root / "u.genre").read_text(encoding="latin-1").splitlines() if line.strip()]
-    first_genre = {}
-    for line in (root / "u.item").read_text(encoding="latin-1").splitlines():
-        fields = line.split("|")
-        if len(fields) < 5 + len(genres):
-            continue
-        flags = fields[5:5 + len(genres)]
-        hits = [g for g, f in zip(genres, flags, strict=True) if f == "1"]
-        if hits:
-            first_genre[fields[0]] = hits[0]
+    genres = read_table(root / "u.genre", Reading(sep="|", header=False, columns=("genre", "id"),
+                                                   encoding="latin-1"))["genre"].to_list()
+    movies = read_table(root / "u.item", Reading(
+        sep="|", header=False, columns=("movie", "title", "date", "video", "url", *genres),
+        encoding="latin-1"))
+    first = pl.coalesce([pl.when(pl.col(g) == "1").then(pl.lit(g)) for g in genres])
+    first_genre = _labels(movies["movie"], movies.select(first.alias("g"))["g"])
     return Dataset("movielens-100k", log, ingest, {"first_genre": first_genre},
                    "user histories by timestamp, all ratings: split by last rating time",
                    _with_order(table, time), "timestamp")
@@ -155,17 +152,10 @@ def movielens(root: Path) -> Dataset:
 
 @adapter("amazon-beauty")
 def amazon_beauty(root: Path) -> Dataset:
-    users, items = [], []
-    for line in (root / "Beauty.txt").read_text().splitlines():
-        fields = line.split()
-        if len(fields) < 2:
-            continue
-        users.extend([fields[0]] * (len(fields) - 1))
-        items.extend(fields[1:])
     # Ordered contexts (file order = review time) but no clock: build_log keeps row order and
     # the split is seeded random.
-    ingest = IngestConfig(context="user", item="item", context_kind="session")
-    table = _table(pl.Series(users), pl.Series(items))
+    ingest = IngestConfig(format="sequences", context="user", item="item", context_kind="session")
+    table, _ = file_events(root / "Beauty.txt", ingest)
     log = build_log(table, ingest, str(root))
     attributes = json.loads((root / "Beauty_item2attributes.json").read_text())
     frequency = Counter(a for values in attributes.values() for a in set(values))
@@ -178,14 +168,14 @@ def amazon_beauty(root: Path) -> Dataset:
 
 @adapter("diginetica")
 def diginetica(root: Path) -> Dataset:
-    events = pl.read_csv(root / "sample_train-item-views.csv", separator=";", infer_schema=False)
+    events = read_table(root / "sample_train-item-views.csv")  # ';' sniffed
     day = events["eventdate"].str.to_date("%Y-%m-%d").cast(pl.Datetime("ms")).dt.epoch("s")
     time = day.cast(pl.Float64).to_numpy() + events["timeframe"].cast(pl.Float64).to_numpy() / 1e3
     ingest = IngestConfig(context="session_id", item="item_id", time="eventdate+timeframe",
                           context_kind="session")
     table = _table(events["session_id"], events["item_id"], time)
     log = build_log(table, ingest, str(root))
-    categories = pl.read_csv(root / "product-categories.csv", separator=";", infer_schema=False)
+    categories = read_table(root / "product-categories.csv")
     return Dataset("diginetica", log, ingest,
                    {"category": _labels(categories["itemId"], categories["categoryId"])},
                    "view sessions by eventdate+timeframe: split by last view time",

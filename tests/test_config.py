@@ -244,7 +244,9 @@ def test_manifests_written_before_load_and_round_trip():
     assert config.ingest.session_gap == 1800.0 and config.query.popularity_weight == 1.25
     assert config.side == FeatureConfig() and config.update == UpdateConfig()
     stored = json.loads(json.dumps(config.to_dict()))
-    added = {"training": {"refit": True}}  # fields newer than that manifest take their defaults
+    added = {"training": {"refit": True},  # fields newer than that manifest take their defaults
+             "ingest": {"order": None, "format": "auto", "sep": None, "header": True,
+                        "columns": None, "encoding": None}}
     expected = {k: {**v, **added.get(k, {})} for k, v in MANIFEST_BEFORE_PYDANTIC.items()}
     assert {k: stored[k] for k in MANIFEST_BEFORE_PYDANTIC} == expected
     assert PipelineConfig.from_dict(stored) == config

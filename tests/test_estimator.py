@@ -81,6 +81,22 @@ def test_every_input_kind_gives_the_same_vocabulary(fitted, small_shop):
     assert set(model.item_ids_) == expected
 
 
+def test_several_headerless_files_as_a_list_of_paths(fitted, small_shop, tmp_path):
+    """Layout settings are parameters (``sep``, ``header``, ``columns``) and a list of ``Path``
+    objects is one log; the vectors equal the single-table fit's."""
+    events = small_shop.events.select("session_id", "item_id", "ts")
+    sessions = events["session_id"].unique().sort()
+    paths = []
+    for k, part in enumerate((sessions[: len(sessions) // 2], sessions[len(sessions) // 2:])):
+        paths.append(tmp_path / f"part{k}.data")
+        events.filter(pl.col("session_id").is_in(part.implode())).write_csv(
+            paths[-1], separator="\t", include_header=False)
+    model = ItemVec(**FAST, sep="\\t", header=False, columns="s,i,t").fit(
+        paths, context="s", item="i", time="t")
+    assert set(model.item_ids_) == set(fitted.item_ids_)
+    np.testing.assert_allclose(model.vectors_, fitted.vectors_, atol=1e-5)
+
+
 def test_bad_in_memory_input_names_the_problem():
     frame = pl.DataFrame({"s": ["a", "a", "b"], "i": ["x", None, "y"]})
     with pytest.raises(DataError, match="column 'item_id'.*not found.*columns present: s, i"):

@@ -11,6 +11,7 @@ naming the field path, the value and the fix (``training.lr must be > 0, got -1`
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import tomllib
@@ -29,6 +30,9 @@ S = TypeVar("S", bound="Section")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+_SEPARATORS = {"\\t": "\t", "tab": "\t", "\t": "\t", "space": " ", "comma": ",",
+               "semicolon": ";", "pipe": "|"}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 # The objectives registered in itemvec.model.objectives (a test keeps the two in step); a
@@ -57,6 +61,45 @@ def parse_size(text: str | int | None, name: str = "--memory-limit") -> int | No
         raise ConfigError(f"{name} must be a size like 4G, 500M or 1073741824, got {text!r}")
     power = " kmgt".index(match.group(2).lower() or " ")
     return int(float(match.group(1)) * 1024**power)
+
+
+def parse_separator(value: Any, field_name: str) -> Any:
+    """'\\t' (backslash-t as typed in a shell), 'tab', 'space' ... -> the one character."""
+    if not isinstance(value, str):
+        return value
+    sep = _SEPARATORS.get(value.lower() if len(value) > 1 else value, value)
+    if len(sep) != 1:
+        raise ConfigError(f"{field_name} must be one character (or \\t, tab, space), got "
+                          f"{value!r}")
+    return sep
+
+
+def parse_names(value: Any, field_name: str) -> Any:
+    """'a,b,c' -> ['a', 'b', 'c']; blank or repeated names are errors."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if isinstance(value, list | tuple):
+        value = list(value)
+        blank = [i for i, name in enumerate(value) if not str(name).strip()]
+        if blank:
+            raise ConfigError(f"{field_name} has an empty name at position {blank[0] + 1}, got "
+                              f"{value!r}; write names like user,item,rating,ts")
+        repeated = sorted({n for n in value if value.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"{field_name} names {repeated[0]!r} twice; column names must "
+                              "be distinct")
+    return value
+
+
+def check_encoding(value: Any, field_name: str) -> Any:
+    """A text encoding Python knows (latin-1, cp1252, utf-8 ...)."""
+    if isinstance(value, str):
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ConfigError(f"{field_name}: unknown encoding {value!r}; try utf-8, latin-1 or "
+                              "cp1252") from None
+    return value
 
 
 def parse_event_weights(text: str | dict | None) -> dict[str, float]:
@@ -150,6 +193,23 @@ class IngestConfig(Section):
         "from the data: tied times, a sort order or an order without signal are baskets).")
     dedupe_consecutive: bool = setting(True, "Drop an event repeating the item just before it "
                                        "in its context.")
+    order: str | None = setting(None, "Column with each event's position in its context, for "
+                                "logs without a clock (events are ordered by it; the held-out "
+                                "slice is then random).")
+    format: Literal["auto", "table", "sequences", "baskets", "recbole"] = setting(
+        "auto", "How the file is laid out: table (one event per row; .csv/.tsv/.parquet/.jsonl), "
+        "sequences (one context per line: id item item ...), baskets (one context per line, "
+        "items only), recbole (.inter atomic file, typed header) or auto (from the extension).")
+    sep: str | None = setting(None, "Field separator of text files, e.g. ',' ';' '|' or '\\t' "
+                              "(tab); sequences and baskets split on it too.",
+                              default_text="sniffed; whitespace for sequences/baskets")
+    header: bool = setting(True, "The file has no header row: name the columns with --columns.",
+                           flag="--no-header")
+    columns: list[str] | None = setting(
+        None, "Column names, comma-separated, for a file without a header (or to rename the "
+        "header's).", default_text="from the header", parse="list")
+    encoding: str | None = setting(None, "Text encoding of the files, e.g. latin-1.",
+                                   default_text="utf-8, latin-1 where that fails")
 
     @field_validator("event_weights", mode="before")
     @classmethod
@@ -160,7 +220,25 @@ class IngestConfig(Section):
     @field_validator("session_gap", mode="before")
     @classmethod
     def _gap(cls, value: Any) -> Any:
+        if isinstance(value, str) and _BARE_NUMBER.match(value):  # 30 seconds or 30 minutes?
+            raise ConfigError(f"ingest.session_gap needs a unit, got {value!r}; write e.g. "
+                              f"{value.strip()}s or {value.strip()}m")
         return parse_duration(value, "ingest.session_gap") if isinstance(value, str) else value
+
+    @field_validator("sep", mode="before")
+    @classmethod
+    def _sep(cls, value: Any) -> Any:
+        return parse_separator(value, "ingest.sep")
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns(cls, value: Any) -> Any:
+        return parse_names(value, "ingest.columns")
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _encoding(cls, value: Any) -> Any:
+        return check_encoding(value, "ingest.encoding")
 
     @model_validator(mode="after")
     def _needs(self) -> IngestConfig:
@@ -169,6 +247,9 @@ class IngestConfig(Section):
                               "name the time column with --time")
         if self.event_weights and self.event is None:
             raise ConfigError("ingest.event_weights needs ingest.event; name the column with --event")
+        if not self.header and not self.columns and self.format in ("auto", "table", "recbole"):
+            raise ConfigError("ingest.header is false (--no-header) but ingest.columns is not "
+                              "set; name the columns, e.g. --columns user,item,rating,ts")
         return self
 
 
@@ -300,10 +381,18 @@ class FeatureConfig(Section):
     trained. Everything but the inputs is stored in a bundle's ``features.json``."""
 
     section: ClassVar[str] = "side"
-    inputs: ClassVar[tuple[str, ...]] = ("items", "item_key", "features", "relations")
+    inputs: ClassVar[tuple[str, ...]] = ("items", "item_key", "features", "relations",
+                                         "items_sep", "items_columns", "items_encoding")
     items: str | None = setting(None, "Item table (id + columns such as category, title); "
                                 "stored in the bundle and shown beside results.")
     item_key: str = setting("item_id", "Id column of --items.", min_length=1)
+    items_sep: str | None = setting(None, "Field separator of --items, e.g. '|' or '\\t'.",
+                                    default_text="sniffed")
+    items_columns: list[str] | None = setting(
+        None, "Column names of an --items file without a header (giving them means it has "
+        "none), comma-separated.", default_text="from the header", parse="list")
+    items_encoding: str | None = setting(None, "Text encoding of --items, e.g. latin-1.",
+                                         default_text="utf-8, latin-1 where that fails")
     features: str | dict[str, str] | None = setting(
         None, "Feature columns of --items and their kinds, e.g. category:cat,price:num,title:text "
         "(kind auto/skip too); 'none' = no features.", default_text="every column, auto-typed",
@@ -338,6 +427,21 @@ class FeatureConfig(Section):
     @classmethod
     def _path(cls, value: Any) -> Any:
         return str(value) if isinstance(value, Path) else value
+
+    @field_validator("items_sep", mode="before")
+    @classmethod
+    def _items_sep(cls, value: Any) -> Any:
+        return parse_separator(value, "side.items_sep")
+
+    @field_validator("items_columns", mode="before")
+    @classmethod
+    def _items_columns(cls, value: Any) -> Any:
+        return parse_names(value, "side.items_columns")
+
+    @field_validator("items_encoding", mode="before")
+    @classmethod
+    def _items_encoding(cls, value: Any) -> Any:
+        return check_encoding(value, "side.items_encoding")
 
     def featurisation(self) -> dict[str, Any]:
         """The fields stored in ``features.json`` (not the input paths)."""

@@ -128,7 +128,7 @@ class ItemVec:
         config = config_from_params(self._params, {
             "context": context, "item": item, "time": time, "event": event,
             "item_key": item_key, **on_disk})
-        if isinstance(events, str | Path) and (items is None or "items" in on_disk):
+        if is_paths(events) and (items is None or "items" in on_disk):
             model = pipeline.train(events, config, progress=progress, callbacks=callbacks,
                                    **file_options)
         else:
@@ -236,9 +236,17 @@ class ItemVec:
                       np.asarray(self.item_counts_), self.encoder_state_, dict(self.files_))
 
 
+def is_paths(events: Any) -> bool:
+    """A path, or a list / tuple of ``Path`` objects (several files of one log); a list of
+    strings stays item-id sequences."""
+    return isinstance(events, str | Path) or (
+        isinstance(events, list | tuple) and bool(events)
+        and all(isinstance(e, Path) for e in events))
+
+
 def read_log(events: Any, config: PipelineConfig) -> EventLog:
     """A path, a DataFrame / Arrow table or an iterable of item-id sequences -> ``EventLog``."""
-    if isinstance(events, str | Path):
+    if is_paths(events):
         return read_events(events, config.ingest)
     if is_frame(events):
         return events_from_frame(events, config.ingest)

@@ -20,7 +20,7 @@ import itemvec.cli.serve as serving
 import itemvec.train.pipeline as pipeline
 import itemvec.train.update as updating
 from itemvec.cli.main import INGEST_OPTIONS, TRAIN_OPTIONS
-from itemvec.cli.options import flag_of, help_of
+from itemvec.cli.options import READ_OPTIONS, flag_of, help_of
 from itemvec.cli.update import UPDATE_OPTIONS
 from itemvec.config import PipelineConfig, field_info
 from itemvec.data.synth import generate, write
@@ -32,12 +32,15 @@ INGEST_VALUES: dict[str, Any] = {
     "ingest.context": "sid", "ingest.item": "iid", "ingest.time": "t", "ingest.event": "kind",
     "ingest.event_weights": "view=1,buy=3", "ingest.session_gap": "30m",
     "ingest.context_kind": "session",
+    "ingest.order": "pos", "ingest.format": "table", "ingest.sep": "|", "ingest.header": False,
+    "ingest.columns": "sid,iid,t,kind,pos", "ingest.encoding": "latin-1",
 }
 TRAIN_VALUES: dict[str, Any] = {
     **INGEST_VALUES,
     "side.items": "items.csv", "side.item_key": "iid2", "side.features": "category:cat",
     "side.relations": "relations.csv", "side.relation_weight": 0.7, "side.mode": "joint",
-    "side.max_warm_drop": 0.01,
+    "side.max_warm_drop": 0.01, "side.items_sep": ";", "side.items_columns": "iid2,category",
+    "side.items_encoding": "cp1252",
     "cooccurrence.min_count": 2, "cooccurrence.window": 3, "cooccurrence.min_support": 2,
     "training.objective": "infonce", "training.dim": 8, "training.epochs": 2,
     "training.history_epochs": 0, "training.temperature": 0.3, "training.lr": 0.02,
@@ -56,7 +59,9 @@ UPDATE_VALUES: dict[str, Any] = {
 
 
 def as_flags(values: dict[str, Any]) -> list[str]:
-    return [part for path, value in values.items() for part in (flag_of(path), str(value))]
+    """Option and value; a boolean field is its --no-... flag alone."""
+    return [part for path, value in values.items()
+            for part in ((flag_of(path),) if isinstance(value, bool) else (flag_of(path), str(value)))]
 
 
 def as_file(values: dict[str, Any], path: Path) -> Path:
@@ -102,7 +107,8 @@ def recorded(monkeypatch) -> list[tuple]:
 
 def test_every_option_is_covered_with_a_non_default_value():
     assert set(TRAIN_VALUES) == set(TRAIN_OPTIONS)
-    assert set(UPDATE_VALUES) == {*INGEST_OPTIONS, "side.items", "side.item_key", *UPDATE_OPTIONS}
+    assert set(UPDATE_VALUES) == {*INGEST_OPTIONS, *READ_OPTIONS, "side.items", "side.item_key",
+                                  *UPDATE_OPTIONS}
     configured = PipelineConfig().with_values({**TRAIN_VALUES, **UPDATE_VALUES})
     for path in {**TRAIN_VALUES, **UPDATE_VALUES}:
         section, name = path.split(".")
@@ -145,7 +151,8 @@ def test_update_from_file_equals_update_from_flags(recorded, cli, tmp_path):
     assert (from_file["items"], from_file["item_key"]) == ("new_items.csv", "iid2")
     flag_ingest = {k: v for k, v in from_flags["ingest"].items()}
     assert flag_ingest["session_gap"] == "30m" and from_file["ingest"]["session_gap"] == 1800.0
-    assert set(from_file["ingest"]) == set(flag_ingest) == {p.split(".")[1] for p in INGEST_OPTIONS}
+    assert set(from_file["ingest"]) == set(flag_ingest) == {
+        p.split(".")[1] for p in (*INGEST_OPTIONS, *READ_OPTIONS)}
 
 
 def test_update_file_without_ingest_keeps_the_bundles_columns(recorded, cli, tmp_path):

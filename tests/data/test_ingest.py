@@ -10,8 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from itemvec.config import IngestConfig
+from itemvec.config import FeatureConfig, IngestConfig
 from itemvec.data.ingest import read_events, read_table, restrict_vocabulary
+from itemvec.train.pipeline import items_reading, read_item_table
 from itemvec.util.errors import DataError, ItemvecError
 
 
@@ -241,8 +242,8 @@ def test_unusable_files_raise_data_error_naming_the_file(write_file, name, conte
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_events(tmp_path / "nope.csv", IngestConfig())
-    (tmp_path / "dir.csv").mkdir()
-    with pytest.raises(DataError, match="no such file"):
+    (tmp_path / "dir.csv").mkdir()  # a directory is read as its files: here none
+    with pytest.raises(DataError, match="holds no data files"):
         read_events(tmp_path / "dir.csv", IngestConfig())
 
 
@@ -311,3 +312,91 @@ def test_latin1_file_is_read_without_merging_distinct_ids(write_file):
 def test_read_table_errors_are_itemvec_errors(write_file):
     with pytest.raises(ItemvecError):
         read_table(write_file("x.csv", b""))
+
+
+# -- layouts: headerless, separators, encodings, RecBole, --order ---------------------------------
+def test_headerless_tsv_with_columns_and_a_typed_backslash_t(write_file):
+    path = write_file("u.data", "196\t242\t3\t881250949\n196\t302\t3\t881250000\n")
+    config = IngestConfig(sep="\\t", header=False, columns="user,item,rating,ts", context="user",
+                          item="item", time="ts")
+    assert config.sep == "\t"
+    log = read_events(path, config)
+    assert contexts(log) == {"196": ["302", "242"]}  # time order
+    assert list(log.times) == [881250000.0, 881250949.0]
+
+
+def test_no_header_needs_columns_and_columns_must_count_right(write_file):
+    with pytest.raises(ItemvecError, match="--no-header.*--columns user,item"):
+        IngestConfig(header=False)
+    path = write_file("u.data", "196\t242\t3\n")
+    with pytest.raises(DataError, match=r"u\.data: --columns names 2 columns but the file has 3"):
+        read_events(path, IngestConfig(sep="\t", header=False, columns="user,item",
+                                       context="user", item="item"))
+
+
+def test_unknown_extension_suggests_sep(write_file):
+    with pytest.raises(DataError, match="unknown file extension '.data'.*--sep"):
+        read_events(write_file("u.data", "a\tb\n"), IngestConfig())
+
+
+def test_explicit_latin1_encoding(write_file):
+    path = write_file("items.csv", "session_id|item_id\ns1|Caf\xe9\ns1|Na\xefve\n".encode("latin-1"))
+    log = read_events(path, IngestConfig(sep="|", encoding="latin-1"))
+    assert contexts(log) == {"s1": ["Café", "Naïve"]}
+    with pytest.raises(ItemvecError, match="unknown encoding 'latin-9x'"):
+        IngestConfig(encoding="latin-9x")
+
+
+def test_recbole_atomic_file_drops_the_type_suffixes(write_file):
+    path = write_file("ml.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                  "1\t10\t4\t300\n1\t11\t5\t200\n2\t10\t3\t100\n")
+    log = read_events(path, IngestConfig(context="user_id", item="item_id", time="timestamp"))
+    assert contexts(log) == {"1": ["11", "10"], "2": ["10"]}
+
+
+def test_order_column_orders_events_without_a_clock(write_file):
+    path = write_file("e.csv", "order_id,product_id,pos\n1,a,3\n1,b,1\n1,c,2\n2,a,1\n")
+    log = read_events(path, IngestConfig(context="order_id", item="product_id", order="pos",
+                                         context_kind="session"))
+    assert contexts(log) == {"1": ["b", "c", "a"], "2": ["a"]}
+    assert log.times is None  # no clock: the held-out slice is random
+    with pytest.raises(DataError, match=r"row 3: column 'pos': --order needs numbers"):
+        read_events(write_file("f.csv", "order_id,product_id,pos\n1,a,1\n1,b,x\n"),
+                    IngestConfig(context="order_id", item="product_id", order="pos"))
+
+
+def test_session_gap_needs_a_unit():
+    with pytest.raises(ItemvecError, match=r"ingest\.session_gap needs a unit, got '30'.*30s or 30m"):
+        IngestConfig(time="ts", session_gap="30")
+    assert IngestConfig(time="ts", session_gap="30m").session_gap == 1800.0
+    assert IngestConfig(time="ts", session_gap=1800).session_gap == 1800.0  # numbers: seconds
+
+
+def test_event_weights_for_absent_types_list_the_types_present(write_file):
+    path = write_file("e.csv", "session_id,item_id,event\ns1,a,view\ns1,b,cart\ns2,a,view\n")
+    with pytest.raises(DataError, match=r"e\.csv: --event-weights names 'basket' but column "
+                                        r"'event' holds only: 'cart', 'view'"):
+        read_events(path, IngestConfig(event="event", event_weights="view=1,basket=3"))
+    log = read_events(path, IngestConfig(event="event", event_weights="view=1,cart=3"))
+    assert sorted(log.weights.tolist()) == [1.0, 1.0, 3.0]
+
+
+def test_item_table_with_its_own_layout(write_file):
+    path = write_file("u.item", "1|Caf\xe9 (1995)|01-Jan-1995\n2|GoldenEye (1995)|\n"
+                      .encode("latin-1"))
+    side = FeatureConfig(items_sep="|", items_columns="movie,title,date",
+                         items_encoding="latin-1")
+    table = read_item_table(path, "movie", items_reading(side))
+    assert table["item_id"].to_list() == ["1", "2"]
+    assert table["title"].to_list() == ["Café (1995)", "GoldenEye (1995)"]
+
+
+def test_order_breaks_the_ties_of_a_coarse_clock(write_file):
+    rows = "".join(f"s{s},i{(s + k) % 9},2016-05-0{1 + s % 3},{100 * k}\n"
+                   for s in range(40) for k in range(4))
+    path = write_file("views.csv", "session_id,item_id,day,offset\n" + rows)
+    tied = read_events(path, IngestConfig(time="day"))
+    assert not tied.ordered and "timestamp" in tied.decision.describe()  # ties: baskets
+    log = read_events(path, IngestConfig(time="day", order="offset"))
+    assert "timestamp" not in log.decision.describe()  # judged on the day + offset order
+    assert contexts(log)["s1"] == ["i1", "i2", "i3", "i4"]

@@ -19,6 +19,8 @@ from itemvec.cli.demo import run_demo
 from itemvec.cli.display import labelled_json, print_results
 from itemvec.cli.options import (
     INGEST_OPTIONS,
+    ITEMS_READ_OPTIONS,
+    READ_OPTIONS,
     ConfigFile,
     Context,
     ContextKind,
@@ -41,7 +43,7 @@ from itemvec.query.embeddings import load_embeddings
 from itemvec.query.labels import item_labels, label_column, label_lookup
 from itemvec.store.export import export_format, export_vectors
 from itemvec.train import distributed as distributed_training
-from itemvec.train.pipeline import evaluate_log, read_item_table, save_model
+from itemvec.train.pipeline import evaluate_log, items_reading, read_item_table, save_model
 from itemvec.train.tracking import close_all, make_trackers
 from itemvec.util.errors import DataError, ItemvecError
 from itemvec.util.files import atomic_write_bytes
@@ -70,7 +72,8 @@ def _root(version: Annotated[bool, typer.Option(
 
 SIDE_OPTIONS = ("side.items", "side.item_key", "side.features", "side.relations",
                 "side.relation_weight", "side.mode", "side.max_warm_drop")
-TRAIN_OPTIONS = (*INGEST_OPTIONS, *SIDE_OPTIONS, "cooccurrence.min_count", "cooccurrence.window",
+TRAIN_OPTIONS = (*INGEST_OPTIONS, *READ_OPTIONS, *SIDE_OPTIONS, *ITEMS_READ_OPTIONS,
+                 "cooccurrence.min_count", "cooccurrence.window",
                  "cooccurrence.min_support", "training.objective", "training.dim",
                  "training.epochs", "training.history_epochs", "training.temperature",
                  "training.lr", "training.seed", "training.device", "training.precision",
@@ -79,11 +82,21 @@ TRAIN_OPTIONS = (*INGEST_OPTIONS, *SIDE_OPTIONS, "cooccurrence.min_count", "cooc
 
 
 
+EVENTS_HELP = ("Event log: one or more files, globs or directories (.csv/.tsv/.parquet/.jsonl/"
+               ".inter, each also .gz/.zst; other text with --sep; --format sequences/baskets "
+               "for one context per line).")
+
+
+def _events_argument(events: list[Path]) -> Path | list[Path]:
+    """One path as itself (the streaming path reads a single file), several as a list."""
+    return events[0] if len(events) == 1 else list(events)
+
+
 # -- train -------------------------------------------------------------------------------------
 @app.command()
 @config_options(*TRAIN_OPTIONS)
 def train(
-    events: Annotated[Path, typer.Argument(help="Event log: .csv/.tsv, .parquet or .jsonl.")],
+    events: Annotated[list[Path], typer.Argument(help=EVENTS_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (atomically).")],
     config_file: ConfigFile = None,
     tensorboard: Annotated[Path | None, typer.Option(
@@ -104,6 +117,7 @@ def train(
     """Train item embeddings from an event log and write a model bundle."""
     config = build_config(config_file, settings or {})  # bad settings fail here, before work
     configure_logging(quiet)
+    events = _events_argument(events)
     trackers = make_trackers(tensorboard, log_json)
     options = dict(out=out, progress=not quiet, callbacks=trackers, resume=resume)
     try:
@@ -275,8 +289,10 @@ def unanswered_note(unanswered: list) -> str:
 
 # -- evaluate / demo / synth -------------------------------------------------------------------
 @app.command()
+@config_options(*READ_OPTIONS, *ITEMS_READ_OPTIONS)
 def evaluate(
-    events: Annotated[Path, typer.Argument(help="Event log to split, train on and score.")],
+    events: Annotated[list[Path], typer.Argument(help="Event log to split, train on and score: "
+                                                 "one or more files, globs or directories.")],
     context: Context = None,
     item: Item = None,
     time: Time = None,
@@ -302,15 +318,17 @@ def evaluate(
         "bundle, for plots and reports.")] = None,
     item_key: ItemKey = "item_id",
     quiet: Quiet = False,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Split contexts 80/10/10 by time, train, and rank ALL items for each test query."""
     configure_logging(quiet)
     given = dict(zip(INGEST_OPTIONS, (context, item, time, event, event_weights, session_gap,
                                       context_kind), strict=True))
     config = build_config(config_file, {**{k: v for k, v in given.items() if v is not None},
-                                        "training.seed": seed})
-    log = read_events(events, config.ingest)
-    table = read_item_table(items, item_key) if items is not None else None
+                                        **(settings or {}), "training.seed": seed})
+    log = read_events(_events_argument(events), config.ingest)
+    table = read_item_table(items, item_key, items_reading(config.side)) \
+        if items is not None else None
     names = [b.strip() for b in baselines.split(",") if b.strip()]
     result = evaluate_log(log, config, names, k=k, seed=seed, max_queries=max_queries,
                           progress=not quiet)

@@ -59,16 +59,35 @@ def cli_type(path: str) -> type:
         kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation = kinds[0] if len(kinds) == 1 else str
     if annotation is bool:
-        raise TypeError(f"{path}: boolean settings have no CLI option; set them with --config")
+        if not _is_negative_flag(path):
+            raise TypeError(f"{path}: boolean settings have no CLI option; set them with --config")
+        return bool
     if typing.get_origin(annotation) is Literal:
         return str
     return annotation if annotation in (int, float) else str
 
 
+def _is_negative_flag(path: str) -> bool:
+    """A boolean field that defaults to true and has a --no-... flag (``ingest.header``)."""
+    info = field_info(path)
+    return info.default is True and meta(info, "flag").startswith("--no-")
+
+
 def option(path: str) -> Any:
-    """``Annotated[T | None, typer.Option(...)]`` for one field, e.g. for a shared alias."""
+    """``Annotated[T | None, typer.Option(...)]`` for one field, e.g. for a shared alias; a
+    boolean field with a --no-... flag is that flag alone (given: the field is false)."""
+    if cli_type(path) is bool:
+        return Annotated[bool, typer.Option(flag_of(path), help=str(field_info(path).description))]
     return Annotated[cli_type(path) | None, typer.Option(flag_of(path), help=help_of(path),
                                                           show_default=False)]
+
+
+def given_value(path: str, value: Any) -> Any:
+    """What an option's value means for its field: None = not given; a --no-... flag given
+    sets its field to false."""
+    if cli_type(path) is bool:
+        return False if value else None
+    return value
 
 
 def config_options(*paths: str) -> Callable[[Callable], Callable]:
@@ -86,7 +105,7 @@ def config_options(*paths: str) -> Callable[[Callable], Callable]:
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            given = {path: kwargs.pop(name) for path, name in names.items()}
+            given = {path: given_value(path, kwargs.pop(name)) for path, name in names.items()}
             return command(**kwargs, **{SETTINGS: {k: v for k, v in given.items()
                                                    if v is not None}})
 
@@ -125,6 +144,12 @@ Event = option("ingest.event")
 EventWeights = option("ingest.event_weights")
 SessionGap = option("ingest.session_gap")
 ContextKind = option("ingest.context_kind")
+Order = option("ingest.order")
+Format = option("ingest.format")
+Sep = option("ingest.sep")
+NoHeader = option("ingest.header")
+Columns = option("ingest.columns")
+Encoding = option("ingest.encoding")
 ItemKey = option("side.item_key")
 Window = option("cooccurrence.window")
 MinCount = option("cooccurrence.min_count")
@@ -136,3 +161,6 @@ Label = Annotated[str | None, typer.Option(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
 INGEST_OPTIONS = ("ingest.context", "ingest.item", "ingest.time", "ingest.event",
                   "ingest.event_weights", "ingest.session_gap", "ingest.context_kind")
+READ_OPTIONS = ("ingest.order", "ingest.format", "ingest.sep", "ingest.header", "ingest.columns",
+                "ingest.encoding")  # how the files are laid out; every command reading a log
+ITEMS_READ_OPTIONS = ("side.items_sep", "side.items_columns", "side.items_encoding")

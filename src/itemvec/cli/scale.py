@@ -7,6 +7,7 @@ import typer
 
 from itemvec.cli.options import (
     INGEST_OPTIONS,
+    READ_OPTIONS,
     ConfigFile,
     Quiet,
     build_config,
@@ -15,13 +16,14 @@ from itemvec.cli.options import (
 )
 from itemvec.counting.spark import count_spark
 from itemvec.counting.streamed import count_file, top_k_partners
+from itemvec.data.streaming import not_streamable
 from itemvec.store.counts import write_counts
 from itemvec.util.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    @config_options(*INGEST_OPTIONS, "cooccurrence.window", "cooccurrence.min_count",
+    @config_options(*INGEST_OPTIONS, *READ_OPTIONS, "cooccurrence.window", "cooccurrence.min_count",
                     "streaming.memory_limit")
     def cooccur(
         events: Annotated[Path, typer.Argument(help="Event log: .parquet or .csv/.tsv "
@@ -43,6 +45,11 @@ def register(app: typer.Typer) -> None:
         """Count co-occurring item pairs into the bundle's matrix format (no training)."""
         configure_logging(quiet)
         config = build_config(config_file, settings or {})
+        reason = not_streamable(events, config.ingest)
+        if reason:
+            raise ConfigError(f"cooccur streams one CSV or Parquet file with a header; {reason}; "
+                              "convert the log to one Parquet file (or train with itemvec train, "
+                              "which reads every layout)")
         if engine == "local":
             counts = count_file(events, config.ingest, config.cooccurrence, chunk_rows=chunk_rows,
                                 memory_limit=config.streaming.memory_limit, top_k=top_k,

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from itemvec.cli.options import INGEST_OPTIONS, ConfigFile, Quiet, config_options, configure_logging
+from itemvec.cli.options import (
+    INGEST_OPTIONS,
+    READ_OPTIONS,
+    ConfigFile,
+    Quiet,
+    config_options,
+    configure_logging,
+)
 from itemvec.config import PipelineConfig, load_config
 from itemvec.train import update as updating
 
@@ -30,10 +37,12 @@ def update_settings(config_file: Path | None,
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    @config_options(*INGEST_OPTIONS, "side.items", "side.item_key", *UPDATE_OPTIONS)
+    @config_options(*INGEST_OPTIONS, *READ_OPTIONS, "side.items", "side.item_key", *UPDATE_OPTIONS)
     def update(
         bundle: Annotated[Path, typer.Argument(help="Bundle to update (only read, never changed).")],
-        events: Annotated[Path, typer.Argument(help="New events: .csv/.tsv, .parquet or .jsonl.")],
+        events: Annotated[Path, typer.Argument(help="New events: .csv/.tsv, .parquet or .jsonl "
+                                               "(a glob or directory too), read as the bundle's "
+                                               "were unless the layout options say otherwise.")],
         out: Annotated[Path, typer.Option("--out", help="New bundle directory (written "
                                           "atomically; must differ from BUNDLE).")],
         config_file: ConfigFile = None,

@@ -29,7 +29,7 @@ from itemvec.util.errors import DataError
 
 FRAME_SOURCE = "<DataFrame>"
 SEQUENCE_SOURCE = "<sequences>"
-FIT_OPTIONS = ("context=", "item=", "time=", "event=")  # ItemVec.fit's names for the columns
+FIT_OPTIONS = ("context=", "item=", "time=", "event=", "order=")  # ItemVec.fit's names for the columns
 
 
 def is_frame(data: Any) -> bool:

@@ -7,10 +7,12 @@ gaps of inactivity and encodes item ids (always strings) as dense integer indice
 
 from __future__ import annotations
 
+import codecs
 import csv
-import gzip
 import io
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,50 @@ import scipy.sparse as sp
 
 from itemvec.config import IngestConfig
 from itemvec.data.context_kind import KindDecision, decide_kind, explicit
+from itemvec.data.lines import LAYOUTS, line_events, separator_for
+from itemvec.data.sources import (
+    compression,
+    describe,
+    expand_paths,
+    head_bytes,
+    plain_name,
+    read_bytes,
+)
 from itemvec.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = {
-    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv",
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".inter": "recbole",
     ".parquet": "parquet", ".pq": "parquet",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-}
+}  # each also compressed: .gz, .zst
 ROW = "__row"
+_RECBOLE_TYPE = re.compile(r"^(.+):(token|token_seq|float|float_seq)$")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How files are laid out (``ingest.format``, ``sep``, ``header``, ``columns``,
+    ``encoding``); the defaults read any CSV/TSV/Parquet/JSONL with a header."""
+
+    format: str = "auto"
+    sep: str | None = None
+    header: bool = True
+    columns: tuple[str, ...] | None = None
+    encoding: str | None = None
+
+    @classmethod
+    def of(cls, config: IngestConfig) -> Reading:
+        return cls(config.format, config.sep, config.header,
+                   tuple(config.columns) if config.columns else None, config.encoding)
+
+    @property
+    def is_default(self) -> bool:
+        return self == Reading()
+
+
+DEFAULT_READING = Reading()
 
 
 @dataclass
@@ -119,26 +155,33 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + offsets
 
 
-def file_format(path: Path) -> str:
-    name = path.name.lower()
+def file_format(path: Path, reading: Reading = DEFAULT_READING) -> str:
+    """csv, parquet, jsonl, recbole, sequences or baskets: ``--format`` where given, else from
+    the extension (compression suffixes aside); an unknown extension reads as delimited text
+    when ``--sep`` says how."""
+    if reading.format in (*LAYOUTS, "recbole"):
+        return reading.format
+    if path.is_dir():
+        return "parquet"  # a partitioned Parquet directory (sources.directory_sources)
+    name = plain_name(path)
     for ext in sorted(EXTENSIONS, key=len, reverse=True):
         if name.endswith(ext):
             return EXTENSIONS[ext]
+    if reading.sep is not None or reading.format == "table":
+        return "csv"
     known = ", ".join(sorted(EXTENSIONS))
-    raise DataError(f"{path}: unknown file extension {path.suffix!r}; known: {known}")
+    raise DataError(f"{path}: unknown file extension {path.suffix!r}; known: {known} (each "
+                    "also .gz/.zst); for other delimited text give --sep, e.g. --sep '\\t'")
 
 
-def _open_binary(path: Path):
-    """The file's bytes, decompressed for ``.gz``."""
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-
-
-def sniff_separator(path: Path) -> str:
-    if path.name.lower().endswith(".tsv"):
+def sniff_separator(path: Path, reading: Reading = DEFAULT_READING) -> str:
+    if reading.sep is not None:
+        return reading.sep
+    name = plain_name(path)
+    if name.endswith((".tsv", ".inter")):
         return "\t"
     try:
-        with _open_binary(path) as fh:
-            header = fh.readline(1 << 20).decode("utf-8-sig", errors="replace")
+        header = head_bytes(path).split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read file ({getattr(exc, 'strerror', None) or exc})") \
             from None
@@ -147,46 +190,103 @@ def sniff_separator(path: Path) -> str:
     return best if counts[best] > 0 else ","
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
-    """Read any supported table with every column as a string; ids stay exactly as written."""
+def read_table(path: str | Path, reading: Reading = DEFAULT_READING) -> pl.DataFrame:
+    """Read any supported table with every column as a string; ids stay exactly as written.
+    ``reading`` says how it is laid out (separator, header, column names, encoding)."""
     path = Path(path)
-    kind = file_format(path)
+    kind = file_format(path, reading)
+    if kind in LAYOUTS:
+        raise DataError(f"{path}: --format {kind} holds events, not a table")
+    _check_file(path)
+    try:
+        try:
+            frame = _read(_source(path, kind, reading.encoding), kind, path, reading)
+        except pl.exceptions.ComputeError as exc:
+            if kind == "parquet" or reading.encoding or "utf-8" not in str(exc).lower():
+                raise
+            # Not UTF-8: decode as latin-1, which keeps distinct bytes distinct (a lossy decode
+            # would silently merge ids such as 'caf\xe9' and 'caf\xe8').
+            logger.warning("%s is not valid UTF-8; reading it as latin-1 (say --encoding)", path)
+            frame = _read(_source(path, kind, "latin-1"), kind, path, reading)
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse as {kind}: "
+                        f"{_explain(exc, path, kind, reading)}") from None
+    frame = _without_trailing_blank_rows(frame) if kind in ("csv", "recbole") else frame
+    if frame.height == 0:
+        raise DataError(f"{path}: file has a header but no rows")
+    return _name_columns(frame, path, kind, reading)
+
+
+def _without_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Blank lines at the end of a headerless file are not rows (earlier rows keep their
+    numbers, so messages still point at the right line)."""
+    blank = frame.select(pl.all_horizontal(pl.all().is_null()))
+    filled = (~blank.to_series()).arg_true()
+    last = int(filled[-1]) + 1 if len(filled) else 0
+    return frame if last == frame.height else frame.slice(0, last)
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir() and file_format(path) == "parquet":
+        return
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     _reject_utf16(path)
-    try:
+
+
+def _source(path: Path, kind: str, encoding: str | None) -> Path | io.BytesIO:
+    """What polars reads: the path itself, or decompressed / re-encoded (UTF-8) bytes."""
+    if compression(path) is None and (encoding is None or kind == "parquet"
+                                      or codecs_name(encoding) == "utf-8"):
+        return path
+    data = read_bytes(path)
+    if encoding is not None and kind != "parquet" and codecs_name(encoding) != "utf-8":
         try:
-            frame = _read(path, kind, path)
-        except pl.exceptions.ComputeError as exc:
-            if kind == "parquet" or "utf-8" not in str(exc).lower():
-                raise
-            # Not UTF-8: decode as latin-1, which keeps distinct bytes distinct (a lossy decode
-            # would silently merge ids such as 'caf\xe9' and 'caf\xe8').
-            logger.warning("%s is not valid UTF-8; reading it as latin-1", path)
-            with _open_binary(path) as fh:
-                text = fh.read().decode("latin-1")
-            frame = _read(io.BytesIO(text.encode()), kind, path)
-    except pl.exceptions.NoDataError:
-        raise DataError(f"{path}: file is empty") from None
-    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot parse as {kind}: {_explain(exc, path, kind)}") from None
-    if frame.height == 0:
-        raise DataError(f"{path}: file has a header but no rows")
-    return frame
+            data = data.decode(encoding).encode()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: byte {exc.start} is not valid {encoding}; check "
+                            "--encoding") from None
+    return io.BytesIO(data)
 
 
-def _read(source: Path | io.BytesIO, kind: str, path: Path) -> pl.DataFrame:
-    if kind == "csv":
-        return pl.read_csv(source, separator=sniff_separator(path), infer_schema=False,
+def codecs_name(encoding: str) -> str:
+    """'UTF8', 'utf_8' -> 'utf-8' (Python's canonical codec name)."""
+    return codecs.lookup(encoding).name
+
+
+def _read(source: Path | io.BytesIO, kind: str, path: Path, reading: Reading) -> pl.DataFrame:
+    if kind in ("csv", "recbole"):
+        return pl.read_csv(source, separator=sniff_separator(path, reading), infer_schema=False,
                            null_values=["", "NA", "null", "NULL"], encoding="utf8",
-                           truncate_ragged_lines=False)
+                           truncate_ragged_lines=False, has_header=reading.header)
     if kind == "parquet":
+        if path.is_dir():
+            return pl.read_parquet(path, hive_partitioning=True)
         return pl.read_parquet(source)
-    if _is_blank(path):
+    if isinstance(source, Path) and _is_blank(path):
         raise pl.exceptions.NoDataError("only whitespace")
     return pl.read_ndjson(source, infer_schema_length=None)
+
+
+def _name_columns(frame: pl.DataFrame, path: Path, kind: str, reading: Reading) -> pl.DataFrame:
+    """RecBole's typed names (``user_id:token``) lose their type; ``--columns`` names (or
+    renames) every column, and must count them right."""
+    if kind == "recbole" or all(_RECBOLE_TYPE.match(c) for c in frame.columns):
+        frame = frame.rename({c: m.group(1) for c in frame.columns
+                              if (m := _RECBOLE_TYPE.match(c))})
+    if reading.columns is None:
+        return frame
+    if len(reading.columns) != frame.width:
+        first = ", ".join(frame.columns[:8]) + (", ..." if frame.width > 8 else "")
+        raise DataError(f"{path}: --columns names {len(reading.columns)} columns but the file "
+                        f"has {frame.width} ({first}; separator "
+                        f"{sniff_separator(path, reading)!r}); name each column once or fix "
+                        "--sep")
+    return frame.rename(dict(zip(frame.columns, reading.columns, strict=True)))
 
 
 def _reject_utf16(path: Path) -> None:
@@ -201,29 +301,30 @@ def _is_blank(path: Path, limit: int = 1 << 20) -> bool:
     return path.stat().st_size <= limit and not path.read_bytes().strip()
 
 
-def _explain(exc: BaseException, path: Path, kind: str) -> str:
+def _explain(exc: BaseException, path: Path, kind: str, reading: Reading) -> str:
     """The first line of a parser error, with the offending CSV row where we can find it."""
-    if kind == "csv":
-        located = _locate_csv_problem(path)
+    if kind in ("csv", "recbole") and compression(path) is None:
+        located = _locate_csv_problem(path, reading)
         if located:
             return located
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _locate_csv_problem(path: Path, max_rows: int = 5_000_000) -> str | None:
+def _locate_csv_problem(path: Path, reading: Reading, max_rows: int = 5_000_000) -> str | None:
     """Re-read a CSV that polars rejected with Python's csv module to name the bad row."""
-    separator = sniff_separator(path)
+    separator = sniff_separator(path, reading)
+    header = "the header" if reading.header else "the first row"
     try:
-        with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="replace",
-                              newline="") as fh:
+        with open(path, encoding=reading.encoding or "utf-8-sig", errors="replace",
+                  newline="") as fh:
             reader = csv.reader(fh, delimiter=separator, strict=True)
             width = None
             for row in reader:
                 if width is None:
                     width = len(row)
                 elif row and len(row) != width:
-                    return (f"row {reader.line_num} has {len(row)} fields but the header has "
+                    return (f"row {reader.line_num} has {len(row)} fields but {header} has "
                             f"{width} (separator {separator!r}); quote values that contain it")
                 if reader.line_num > max_rows:
                     return None
@@ -312,24 +413,98 @@ def _parse_text_times(values: pl.Series, column: str, rows: pl.Series, path: Pat
     return parsed.dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
 
 
-def read_events(path: str | Path, config: IngestConfig) -> EventLog:
-    """Read an event log and turn it into time-ordered contexts over a string vocabulary."""
-    path = Path(path)
-    return log_from_frame(read_table(path), config, path, first_data_row(path))
+def read_events(paths: str | Path | Iterable[str | Path], config: IngestConfig) -> EventLog:
+    """Read an event log -- one file, several, globs or directories, laid out as
+    ``config`` says -- into time-ordered contexts over a string vocabulary. Events of all
+    files form one log (a context id in two files is one context)."""
+    sources = expand_paths(paths)
+    reading = Reading.of(config)
+    tables, present = [], set()
+    for path in sources:
+        table, types = file_events(path, config, reading)
+        tables.append(table)
+        present |= types
+    source = describe(sources)
+    table = tables[0] if len(tables) == 1 else _renumbered(tables)
+    check_event_weights(present, config, source)
+    if table.height == 0:
+        raise DataError(f"{source}: no events left after applying event weights")
+    ordered_lines = any(file_format(p, reading) == "sequences" for p in sources)
+    return build_log(table, config, source=source, order_given=ordered_lines)
 
 
-COLUMN_OPTIONS = ("--context", "--item", "--time", "--event")  # how messages name the columns
+def file_events(path: Path, config: IngestConfig,
+                reading: Reading | None = None) -> tuple[pl.DataFrame, set[str]]:
+    """One file's validated event table (``event_table``) and the event types it holds; laid
+    out as ``reading`` says (default: ``config``'s layout settings)."""
+    reading = reading or Reading.of(config)
+    kind = file_format(path, reading)
+    if kind in LAYOUTS:
+        return _line_table(path, kind, reading), set()
+    frame = read_table(path, reading)
+    columns = (config.context, config.item, config.time, config.event, config.order)
+    require_columns(frame, dict(zip(COLUMN_OPTIONS, columns, strict=True)), path)
+    used = dict.fromkeys(c for c in columns if c)
+    frame = frame.select(list(used)).with_row_index(ROW, offset=first_data_row(path, reading))
+    return event_table(frame, config, path), event_types(frame, config, path)
+
+
+def _line_table(path: Path, layout: str, reading: Reading) -> pl.DataFrame:
+    _check_file(path)
+    data = read_bytes(path)
+    try:
+        text = data.decode(reading.encoding or "utf-8-sig")
+    except UnicodeDecodeError:
+        if reading.encoding:
+            raise DataError(f"{path}: not valid {reading.encoding}; check --encoding") from None
+        logger.warning("%s is not valid UTF-8; reading it as latin-1 (say --encoding)", path)
+        text = data.decode("latin-1")
+    events = line_events(text, layout, separator_for(plain_name(path), reading.sep))
+    if events.height == 0:
+        raise DataError(f"{path}: no items found in --format {layout} lines")
+    return events.select("context", "item", pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
+                         pl.lit(1.0, pl.Float32).alias("weight"))
+
+
+def _renumbered(tables: list[pl.DataFrame]) -> pl.DataFrame:
+    """Tables of several files as one, ``ROW`` running on across files (file order breaks
+    time ties, as row order does within a file)."""
+    table = pl.concat(tables, how="vertical_relaxed")
+    return table.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW))
+
+
+def event_types(frame: pl.DataFrame, config: IngestConfig, path: Path) -> set[str]:
+    """The event types in ``config.event`` (for ``check_event_weights``)."""
+    if config.event is None or not config.event_weights:
+        return set()
+    return set(as_string_ids(frame, config.event, path).drop_nulls().unique().to_list())
+
+
+def check_event_weights(present: set[str], config: IngestConfig, source: str) -> None:
+    """A weight for an event type the log never holds is a typo or the wrong column: fail,
+    listing the types present (a type without a weight counts 1, with a warning)."""
+    if config.event is None or not config.event_weights:
+        return
+    unknown = sorted(set(config.event_weights) - present)
+    if unknown:
+        shown = ", ".join(map(repr, sorted(present)[:20])) or "none"
+        raise DataError(f"{source}: --event-weights names {', '.join(map(repr, unknown))} but "
+                        f"column {config.event!r} holds only: {shown}; fix the names or --event")
+
+
+COLUMN_OPTIONS = ("--context", "--item", "--time", "--event", "--order")  # how messages name them
 
 
 def log_from_frame(frame: pl.DataFrame, config: IngestConfig, path: Path, first_row: int,
                    options: tuple[str, ...] = COLUMN_OPTIONS) -> EventLog:
     """The named columns of a read table -> ``EventLog``; errors name ``path`` and rows counted
-    from ``first_row``. Shared by files (``read_events``) and in-memory tables."""
-    columns = (config.context, config.item, config.time, config.event)
-    require_columns(frame, dict(zip(options, columns, strict=True)), path)
+    from ``first_row``. Used for in-memory tables (``frames``)."""
+    columns = (config.context, config.item, config.time, config.event, config.order)
+    require_columns(frame, dict(zip(options, columns, strict=False)), path)
     used = dict.fromkeys(c for c in columns if c)
     frame = frame.select(list(used)).with_row_index(ROW, offset=first_row)
     table = event_table(frame, config, path)
+    check_event_weights(event_types(frame, config, path), config, str(path))
     if table.height == 0:
         raise DataError(f"{path}: no events left after applying event weights")
     return build_log(table, config, source=str(path))
@@ -348,13 +523,29 @@ def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.Dat
         time_col = frame[config.time]
         check_not_null(time_col, config.time, rows, path)
         table = table.with_columns(pl.Series("time", parse_times(time_col, config.time, rows, path)))
+    if config.order is not None:
+        table = table.with_columns(pl.Series("order", parse_positions(frame[config.order],
+                                                                      config.order, rows, path)))
     table = table.with_columns(pl.Series("weight", _event_weights(frame, config, path)))
     return table.filter(pl.col("weight") > 0)
 
 
-def first_data_row(path: Path) -> int:
+def parse_positions(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
+    """``--order``: a number per event (its position in the context)."""
+    check_not_null(values, column, rows, path)
+    numbers = values if values.dtype.is_numeric() else \
+        values.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+    bad = numbers.is_null()
+    if bad.any():
+        first = int(bad.arg_true()[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: --order needs "
+                        f"numbers (positions), got {values[first]!r}")
+    return numbers.cast(pl.Float64).to_numpy()
+
+
+def first_data_row(path: Path, reading: Reading = DEFAULT_READING) -> int:
     """Row numbers in messages match what an editor shows: CSV rows count the header line."""
-    return 2 if file_format(path) == "csv" else 1
+    return 2 if file_format(path, reading) in ("csv", "recbole") and reading.header else 1
 
 
 def _event_weights(frame: pl.DataFrame, config: IngestConfig, path: Path) -> np.ndarray:
@@ -374,29 +565,36 @@ def _event_weights(frame: pl.DataFrame, config: IngestConfig, path: Path) -> np.
 
 def build_log(table: pl.DataFrame, config: IngestConfig, source: str = "",
               order_given: bool = False) -> EventLog:
-    """Columns context, item, weight and optionally time -> an ``EventLog``. Sessions or
-    baskets as ``config.context_kind`` says; ``auto`` decides from the order of the events
-    (``itemvec.data.context_kind``), which a time column gives, or file order where
-    ``order_given`` (sequences handed over as lists)."""
-    has_time = "time" in table.columns
+    """Columns context, item, weight and optionally time and order (``--order``: position in
+    the context) -> an ``EventLog``. Sessions or baskets as ``config.context_kind`` says;
+    ``auto`` decides from the order of the events (``itemvec.data.context_kind``), which a time
+    or order column gives, or file order where ``order_given`` (sequences handed over as lists
+    or written one per line)."""
+    has_time, has_order = "time" in table.columns, "order" in table.columns
     table = table.with_columns(pl.col("context").rank("dense").cast(pl.Int64).alias("ctx"))
-    sort_by = ["ctx", "time", ROW] if has_time else ["ctx", ROW]
+    sort_by = ["ctx", *(["time"] if has_time else []), *(["order"] if has_order else []), ROW]
     table = table.sort(sort_by)
+    if has_order:
+        table = table.drop("order")
     if has_time and config.session_gap is not None:
         table = split_sessions(table, config.session_gap)
-    decision = kind_of(table, config, has_time or order_given)
+    # --order breaks ties of a coarse clock (a day): judge the order, not the tied times
+    decision = kind_of(table, config, has_time or has_order or order_given, clock=not has_order)
     if decision.chosen_by == "data":
         logger.info("%s: %s", source or "events", decision.describe())
     table = dedupe(table, decision.ordered and config.dedupe_consecutive, decision.ordered)
     return _encode(table, has_time, decision, source)
 
 
-def kind_of(table: pl.DataFrame, config: IngestConfig, has_order: bool) -> KindDecision:
-    """Sessions or baskets for a table sorted by ``ctx`` then time / file order."""
+def kind_of(table: pl.DataFrame, config: IngestConfig, has_order: bool,
+            clock: bool = True) -> KindDecision:
+    """Sessions or baskets for a table sorted by ``ctx`` then time / file order; ``clock=False``
+    judges the sorted order alone (an ``--order`` column breaks the clock's ties)."""
     if config.context_kind != "auto" or not has_order:
         return decide_kind(np.zeros(0, np.int64), np.zeros(0, np.int64), None, config, has_order)
     items = table["item"].rank("dense").cast(pl.Int64).to_numpy()
-    times = table["time"].to_numpy().astype(np.float64) if "time" in table.columns else None
+    times = table["time"].to_numpy().astype(np.float64) \
+        if clock and "time" in table.columns else None
     return decide_kind(table["ctx"].to_numpy(), items, times, config, has_order)
 
 

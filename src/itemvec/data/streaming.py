@@ -44,6 +44,7 @@ from itemvec.data.context_kind import MAX_EVENTS, KindDecision, explicit
 from itemvec.data.ingest import (
     ROW,
     EventLog,
+    Reading,
     as_string_ids,
     build_log,
     event_table,
@@ -51,6 +52,7 @@ from itemvec.data.ingest import (
     first_data_row,
     is_ordered,
 )
+from itemvec.data.sources import compression
 from itemvec.util.background import background
 from itemvec.util.errors import ConfigError, DataError
 
@@ -82,15 +84,24 @@ def resolve_kind(path: str | Path, ingest: IngestConfig,
     return ingest.replace(context_kind=decision.kind), decision
 
 
-def use_streaming(path: str | Path, mode: str = "auto", threshold: int = STREAMING_ROWS) -> bool:
+def use_streaming(path: str | Path | list, mode: str = "auto", threshold: int = STREAMING_ROWS,
+                  ingest: IngestConfig | None = None) -> bool:
     """Whether ``itemvec train`` streams ``path``: ``auto`` streams Parquet/CSV logs of more than
-    ``threshold`` rows (estimated from Parquet metadata or the first MB of a CSV); JSONL never."""
+    ``threshold`` rows (estimated from Parquet metadata or the first MB of a CSV); JSONL never.
+    Only one plain file with a header streams (``not_streamable``); ``on`` fails otherwise."""
     if mode not in MODES:
         raise ConfigError(f"--streaming must be one of {', '.join(MODES)}, got {mode!r}")
-    path = Path(path)
-    kind = file_format(path)
     if mode == "off":
         return False
+    reason = not_streamable(path, ingest or IngestConfig())
+    if reason:
+        if mode == "on":
+            raise ConfigError(f"--streaming on reads one CSV or Parquet file with a header; "
+                              f"{reason}. Convert the log to one Parquet file or use "
+                              "--streaming off")
+        return False
+    path = Path(path)
+    kind = file_format(path)
     if mode == "on":
         if kind == "jsonl":
             raise ConfigError(f"{path}: --streaming on reads Parquet or CSV, not JSONL; convert "
@@ -99,6 +110,23 @@ def use_streaming(path: str | Path, mode: str = "auto", threshold: int = STREAMI
     if kind == "jsonl" or not path.is_file() or path.stat().st_size == 0:
         return False
     return row_estimate(path) > threshold
+
+
+def not_streamable(path: str | Path | list, ingest: IngestConfig) -> str:
+    """Why the streamed reader cannot take this input ('' when it can): it reads one CSV or
+    Parquet file with a header, in file or time order."""
+    if not isinstance(path, str | Path):
+        return f"got {len(path)} inputs"
+    if Path(path).is_dir() or any(c in str(path) for c in "*?[") and not Path(path).exists():
+        return f"{path} is a directory or a pattern"
+    if compression(Path(path)):
+        return f"{path} is compressed"
+    reading = Reading.of(ingest)
+    if not reading.is_default:
+        return "the file needs --format/--sep/--no-header/--columns/--encoding"
+    if ingest.order is not None:
+        return "--order sorts events in memory"
+    return ""
 
 
 @dataclass

@@ -25,7 +25,9 @@ from itemvec.counting.streamed import count_file
 from itemvec.data.batches import DEFAULT_CHUNK_ROWS
 from itemvec.data.frames import items_from_frame
 from itemvec.data.ingest import (
+    DEFAULT_READING,
     EventLog,
+    Reading,
     first_data_row,
     is_ordered,
     read_events,
@@ -80,10 +82,20 @@ class TrainedModel:
     coldstart: dict | None = None  # behaviour-first: the full cold-start report (curves too)
 
 
-def read_item_table(path: str | Path, key: str) -> pl.DataFrame:
-    """The optional item table (id + columns such as category, brand, title), keyed by string id."""
+def read_item_table(path: str | Path, key: str, reading: Reading = DEFAULT_READING) -> pl.DataFrame:
+    """The optional item table (id + columns such as category, brand, title), keyed by string id;
+    ``reading`` as ``items_reading`` gives it (separator, column names, encoding)."""
     path = Path(path)
-    return items_from_frame(read_table(path), key, path, "--item-key", first_data_row(path))
+    return items_from_frame(read_table(path, reading), key, path, "--item-key",
+                            first_data_row(path, reading))
+
+
+def items_reading(side: FeatureConfig) -> Reading:
+    """How the item table is laid out: ``--items-sep``, ``--items-columns`` (a table without a
+    header), ``--items-encoding``."""
+    columns = tuple(side.items_columns) if side.items_columns else None
+    return Reading(sep=side.items_sep, header=columns is None, columns=columns,
+                   encoding=side.items_encoding)
 
 
 def holdout_by_time(log: EventLog, fraction: float, seed: int) -> tuple[EventLog, EventLog | None]:
@@ -429,7 +441,7 @@ def training_stats(counted: Counted, result: TrainingResult,
     }
 
 
-def train(events: str | Path, config: PipelineConfig, out: str | Path | None = None,
+def train(events: str | Path | list[Path], config: PipelineConfig, out: str | Path | None = None,
           progress: bool = True, callbacks: list[Callback] | tuple = (),
           resume: bool = False, context: LocalContext | None = None) -> TrainedModel:
     """``itemvec train``: read the log (and ``config.side``'s item table), train, write the bundle.
@@ -441,7 +453,7 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
     """
     if out is not None:
         check_target(Path(out))  # fail before training, not after it
-    streamed = use_streaming(events, config.streaming.mode)
+    streamed = use_streaming(events, config.streaming.mode, ingest=config.ingest)
     if streamed:
         _check_streamable(config)
     checkpoint = manager_for(config.training, out, resume)
@@ -449,7 +461,8 @@ def train(events: str | Path, config: PipelineConfig, out: str | Path | None = N
     with clock.stage("read"):
         log = None if streamed else read_events(events, config.ingest)
         items = config.side.items
-        table = read_item_table(items, config.side.item_key) if items is not None else None
+        table = read_item_table(items, config.side.item_key, items_reading(config.side)) \
+            if items is not None else None
         side = side_information(table, config.side)
     options = dict(item_table=table, progress=progress, callbacks=callbacks,
                    checkpoint=checkpoint, resume=resume, side=side, clock=clock,
