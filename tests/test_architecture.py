@@ -21,8 +21,8 @@ SOURCE = REPO / "src"
 # rest of itemvec works without them installed, and torch, so that loading a bundle and
 # answering queries never imports it (tests/store/test_bundle.py::test_loading_needs_no_torch...).
 OPTIONAL = ("faiss", "fastapi", "fastapi_offline", "starlette", "uvicorn", "httpx", "pyspark",
-            "matplotlib", "torch.utils.tensorboard", "umap", "playwright", "gensim", "implicit", "pandas",
-            "torch", "safetensors.torch")
+            "matplotlib", "torch.utils.tensorboard", "umap", "playwright", "gensim", "implicit",
+            "pandas", "torch", "safetensors.torch")
 PENDING: set[tuple[str, str]] = set()  # edges allowed while a move is half done (none now)
 
 
