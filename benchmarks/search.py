@@ -34,9 +34,9 @@ import polars as pl  # noqa: E402
 
 from benchmarks import datasets as data_sets  # noqa: E402
 from itemvec.config import PipelineConfig  # noqa: E402
-from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings  # noqa: E402
 from itemvec.query.search import ItemSearch, aligned_table, title_forms  # noqa: E402
-from itemvec.train.pipeline import train_on_log  # noqa: E402
+from itemvec.train.pipeline import save_model, train_on_log  # noqa: E402
 from itemvec.util.files import atomic_write_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +60,20 @@ def item_table(name: str, root: Path) -> pl.DataFrame:
                            pl.col("product_name").alias("title"))
 
 
-def trained(name: str, data_dir: Path) -> tuple[ItemEmbeddings, float]:
-    dataset = data_sets.load(name, data_dir)
+def trained(name: str, data_dir: Path, cache: Path | None) -> tuple[ItemEmbeddings, float]:
+    """The default model of the data set (a bundle under ``cache`` is reused when there)."""
+    bundle = cache / name if cache is not None else None
     began = time.perf_counter()
-    model = train_on_log(dataset.log, PipelineConfig(ingest=dataset.ingest), progress=False)
+    if bundle is not None and (bundle / "manifest.json").exists():
+        embeddings = load_embeddings(bundle)
+    else:
+        dataset = data_sets.load(name, data_dir)
+        config = PipelineConfig(ingest=dataset.ingest)
+        model = train_on_log(dataset.log, config, progress=False)
+        if bundle is not None:
+            save_model(model, bundle, config)
+        embeddings = model.embeddings
     seconds = time.perf_counter() - began
-    embeddings = model.embeddings
     embeddings.item_table = item_table(name, data_dir / name)
     return embeddings, seconds
 
@@ -115,8 +123,8 @@ def named_check(search: ItemSearch, name: str) -> dict:
             "passed": all(w in shown[:within] for w in wanted)}
 
 
-def measure(name: str, data_dir: Path) -> dict:
-    embeddings, train_seconds = trained(name, data_dir)
+def measure(name: str, data_dir: Path, cache: Path | None = None) -> dict:
+    embeddings, train_seconds = trained(name, data_dir, cache)
     search = ItemSearch(embeddings)
     began = time.perf_counter()
     search.lexical()
@@ -163,10 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--data-dir", type=Path, default=data_sets.DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep the trained bundles here and reuse them on the next run")
     args = parser.parse_args(argv)
     command = COMMAND if args.datasets == ",".join(DATASETS) else \
         f"{COMMAND} --datasets {args.datasets}"
-    results = {name: measure(name, args.data_dir) for name in args.datasets.split(",")}
+    results = {name: measure(name, args.data_dir, args.cache) for name in args.datasets.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "results": results}
     atomic_write_bytes(args.out / "search.json", json.dumps(payload, indent=1).encode())

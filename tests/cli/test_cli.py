@@ -7,6 +7,7 @@ script, which turns user errors into one line and exit code 2); a few run the in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -255,15 +256,18 @@ def test_evaluate_writes_a_report(tmp_path, cli):
     assert cli(["synth", "--events", "6000", "--items", "150", "--categories", "6",
                 "--out", events])[0] == 0
     report = tmp_path / "report.json"
+    extras = all(importlib.util.find_spec(m) for m in ("gensim", "implicit"))
+    baselines = "popularity,itemknn,ease" + (",item2vec,als" if extras else "")
     code, stdout, stderr = cli(["evaluate", events, "--time", "ts", "--max-queries", "500",
-                                "--json", report, "-q"])
+                                "--baselines", baselines, "--json", report, "-q"])
     assert code == 0, stderr
     assert "i2i" in stdout and "s2i" in stdout and "itemvec" in stdout
     payload = json.loads(report.read_text())
     assert payload["split"]["by_time"] is True
     s2i = payload["results"]["s2i"]
-    assert {"itemvec", "popularity", "itemknn"} <= set(s2i)
-    assert s2i["itemvec"]["HR@20"] > s2i["popularity"]["HR@20"]
+    assert {"itemvec", *baselines.split(",")} <= set(s2i)
+    for name in ("itemvec", "ease"):  # the others: tests/evaluation/test_baselines.py
+        assert s2i[name]["HR@20"] > s2i["popularity"]["HR@20"], name
 
 
 def _table_rows(text: str) -> list[list[str]]:
