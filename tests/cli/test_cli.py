@@ -19,7 +19,8 @@ import pytest
 
 import itemvec
 import itemvec.store.bundle as bundle
-from itemvec.query.embeddings import load_embeddings
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
+from itemvec.store.bundle import write_bundle
 
 
 def entry_point() -> list[str]:
@@ -315,3 +316,17 @@ def test_missing_optional_extra_names_the_extra(bundle_dir, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "pip install 'itemvec[plot]'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_search_json_lists_the_title_match_first(tmp_path, cli):
+    titles = {"50": "Star Wars (1977)", "172": "Empire Strikes Back, The (1980)",
+              "222": "Star Trek: First Contact (1996)", "127": "Godfather, The (1972)"}
+    vectors = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    table = pl.DataFrame({"item_id": list(titles), "title": list(titles.values())})
+    write_bundle(tmp_path / "films", ItemEmbeddings(list(titles), vectors, item_table=table),
+                 config={}, stats={})
+    code, stdout, stderr = cli(["search", tmp_path / "films", "star wars", "-n", "2", "--json"])
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert payload["items"] == ["50", "172"] and len(payload["scores"]) == 2
+    assert payload["scores"][0] == 1.0 and payload["matches"] == [{"item_id": "50", "score": 1.0}]
