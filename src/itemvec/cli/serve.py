@@ -148,16 +148,15 @@ def _check_serve_options(host: str, port: int, api_key_file: Path | None) -> str
 def check_port_free(host: str, port: int) -> None:
     """One clear line (exit 2) when HOST:PORT cannot be listened on, before any banner.
 
-    The probe listens with SO_REUSEADDR as uvicorn does, so a port in TIME_WAIT counts as free
-    and a port another process listens on does not.
+    The probe binds as uvicorn does (IPv6 only for a host with a colon, SO_REUSEADDR), so a
+    port in TIME_WAIT counts as free and a port another process listens on does not.
     """
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as exc:
-        raise ItemvecError(f"--host {host}: cannot resolve ({exc.strerror})") from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.create_server((host, port), family=family):
             pass
+    except socket.gaierror as exc:
+        raise ItemvecError(f"--host {host}: cannot resolve ({exc.strerror})") from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ItemvecError(f"port {port} is in use on {host}; stop the other server or "
