@@ -61,22 +61,23 @@ def item_table(name: str, root: Path) -> pl.DataFrame:
 
 
 def trained(name: str, data_dir: Path, cache: Path | None, kind: str | None = None
-            ) -> tuple[ItemEmbeddings, float]:
+            ) -> tuple[ItemEmbeddings, float | None]:
     """The default model of the data set, or one with ``--context-kind kind`` (a bundle under
     ``cache`` is reused when there)."""
     bundle = cache / (name if kind is None else f"{name}-{kind}") if cache is not None else None
     began = time.perf_counter()
     if bundle is not None and (bundle / "manifest.json").exists():
         embeddings = load_embeddings(bundle)
-    else:
-        dataset = data_sets.load(name, data_dir)
-        ingest = dataset.ingest if kind is None else dataset.ingest.model_copy(
-            update={"context_kind": kind})
-        config = PipelineConfig(ingest=ingest)
-        model = train_on_log(dataset.log, config, progress=False)
-        if bundle is not None:
-            save_model(model, bundle, config)
-        embeddings = model.embeddings
+        embeddings.item_table = item_table(name, data_dir / name)
+        return embeddings, None  # trained by an earlier run
+    dataset = data_sets.load(name, data_dir)
+    ingest = dataset.ingest if kind is None else dataset.ingest.model_copy(
+        update={"context_kind": kind})
+    config = PipelineConfig(ingest=ingest)
+    model = train_on_log(dataset.log, config, progress=False)
+    if bundle is not None:
+        save_model(model, bundle, config)
+    embeddings = model.embeddings
     seconds = time.perf_counter() - began
     embeddings.item_table = item_table(name, data_dir / name)
     return embeddings, seconds
@@ -118,13 +119,15 @@ def title_hits(search: ItemSearch, titles: list[str], ids: list[str]) -> dict:
 
 def named_check(search: ItemSearch, name: str) -> dict:
     query, within, wanted = CHECKS[name]
-    ids, scores, matches = search.by_text(query, n=10)
+    ids, scores, matches = search.by_text(query, n=100)
     table = aligned_table(search.embeddings)
     title_of = dict(zip(table["item_id"].to_list(), table["title"].to_list(), strict=True))
     shown = [title_of.get(str(i)) for i in ids]
-    return {"query": query, "top10": shown, "scores": [round(float(s), 4) for s in scores],
+    ranks = {w: shown.index(w) + 1 if w in shown else None for w in wanted}
+    return {"query": query, "top10": shown[:10], "scores": [round(float(s), 4) for s in
+                                                            scores[:10]],
             "lexical_matches": len(matches), "wanted": list(wanted), "within": within,
-            "passed": all(w in shown[:within] for w in wanted)}
+            "wanted_ranks": ranks, "passed": all(w in shown[:within] for w in wanted)}
 
 
 def measure(name: str, data_dir: Path, cache: Path | None = None, kind: str | None = None
@@ -136,7 +139,8 @@ def measure(name: str, data_dir: Path, cache: Path | None = None, kind: str | No
     index_seconds = time.perf_counter() - began
     table = aligned_table(embeddings).filter(pl.col("title").is_not_null())
     result = {"items": len(embeddings), "titled_items": table.height,
-              "train_seconds": round(train_seconds, 1), "index_seconds": round(index_seconds, 2),
+              "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+              "index_seconds": round(index_seconds, 2),
               **title_hits(search, table["title"].to_list(), table["item_id"].to_list()),
               "check": named_check(search, name)}
     print(name, json.dumps({k: v for k, v in result.items() if k != "exact_misses"}), flush=True)
@@ -165,6 +169,9 @@ def markdown(results: dict, command: str) -> str:
                   f"{c['lexical_matches']} lexical matches first, then neighbours:", ""]
         lines += [f"{k + 1}. {t} ({s})" for k, (t, s) in
                   enumerate(zip(c["top10"], c["scores"], strict=True))]
+        lines += ["", "Wanted in the top " + str(c["within"]) + ": " + "; ".join(
+            f"{w} at {'rank ' + str(r) if r else 'not in the top 100'}"
+            for w, r in c["wanted_ranks"].items())]
         if r["exact_misses"]:
             lines += ["", "Exact-title misses (first 20): "
                       + "; ".join(f"`{m}`" for m in r["exact_misses"])]
