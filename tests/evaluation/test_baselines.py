@@ -3,6 +3,7 @@ item2vec and ALS against popularity on a generated shop with planted categories.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 from itemvec.config import IngestConfig
 from itemvec.data.ingest import log_from_frame
 from itemvec.data.synth import generate
-from itemvec.evaluation.baselines import Contexts, build_baseline, ease_weights
+from itemvec.evaluation.baselines import Contexts, build_baseline, check_baselines, ease_weights
 from itemvec.evaluation.protocol import (
     build_queries,
     metrics_from_ranks,
@@ -126,3 +127,12 @@ def test_fitted_baselines_need_the_contexts_and_name_the_extra(monkeypatch):
         monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
         with pytest.raises(ConfigError, match=rf"'{name}' needs .*pip install 'itemvec\[bench\]'"):
             build_baseline(name, MATRIX, COUNTS, contexts=contexts)
+
+
+def test_baselines_are_checked_before_any_training(monkeypatch):
+    check_baselines(["popularity", "itemknn", "ease"])
+    with pytest.raises(ConfigError, match="unknown baseline 'bpr'"):
+        check_baselines(["ease", "bpr"])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"'als' needs implicit: pip install 'itemvec\[bench\]'"):
+        check_baselines(["als"])

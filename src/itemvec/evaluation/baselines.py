@@ -8,6 +8,7 @@ same fits over grids; the defaults here are its quick settings.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -275,6 +276,18 @@ class ALS(FoldIn):
         items = als_factors(contexts.matrix(), factors, regularization, alpha, iterations,
                             seed=seed)
         super().__init__(items, regularization, alpha, half_life, _tiebreak(item_counts))
+
+
+NEEDS = {"item2vec": "gensim", "als": "implicit"}  # baseline -> the bench extra's package
+
+
+def check_baselines(names: Sequence[str]) -> None:
+    """Fail before any training on an unknown baseline or one whose extra is not installed."""
+    for name in names:
+        baselines.get(name)
+        package = NEEDS.get(name)
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"baseline {name!r} needs {package}: {BENCH_EXTRA}")
 
 
 def build_baseline(name: str, cooccurrence: sp.csr_matrix, item_counts: np.ndarray,

@@ -41,7 +41,7 @@ from itemvec.data.streaming import (
     sample_valid,
     use_streaming,
 )
-from itemvec.evaluation.baselines import Contexts, build_baseline
+from itemvec.evaluation.baselines import Contexts, build_baseline, check_baselines
 from itemvec.evaluation.protocol import (
     TASKS,
     Queries,
@@ -561,6 +561,7 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
         "popularity", "itemknn"), k: int = 20, seed: int = 0, max_queries: int | None = None,
         progress: bool = True) -> dict:
     """Split, train on the train part (early stopping on valid), score test for every method."""
+    check_baselines(baselines)
     split = split_contexts(log, seed=seed)
     train_log, valid_log, test_log = (log.subset(np.sort(part)) for part in
                                       (split.train, split.valid, split.test))
