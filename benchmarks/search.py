@@ -60,20 +60,16 @@ def item_table(name: str, root: Path) -> pl.DataFrame:
                            pl.col("product_name").alias("title"))
 
 
-def trained(name: str, data_dir: Path, cache: Path | None, kind: str | None = None
-            ) -> tuple[ItemEmbeddings, float | None]:
-    """The default model of the data set, or one with ``--context-kind kind`` (a bundle under
-    ``cache`` is reused when there)."""
-    bundle = cache / (name if kind is None else f"{name}-{kind}") if cache is not None else None
+def trained(name: str, data_dir: Path, cache: Path | None) -> tuple[ItemEmbeddings, float | None]:
+    """The default model of the data set (a bundle under ``cache`` is reused when there)."""
+    bundle = cache / name if cache is not None else None
     began = time.perf_counter()
     if bundle is not None and (bundle / "manifest.json").exists():
         embeddings = load_embeddings(bundle)
         embeddings.item_table = item_table(name, data_dir / name)
         return embeddings, None  # trained by an earlier run
     dataset = data_sets.load(name, data_dir)
-    ingest = dataset.ingest if kind is None else dataset.ingest.model_copy(
-        update={"context_kind": kind})
-    config = PipelineConfig(ingest=ingest)
+    config = PipelineConfig(ingest=dataset.ingest)
     model = train_on_log(dataset.log, config, progress=False)
     if bundle is not None:
         save_model(model, bundle, config)
@@ -130,9 +126,8 @@ def named_check(search: ItemSearch, name: str) -> dict:
             "wanted_ranks": ranks, "passed": all(w in shown[:within] for w in wanted)}
 
 
-def measure(name: str, data_dir: Path, cache: Path | None = None, kind: str | None = None
-            ) -> dict:
-    embeddings, train_seconds = trained(name, data_dir, cache, kind)
+def measure(name: str, data_dir: Path, cache: Path | None = None) -> dict:
+    embeddings, train_seconds = trained(name, data_dir, cache)
     search = ItemSearch(embeddings)
     began = time.perf_counter()
     search.lexical()
@@ -183,24 +178,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--data-dir", type=Path, default=data_sets.DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--context-kind", default=None,
-                        help="train with this context kind instead of the data set's own; "
-                        "writes search_KIND.md/.json")
     parser.add_argument("--cache", type=Path, default=None,
                         help="keep the trained bundles here and reuse them on the next run")
     args = parser.parse_args(argv)
     command = COMMAND if args.datasets == ",".join(DATASETS) else \
         f"{COMMAND} --datasets {args.datasets}"
-    kind = args.context_kind
-    command += f" --context-kind {kind}" if kind else ""
-    results = {name: measure(name, args.data_dir, args.cache, kind)
+    results = {name: measure(name, args.data_dir, args.cache)
                for name in args.datasets.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command, "context_kind": kind or "data set default",
-               "results": results}
-    stem = f"search_{kind}" if kind else "search"
-    atomic_write_bytes(args.out / f"{stem}.json", json.dumps(payload, indent=1).encode())
-    atomic_write_bytes(args.out / f"{stem}.md", markdown(results, command).encode())
+    payload = {"command": command, "results": results}
+    atomic_write_bytes(args.out / "search.json", json.dumps(payload, indent=1).encode())
+    atomic_write_bytes(args.out / "search.md", markdown(results, command).encode())
 
 
 if __name__ == "__main__":
