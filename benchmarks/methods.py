@@ -15,13 +15,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.linalg as sl
 import scipy.sparse as sp
 
 from benchmarks.protocol import Prepared, context_matrix
-from itemvec.evaluation.baselines import Popularity
+from itemvec.evaluation.baselines import (
+    Contexts,
+    DenseScorer,
+    FoldIn,
+    PooledVectors,
+    Popularity,
+    als_factors,
+    ease_weights,
+    item2vec_vectors,
+)
 from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.query.pooling import history_matrix, recency_weights
+from itemvec.query.pooling import history_matrix
 from itemvec.train.pipeline import train_on_log
 from itemvec.util.registry import Registry
 
@@ -73,19 +81,6 @@ class Method:
 def _tiebreak(counts: np.ndarray) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
     return 1e-9 * counts / max(counts.max(), 1.0)
-
-
-class PooledVectors:
-    """Recency-weighted mean of history vectors, then dot with (possibly other) item vectors."""
-
-    def __init__(self, query: np.ndarray, target: np.ndarray, half_life: float,
-                 tiebreak: np.ndarray) -> None:
-        self.query, self.target, self.half_life, self.tiebreak = query, target, half_life, tiebreak
-
-    def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        weights = history_matrix(histories, len(self.query), self.half_life)
-        pooled = np.asarray(weights @ self.query, dtype=np.float32)
-        return pooled @ self.target.T + self.tiebreak[None, :]
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -227,47 +222,6 @@ class ItemKNNMethod(Method):
 
 
 # -- EASE ----------------------------------------------------------------------------------------
-class DenseScorer:
-    def __init__(self, weights: np.ndarray, half_life: float, tiebreak: np.ndarray) -> None:
-        self.weights, self.half_life, self.tiebreak = weights, half_life, tiebreak
-
-    def score_histories(self, histories):
-        h = history_matrix(histories, self.weights.shape[0], self.half_life).astype(np.float32)
-        return np.asarray(h @ self.weights) + self.tiebreak[None, :]
-
-
-def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
-    """EASE^R (Steck 2019): B = I - P diag(1/diag P), P = (X'X + lam I)^-1, diag(B) = 0.
-
-    With fewer contexts than items P comes from the Woodbury identity,
-    P = (I - X' (X X' + lam I)^-1 X) / lam, which needs only a contexts x contexts solve.
-    float32 throughout: the n x n matrix is the memory bound (16k items: 1 GB).
-    """
-    n_contexts, n_items = x.shape
-    x = x.astype(np.float32)
-    if n_items <= n_contexts:
-        gram = np.asarray((x.T @ x).todense(), dtype=np.float32)
-        gram[np.diag_indices(n_items)] += lam
-        factor = sl.cho_factor(gram, overwrite_a=True)
-        precision = sl.cho_solve(factor, np.eye(n_items, dtype=np.float32), overwrite_b=True)
-        del gram, factor
-    else:
-        kernel = np.asarray((x @ x.T).todense(), dtype=np.float32)
-        kernel[np.diag_indices(n_contexts)] += lam
-        factor = sl.cho_factor(kernel, overwrite_a=True)
-        solved = sl.cho_solve(factor, np.asarray(x.todense()), overwrite_b=True)  # K^-1 X
-        del kernel, factor
-        precision = np.asarray(x.T @ solved, dtype=np.float32)  # X' K^-1 X, dense
-        del solved
-        precision *= -1.0
-        precision[np.diag_indices(n_items)] += 1.0
-        precision /= lam
-    diagonal = np.diag(precision).copy()
-    precision /= -diagonal[None, :]
-    precision[np.diag_indices(n_items)] = 0.0
-    return precision
-
-
 @methods.register("ease")
 class EaseMethod(Method):
     name = "ease"
@@ -307,22 +261,11 @@ class Item2VecMethod(Method):
         return sample_grid(space, 6, seed=1, first=first)
 
     def fit(self, data, params):
-        from gensim.models import Word2Vec
-
         log = data.train
-        sentences = [[str(i) for i in log.context(c)] for c in range(log.n_contexts)
-                     if log.indptr[c + 1] - log.indptr[c] > 1]
-        whole = params["window"] == 0  # baskets: the whole basket is the window
-        window = int(log.lengths().max()) if whole else params["window"]
-        model = Word2Vec(sentences, vector_size=self.DIM, window=window, sg=1, hs=0, negative=5,
-                         ns_exponent=params["ns_exponent"], sample=params["sample"],
-                         epochs=params["epochs"], min_count=1, workers=2, seed=0,
-                         shrink_windows=not whole)
-        found = np.array([str(i) in model.wv.key_to_index for i in range(log.n_items)])
-        rows = np.array([model.wv.key_to_index.get(str(i), 0) for i in range(log.n_items)])
-        vin = np.where(found[:, None], model.wv.vectors[rows], 0.0).astype(np.float32)
-        vout = np.where(found[:, None], model.syn1neg[rows], 0.0).astype(np.float32)
-        return {"in": vin, "out": vout}
+        contexts = Contexts(log.indptr, log.items, log.n_items, log.ordered)
+        return item2vec_vectors(contexts, dim=self.DIM, window=params["window"],
+                                ns_exponent=params["ns_exponent"], sample=params["sample"],
+                                epochs=params["epochs"])
 
     def variants(self, data, model, quick):
         tiebreak = _tiebreak(data.item_counts)
@@ -340,34 +283,6 @@ class Item2VecMethod(Method):
 
 
 # -- ALS (implicit) ------------------------------------------------------------------------------
-class FoldIn:
-    """Solve for a user vector from the history (implicit-feedback least squares, Hu et al.)."""
-
-    def __init__(self, factors: np.ndarray, regularization: float, alpha: float,
-                 half_life: float, tiebreak: np.ndarray) -> None:
-        self.factors = factors.astype(np.float64)
-        self.gram = self.factors.T @ self.factors + regularization * np.eye(factors.shape[1])
-        self.alpha, self.half_life, self.tiebreak = alpha, half_life, tiebreak
-
-    def score_histories(self, histories):
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, "blas"):  # thousands of tiny solves: threads only cost
-            users = self._users(histories)
-        return users @ self.factors.T + self.tiebreak[None, :]
-
-    def _users(self, histories) -> np.ndarray:
-        users = np.zeros((len(histories), self.factors.shape[1]))
-        for row, items in enumerate(histories):
-            if len(items) == 0:
-                continue
-            confidence = self.alpha * recency_weights(len(items), self.half_life)
-            y = self.factors[items]
-            lhs = self.gram + (y * confidence[:, None]).T @ y
-            users[row] = np.linalg.solve(lhs, ((1.0 + confidence)[:, None] * y).sum(axis=0))
-        return users
-
-
 @methods.register("als")
 class ALSMethod(Method):
     """implicit's ALS (Hu, Koren, Volinsky 2008) on the binary context x item matrix."""
@@ -383,16 +298,9 @@ class ALSMethod(Method):
         return sample_grid(space, 8, seed=2, first=dict(self.DEFAULT))
 
     def fit(self, data, params):
-        from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, "blas"):  # implicit's advice; it warns otherwise
-            model = AlternatingLeastSquares(factors=params["factors"],
-                                            regularization=params["regularization"],
-                                            alpha=params["alpha"], iterations=params["iterations"],
-                                            random_state=0, num_threads=2)
-            model.fit(context_matrix(data.train), show_progress=False)
-        return {"items": np.asarray(model.item_factors, dtype=np.float32), **params}
+        items = als_factors(context_matrix(data.train), params["factors"],
+                            params["regularization"], params["alpha"], params["iterations"])
+        return {"items": items, **params}
 
     def variants(self, data, model, quick):
         tiebreak = _tiebreak(data.item_counts)

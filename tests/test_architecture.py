@@ -20,9 +20,9 @@ SOURCE = REPO / "src"
 # Imported inside the function that needs them: the optional extras (pyproject.toml), so the
 # rest of itemvec works without them installed, and torch, so that loading a bundle and
 # answering queries never imports it (tests/store/test_bundle.py::test_loading_needs_no_torch...).
-OPTIONAL = ("faiss", "fastapi", "starlette", "uvicorn", "httpx", "pyspark", "matplotlib", "zstandard",
-            "torch.utils.tensorboard", "umap", "playwright", "gensim", "implicit", "pandas",
-            "torch", "safetensors.torch")
+OPTIONAL = ("faiss", "fastapi", "fastapi_offline", "starlette", "uvicorn", "httpx", "pyspark",
+            "matplotlib", "zstandard", "torch.utils.tensorboard", "umap", "playwright", "gensim",
+            "implicit", "pandas", "torch", "safetensors.torch")
 PENDING: set[tuple[str, str]] = set()  # edges allowed while a move is half done (none now)
 
 

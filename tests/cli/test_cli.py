@@ -7,6 +7,7 @@ script, which turns user errors into one line and exit code 2); a few run the in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import itemvec
 import itemvec.store.bundle as bundle
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
+from itemvec.store.bundle import write_bundle
 
 
 def entry_point() -> list[str]:
@@ -338,15 +340,18 @@ def test_evaluate_writes_a_report(tmp_path, cli):
     assert cli(["synth", "--events", "6000", "--items", "150", "--categories", "6",
                 "--out", events])[0] == 0
     report = tmp_path / "report.json"
+    extras = all(importlib.util.find_spec(m) for m in ("gensim", "implicit"))
+    baselines = "popularity,itemknn,ease" + (",item2vec,als" if extras else "")
     code, stdout, stderr = cli(["evaluate", events, "--time", "ts", "--max-queries", "500",
-                                "--json", report, "-q"])
+                                "--baselines", baselines, "--json", report, "-q"])
     assert code == 0, stderr
     assert "i2i" in stdout and "s2i" in stdout and "itemvec" in stdout
     payload = json.loads(report.read_text())
     assert payload["split"]["by_time"] is True
     s2i = payload["results"]["s2i"]
-    assert {"itemvec", "popularity", "itemknn"} <= set(s2i)
-    assert s2i["itemvec"]["HR@20"] > s2i["popularity"]["HR@20"]
+    assert {"itemvec", *baselines.split(",")} <= set(s2i)
+    for name in ("itemvec", "ease"):  # the others: tests/evaluation/test_baselines.py
+        assert s2i[name]["HR@20"] > s2i["popularity"]["HR@20"], name
 
 
 def _table_rows(text: str) -> list[list[str]]:
@@ -394,3 +399,17 @@ def test_missing_optional_extra_names_the_extra(bundle_dir, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "pip install 'itemvec[plot]'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_search_json_lists_the_title_match_first(tmp_path, cli):
+    titles = {"50": "Star Wars (1977)", "172": "Empire Strikes Back, The (1980)",
+              "222": "Star Trek: First Contact (1996)", "127": "Godfather, The (1972)"}
+    vectors = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    table = pl.DataFrame({"item_id": list(titles), "title": list(titles.values())})
+    write_bundle(tmp_path / "films", ItemEmbeddings(list(titles), vectors, item_table=table),
+                 config={}, stats={})
+    code, stdout, stderr = cli(["search", tmp_path / "films", "star wars", "-n", "2", "--json"])
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert payload["items"] == ["50", "172"] and len(payload["scores"]) == 2
+    assert payload["scores"][0] == 1.0 and payload["matches"] == [{"item_id": "50", "score": 1.0}]

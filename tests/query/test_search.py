@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
 from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.query.search import ItemSearch, TextQuery, item_filter, text_columns, text_encoders
+from itemvec.query.search import (
+    ItemSearch,
+    TextQuery,
+    item_filter,
+    text_columns,
+    text_encoders,
+    title_forms,
+)
 from itemvec.util.errors import ConfigError, ItemvecError
 
 
@@ -84,3 +92,88 @@ def test_text_encoder_is_pluggable(model):
     assert list(ids) == ["i7"] and matches == [("i7", 1.0)]
     with pytest.raises(ConfigError, match="unknown text encoder"):
         ItemSearch(model, text_encoder="nope").by_text("x")
+
+
+# -- lexical first, then neighbours: a small film and grocery catalogue ----------------------------
+FILMS = {  # id: (title, direction, popularity)
+    "50": ("Star Wars (1977)", 0, 5.0), "172": ("Empire Strikes Back, The (1980)", 0, 4.0),
+    "181": ("Return of the Jedi (1983)", 0, 4.5), "222": ("Star Trek: First Contact (1996)", 1, 3.0),
+    "230": ("Star Trek IV: The Voyage Home (1986)", 1, 2.0), "1": ("Lone Star (1996)", 2, 1.0),
+    "2": ("Star Kid (1997)", 2, 0.5), "127": ("Godfather, The (1972)", 3, 4.0),
+    "3": ("Cité des enfants perdus, La (1995)", 3, 0.1), "4": ("Schindler's List (1993)", 3, 3.0),
+}
+GROCERIES = {"m1": ("Organic Milk", 0, 1.0), "m2": ("Organic Milk", 0, 2.0),
+             "m3": ("Organic Whole Milk", 0, 3.0), "m4": ("Milk Chocolate", 1, 5.0),
+             "m5": ("Organic Bananas", 2, 9.0), "m6": ("Oat Milk", 0, 0.5)}
+
+
+def catalogue(items: dict) -> ItemEmbeddings:
+    """Items in a few directions (small seeded noise), popularity as the item bias."""
+    rng = np.random.default_rng(0)
+    ids = list(items)
+    vectors = np.eye(4)[[items[i][1] for i in ids]] + 0.05 * rng.normal(size=(len(ids), 4))
+    table = pl.DataFrame({"item_id": ids, "title": [items[i][0] for i in ids]})
+    return ItemEmbeddings(ids, vectors, np.log([items[i][2] for i in ids]), item_table=table)
+
+
+@pytest.mark.parametrize(("title", "forms"), [
+    ("Empire Strikes Back, The (1980)", ("the empire strikes back 1980", "the empire strikes back")),
+    ("Cité des enfants perdus, La (1995)", ("la cite des enfants perdus 1995",
+                                            "la cite des enfants perdus")),
+    ("Schindler's List (1993)", ("schindlers list 1993", "schindlers list")),
+    ("  ORGANIC   Milk!", ("organic milk", "organic milk")),
+])
+def test_title_forms_are_what_a_person_types(title, forms):
+    assert title_forms(title) == forms
+
+
+def test_star_wars_finds_its_title_then_its_neighbours_not_star_trek():
+    ids, scores, matches = ItemSearch(catalogue(FILMS)).by_text("star wars", n=5)
+    assert ids[0] == "50" and set(ids[1:3]) == {"172", "181"}  # the match, then its neighbours
+    assert matches == [("50", 1.0)] and scores[0] == 1.0
+    assert not {"222", "230", "1", "2"} & set(ids[:3])
+
+
+@pytest.mark.parametrize("query", ["Empire Strikes Back, The (1980)", "the empire strikes back",
+                                   "Empire Strikes Back", "empire strikes back 1980"])
+def test_a_title_however_typed_comes_first(query):
+    assert ItemSearch(catalogue(FILMS)).by_text(query, n=3)[0][0] == "172"
+
+
+def test_accents_and_apostrophes_do_not_matter():
+    search = ItemSearch(catalogue(FILMS))
+    assert search.by_text("la cite des enfants perdus", n=1)[0][0] == "3"
+    assert search.by_text("schindlers list", n=1)[0][0] == "4"
+
+
+def test_every_word_matches_rank_by_bm25_before_neighbours():
+    ids, scores, matches = ItemSearch(catalogue(GROCERIES)).by_text("organic milk", n=5)
+    assert list(ids[:3]) == ["m2", "m1", "m3"]  # exact titles (the popular one first), then BM25
+    assert [m for m, _ in matches] == ["m2", "m1", "m3"] and scores[:2].tolist() == [1.0, 1.0]
+    assert "m4" not in ids[:4] and "m5" not in ids[:4]  # one word only: not lexical matches
+    assert ids[3] == "m6"  # the neighbour of the milks, though "oat milk" lacks "organic"
+
+
+def test_partial_matches_only_when_nothing_holds_every_word():
+    ids, _, matches = ItemSearch(catalogue(FILMS)).by_text("star wars trilogy", n=1)
+    assert list(ids) == ["50"] and matches == [("50", 1.0)]
+
+
+def test_a_misspelt_title_falls_back_to_character_ngrams():
+    ids, _, matches = ItemSearch(catalogue(FILMS)).by_text("godfathr", n=2)
+    assert ids[0] == "127" and matches[0][0] == "127"
+
+
+def test_text_search_applies_the_filters_to_matches_and_neighbours():
+    emb = catalogue(FILMS)
+    ids, _, matches = ItemSearch(emb).by_text("star wars", n=4, exclude=["181"])
+    assert "181" not in ids and ids[0] == "50"
+    keep = np.isin(emb.item_ids, ["172", "181", "222"])
+    ids, _, _ = ItemSearch(emb).by_text("star wars", n=3, filter=keep)
+    assert set(ids) <= {"172", "181", "222"} and "50" not in ids
+
+
+def test_url_columns_are_not_searched():
+    table = pl.DataFrame({"item_id": ["a"], "title": ["Heat (1995)"],
+                          "url": ["http://us.imdb.com/M/title-exact?Heat%20(1995)"]})
+    assert text_columns(table) == ["title"]

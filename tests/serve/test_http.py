@@ -3,8 +3,10 @@ and one real ``itemvec serve`` subprocess."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -259,3 +261,27 @@ def test_itemvec_serve_subprocess(models_root, tmp_path):
         while httpx.get(f"{base}/info", headers=headers).json()["loaded_at"] == before:
             assert time.monotonic() < deadline, "SIGHUP did not reload"
             time.sleep(0.2)
+
+
+def test_docs_and_redoc_load_their_assets_from_this_server(client):
+    """Offline hosts: no CDN in the pages, and every script/stylesheet they name answers 200."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "https://" not in html and "http://" not in html, page
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', html)
+        assert any(a.endswith(".js") for a in assets), page
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_serve_on_a_busy_port_is_one_line_before_any_banner(cli, bundle_dir):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        code, stdout, stderr = cli(["serve", bundle_dir, "--host", "127.0.0.1", "--port",
+                                    str(port)])
+    assert code == 2
+    assert stderr.strip().splitlines() == [
+        f"error: port {port} is in use on 127.0.0.1; stop the other server or choose another "
+        "with --port"]
+    assert "serving" not in stdout + stderr

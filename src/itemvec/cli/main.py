@@ -301,7 +301,9 @@ def evaluate(
     session_gap: SessionGap = None,
     context_kind: ContextKind = None,
     baselines: Annotated[str, typer.Option(
-        "--baselines", help="Comma-separated baselines to score beside itemvec.")] =
+        "--baselines", help="Comma-separated baselines to score beside itemvec: popularity, "
+        "itemknn, ease (numpy/scipy), item2vec (gensim) and als (implicit); the last two need "
+        "pip install 'itemvec[bench]'.")] =
         "popularity,itemknn",
     k: Annotated[int, typer.Option("-k", help="Cut-off for HR/NDCG/MRR.")] = 20,
     max_queries: Annotated[int | None, typer.Option(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -123,6 +125,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     key = _check_serve_options(host, port, api_key_file)
+    check_port_free(host, port)
     holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval)
     app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
                      max_body=listen.max_body)
@@ -141,6 +144,26 @@ def _check_serve_options(host: str, port: int, api_key_file: Path | None) -> str
         logger.warning("serving on %s without --api-key-file: anyone who can reach this "
                        "port can query the model and trigger reloads", host)
     return key
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One clear line (exit 2) when HOST:PORT cannot be listened on, before any banner.
+
+    The probe binds as uvicorn does (IPv6 only for a host with a colon, SO_REUSEADDR), so a
+    port in TIME_WAIT counts as free and a port another process listens on does not.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except socket.gaierror as exc:
+        raise ItemvecError(f"--host {host}: cannot resolve ({exc.strerror})") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ItemvecError(f"port {port} is in use on {host}; stop the other server or "
+                               "choose another with --port") from None
+        raise ItemvecError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another "
+                           "--host or --port") from None
 
 
 def _loaded_holder(bundle: Path, models_root: Path | None, index: str, watch: bool,
@@ -168,8 +191,6 @@ def search(
     label: Label = None,
 ) -> None:
     """Items matching a text query (item-table text), widened to their embedding neighbours."""
-
-
     if not 1 <= n <= 10_000:
         raise ItemvecError(f"-n must be between 1 and 10000, got {n}")
     embeddings = load_embeddings(bundle)

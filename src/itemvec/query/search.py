@@ -1,23 +1,29 @@
 """Search: by item id, by vector, and by text query; plus item-table filters for all queries.
 
-Text search maps the query into embedding space through a pluggable *text encoder*
-(``text_encoders`` registry). The built-in ``tfidf`` encoder matches the query against the item
-table's text columns (hashed character n-grams, TF-IDF, no vocabulary to store, no network),
-takes the best-matching items and returns the neighbourhood of their score-weighted centroid,
-so a query finds items that behave like the ones whose titles match, not only the matches. A
+Text search ranks *lexical matches first*: items whose title is the query (case, punctuation,
+accents, a trailing year "(1977)" and an article moved to the end "Empire Strikes Back, The"
+do not matter), then items holding every query word, ranked by BM25 (``bm25s``). The rest of
+the list is their *neighbours*: items nearest (cosine) to the score-weighted centroid of the
+matches, so "star wars" finds Star Wars, then The Empire Strikes Back and Return of the Jedi,
+which share no word with the query. When no word matches (a typo), the ``tfidf`` text encoder
+(hashed character n-grams, ``text_encoders`` registry) finds the closest spellings instead; a
 feature encoder that embeds text directly can register under another name and replace it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import bm25s
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
 from itemvec.data.ingest import align_items
@@ -30,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 text_encoders: Registry = Registry("text encoder")
 TEXT_HINTS = ("title", "name", "description", "text", "label", "brand", "category")
+TITLE_HINTS = ("title", "name", "label")  # columns whose whole value an exact query may equal
 
 
 # -- item table ------------------------------------------------------------------------------------
@@ -86,11 +93,118 @@ def text_columns(table: pl.DataFrame | None) -> list[str]:
         return []
     columns = []
     for name, dtype in table.schema.items():
-        if name == "item_id" or dtype != pl.String:
+        if name == "item_id" or dtype != pl.String or _mostly_urls(table[name]):
             continue
         if any(h in name.lower() for h in TEXT_HINTS) or table[name].n_unique() > table.height / 2:
             columns.append(name)
     return columns
+
+
+def _mostly_urls(column: pl.Series) -> bool:
+    """Links (an IMDb URL column) would add their words to every title's text."""
+    values = column.drop_nulls()
+    return len(values) > 0 and values.str.contains(r"^https?://").mean() > 0.5
+
+
+def title_columns(table: pl.DataFrame | None) -> list[str]:
+    """The text columns named like a title (all text columns when none is)."""
+    columns = text_columns(table)
+    return [c for c in columns if any(h in c.lower() for h in TITLE_HINTS)] or columns
+
+
+# -- lexical matching --------------------------------------------------------------------------------
+ARTICLES = ("the", "a", "an", "le", "la", "les", "il", "el", "los", "las", "der", "die", "das")
+_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
+_MOVED_ARTICLE = re.compile(rf"^(.+),\s*({'|'.join(ARTICLES)})$")
+_APOSTROPHES = re.compile(r"['\u2019`]")
+_NOT_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def title_forms(text: str) -> tuple[str, str]:
+    """(with year, without year) spellings of a title that a person would type.
+
+    Case, accents, apostrophes and punctuation go; a trailing "(1977)" becomes a last word (or
+    goes); an article moved to the end ("Empire Strikes Back, The") comes back to the front.
+    """
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text)
+                     if not unicodedata.combining(c)).casefold().strip()
+    year = _YEAR.search(folded)
+    if year:
+        folded = folded[:year.start()]
+    moved = _MOVED_ARTICLE.match(folded)
+    if moved:
+        folded = f"{moved.group(2)} {moved.group(1)}"
+    bare = " ".join(_NOT_WORD.sub(" ", _APOSTROPHES.sub("", folded)).split())
+    return (f"{bare} {year.group(1)}" if year else bare), bare
+
+
+def words(text: str) -> list[str]:
+    """The tokens BM25 indexes: a title's typed spelling, year included, split on spaces."""
+    return title_forms(text)[0].split()
+
+
+class LexicalIndex:
+    """BM25 (``bm25s``) over the item texts, exact-title lookups and which words each item has.
+
+    ``match`` ranks exact titles first (the verbatim title, then its typed spelling with and
+    without the year), then items holding every query word, by BM25; popularity breaks ties.
+    """
+
+    def __init__(self, table: pl.DataFrame, columns: Sequence[str], titles: Sequence[str],
+                 popularity: np.ndarray) -> None:
+        texts = table.select(pl.concat_str([pl.col(c).cast(pl.String).fill_null("")
+                                            for c in columns], separator=" ")).to_series()
+        docs = [words(t) for t in texts.to_list()]
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(docs, show_progress=False)
+        self.vocabulary: dict[str, int] = {}
+        cols = [self.vocabulary.setdefault(w, len(self.vocabulary)) for d in docs for w in d]
+        rows = np.repeat(np.arange(len(docs)), [len(d) for d in docs])
+        incidence = sp.csc_matrix((np.ones(len(cols), np.float32), (rows, cols)),
+                                  shape=(len(docs), max(len(self.vocabulary), 1)))
+        incidence.data[:] = 1.0  # duplicates were summed: presence only
+        self.incidence = incidence
+        self.popularity = np.asarray(popularity, dtype=np.float64)
+        self.exact: tuple[dict[str, list[int]], ...] = ({}, {}, {})  # verbatim, year, no year
+        for column in titles:
+            for row, value in enumerate(table[column].cast(pl.String).to_list()):
+                if value:
+                    for lookup, key in zip(self.exact, (value.strip(), *title_forms(value)),
+                                           strict=True):
+                        lookup.setdefault(key, []).append(row)
+
+    def exact_levels(self, query: str) -> np.ndarray:
+        """Per item: 3 verbatim title, 2 same typed spelling, 1 same without the year, 0 none."""
+        level = np.zeros(self.incidence.shape[0], dtype=np.int8)
+        for value, lookup, key in zip((3, 2, 1), self.exact, (query.strip(), *title_forms(query)),
+                                      strict=True):
+            rows = lookup.get(key, [])
+            level[rows] = np.maximum(level[rows], value)
+        return level
+
+    def match(self, query: str, n: int, allowed: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``n`` rows of lexical matches, best first, and their text scores (exact 1.0).
+
+        When no item is an exact title or holds every query word, the items holding the most
+        query words are the matches.
+        """
+        terms = list(dict.fromkeys(words(query)))
+        level = self.exact_levels(query)
+        bm25 = self.bm25.get_scores(terms) if terms else np.zeros(len(level), np.float32)
+        known = [self.vocabulary[t] for t in terms if t in self.vocabulary]
+        held = (np.asarray(self.incidence[:, known].sum(axis=1)).ravel() if known
+                else np.zeros(len(level)))
+        if allowed is not None:
+            level, held = np.where(allowed, level, 0), np.where(allowed, held, 0)
+        chosen = (level > 0) | ((held == len(terms)) & (len(terms) > 0))
+        if not chosen.any() and held.max(initial=0) > 0:
+            chosen = held == held.max()
+        rows = np.flatnonzero(chosen)
+        rows = rows[np.lexsort((-self.popularity[rows], -bm25[rows], -level[rows]))][:n]
+        best = max(float(bm25[rows].max(initial=0.0)), 1e-12)
+        scores = np.where(level[rows] > 0, 1.0, np.minimum(bm25[rows] / best, 1.0))
+        return rows, scores.astype(np.float32)
 
 
 # -- text encoders ---------------------------------------------------------------------------------
@@ -156,8 +270,29 @@ class TfidfTextEncoder:
 
 
 # -- the search facade ------------------------------------------------------------------------------
+FUZZY_SHARE = 0.6  # spelling matches within this share of the best one count as matches
+FUZZY_MATCHES = 5
+SEEDS = 5  # the best lexical matches whose centroid finds the neighbours
+
+
+def allowed_rows(embeddings: ItemEmbeddings, filter: Any = None, exclude: Any = ()
+                 ) -> np.ndarray | None:
+    """The ``filter``/``exclude`` of the similarity calls as one mask over the rows (or None)."""
+    if filter is None and not len(exclude):
+        return None
+    if filter is None:
+        mask = np.ones(len(embeddings), dtype=bool)
+    elif isinstance(filter, np.ndarray) and filter.dtype == bool:
+        mask = filter.copy()
+    else:
+        mask = np.zeros(len(embeddings), dtype=bool)
+        mask[embeddings.known(filter)[0]] = True
+    mask[embeddings.known(exclude)[0]] = False
+    return mask
+
+
 class ItemSearch:
-    """Search a model by id, by vector or by text; the text encoder is built on first use."""
+    """Search a model by id, by vector or by text; text indexes are built on first use."""
 
     def __init__(self, embeddings: ItemEmbeddings, text_encoder: str = "tfidf",
                  **encoder_params: Any) -> None:
@@ -165,6 +300,7 @@ class ItemSearch:
         self.encoder_name = text_encoder
         self.encoder_params = encoder_params
         self._encoder: TextEncoder | None = None
+        self._lexical: LexicalIndex | None = None
         self._lock = threading.Lock()
 
     @property
@@ -177,6 +313,19 @@ class ItemSearch:
                 factory = text_encoders.get(self.encoder_name)
                 self._encoder = factory(self.embeddings, **self.encoder_params)
             return self._encoder
+
+    def lexical(self) -> LexicalIndex:
+        with self._lock:
+            if self._lexical is None:
+                table = aligned_table(self.embeddings)
+                columns = text_columns(table)
+                if table is None or not columns:
+                    raise ItemvecError("this model has no text to search: its item table has "
+                                       "no text columns (train with --items and a title/name "
+                                       "column)")
+                self._lexical = LexicalIndex(table, columns, title_columns(table),
+                                             self.embeddings.item_bias)
+            return self._lexical
 
     def by_id(self, item: str, n: int = 10, **filters: Any):
         return self.embeddings.similar_items(item, n=n, **filters)
@@ -192,11 +341,36 @@ class ItemSearch:
 
     def by_text(self, query: str, n: int = 10, **filters: Any
                 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, float]]]:
-        """(ids, scores, direct matches); empty arrays when nothing matches the text."""
+        """(ids, scores, lexical matches): the matches first (text scores, exact title 1.0),
+        then their neighbours (cosine to the matches' centroid); empty when nothing matches."""
         if not query.strip():
             raise ItemvecError("empty search query")
+        allowed = allowed_rows(self.embeddings, **filters)
+        rows, text_scores = self.lexical().match(query, n, allowed)
+        vector = None
+        if not len(rows):
+            rows, text_scores, vector = self._spelling_matches(query, allowed)
+        ids = self.embeddings.item_ids[rows].astype(str)
+        matches = [(str(i), round(float(s), 6)) for i, s in zip(ids, text_scores, strict=True)]
+        if vector is None and len(rows):
+            unit = self.embeddings.vectors[rows[:SEEDS]]
+            unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+            vector = text_scores[:SEEDS] @ unit
+        if len(rows) >= n or vector is None or not np.any(vector):
+            return ids, text_scores, matches
+        more, cosines = self.embeddings.similar_to_vector(
+            vector, n=n - len(rows), filter=filters.get("filter"),
+            exclude=[*filters.get("exclude", ()), *ids])
+        return (np.concatenate([ids, np.asarray(more, dtype=str)]),
+                np.concatenate([text_scores, np.asarray(cosines, dtype=np.float32)]), matches)
+
+    def _spelling_matches(self, query: str, allowed: np.ndarray | None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """No word matched: the text encoder's closest spellings (and its query vector)."""
         encoded = self.encoder().encode(query)
-        if encoded.vector is None or not np.any(encoded.vector):
-            return np.zeros(0, dtype=str), np.zeros(0, np.float32), []
-        ids, scores = self.embeddings.similar_to_vector(encoded.vector, n=n, **filters)
-        return ids, scores, encoded.matches
+        rows = self.embeddings.indices([i for i, _ in encoded.matches])
+        scores = np.asarray([s for _, s in encoded.matches], dtype=np.float32)
+        keep = scores >= FUZZY_SHARE * scores.max(initial=0.0)
+        if allowed is not None:
+            keep &= allowed[rows]
+        return rows[keep][:FUZZY_MATCHES], scores[keep][:FUZZY_MATCHES], encoded.vector

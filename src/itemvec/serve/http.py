@@ -39,6 +39,7 @@ MAX_BATCH = 256
 MAX_LIST = 100_000
 MAX_BODY = 1 << 20
 MAX_QUERY_CHARS = 500
+DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc scripts, served from the package
 OPEN_PATHS = ("/health", "/")  # the explorer page itself holds no data; its API calls need the key
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -224,9 +225,9 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
             await asyncio.to_thread(holder.load)
         yield
 
-    app = FastAPI(title="itemvec", version=__version__, lifespan=lifespan,
-                  description="Related items, recommendations and search over learned item "
-                  "embeddings.")
+    app = offline_docs_app(title="itemvec", version=__version__, lifespan=lifespan,
+                           description="Related items, recommendations and search over learned "
+                           "item embeddings.")
     _install_errors(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -239,6 +240,21 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
     app.add_middleware(Guard, api_key=api_key, max_body=max_body)
     app.state.holder = holder
     return app
+
+
+def offline_docs_app(**params: Any) -> FastAPI:
+    """A FastAPI app whose /docs and /redoc load their scripts from this server, not a CDN.
+
+    Servers are often offline; ``fastapi-offline`` (the serve extra) ships Swagger UI and ReDoc.
+    Without it the pages fall back to FastAPI's CDN links, with a warning.
+    """
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ModuleNotFoundError:
+        logger.warning("fastapi-offline is not installed: /docs and /redoc load their scripts "
+                       "from a CDN (pip install 'itemvec[serve]')")
+        return FastAPI(**params)
+    return FastAPIOffline(static_url=DOCS_ASSETS, **params)
 
 
 def _include_explorer(app: FastAPI) -> None:

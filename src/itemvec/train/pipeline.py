@@ -43,7 +43,7 @@ from itemvec.data.streaming import (
     sample_valid,
     use_streaming,
 )
-from itemvec.evaluation.baselines import build_baseline
+from itemvec.evaluation.baselines import Contexts, build_baseline, check_baselines
 from itemvec.evaluation.protocol import (
     TASKS,
     Queries,
@@ -574,6 +574,7 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
         "popularity", "itemknn"), k: int = 20, seed: int = 0, max_queries: int | None = None,
         progress: bool = True) -> dict:
     """Split, train on the train part (early stopping on valid), score test for every method."""
+    check_baselines(baselines)
     split = split_contexts(log, seed=seed)
     train_log, valid_log, test_log = (log.subset(np.sort(part)) for part in
                                       (split.train, split.valid, split.test))
@@ -583,9 +584,12 @@ def evaluate_log(log: EventLog, config: PipelineConfig, baselines: list[str] | t
                                    seed=seed, max_queries=max_queries) for task in TASKS}
     scorers = {"itemvec": model.embeddings}
     seconds = {"itemvec": model.stats["train_seconds"]}
+    contexts = Contexts.from_log(train_log, vocabulary_map(train_log, model_items),
+                                 len(model_items))
     for name in baselines:
         began = time.perf_counter()
         scorers[name] = build_baseline(name, model.cooccurrence, model.item_counts,
+                                       contexts=contexts, seed=seed,
                                        half_life=query_settings(config, log.ordered)
                                        .recency_half_life)
         seconds[name] = round(time.perf_counter() - began, 3)
