@@ -441,12 +441,7 @@ def file_events(path: Path, config: IngestConfig,
     kind = file_format(path, reading)
     if kind in LAYOUTS:
         return _line_table(path, kind, reading), set()
-    frame = read_table(path, reading)
-    columns = (config.context, config.item, config.time, config.event, config.order)
-    require_columns(frame, dict(zip(COLUMN_OPTIONS, columns, strict=True)), path)
-    used = dict.fromkeys(c for c in columns if c)
-    frame = frame.select(list(used)).with_row_index(ROW, offset=first_data_row(path, reading))
-    return event_table(frame, config, path), event_types(frame, config, path)
+    return frame_events(read_table(path, reading), config, path, first_data_row(path, reading))
 
 
 def _line_table(path: Path, layout: str, reading: Reading) -> pl.DataFrame:
@@ -495,16 +490,24 @@ def check_event_weights(present: set[str], config: IngestConfig, source: str) ->
 COLUMN_OPTIONS = ("--context", "--item", "--time", "--event", "--order")  # how messages name them
 
 
+def frame_events(frame: pl.DataFrame, config: IngestConfig, path: Path, first_row: int,
+                 options: tuple[str, ...] = COLUMN_OPTIONS) -> tuple[pl.DataFrame, set[str]]:
+    """The named columns of a read table, validated (``event_table``), and the event types it
+    holds; errors name ``path``, the columns by ``options`` and rows counted from ``first_row``.
+    Shared by files (``file_events``) and in-memory tables (``log_from_frame``)."""
+    columns = (config.context, config.item, config.time, config.event, config.order)
+    require_columns(frame, dict(zip(options, columns, strict=True)), path)
+    used = dict.fromkeys(c for c in columns if c)
+    frame = frame.select(list(used)).with_row_index(ROW, offset=first_row)
+    return event_table(frame, config, path), event_types(frame, config, path)
+
+
 def log_from_frame(frame: pl.DataFrame, config: IngestConfig, path: Path, first_row: int,
                    options: tuple[str, ...] = COLUMN_OPTIONS) -> EventLog:
     """The named columns of a read table -> ``EventLog``; errors name ``path`` and rows counted
     from ``first_row``. Used for in-memory tables (``frames``)."""
-    columns = (config.context, config.item, config.time, config.event, config.order)
-    require_columns(frame, dict(zip(options, columns, strict=False)), path)
-    used = dict.fromkeys(c for c in columns if c)
-    frame = frame.select(list(used)).with_row_index(ROW, offset=first_row)
-    table = event_table(frame, config, path)
-    check_event_weights(event_types(frame, config, path), config, str(path))
+    table, types = frame_events(frame, config, path, first_row, options)
+    check_event_weights(types, config, str(path))
     if table.height == 0:
         raise DataError(f"{path}: no events left after applying event weights")
     return build_log(table, config, source=str(path))

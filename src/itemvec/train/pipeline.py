@@ -500,9 +500,7 @@ def train_streamed(events: str | Path, config: PipelineConfig,
     clock = options.pop("clock", None) or StageClock()
     training, progress = config.training, options.get("progress", True)
     with clock.stage("read"):  # passes over the file need the kind decided before they start
-        ingest, decision = resolve_kind(events, config.ingest, chunk_rows)
-        if decision.chosen_by == "data":
-            logger.info("%s: %s", events, decision.describe())
+        ingest, decision = resolve_kind(events, config.ingest, chunk_rows)  # logs it
         reading = config.replace(ingest=ingest)
         holdout = hold_out(events, ingest, training.validation_fraction, training.seed,
                            chunk_rows=chunk_rows, progress=progress)
