@@ -108,11 +108,6 @@ def default_color_column(embeddings: ItemEmbeddings) -> str | None:
     return None
 
 
-def title_column(embeddings: ItemEmbeddings, requested: str | None = None) -> str | None:
-    """The column naming items (``itemvec.query.labels``: ``requested`` or detected)."""
-    return label_column(embeddings, requested)
-
-
 def _is_numeric(values: np.ndarray) -> bool:
     present = [v for v in values if v is not None]
     return bool(present) and all(isinstance(v, int | float) and not isinstance(v, bool)
@@ -243,7 +238,7 @@ def map_payload(embeddings: ItemEmbeddings, coords: np.ndarray, column: str | No
     values = item_column(embeddings, column)
     hexes, legend = colours(values)
     kind = colouring_kind(values)
-    label_col = title_column(embeddings, label)
+    label_col = label_column(embeddings, label)
     titles = item_column(embeddings, label_col) if label_col else None
     payload = {
         "ids": embeddings.item_ids.astype(str).tolist(),
@@ -435,7 +430,7 @@ def plot_map(embeddings: ItemEmbeddings, out: Path, column: str | None = None,
     if suffix not in (".png", ".html", ".htm"):
         raise ItemvecError(f"--out {out}: unknown extension; use .png or .html")
     item_column(embeddings, column)  # a wrong --color-by fails before the slow projection
-    title_column(embeddings, label)  # and so does a wrong --label
+    label_column(embeddings, label)  # and so does a wrong --label
     coords, used = project(embeddings.vectors, method, seed)
     payload = map_payload(embeddings, coords, column, used, label)
     title = title or f"itemvec item map ({len(embeddings)} items, {used})"

@@ -29,10 +29,10 @@ from itemvec.analysis.plots import (
     new_figure,
     png_bytes,
     project,
-    title_column,
 )
 from itemvec.evaluation.protocol import STRATA, popularity_strata
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
+from itemvec.query.labels import label_column
 from itemvec.util.errors import ItemvecError
 from itemvec.util.topk import top_k
 
@@ -283,7 +283,7 @@ def examples_section(embeddings: ItemEmbeddings, column: str | None, n_examples:
     picks = order[np.unique(np.linspace(0, len(order) * 0.5, n_examples).astype(int)
                             .clip(0, len(order) - 1))]
     labels = item_column(embeddings, column) if column else None
-    title_col = title_column(embeddings)
+    title_col = label_column(embeddings)
     titles = item_column(embeddings, title_col) if title_col else None
 
     def name(i: int) -> str:

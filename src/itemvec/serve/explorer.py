@@ -29,9 +29,9 @@ from itemvec.analysis.plots import (
     map_payload,
     project,
     static_text,
-    title_column,
 )
 from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.query.labels import label_column
 from itemvec.query.search import aligned_table
 from itemvec.serve.deps import Holder, Model
 
@@ -65,7 +65,7 @@ def explorer_page(holder: Holder) -> HTMLResponse:
 def _columns(embeddings) -> tuple[str | None, str | None]:
     """(title column, category column) of the item table, when it has them."""
     category = default_color_column(embeddings)
-    return title_column(embeddings), (None if category == "count" else category)
+    return label_column(embeddings), (None if category == "count" else category)
 
 
 @dataclass(frozen=True)
