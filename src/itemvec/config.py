@@ -521,6 +521,10 @@ class ServeConfig(Section):
                             flat="serve_max_body", flag="--max-body")
     threads: int = setting(1, "BLAS/OpenMP threads per query (requests run concurrently).",
                            ge=1, flat="serve_threads", flag="--threads")
+    workers: str = setting("1", "Worker processes behind the port: a number, or auto (one per "
+                           "core); they share one memory-mapped bundle.",
+                           pattern=r"^(auto|[1-9][0-9]{0,3})$", flat="serve_workers",
+                           flag="--workers")
 
 
 class PipelineConfig(Section):

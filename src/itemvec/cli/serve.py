@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -28,6 +29,7 @@ from itemvec.query.index import build_index, recall_at_k, save_index
 from itemvec.query.labels import item_labels, label_column
 from itemvec.query.search import ItemSearch
 from itemvec.serve.state import ModelHolder, limit_threads
+from itemvec.store.bundle import read_manifest, verify
 from itemvec.util.errors import ItemvecError
 from itemvec.util.files import atomic_write_bytes
 
@@ -90,7 +92,7 @@ def register(app: typer.Typer) -> None:
 
 
 @config_options("serve.host", "serve.port", "serve.watch_interval", "serve.max_body",
-                "serve.threads")
+                "serve.threads", "serve.workers")
 def serve(
     bundle: Bundle,
     index: IndexName = "auto",
@@ -126,6 +128,10 @@ def serve(
                         stream=sys.stderr)
     key = _check_serve_options(host, port, api_key_file)
     check_port_free(host, port)
+    workers = len(os.sched_getaffinity(0)) if listen.workers == "auto" else int(listen.workers)
+    if workers > 1:
+        return _serve_workers(bundle, workers, index, models_root, api_key_file, cors_origin,
+                              listen, access_log, watch)
     holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval)
     app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
                      max_body=listen.max_body)
@@ -133,6 +139,30 @@ def serve(
                f"http://{host}:{port}  (docs: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
                 timeout_graceful_shutdown=5)
+
+
+def _serve_workers(bundle: Path, workers: int, index: str, models_root: Path | None,
+                   api_key_file: Path | None, cors_origin: list[str] | None, listen: Any,
+                   access_log: bool, watch: bool) -> None:
+    """Several worker processes (``itemvec.serve.workers``) sharing one memory-mapped bundle.
+
+    The bundle's manifest and checksums are checked here first, so a bad bundle is one line
+    and exit code 2 (without holding its arrays in this process).
+    """
+    from itemvec.serve.workers import WorkerSettings, new_run_dir, run_workers
+
+    manifest = read_manifest(bundle)
+    verify(bundle, manifest)
+    items = manifest.get("n_items", "?")
+    settings = WorkerSettings(
+        bundle=str(bundle.resolve()), run_dir=new_run_dir(), workers=workers, index=index,
+        models_root=str(models_root.resolve()) if models_root else None,
+        api_key_file=str(api_key_file.resolve()) if api_key_file else None,
+        cors_origins=list(cors_origin or ()), max_body=listen.max_body, threads=listen.threads)
+    typer.echo(f"serving {bundle} ({items} items) on http://{listen.host}:{listen.port} with "
+               f"{workers} workers  (docs: /docs)", err=True)
+    run_workers(settings, listen.host, listen.port, access_log=access_log,
+                watch_interval=listen.watch_interval if watch else None)
 
 
 def _check_serve_options(host: str, port: int, api_key_file: Path | None) -> str | None:

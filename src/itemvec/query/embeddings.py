@@ -89,17 +89,19 @@ class ItemEmbeddings:
         self.vector_index = None  # optional itemvec.query.index backend; None = exact matmul
 
     def use_index(self, name: str | None = "auto", bundle: str | Path | None = None,
-                  save: bool = False, **params) -> ItemEmbeddings:
+                  save: bool = False, mmap: bool = False, **params) -> ItemEmbeddings:
         """Answer similar/recommend queries through an index backend (``exact``, ``hnsw``,
         ``ivf``; ``auto`` = exact up to 50k items, else hnsw; None = plain matmul).
 
-        With ``bundle`` a stored index is reused when it matches these vectors. Call it before
+        With ``bundle`` a stored index is reused when it matches these vectors (``mmap``:
+        memory-mapped from its file rather than read into memory). Call it before
         serving queries: it is the one method that changes the object.
         """
         if name is None:
             self.vector_index = None
         elif bundle is not None:
-            self.vector_index = load_index(bundle, self.vectors, name, save=save, **params)
+            self.vector_index = load_index(bundle, self.vectors, name, save=save, mmap=mmap,
+                                           **params)
         else:
             self.vector_index = build_index(name, self.vectors, **params)
         return self
@@ -346,17 +348,18 @@ class ItemEmbeddings:
                      stats=self.metadata.get("stats", {}))
 
     @classmethod
-    def load(cls, path: str | Path, check: bool = True) -> ItemEmbeddings:
-        """Read a bundle's vectors (checksums verified unless ``check`` is False)."""
-        stored = read_vectors(path, check)
+    def load(cls, path: str | Path, check: bool = True, mmap: bool = False) -> ItemEmbeddings:
+        """Read a bundle's vectors (checksums verified unless ``check`` is False; ``mmap``:
+        vectors and biases memory-mapped read-only from the bundle files, not copied)."""
+        stored = read_vectors(path, check, mmap)
         return cls(stored.item_ids, stored.vectors, stored.item_bias,
                    temperature=stored.temperature, query=stored.query,
                    metadata=stored.manifest, item_table=stored.item_table)
 
 
-def load_embeddings(path: str | Path, check: bool = True) -> ItemEmbeddings:
+def load_embeddings(path: str | Path, check: bool = True, mmap: bool = False) -> ItemEmbeddings:
     """``ItemEmbeddings.load`` as a function, for callers that pass loaders around."""
-    return ItemEmbeddings.load(path, check)
+    return ItemEmbeddings.load(path, check, mmap)
 
 
 def _all_integer(item_ids: np.ndarray) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import scipy.sparse as sp
 
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.store.bundle import load_cooccurrence
+from itemvec.store.mapped import mapped_cooccurrence
 from itemvec.util.errors import BundleError
 
 
@@ -73,10 +75,16 @@ class Explainer:
         return [self.explain(history, str(i)) for i in ids]
 
 
-def explainer_for_bundle(embeddings: ItemEmbeddings, bundle) -> Explainer:
-    """An explainer with the bundle's co-occurrence (if stored) and its --min-support."""
+def explainer_for_bundle(embeddings: ItemEmbeddings, bundle,
+                         mapped_cache: str | Path | None = None) -> Explainer:
+    """An explainer with the bundle's co-occurrence (if stored) and its --min-support.
+
+    With ``mapped_cache`` the matrix is memory-mapped from CSR parts kept there
+    (``store.mapped``), not read into this process's memory.
+    """
     try:
-        matrix = load_cooccurrence(bundle)
+        matrix = (load_cooccurrence(bundle) if mapped_cache is None
+                  else mapped_cooccurrence(bundle, mapped_cache))
     except BundleError:
         matrix = None
     config = embeddings.metadata.get("config", {}) or {}

@@ -218,9 +218,20 @@ def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
     return data_path
 
 
+def _read_stored(data_path: Path, name: str, mmap: bool) -> Any:
+    """A stored FAISS index: read into memory, or memory-mapped read-only from the file (IVF
+    maps its inverted lists, HNSW its vectors; the HNSW graph is read into memory)."""
+    faiss = _faiss()
+    if mmap:
+        flag = faiss.IO_FLAG_MMAP if name == "ivf" else faiss.IO_FLAG_MMAP_IFC
+        return faiss.read_index(str(data_path), flag)
+    return faiss.deserialize_index(np.frombuffer(data_path.read_bytes(), dtype=np.uint8))
+
+
 def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save: bool = False,
-               **params: Any) -> VectorIndex:
-    """The stored index ``name`` if it matches the bundle's embeddings, else a fresh build."""
+               mmap: bool = False, **params: Any) -> VectorIndex:
+    """The stored index ``name`` if it matches the bundle's embeddings, else a fresh build
+    (``mmap``: a stored index is memory-mapped from its file, see ``_read_stored``)."""
     if name == "auto":
         name = "exact" if len(vectors) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
     bundle = Path(bundle)
@@ -234,11 +245,10 @@ def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save
         fresh = (meta.get("embeddings_sha256") == _embeddings_digest(bundle)
                  and meta.get("n_items") == len(vectors))
         if fresh and (not params or params == {k: meta["params"].get(k) for k in params}):
-            faiss = _faiss()
-            raw = np.frombuffer(data_path.read_bytes(), dtype=np.uint8)
             stored = {**meta.get("params", {}), **params}
-            logger.info("loaded stored %s index from %s", name, data_path)
-            return backend(index=faiss.deserialize_index(raw), **stored)
+            logger.info("loaded stored %s index from %s%s", name, data_path,
+                        " (memory-mapped)" if mmap else "")
+            return backend(index=_read_stored(data_path, name, mmap), **stored)
         logger.info("stored %s index is stale; rebuilding", name)
     index = build_index(name, vectors, **params)
     if save:

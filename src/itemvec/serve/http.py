@@ -330,15 +330,17 @@ def _parse_where(clauses: list[str] | None) -> dict[str, list[str]] | None:
 
 @status_router.get("/health", summary="200 once a model is loaded, 503 before")
 def health(holder: Holder) -> JSONResponse:
-    if not holder.ready:
+    if not holder.ready or not holder.peers_ready():
         return _error(503, "model is loading")
     model = holder.current()
-    return _json({"status": "ok", "items": len(model.embeddings), "bundle": model.path.name})
+    return _json({"status": "ok", "items": len(model.embeddings), "bundle": model.path.name,
+                  **holder.identity(model)})
 
 
 @status_router.get("/info", summary="Model information: size, config, training statistics")
-def info(model: Model) -> JSONResponse:
-    return _json(model.info())
+def info(holder: Holder) -> JSONResponse:
+    model = holder.current()
+    return _json({**model.info(), **holder.identity(model)})
 
 
 @items_router.get("/similar/{item_id}", response_model=Results,

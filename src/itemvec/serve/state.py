@@ -9,7 +9,10 @@ included) to a directory under the configured models root.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,19 +84,31 @@ class LoadedModel:
         return out
 
 
-def load_model(path: str | Path, index: str = "auto", check: bool = True) -> LoadedModel:
-    """Read a bundle and build everything a request could need (not the lazy text encoder)."""
+def load_model(path: str | Path, index: str = "auto", check: bool = True, mmap: bool = False,
+               mapped_cache: Path | None = None) -> LoadedModel:
+    """Read a bundle and build everything a request could need (not the lazy text encoder).
+
+    ``mmap``: vectors, logits and a stored index are memory-mapped read-only from the bundle
+    files, and the co-occurrence matrix from CSR parts written once under ``mapped_cache``.
+    """
     path = Path(path)
     began = time.perf_counter()
-    embeddings = load_embeddings(path, check=check)
+    embeddings = load_embeddings(path, check=check, mmap=mmap)
     if index != "none":
-        embeddings.use_index(index, bundle=path)
+        embeddings.use_index(index, bundle=path, mmap=mmap)
     name = "exact-matmul" if embeddings.vector_index is None else embeddings.vector_index.name
     model = LoadedModel(path, embeddings, ItemSearch(embeddings),
-                        explainer_for_bundle(embeddings, path), name)
+                        explainer_for_bundle(embeddings, path, mapped_cache if mmap else None),
+                        name)
     logger.info("loaded %s: %d items, index %s, in %.2fs", path, len(embeddings), name,
                 time.perf_counter() - began)
     return model
+
+
+def bundle_version(model: LoadedModel) -> str:
+    """A short digest of the bundle's file checksums: equal versions serve equal files."""
+    files = json.dumps(model.embeddings.metadata.get("files", {}), sort_keys=True)
+    return hashlib.sha256(files.encode()).hexdigest()[:12]
 
 
 def limit_threads(threads: int) -> None:
@@ -158,6 +173,14 @@ class ModelHolder:
             self.path = target
             self.reloads += 1
         return model
+
+    def identity(self, model: LoadedModel) -> dict[str, Any]:
+        """Which bundle version the process answering a request holds (for /health, /info)."""
+        return {"version": bundle_version(model), "worker": os.getpid()}
+
+    def peers_ready(self) -> bool:
+        """Whether every process serving this port has a model (one process: itself)."""
+        return True
 
     def reload_quietly(self) -> None:
         """For signals and the watcher: keep serving the old model if the new one is broken."""

@@ -174,15 +174,20 @@ def verify(path: Path, manifest: dict[str, Any]) -> None:
                               "truncated, write it again")
 
 
-def read_vectors(path: str | Path, check: bool = True) -> StoredVectors:
-    """The vectors, biases, item table and query settings of a bundle (checksums verified)."""
+def read_vectors(path: str | Path, check: bool = True, mmap: bool = False) -> StoredVectors:
+    """The vectors, biases, item table and query settings of a bundle (checksums verified).
+
+    ``mmap``: vectors and biases are read-only memory maps of the bundle files, so processes
+    serving one bundle share one copy in the page cache.
+    """
     path = Path(path)
     manifest = read_manifest(path)
     if check:
         verify(path, manifest)
+    mode = "r" if mmap else None
     try:
-        vectors = np.load(path / "embeddings.npy", allow_pickle=False)
-        bias = np.load(path / "item_bias.npy", allow_pickle=False)
+        vectors = np.load(path / "embeddings.npy", mmap_mode=mode, allow_pickle=False)
+        bias = np.load(path / "item_bias.npy", mmap_mode=mode, allow_pickle=False)
         items = pl.read_parquet(path / "items.parquet")
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise BundleError(f"{path}: cannot read bundle ({exc})") from None
