@@ -149,20 +149,21 @@ def _serve_workers(bundle: Path, workers: int, index: str, models_root: Path | N
     The bundle's manifest and checksums are checked here first, so a bad bundle is one line
     and exit code 2 (without holding its arrays in this process).
     """
-    from itemvec.serve.workers import WorkerSettings, new_run_dir, run_workers
+    from itemvec.serve.supervisor import WorkerSettings, exec_supervisor
 
     manifest = read_manifest(bundle)
     verify(bundle, manifest)
-    items = manifest.get("n_items", "?")
     settings = WorkerSettings(
-        bundle=str(bundle.resolve()), run_dir=new_run_dir(), workers=workers, index=index,
+        bundle=str(bundle.resolve()), run_dir="", workers=workers, index=index,
         models_root=str(models_root.resolve()) if models_root else None,
         api_key_file=str(api_key_file.resolve()) if api_key_file else None,
-        cors_origins=list(cors_origin or ()), max_body=listen.max_body, threads=listen.threads)
-    typer.echo(f"serving {bundle} ({items} items) on http://{listen.host}:{listen.port} with "
-               f"{workers} workers  (docs: /docs)", err=True)
-    run_workers(settings, listen.host, listen.port, access_log=access_log,
-                watch_interval=listen.watch_interval if watch else None)
+        cors_origins=list(cors_origin or ()), max_body=listen.max_body, threads=listen.threads,
+        host=listen.host, port=listen.port, access_log=access_log,
+        watch_interval=listen.watch_interval if watch else None)
+    typer.echo(f"serving {bundle} ({manifest.get('n_items', '?')} items) on "
+               f"http://{listen.host}:{listen.port} with {workers} workers  (docs: /docs)",
+               err=True)
+    exec_supervisor(settings)
 
 
 def _check_serve_options(host: str, port: int, api_key_file: Path | None) -> str | None:

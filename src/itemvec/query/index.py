@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,7 +69,9 @@ class ExactIndex:
         import torch  # the query path stays torch-free until an exact index is asked for
 
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self._matrix = torch.from_numpy(self.vectors)
+        with warnings.catch_warnings():  # read-only (memory-mapped) vectors: never written
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            self._matrix = torch.from_numpy(self.vectors)
         self.chunk = int(chunk)
         self.params = {"chunk": self.chunk}
 

@@ -1,92 +1,42 @@
-"""Several worker processes behind one port, sharing one memory-mapped bundle.
+"""One worker process of ``itemvec serve --workers N`` (``itemvec.serve.supervisor`` runs them).
 
-``itemvec serve DIR --workers N`` runs uvicorn's process manager (``Multiprocess``): the parent
-binds the port and spawns N workers, each building the full app with ``worker_app``. Workers
-learn their settings from a JSON file named by ``ITEMVEC_SERVE_SETTINGS`` in a private run
-directory, and load the bundle memory-mapped (``load_model(..., mmap=True)``), so the vectors,
-logits, co-occurrence parts and IVF lists sit once in the page cache whatever N is.
-
-Reload across workers goes through one small file in the run directory, ``generation.json``
-(``{"generation": k, "path": ...}``). ``POST /admin/reload`` loads the new bundle in the worker
-it hits (so a bad path is that request's error), then bumps the generation; SIGHUP to the parent
-and ``--watch`` (a thread in the parent) bump it too. Every worker polls the file's stat and,
-on a new generation, loads that bundle aside and swaps one reference, as a single process does:
-during the swap each request is answered by the old or the new bundle. A worker started later
-(a crashed one replaced) loads the current generation's bundle.
+Each worker loads the bundle memory-mapped (``load_model(..., mmap=True)``), so the vectors,
+logits, co-occurrence parts and IVF lists sit once in the page cache whatever N is, and
+follows the run directory's ``generation.json``: ``POST /admin/reload`` loads the new bundle in
+the worker it hits (a bad path is that request's error), then bumps the generation; every
+worker polls the file's stat and, on a new generation, loads that bundle aside and swaps one
+reference, as a single process does, so during a swap each request is answered by the old or
+the new bundle. A worker started later (a crashed one replaced) loads the current generation.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors.multiprocess import Multiprocess
+from threadpoolctl import threadpool_limits
 
 from itemvec.serve.http import create_app
-from itemvec.serve.state import LoadedModel, ModelHolder, limit_threads, load_model, resolve_under
+from itemvec.serve.state import LoadedModel, ModelHolder, load_model, resolve_under
+from itemvec.serve.supervisor import (
+    ENV,
+    GENERATION,
+    READY,
+    WorkerSettings,
+    bump_generation,
+    file_signature,
+    read_generation,
+)
 from itemvec.util.errors import ItemvecError
-from itemvec.util.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-ENV = "ITEMVEC_SERVE_SETTINGS"
-SETTINGS = "settings.json"
-GENERATION = "generation.json"
-READY = "ready"
 POLL_SECONDS = 0.5
-
-
-@dataclass
-class WorkerSettings:
-    """What every worker needs to build the app; written as JSON, never pickled."""
-    bundle: str
-    run_dir: str
-    workers: int
-    index: str = "auto"
-    models_root: str | None = None
-    api_key_file: str | None = None
-    cors_origins: list[str] = field(default_factory=list)
-    max_body: int = 1 << 20
-    threads: int = 1
-
-    @classmethod
-    def read(cls, path: str | Path) -> WorkerSettings:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-# -- the generation file -------------------------------------------------------------------------
-def read_generation(run_dir: Path) -> tuple[int, Path]:
-    state = json.loads((run_dir / GENERATION).read_text(encoding="utf-8"))
-    return int(state["generation"]), Path(state["path"])
-
-
-def bump_generation(run_dir: Path, path: Path) -> int:
-    """Record ``path`` as the bundle every worker should serve, under a new generation number."""
-    with open(run_dir / ".generation.lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        generation = read_generation(run_dir)[0] + 1
-        atomic_write_bytes(run_dir / GENERATION, json.dumps(
-            {"generation": generation, "path": str(path)}).encode())
-    return generation
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 # -- a worker --------------------------------------------------------------------------------------
@@ -128,7 +78,7 @@ class SharedHolder(ModelHolder):
             seen = None
             while True:
                 time.sleep(interval)
-                now = _stat(self.run_dir / GENERATION)
+                now = file_signature(self.run_dir / GENERATION)
                 if now is None or now == seen:
                     continue
                 seen = now
@@ -172,7 +122,7 @@ def ready_workers(run_dir: Path) -> int:
 def worker_app() -> FastAPI:
     """The app of one worker process (uvicorn calls this factory in each worker)."""
     settings = WorkerSettings.read(os.environ[ENV])
-    limit_threads(settings.threads)
+    threadpool_limits(settings.threads)  # torch, if an exact index loads it, reads THREAD_ENV
     key = (Path(settings.api_key_file).read_text(encoding="utf-8").strip()
            if settings.api_key_file else None)
     holder = SharedHolder(settings)
@@ -182,70 +132,6 @@ def worker_app() -> FastAPI:
                       max_body=settings.max_body)
 
 
-# -- the parent ------------------------------------------------------------------------------------
-class Supervisor(Multiprocess):
-    """uvicorn's process manager, but SIGHUP reloads the bundle inside every worker (a new
-    generation) instead of restarting the processes."""
-
-    def __init__(self, config: uvicorn.Config, sockets: list, run_dir: Path) -> None:
-        super().__init__(config, sockets)
-        self.run_dir = run_dir
-
-    def handle_hup(self) -> None:
-        generation = bump_generation(self.run_dir, read_generation(self.run_dir)[1])
-        logger.info("SIGHUP: workers reload the bundle (generation %d)", generation)
 
 
-def watch_bundle(run_dir: Path, interval: float) -> threading.Thread:
-    """``--watch`` in the parent: a new generation when the served bundle's manifest changes."""
-
-    def loop() -> None:
-        served, seen = None, None
-        while True:
-            time.sleep(interval)
-            try:
-                path = read_generation(run_dir)[1]
-                now = _stat(path / "manifest.json")
-                if path != served:
-                    served, seen = path, now
-                elif now is not None and now != seen:
-                    time.sleep(min(interval, 0.5))  # let a rename settle
-                    logger.info("bundle changed on disk; workers reload it")
-                    bump_generation(run_dir, path)
-                    seen = _stat(path / "manifest.json")
-            except (OSError, ValueError, KeyError) as exc:
-                logger.error("watching the bundle failed this time: %s", exc)
-
-    thread = threading.Thread(target=loop, name="itemvec-watch", daemon=True)
-    thread.start()
-    return thread
-
-
-def run_workers(settings: WorkerSettings, host: str, port: int, access_log: bool = False,
-                watch_interval: float | None = None) -> None:
-    """Serve with ``settings.workers`` processes on HOST:PORT until SIGINT/SIGTERM."""
-    run_dir = Path(settings.run_dir)
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        atomic_write_bytes(run_dir / SETTINGS, json.dumps(asdict(settings)).encode())
-        atomic_write_bytes(run_dir / GENERATION, json.dumps(
-            {"generation": 0, "path": str(Path(settings.bundle).resolve())}).encode())
-        os.environ[ENV] = str(run_dir / SETTINGS)
-        config = uvicorn.Config(f"{__name__}:worker_app", factory=True, host=host, port=port,
-                                workers=settings.workers, log_level="warning",
-                                access_log=access_log, timeout_graceful_shutdown=5)
-        supervisor = Supervisor(config, [config.bind_socket()], run_dir)
-        if watch_interval is not None:
-            watch_bundle(run_dir, watch_interval)
-        supervisor.run()
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def new_run_dir() -> str:
-    """A private directory for one service's settings, generation file and mapped parts."""
-    return tempfile.mkdtemp(prefix="itemvec-serve-")
-
-
-__all__ = ["ENV", "SharedHolder", "Supervisor", "WorkerSettings", "new_run_dir", "run_workers",
-           "worker_app"]
+__all__ = ["SharedHolder", "ready_workers", "worker_app"]
