@@ -2,6 +2,7 @@
 
     python -m benchmarks.serving_bench inprocess --sizes 10000,100000,1000000 --out /tmp/sb.json
     python -m benchmarks.serving_bench http --items 100000 --concurrency 200 --requests 20000
+    python -m benchmarks.serving_bench workers --root /tmp/itemvec-bundles --out /tmp/sw.json
 
 In process: synthetic clustered unit vectors (dim 64, a Gaussian mixture, so neighbourhoods are
 meaningful), random popularity logits; p50/p99 per call of ``similar_items`` and ``recommend``
@@ -13,6 +14,12 @@ loopback port, then drives it with an httpx async client holding ``--concurrency
 flight until ``--requests`` are done (bounded: stops by itself). Three runs: valid requests only;
 a mixed valid/invalid run (must see zero 5xx); and a valid run with ``POST /admin/reload`` in
 the middle (must lose no request). Results go to ``--out`` as JSON and a table on stdout.
+
+Workers: synthetic bundles (random clustered vectors, IVF index stored) at 100k and 1M items;
+``itemvec serve --workers N`` and the ceiling app (``benchmarks.serving_ceiling``, a constant
+10-item answer on the same uvicorn settings) for N = 1 and 2, each driven by the load generator
+(``benchmarks.loadgen``, its own process) with ``GET /similar`` and ``POST /recommend`` at 50
+and 200 in flight; memory (RSS, PSS, private) of every server process after its load.
 """
 
 from __future__ import annotations
@@ -271,6 +278,143 @@ def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
             server.kill()
 
 
+# -- workers: the whole table against the ceiling of the stack ------------------------------------
+ENDPOINTS = ("similar", "recommend")
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_children(int(child))]
+    return found
+
+
+def process_memory(pid: int) -> list[dict]:
+    """RSS, PSS and private (USS) MiB of a server process and its descendants (smaps_rollup)."""
+    rows = []
+    for member in [pid, *_children(pid)]:
+        fields = {}
+        for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()[1:]:
+            key, value = line.split(":", 1)
+            fields[key] = int(value.split()[0]) / 1024
+        command = Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        role = ("tracker" if "resource_tracker" in command else "worker" if "spawn_main" in
+                command else "parent")
+        rows.append({"pid": member, "role": role, "rss_mib": round(fields["Rss"], 1),
+                     "pss_mib": round(fields["Pss"], 1),
+                     "private_mib": round(fields["Private_Clean"] + fields["Private_Dirty"], 1)})
+    return rows
+
+
+def wait_healthy(server: subprocess.Popen, port: int, timeout: float = 900) -> float:
+    import urllib.request
+
+    began = time.monotonic()
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return round(time.monotonic() - began, 1)
+        except OSError:
+            pass
+        if time.monotonic() - began > timeout:
+            raise SystemExit("server never became healthy")
+        time.sleep(0.25)
+
+
+def drive(port: int, endpoint: str, items: int, concurrency: int, seconds: float) -> dict:
+    """One cell: the load generator in its own process (``benchmarks.loadgen``)."""
+    before = load_average()
+    out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--port", str(port),
+                          "--endpoint", endpoint, "--items", str(items), "--concurrency",
+                          str(concurrency), "--seconds", str(seconds)],
+                         capture_output=True, text=True, check=True).stdout
+    return {**json.loads(out), "load_average_1m": [before, load_average()]}
+
+
+def serve_and_drive(command: list[str], port: int, items: int, concurrencies: list[int],
+                    seconds: float, memory: bool) -> tuple[list[dict], dict]:
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        extra = {"startup_s": wait_healthy(server, port)}
+        cells = []
+        for concurrency in concurrencies:
+            for endpoint in ENDPOINTS:
+                cell = drive(port, endpoint, items, concurrency, seconds)
+                print(json.dumps(cell), flush=True)
+                cells.append(cell)
+        if memory:
+            extra["memory"] = process_memory(server.pid)
+        return cells, extra
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def workers_bench(sizes: list[int], workers: list[int], concurrencies: list[int],
+                  seconds: float, backend: str, root: Path | None) -> dict:
+    """itemvec and the ceiling app, every (items, workers, endpoint, concurrency) cell."""
+    root = root or Path(tempfile.mkdtemp(prefix="itemvec-serving-"))
+    root.mkdir(parents=True, exist_ok=True)
+    result: dict = {"cores": os.cpu_count(), "backend": backend, "seconds": seconds,
+                    "itemvec": [], "ceiling": [], "servers": []}
+    for n in sizes:
+        if not (root / f"items-{n}" / "manifest.json").is_file():
+            began = time.perf_counter()
+            write_synthetic_bundle(root, f"items-{n}", n, backend)
+            print(f"built items-{n} in {time.perf_counter() - began:.0f}s", flush=True)
+    script = [sys.executable, "-m", "itemvec.cli.main", "serve"]
+    for count in workers:
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create",
+                   "--factory", "--workers", str(count), "--host", "127.0.0.1", "--port",
+                   str(port), "--log-level", "warning", "--no-access-log"]
+        cells, extra = serve_and_drive(command, port, max(sizes), concurrencies, seconds, True)
+        result["ceiling"] += [{"workers": count, **c} for c in cells]
+        result["servers"].append({"app": "ceiling", "workers": count, **extra})
+        for n in sizes:
+            port = free_port()
+            command = [*script, str(root / f"items-{n}"), "--workers", str(count), "--index",
+                       backend, "--host", "127.0.0.1", "--port", str(port)]
+            cells, extra = serve_and_drive(command, port, n, concurrencies, seconds, True)
+            result["itemvec"] += [{"items": n, "workers": count, **c} for c in cells]
+            result["servers"].append({"app": "itemvec", "items": n, "workers": count, **extra})
+    print(workers_table(result))
+    return result
+
+
+def workers_table(result: dict) -> str:
+    """The markdown table of ``workers_bench``: itemvec beside the ceiling, cell by cell."""
+    ceiling = {(c["workers"], c["endpoint"], c["concurrency"]): c for c in result["ceiling"]}
+    lines = ["| items | workers | endpoint | in flight | itemvec rps | p50 ms | p99 ms | "
+             "ceiling rps | p50 ms | p99 ms | itemvec / ceiling | client cores |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in result["itemvec"]:
+        top = ceiling[(c["workers"], c["endpoint"], c["concurrency"])]
+        method = "GET /similar" if c["endpoint"] == "similar" else "POST /recommend"
+        lines.append(f"| {c['items']:,} | {c['workers']} | {method} | {c['concurrency']} | "
+                     f"{c['throughput_rps']:.0f} | {c['p50_ms']} | {c['p99_ms']} | "
+                     f"{top['throughput_rps']:.0f} | {top['p50_ms']} | {top['p99_ms']} | "
+                     f"{c['throughput_rps'] / top['throughput_rps']:.2f} | "
+                     f"{c['client_cores']} |")
+    lines += ["", "| server | items | workers | startup s | process | RSS MiB | PSS MiB | "
+              "private MiB |", "|---|---|---|---|---|---|---|---|"]
+    for server in result["servers"]:
+        for m in server.get("memory", []):
+            lines.append(f"| {server['app']} | {server.get('items', '')} | {server['workers']} | "
+                         f"{server['startup_s']} | {m['role']} {m['pid']} | {m['rss_mib']} | "
+                         f"{m['pss_mib']} | {m['private_mib']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -286,13 +430,27 @@ def main() -> None:
     two.add_argument("--concurrency", type=int, default=200)
     two.add_argument("--requests", type=int, default=20_000)
     two.add_argument("--out", type=Path)
+    three = sub.add_parser("workers", help="the whole table: itemvec and the ceiling app, "
+                           "1 and 2 workers, 100k and 1M items, 50 and 200 in flight")
+    three.add_argument("--sizes", default="100000,1000000")
+    three.add_argument("--workers", default="1,2")
+    three.add_argument("--concurrency", default="50,200")
+    three.add_argument("--seconds", type=float, default=8.0)
+    three.add_argument("--backend", default="ivf")
+    three.add_argument("--root", type=Path, help="keep (and reuse) the synthetic bundles here")
+    three.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads (1, like itemvec serve's default)")
     args = parser.parse_args()
     from itemvec.serve.state import limit_threads
 
     limit_threads(args.threads)
-    if args.mode == "inprocess":
+    if args.mode == "workers":
+        result = workers_bench([int(x) for x in args.sizes.split(",")],
+                               [int(x) for x in args.workers.split(",")],
+                               [int(x) for x in args.concurrency.split(",")], args.seconds,
+                               args.backend, args.root)
+    elif args.mode == "inprocess":
         result = inprocess([int(s) for s in args.sizes.split(",")], args.backend, args.calls,
                            args.batch)
     else:
