@@ -23,7 +23,7 @@ stay strings. A query never writes to the object, so one instance can serve conc
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from itemvec.config import QueryConfig
 from itemvec.query.index import build_index, load_index, nearest, recommend_top
 from itemvec.query.pooling import history_matrix, history_weights
 from itemvec.store.bundle import read_vectors, write_bundle
+from itemvec.store.mapped import mapped_item_ids
 from itemvec.util.errors import UnknownItemError
 from itemvec.util.topk import top_k
 
@@ -66,14 +67,47 @@ class Results(tuple):
         return self[1]
 
 
+class SortedIds(Mapping[str, int]):
+    """Id -> row by binary search over sorted ids (e.g. memory-mapped, shared by processes):
+    a drop-in for the ``{id: row}`` dict without a Python object per id."""
+
+    def __init__(self, sorted_ids: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> None:
+        self.sorted, self.rows, self.ids = sorted_ids, rows, ids
+
+    def get(self, key: object, default: Any = None) -> Any:
+        if not isinstance(key, str):
+            return default
+        at = int(np.searchsorted(self.sorted, key))
+        if at < len(self.sorted) and self.sorted[at] == key:
+            return int(self.rows[at])
+        return default
+
+    def __getitem__(self, key: str) -> int:
+        row = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids.tolist())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class ItemEmbeddings:
     """Unit item vectors plus popularity logits, indexed by string item id."""
 
     def __init__(self, item_ids: Sequence[str], vectors: np.ndarray,
                  item_bias: np.ndarray | None = None, temperature: float = 1.0,
                  query: QueryConfig | None = None, metadata: dict | None = None,
-                 item_table=None) -> None:
-        self.item_ids = np.asarray([str(i) for i in item_ids], dtype=object)
+                 item_table=None, index: SortedIds | None = None) -> None:
+        # With ``index`` (``load(..., mapped_cache=...)``) the ids stay a unicode array as given.
+        self.item_ids = (np.asarray(item_ids) if index is not None else
+                         np.asarray([str(i) for i in item_ids], dtype=object))
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(self.item_ids) != len(self.vectors):
             raise ValueError(f"{len(self.item_ids)} item ids but {len(self.vectors)} vectors")
@@ -84,7 +118,8 @@ class ItemEmbeddings:
         self.query = query or QueryConfig()
         self.metadata = metadata or {}
         self.item_table = item_table
-        self.index = {item: i for i, item in enumerate(self.item_ids)}
+        self.index = index if index is not None else {
+            item: i for i, item in enumerate(self.item_ids)}
         self.integer_ids = _all_integer(self.item_ids)
         self.vector_index = None  # optional itemvec.query.index backend; None = exact matmul
 
@@ -348,18 +383,26 @@ class ItemEmbeddings:
                      stats=self.metadata.get("stats", {}))
 
     @classmethod
-    def load(cls, path: str | Path, check: bool = True, mmap: bool = False) -> ItemEmbeddings:
+    def load(cls, path: str | Path, check: bool = True, mmap: bool = False,
+             mapped_cache: str | Path | None = None) -> ItemEmbeddings:
         """Read a bundle's vectors (checksums verified unless ``check`` is False; ``mmap``:
-        vectors and biases memory-mapped read-only from the bundle files, not copied)."""
-        stored = read_vectors(path, check, mmap)
-        return cls(stored.item_ids, stored.vectors, stored.item_bias,
+        vectors and biases memory-mapped read-only from the bundle files, not copied; with
+        ``mapped_cache`` too the ids and their lookup are mapped from ``store.mapped`` files)."""
+        shared = mmap and mapped_cache is not None
+        stored = read_vectors(path, check, mmap, item_ids=not shared)
+        ids, index = stored.item_ids, None
+        if shared:
+            ids, ordered, rows = mapped_item_ids(path, mapped_cache)
+            index = SortedIds(ordered, rows, ids)
+        return cls(ids, stored.vectors, stored.item_bias,
                    temperature=stored.temperature, query=stored.query,
-                   metadata=stored.manifest, item_table=stored.item_table)
+                   metadata=stored.manifest, item_table=stored.item_table, index=index)
 
 
-def load_embeddings(path: str | Path, check: bool = True, mmap: bool = False) -> ItemEmbeddings:
+def load_embeddings(path: str | Path, check: bool = True, mmap: bool = False,
+                    mapped_cache: str | Path | None = None) -> ItemEmbeddings:
     """``ItemEmbeddings.load`` as a function, for callers that pass loaders around."""
-    return ItemEmbeddings.load(path, check, mmap)
+    return ItemEmbeddings.load(path, check, mmap, mapped_cache)
 
 
 def _all_integer(item_ids: np.ndarray) -> bool:

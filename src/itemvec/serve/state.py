@@ -89,11 +89,13 @@ def load_model(path: str | Path, index: str = "auto", check: bool = True, mmap: 
     """Read a bundle and build everything a request could need (not the lazy text encoder).
 
     ``mmap``: vectors, logits and a stored index are memory-mapped read-only from the bundle
-    files, and the co-occurrence matrix from CSR parts written once under ``mapped_cache``.
+    files; the item ids and the co-occurrence matrix from parts written once under
+    ``mapped_cache`` (``store.mapped``).
     """
     path = Path(path)
     began = time.perf_counter()
-    embeddings = load_embeddings(path, check=check, mmap=mmap)
+    embeddings = load_embeddings(path, check=check, mmap=mmap,
+                                 mapped_cache=mapped_cache if mmap else None)
     if index != "none":
         embeddings.use_index(index, bundle=path, mmap=mmap)
     name = "exact-matmul" if embeddings.vector_index is None else embeddings.vector_index.name

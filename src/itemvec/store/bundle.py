@@ -174,11 +174,13 @@ def verify(path: Path, manifest: dict[str, Any]) -> None:
                               "truncated, write it again")
 
 
-def read_vectors(path: str | Path, check: bool = True, mmap: bool = False) -> StoredVectors:
+def read_vectors(path: str | Path, check: bool = True, mmap: bool = False,
+                 item_ids: bool = True) -> StoredVectors:
     """The vectors, biases, item table and query settings of a bundle (checksums verified).
 
     ``mmap``: vectors and biases are read-only memory maps of the bundle files, so processes
-    serving one bundle share one copy in the page cache.
+    serving one bundle share one copy in the page cache. ``item_ids=False``: the ids are not
+    made into Python strings (``item_ids`` is empty; ``store.mapped`` maps them instead).
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -192,7 +194,8 @@ def read_vectors(path: str | Path, check: bool = True, mmap: bool = False) -> St
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise BundleError(f"{path}: cannot read bundle ({exc})") from None
     query = from_dict(QueryConfig, manifest.get("query", {}), "manifest.query")
-    return StoredVectors(np.asarray(items["item_id"].to_list(), dtype=object), vectors, bias,
+    ids = np.asarray(items["item_id"].to_list() if item_ids else [], dtype=object)
+    return StoredVectors(ids, vectors, bias,
                          manifest.get("temperature", 1.0), query,
                          items if items.width > 1 else None, manifest)
 

@@ -1,9 +1,13 @@
-"""A bundle's co-occurrence matrix as memory-mapped CSR parts, shared by serving processes.
+"""Bundle parts in memory-mappable form, shared by serving processes: the co-occurrence
+matrix and the item ids.
 
-``cooccurrence.npz`` is a zip archive (compressed), which cannot be memory-mapped. The first
-process to ask writes its three CSR arrays as plain ``.npy`` files under a cache directory, in
-a folder named by the matrix's checksum (so a new bundle gets new files), with a file lock so
-concurrent workers write it once; every process then maps them read-only. The bundle itself is
+``cooccurrence.npz`` is a zip archive (compressed) and ``items.parquet`` holds the ids as
+Arrow strings; neither can be memory-mapped, and a million ids as Python strings plus their
+lookup dict take ~140 MiB in every process. The first process to ask writes plain ``.npy``
+files under a cache directory, in a folder named by the part's checksum (so a new bundle gets
+new files), under a file lock so concurrent workers write them once; every process then maps
+them read-only. The ids become fixed-width unicode arrays (the longest id sets the width):
+in row order, and sorted with their rows for lookups by binary search. The bundle itself is
 never written, so it may sit on read-only storage.
 """
 
@@ -16,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 from itemvec.store.bundle import load_cooccurrence, read_manifest
@@ -26,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 PARTS = ("data", "indices", "indptr")
 MATRIX = "cooccurrence.npz"
+ITEMS = "items.parquet"
 
 
 def mapped_cooccurrence(bundle: str | Path, cache: str | Path) -> sp.csr_matrix:
@@ -47,17 +53,42 @@ def mapped_cooccurrence(bundle: str | Path, cache: str | Path) -> sp.csr_matrix:
     return sp.csr_matrix(tuple(arrays), shape=shape, copy=False)
 
 
+def mapped_item_ids(bundle: str | Path, cache: str | Path
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, sorted_ids, rows)``: the bundle's item ids in row order, sorted, and the row of
+    each sorted id; fixed-width unicode arrays memory-mapped read-only from ``cache``."""
+    bundle, cache = Path(bundle), Path(cache)
+    digest = read_manifest(bundle).get("files", {}).get(ITEMS)
+    if digest is None:
+        raise BundleError(f"{bundle.name}: bundle lists no {ITEMS}")
+    folder = cache / f"items-{digest[:24]}"
+    if not (folder / "rows.npy").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / "rows.npy").is_file():
+                ids = pl.read_parquet(bundle / ITEMS, columns=["item_id"])["item_id"]
+                ids = np.asarray(ids.to_numpy(), dtype=str)
+                rows = np.argsort(ids, kind="stable")
+                _write_arrays({"ids": ids, "sorted": ids[rows], "rows": rows}, folder)
+    return tuple(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                 for name in ("ids", "sorted", "rows"))
+
+
 def _write_parts(matrix: sp.csr_matrix, folder: Path) -> None:
-    """The CSR arrays as ``.npy`` files, written aside and renamed into place."""
+    _write_arrays({**{name: getattr(matrix, name) for name in PARTS},
+                   "shape": np.asarray(matrix.shape, dtype=np.int64)}, folder)
+
+
+def _write_arrays(arrays: dict[str, np.ndarray], folder: Path) -> None:
+    """Arrays as ``NAME.npy`` files, written aside and renamed into place as one folder."""
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        for name in PARTS:
-            np.save(staging / f"{name}.npy", getattr(matrix, name), allow_pickle=False)
-        np.save(staging / "shape.npy", np.asarray(matrix.shape, dtype=np.int64))
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", array, allow_pickle=False)
         fsync_tree(staging)
         staging.rename(folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("wrote memory-mappable co-occurrence parts (%d non-zeros) to %s", matrix.nnz,
-                folder)
+    logger.info("wrote memory-mappable %s to %s", ", ".join(arrays), folder)
