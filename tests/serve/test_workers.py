@@ -59,15 +59,14 @@ def _health_by_worker(base: str, want: int, predicate=lambda h: True, timeout: f
     return seen
 
 
-def _mapped_from(array: np.ndarray) -> Path | None:
-    """The directory of the file this process maps ``array``'s memory from (/proc/self/maps)."""
+def _mapped_from(array: np.ndarray) -> str | None:
+    """The file this process maps ``array``'s memory from (/proc/self/maps), if any."""
     address = array.ctypes.data
     for line in Path("/proc/self/maps").read_text().splitlines():
         fields = line.split(maxsplit=5)
         start, end = (int(x, 16) for x in fields[0].split("-"))
         if start <= address < end and len(fields) == 6 and fields[5].startswith("/"):
-            return Path(fields[5]).parent if "cooccurrence-" not in fields[5] else \
-                Path(fields[5]).parent.parent
+            return fields[5]
     return None
 
 
@@ -77,10 +76,11 @@ def test_mapped_load_shares_the_bundle_files_and_answers_as_a_copy(models, tmp_p
     mapped = load_model(bundle, "exact", mmap=True, mapped_cache=tmp_path / "cache")
     copied = load_model(bundle, "exact")
     emb = mapped.embeddings
-    for array in (emb.vectors, emb.item_bias, mapped.explainer.cooccurrence.data,
+    for array in (emb.vectors, emb.item_bias, emb.item_ids, mapped.explainer.cooccurrence.data,
                   mapped.explainer.cooccurrence.indices):
-        assert _mapped_from(array) in (bundle, tmp_path / "cache")
+        assert _mapped_from(array).startswith((str(bundle), str(tmp_path / "cache")))
         assert not array.flags.writeable
+    assert emb.row("i299") == 299 and "i300" not in emb
     assert np.array_equal(mapped.explainer.cooccurrence.toarray(),
                           copied.explainer.cooccurrence.toarray())
     for item in ("i0", "i7", "i299"):

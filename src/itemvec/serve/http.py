@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from itemvec.query.search import aligned_table
 from itemvec.serve.deps import Holder, Model
+from itemvec.serve.responses import FastJSONResponse
 from itemvec.serve.state import ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
 from itemvec.util.version import VERSION as __version__
@@ -129,7 +130,7 @@ ERRORS = {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": Err
 
 # -- helpers -----------------------------------------------------------------------------------------
 def _json(payload: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(payload, status_code=status)
+    return FastJSONResponse(payload, status_code=status)
 
 
 def _results(ids: np.ndarray, scores: np.ndarray, **extra: Any) -> dict[str, Any]:
