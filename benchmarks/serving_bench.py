@@ -338,8 +338,11 @@ def drive(port: int, endpoint: str, items: int, concurrency: int, seconds: float
 
 def serve_and_drive(command: list[str], port: int, items: int, concurrencies: list[int],
                     seconds: float, memory: bool) -> tuple[list[dict], dict]:
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # One OpenMP thread per request thread in every server: omp_set_num_threads (what --threads
+    # calls) binds only the calling thread, and the request threads would otherwise start FAISS
+    # searches with one OpenMP thread per core each (tens of spinning threads on 2 cores).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         extra = {"startup_s": wait_healthy(server, port)}
         cells = []

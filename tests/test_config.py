@@ -250,3 +250,13 @@ def test_manifests_written_before_load_and_round_trip():
     expected = {k: {**v, **added.get(k, {})} for k, v in MANIFEST_BEFORE_PYDANTIC.items()}
     assert {k: stored[k] for k in MANIFEST_BEFORE_PYDANTIC} == expected
     assert PipelineConfig.from_dict(stored) == config
+
+
+def test_serve_workers_is_a_count_or_auto():
+    from itemvec.config import ServeConfig
+
+    assert ServeConfig().workers == "1"
+    assert ServeConfig(workers=2).workers == "2" and ServeConfig(workers="auto").workers == "auto"
+    for bad in (0, "0", "many", 2.5, True):
+        with pytest.raises(ConfigError, match="serve.workers must be a number of processes"):
+            ServeConfig(workers=bad)

@@ -523,8 +523,18 @@ class ServeConfig(Section):
                            ge=1, flat="serve_threads", flag="--threads")
     workers: str = setting("1", "Worker processes behind the port: a number, or auto (one per "
                            "core); they share one memory-mapped bundle.",
-                           pattern=r"^(auto|[1-9][0-9]{0,3})$", flat="serve_workers",
-                           flag="--workers")
+                           flat="serve_workers", flag="--workers")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        """``auto`` or 1-9999, given as text or (in a config file) as a number."""
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not (text == "auto" or (isinstance(text, str) and text.isdigit()
+                                   and 1 <= int(text) <= 9999)):
+            raise ConfigError(f"serve.workers must be a number of processes (1-9999) or auto, "
+                              f"got {value!r}")
+        return text
 
 
 class PipelineConfig(Section):
