@@ -131,6 +131,8 @@ def run_workers(settings: WorkerSettings) -> None:
         os.environ[ENV] = str(run_dir / SETTINGS)
         for name in THREAD_ENV:  # workers start with capped pools, before numpy or torch load
             os.environ[name] = str(settings.threads)
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")  # freed score buffers go back, not to
+        # one retained glibc arena per request thread
         config = uvicorn.Config("itemvec.serve.workers:worker_app", factory=True, host=settings.host,
                                 port=settings.port, workers=settings.workers,
                                 log_level="warning", access_log=settings.access_log,
