@@ -120,6 +120,7 @@ def serve(
     import uvicorn
 
     from itemvec.serve.http import create_app
+    from itemvec.serve.workers import limit_request_threads
 
     listen = build_config(config_file, settings or {}).serve  # --port 0: one line, exit 2
     host, port = listen.host, listen.port
@@ -135,6 +136,7 @@ def serve(
     holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval)
     app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
                      max_body=listen.max_body)
+    limit_request_threads(app)
     typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
                f"http://{host}:{port}  (docs: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,

@@ -133,12 +133,13 @@ def worker_app() -> FastAPI:
     holder.follow()
     app = create_app(holder, api_key=key, cors_origins=settings.cors_origins,
                      max_body=settings.max_body)
-    _limit_request_threads(app, REQUEST_THREADS)
+    limit_request_threads(app, REQUEST_THREADS)
     return app
 
 
-def _limit_request_threads(app: FastAPI, threads: int) -> None:
-    """At most ``threads`` requests compute at once in this worker (the rest wait their turn).
+def limit_request_threads(app: FastAPI, threads: int = REQUEST_THREADS) -> None:
+    """At most ``threads`` requests compute at once in this process (the rest wait their turn;
+    ``itemvec serve`` applies it with one worker too).
 
     FastAPI runs sync handlers on AnyIO's pool of 40 threads; on one core 40 concurrent 1M-item
     scans only share the core, each holding its own score buffers (measured: a few hundred MiB
@@ -158,4 +159,5 @@ def _limit_request_threads(app: FastAPI, threads: int) -> None:
 
 
 
-__all__ = ["SharedHolder", "ready_workers", "worker_app"]
+__all__ = ["REQUEST_THREADS", "SharedHolder", "limit_request_threads", "ready_workers",
+           "worker_app"]
