@@ -1,5 +1,6 @@
 """Several worker processes sharing one memory-mapped bundle: a real ``itemvec serve --workers
-2``, reload across workers (POST and SIGHUP), and loading from read-only, mapped files."""
+2``, reload across workers (POST, SIGHUP and --watch), and loading from read-only, mapped
+files."""
 
 from __future__ import annotations
 
@@ -93,8 +94,8 @@ def test_mapped_load_shares_the_bundle_files_and_answers_as_a_copy(models, tmp_p
 
 
 def test_two_workers_serve_every_endpoint_and_reload_together(models, tmp_path):
-    with running_server(models / "current", "--workers", "2", "--index", "exact",
-                        log=tmp_path / "serve.log") as (process, base):
+    with running_server(models / "current", "--workers", "2", "--index", "exact", "--watch",
+                        "--watch-interval", "0.5", log=tmp_path / "serve.log") as (process, base):
         first = _health_by_worker(base, 2)
         assert {h["items"] for h in first.values()} == {300}
         assert {h["generation"] for h in first.values()} == {0}
@@ -131,6 +132,10 @@ def test_two_workers_serve_every_endpoint_and_reload_together(models, tmp_path):
             hup = _health_by_worker(base, 2, lambda h: h["generation"] == 2)
             assert {h["items"] for h in hup.values()} == {60}
             assert set(hup) == set(after)  # reloaded in place, not restarted
+            _bundle(models / "other", 60, 2)  # --watch: a new bundle renamed over the served one
+            watched = _health_by_worker(base, 2, lambda h: h["generation"] == 3)
+            assert {h["version"] for h in watched.values()}.isdisjoint(
+                {h["version"] for h in hup.values()})
         finally:
             stop.set()
             thread.join()
