@@ -61,6 +61,7 @@ class WorkerSettings:
 
 # -- the generation file -------------------------------------------------------------------------
 def read_generation(run_dir: Path) -> tuple[int, Path]:
+    """The current generation number and the bundle it names."""
     state = json.loads((run_dir / GENERATION).read_text(encoding="utf-8"))
     return int(state["generation"]), Path(state["path"])
 
@@ -76,6 +77,7 @@ def bump_generation(run_dir: Path, path: Path) -> int:
 
 
 def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime, size): changes when the file is rewritten or renamed over; None if absent."""
     try:
         st = path.stat()
     except OSError:
@@ -131,8 +133,8 @@ def run_workers(settings: WorkerSettings) -> None:
         os.environ[ENV] = str(run_dir / SETTINGS)
         for name in THREAD_ENV:  # workers start with capped pools, before numpy or torch load
             os.environ[name] = str(settings.threads)
-        os.environ.setdefault("MALLOC_ARENA_MAX", "2")  # freed score buffers go back, not to
-        # one retained glibc arena per request thread
+        # Freed score buffers return to the system rather than to one glibc arena per thread.
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         config = uvicorn.Config("itemvec.serve.workers:worker_app", factory=True, host=settings.host,
                                 port=settings.port, workers=settings.workers,
                                 log_level="warning", access_log=settings.access_log,
@@ -146,8 +148,8 @@ def run_workers(settings: WorkerSettings) -> None:
 
 
 def exec_supervisor(settings: WorkerSettings) -> None:
-    """Replace this process by ``python -m itemvec.serve.workers SETTINGS``: the supervisor and
-    the workers it spawns import only the serving modules, not the whole CLI."""
+    """Replace this process by ``python -m itemvec.serve.supervisor SETTINGS``: the supervisor
+    and the workers it spawns import only the serving modules, not the whole CLI."""
     run_dir = Path(tempfile.mkdtemp(prefix="itemvec-serve-"))
     settings.run_dir = str(run_dir)
     atomic_write_bytes(run_dir / SETTINGS, json.dumps(asdict(settings)).encode())
@@ -162,9 +164,9 @@ def main() -> None:
     run_workers(WorkerSettings.read(sys.argv[1]))
 
 
-if __name__ == "__main__":
-    main()
-
-
 __all__ = ["ENV", "GENERATION", "READY", "Supervisor", "WorkerSettings", "bump_generation",
            "exec_supervisor", "file_signature", "read_generation", "run_workers"]
+
+
+if __name__ == "__main__":
+    main()

@@ -73,7 +73,6 @@ class SharedHolder(ModelHolder):
         self.generation = bump_generation(self.run_dir, target)
         return model
 
-
     def follow(self, interval: float = POLL_SECONDS) -> threading.Thread:
         """Poll the generation file; load a newer generation's bundle and swap it in."""
 
