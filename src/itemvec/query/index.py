@@ -222,12 +222,13 @@ def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
 
 
 def _read_stored(data_path: Path, name: str, mmap: bool) -> Any:
-    """A stored FAISS index: read into memory, or memory-mapped read-only from the file (IVF
-    maps its inverted lists, HNSW its vectors; the HNSW graph is read into memory)."""
+    """A stored FAISS index: read into memory, or memory-mapped read-only from the file
+    (``IO_FLAG_MMAP_IFC``: IVF maps its inverted lists, HNSW its vectors, the HNSW graph is
+    read into memory). ``IO_FLAG_MMAP`` would serve IVF lists through FAISS's on-disk lists:
+    ~3x slower searches at 1M items (4.8 vs 1.6 ms a query, measured)."""
     faiss = _faiss()
     if mmap:
-        flag = faiss.IO_FLAG_MMAP if name == "ivf" else faiss.IO_FLAG_MMAP_IFC
-        return faiss.read_index(str(data_path), flag)
+        return faiss.read_index(str(data_path), faiss.IO_FLAG_MMAP_IFC)
     return faiss.deserialize_index(np.frombuffer(data_path.read_bytes(), dtype=np.uint8))
 
 
