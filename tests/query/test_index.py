@@ -4,6 +4,7 @@ recommendations through an index equal the exact ones."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +124,12 @@ def test_stored_index_is_reused_and_rebuilt_when_stale(tmp_path, vectors):
     loaded = load_index(bundle, vectors, "ivf")
     assert loaded.params["nlist"] == 32 and loaded.params["nprobe"] == 8
     assert np.array_equal(loaded.search(vectors[:5], 5)[1], built.search(vectors[:5], 5)[1])
+    for name, params in (("ivf", {"nlist": 32, "nprobe": 8}), ("hnsw", {})):
+        save_index(build_index(name, vectors, **params), bundle)
+        mapped, copied = (load_index(bundle, vectors, name, mmap=m) for m in (True, False))
+        assert np.array_equal(mapped.search(vectors[:9], 5)[1], copied.search(vectors[:9], 5)[1])
+        maps = Path("/proc/self/maps").read_text()  # the file is mapped, not copied in
+        assert str(bundle / f"index-{name}.faiss") in maps, name
     (bundle / "manifest.json").write_text(json.dumps({"files": {"embeddings.npy": "changed"}}))
     rebuilt = load_index(bundle, vectors, "ivf", nlist=16)
     assert rebuilt.params["nlist"] == 16
