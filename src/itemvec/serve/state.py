@@ -50,7 +50,14 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self._where = lru_cache(maxsize=256)(self._where_uncached)
+        # A closure over the embeddings, not a bound method: no reference cycle, so a replaced
+        # model is freed at once rather than at the next full garbage collection.
+        embeddings = self.embeddings
+
+        def where_mask(where: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
+            return item_filter(embeddings, {k: list(v) for k, v in where})
+
+        self._where = lru_cache(maxsize=256)(where_mask)
 
     def info(self) -> dict[str, Any]:
         meta = self.embeddings.metadata
@@ -66,9 +73,6 @@ class LoadedModel:
                 "min_support": self.explainer.min_support,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
                 "config": without_paths(meta.get("config")), "stats": without_paths(stats)}
-
-    def _where_uncached(self, where: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
-        return item_filter(self.embeddings, {k: list(v) for k, v in where})
 
     def filters(self, exclude: list[str] | None = None, where: dict[str, Any] | None = None,
                 allowed: list[str] | None = None) -> dict[str, Any]:
