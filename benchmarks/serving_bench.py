@@ -13,8 +13,8 @@ loopback port, then drives it with an httpx async client holding ``--concurrency
 flight until ``--requests`` are done (bounded: stops by itself). Four runs: valid requests only;
 a mixed valid/invalid run (must see zero 5xx); a valid run with ``POST /admin/reload`` in the
 middle (must lose no request); and a reload storm, the serial run again while
-``--reload-loops`` clients post reloads back to back (the server runs with ``--allow-reload`` and its default
-rate limit, so most of them get 429). Results go to ``--out`` as JSON and a table on stdout.
+``--reload-loops`` clients post reloads back to back (the server runs with ``--allow-reload``
+and its default rate limit, so most of them get 429). Results go to ``--out`` as JSON and a table on stdout.
 """
 
 from __future__ import annotations
