@@ -14,7 +14,8 @@ flight until ``--requests`` are done (bounded: stops by itself). Four runs: vali
 a mixed valid/invalid run (must see zero 5xx); a valid run with ``POST /admin/reload`` in the
 middle (must lose no request); and a reload storm, the serial run again while
 ``--reload-loops`` clients post reloads back to back (the server runs with ``--allow-reload``
-and its default rate limit, so most of them get 429). Results go to ``--out`` as JSON and a table on stdout.
+and its default rate limit, so most of them get 429). Results go to ``--out`` as JSON and a
+table on stdout.
 """
 
 from __future__ import annotations
