@@ -10,12 +10,13 @@ recall@10 against exact on 1000 queries.
 
 HTTP: writes a synthetic bundle (ANN index stored in it), starts ``itemvec serve`` on a free
 loopback port, then drives it with an httpx async client holding ``--concurrency`` requests in
-flight until ``--requests`` are done (bounded: stops by itself). Four runs: valid requests only;
+flight until ``--requests`` are done (bounded: stops by itself). Runs: valid requests only;
 a mixed valid/invalid run (must see zero 5xx); a valid run with ``POST /admin/reload`` in the
 middle (must lose no request); and a reload storm, the serial run again while
 ``--reload-loops`` clients post reloads back to back (the server runs with ``--allow-reload``
-and its default rate limit, so most of them get 429). Results go to ``--out`` as JSON and a
-table on stdout.
+and its default rate limit, so most of them get 429), and its control, the same number of
+clients sending ``GET /health`` back to back. Results go to ``--out`` as JSON and a table on
+stdout.
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ def invalid_request(rng: random.Random, n_items: int) -> tuple[str, str, object]
 
 
 async def load(base: str, n_items: int, concurrency: int, total: int, mix_invalid: float,
-               reload_at: int | None, seed: int, reload_loops: int = 0) -> dict:
+               reload_at: int | None, seed: int, reload_loops: int = 0,
+               flood: str = "reload") -> dict:
     import httpx
 
     rng = random.Random(seed)
@@ -230,7 +232,8 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
         async def reloader() -> None:
             while not finished.is_set():
                 try:
-                    response = await client.post("/admin/reload", json={"path": "current"})
+                    response = await (client.get("/health") if flood == "health" else
+                                      client.post("/admin/reload", json={"path": "current"}))
                     key = str(response.status_code)
                 except httpx.HTTPError as exc:
                     key = type(exc).__name__
@@ -251,7 +254,7 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
             "transport_errors": len(errors), "error_examples": sorted(set(errors))[:3],
             "5xx": sum(v for k, v in statuses.items() if k >= 500),
             **({"reload": reload_result} if reload_at is not None else {}),
-            **({"reload_storm": dict(sorted(storm.items()))} if reload_loops else {})}
+            **({f"{flood}_flood": dict(sorted(storm.items()))} if reload_loops else {})}
 
 
 def http(n_items: int, backend: str, concurrency: int, total: int,
@@ -290,9 +293,12 @@ def http(n_items: int, backend: str, concurrency: int, total: int,
         print(json.dumps(results["mixed"]), flush=True)
         results["reload"] = run_load(server, base, n_items, concurrency, total, 0.0, total // 2, 2)
         print(json.dumps(results["reload"]), flush=True)
-        results["reload_storm"] = run_load(server, base, n_items, 1, min(total, 500), 0.0, None,
+        results["reload_storm"] = run_load(server, base, n_items, 1, min(total, 200), 0.0, None,
                                            3, reload_loops)  # compare with "serial"
         print(json.dumps(results["reload_storm"]), flush=True)
+        results["health_flood"] = run_load(server, base, n_items, 1, min(total, 200), 0.0, None,
+                                           3, reload_loops, "health")  # the storm's control
+        print(json.dumps(results["health_flood"]), flush=True)
         return results
     finally:
         server.send_signal(signal.SIGTERM)

@@ -292,6 +292,10 @@ def test_itemvec_serve_subprocess(models_root, tmp_path):
                                  headers=headers).json()
         assert len(recommended["items"]) == 10 and recommended["skipped"] == 1
         assert httpx.get(f"{base}/similar/i5").status_code == 401
+        reloaded = httpx.post(f"{base}/admin/reload", json={}, headers=headers)
+        assert reloaded.status_code == 200 and reloaded.json()["reloads"] == 2
+        too_soon = httpx.post(f"{base}/admin/reload", json={}, headers=headers)
+        assert too_soon.status_code == 429 and too_soon.headers["retry-after"] in ("1", "2")
         before = httpx.get(f"{base}/info", headers=headers).json()["loaded_at"]
         time.sleep(1.1)
         process.send_signal(signal.SIGHUP)
