@@ -184,7 +184,7 @@ class ModelHolder:
         """Load ``path`` (default: the current bundle path) fully, then swap it in.
 
         A client's ``path`` that holds no bundle gets one message whether or not the directory
-        exists, so reloads cannot probe the file system. Any failure raises ``BundleError``
+        exists, so reloads cannot probe the file system. Any failure raises ``ItemvecError``
         and leaves the current model serving.
         """
         target = self.path if path is None else self._client_target(path)
@@ -194,7 +194,7 @@ class ModelHolder:
             except ItemvecError:
                 raise
             except Exception as exc:  # a malformed bundle must not look like a server bug
-                logger.exception("loading %s failed", target)
+                logger.debug("loading %s failed", target, exc_info=True)
                 raise BundleError(f"{target}: cannot load bundle ({type(exc).__name__}: "
                                   f"{exc})") from exc
             self._model = model  # the atomic swap: one reference assignment
