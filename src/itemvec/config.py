@@ -203,7 +203,8 @@ class IngestConfig(Section):
     sep: str | None = setting(None, "Field separator of text files, e.g. ',' ';' '|' or '\\t' "
                               "(tab); sequences and baskets split on it too.",
                               default_text="sniffed; whitespace for sequences/baskets")
-    header: bool = setting(True, "The file has no header row: name the columns with --columns.",
+    header: bool = setting(True, "Whether the file starts with a header row (--no-header: name the "
+                           "columns with --columns).",
                            flag="--no-header")
     columns: list[str] | None = setting(
         None, "Column names, comma-separated, for a file without a header (or to rename the "

@@ -75,19 +75,15 @@ def _is_negative_flag(path: str) -> bool:
 
 def option(path: str) -> Any:
     """``Annotated[T | None, typer.Option(...)]`` for one field, e.g. for a shared alias; a
-    boolean field with a --no-... flag is that flag alone (given: the field is false)."""
+    boolean field with a --no-X flag is the pair --X/--no-X, so a command that starts from a
+    stored setting (``update``) can switch it either way."""
     if cli_type(path) is bool:
-        return Annotated[bool, typer.Option(flag_of(path), help=str(field_info(path).description))]
+        negative = flag_of(path)
+        pair = f"--{negative.removeprefix('--no-')}/{negative}"
+        return Annotated[bool | None, typer.Option(pair, help=str(field_info(path).description),
+                                                   show_default=False)]
     return Annotated[cli_type(path) | None, typer.Option(flag_of(path), help=help_of(path),
                                                           show_default=False)]
-
-
-def given_value(path: str, value: Any) -> Any:
-    """What an option's value means for its field: None = not given; a --no-... flag given
-    sets its field to false."""
-    if cli_type(path) is bool:
-        return False if value else None
-    return value
 
 
 def config_options(*paths: str) -> Callable[[Callable], Callable]:
@@ -105,7 +101,7 @@ def config_options(*paths: str) -> Callable[[Callable], Callable]:
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            given = {path: given_value(path, kwargs.pop(name)) for path, name in names.items()}
+            given = {path: kwargs.pop(name) for path, name in names.items()}
             return command(**kwargs, **{SETTINGS: {k: v for k, v in given.items()
                                                    if v is not None}})
 
