@@ -190,7 +190,7 @@ def context_ends(path: Path, ingest: IngestConfig, chunk_rows: int,
         buckets = partition(path, ingest, chunk_rows, scratch, progress)
         with tqdm(total=total, desc="holdout pass", unit="ev", unit_scale=True,
                   disable=not progress) as bar:
-            tables = bucket_tables(buckets, ingest, bar)
+            tables = bucket_tables(buckets, ingest, bar, str(path))
             parts = [_context_ends(t, ingest, False) for t in background(tables)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
