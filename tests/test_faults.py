@@ -28,7 +28,7 @@ from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.store.bundle import CHECKPOINT_DIRNAME, MANIFEST, write_bundle
 from itemvec.train.checkpoint import FILENAME, CheckpointManager
 from itemvec.train.trainer import Trainer, TrainingDivergedError
-from itemvec.util.errors import BundleError
+from itemvec.util.errors import BundleError, ItemvecError
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--context", "session_id", "--item", "item_id", "--time", "ts", "--epochs", "10",
@@ -147,7 +147,7 @@ def test_failure_mid_write_keeps_the_previous_bundle(old_bundle, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("itemvec.store.bundle.save_sparse", disk_full)  # after the .npy files
-    with pytest.raises(OSError):
+    with pytest.raises(ItemvecError, match=r"model: no space left on device .*needs about"):
         write_bundle(old_bundle, _embeddings(2), config={}, stats={},
                      cooccurrence=sp.eye(50, format="csr"))
     assert _digest(old_bundle) == before
@@ -242,7 +242,7 @@ def test_damaged_bundle_is_refused_with_the_file_named(old_bundle, part, damage)
 @pytest.mark.parametrize("manifest,message", [
     (b"", "corrupt"), (b'{"format_version": 1, "files"', "corrupt"), (b"\xff\xfe", "corrupt"),
     (json.dumps({"format_version": 99}).encode(), "version 99 is newer"),
-    (json.dumps({"format_version": "1"}).encode(), "format version '1'"),
+    (json.dumps({"format_version": "1"}).encode(), "format_version = '1'"),
 ])
 def test_bad_manifest_is_refused(old_bundle, manifest, message):
     (old_bundle / MANIFEST).write_bytes(manifest)
