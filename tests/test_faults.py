@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
@@ -418,7 +419,7 @@ def _safetensor_error(message: str) -> Exception:
 @pytest.mark.parametrize("target,failure", [
     ("itemvec.store.bundle.np.save", lambda: OSError("52416 requested and 13280 written")),
     ("itemvec.store.bundle.pl.DataFrame.write_parquet",
-     lambda: __import__("polars").exceptions.ComputeError("No space left on device (os error 28)")),
+     lambda: pl.exceptions.ComputeError("No space left on device (os error 28)")),
     ("safetensors.torch.save_file",
      lambda: _safetensor_error("Error while serializing: IoError(No space left on device)")),
 ])
@@ -488,3 +489,14 @@ def test_read_only_out_directory_fails_before_training(events, tmp_path, cli):
     parent.mkdir(mode=0o555)
     code, _, err = cli(["train", events, "--out", parent / "model", *TRAIN_ARGS])
     assert code == 2 and "cannot write in" in err
+
+
+def test_truncated_parquet_is_one_line_under_streaming_auto(events, tmp_path, cli):
+    whole = tmp_path / "events.parquet"
+    pl.read_csv(events).write_parquet(whole)
+    whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for mode in ("auto", "off"):
+        code, _, err = cli(["train", whole, "--out", tmp_path / "model", *TRAIN_ARGS,
+                            "--streaming", mode])
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{whole}: cannot" in err and "Traceback" not in err
