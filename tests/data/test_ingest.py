@@ -305,8 +305,26 @@ def test_null_or_blank_ids_name_file_row_and_column(write_file, name, content, r
 def test_latin1_file_is_read_without_merging_distinct_ids(write_file):
     path = write_file("e.csv", "session_id,item_id\ns1,caf\xe9\ns1,caf\xe8\ns1,b\n"
                       .encode("latin-1"))
-    log = read_events(path, IngestConfig())
+    log = read_events(path, IngestConfig(encoding="latin-1"))
     assert set(log.item_ids.tolist()) == {"b", "café", "cafè"}
+
+
+@pytest.mark.parametrize("name,layout", [("e.csv", "auto"), ("e.jsonl", "auto"),
+                                         ("e.txt", "sequences")])
+def test_one_latin1_byte_in_a_utf8_file_is_an_error_naming_row_and_byte(write_file, name,
+                                                                         layout):
+    """No fallback decode: reading the file as latin-1 would turn every 'café' into 'cafÃ©'."""
+    lines = {"e.csv": ["session_id,item_id", "s1,café", "s1,b", "s2,caf\udce9"],
+             "e.jsonl": ['{"session_id": "s1", "item_id": "café"}',
+                         '{"session_id": "s2", "item_id": "caf\udce9"}'],
+             "e.txt": ["s1 café b", "s2 caf\udce9"]}[name]
+    data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    path = write_file(name, data)
+    with pytest.raises(DataError) as info:
+        read_events(path, IngestConfig(format=layout))
+    row, offset = len(lines), data.index(b"\xe9")
+    assert str(info.value) == (f"{path}: row {row}, byte {offset}: b'\\xe9' is not valid UTF-8; "
+                               "say the file's encoding, e.g. --encoding latin-1 or cp1252")
 
 
 def test_read_table_errors_are_itemvec_errors(write_file):

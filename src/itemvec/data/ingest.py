@@ -199,24 +199,31 @@ def read_table(path: str | Path, reading: Reading = DEFAULT_READING) -> pl.DataF
         raise DataError(f"{path}: --format {kind} holds events, not a table")
     _check_file(path)
     try:
-        try:
-            frame = _read(_source(path, kind, reading.encoding), kind, path, reading)
-        except pl.exceptions.ComputeError as exc:
-            if kind == "parquet" or reading.encoding or "utf-8" not in str(exc).lower():
-                raise
-            # Not UTF-8: decode as latin-1, which keeps distinct bytes distinct (a lossy decode
-            # would silently merge ids such as 'caf\xe9' and 'caf\xe8').
-            logger.warning("%s is not valid UTF-8; reading it as latin-1 (say --encoding)", path)
-            frame = _read(_source(path, kind, "latin-1"), kind, path, reading)
+        frame = _read(_source(path, kind, reading.encoding), kind, path, reading)
     except pl.exceptions.NoDataError:
         raise DataError(f"{path}: file is empty") from None
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
+        if kind != "parquet" and reading.encoding is None and "utf-8" in str(exc).lower():
+            raise not_utf8(path, read_bytes(path)) from None
         raise DataError(f"{path}: cannot parse as {kind}: "
                         f"{_explain(exc, path, kind, reading)}") from None
     frame = _without_trailing_blank_rows(frame) if kind in ("csv", "recbole") else frame
     if frame.height == 0:
         raise DataError(f"{path}: file has a header but no rows")
     return _name_columns(frame, path, kind, reading)
+
+
+def not_utf8(path: Path, data: bytes) -> DataError:
+    """The error for text that is not UTF-8, naming the first bad byte's row and offset. No
+    guessing: a fallback decode would garble every non-ASCII id of a mostly-UTF-8 file."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        row = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start:exc.end]
+        return DataError(f"{path}: row {row}, byte {exc.start}: {bad!r} is not valid UTF-8; "
+                         "say the file's encoding, e.g. --encoding latin-1 or cp1252")
+    return DataError(f"{path}: not valid UTF-8; say the file's encoding with --encoding")
 
 
 def _without_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
@@ -452,8 +459,7 @@ def _line_table(path: Path, layout: str, reading: Reading) -> pl.DataFrame:
     except UnicodeDecodeError:
         if reading.encoding:
             raise DataError(f"{path}: not valid {reading.encoding}; check --encoding") from None
-        logger.warning("%s is not valid UTF-8; reading it as latin-1 (say --encoding)", path)
-        text = data.decode("latin-1")
+        raise not_utf8(path, data) from None
     events = line_events(text, layout, separator_for(plain_name(path), reading.sep))
     if events.height == 0:
         raise DataError(f"{path}: no items found in --format {layout} lines")
