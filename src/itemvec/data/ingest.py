@@ -281,7 +281,10 @@ def _read(source: Path | io.BytesIO, kind: str, path: Path, reading: Reading) ->
 
 def _name_columns(frame: pl.DataFrame, path: Path, kind: str, reading: Reading) -> pl.DataFrame:
     """RecBole's typed names (``user_id:token``) lose their type; ``--columns`` names (or
-    renames) every column, and must count them right."""
+    renames) every column, and must count them right. A name twice in a header is an error
+    (polars would rename the second ``NAME_duplicated_0`` and the first would silently win)."""
+    if reading.columns is None:
+        _check_unique_names(frame.columns, path)
     if kind == "recbole" or all(_RECBOLE_TYPE.match(c) for c in frame.columns):
         frame = frame.rename({c: m.group(1) for c in frame.columns
                               if (m := _RECBOLE_TYPE.match(c))})
@@ -294,6 +297,15 @@ def _name_columns(frame: pl.DataFrame, path: Path, kind: str, reading: Reading) 
                         f"{sniff_separator(path, reading)!r}); name each column once or fix "
                         "--sep")
     return frame.rename(dict(zip(frame.columns, reading.columns, strict=True)))
+
+
+def _check_unique_names(columns: list[str], path: Path) -> None:
+    for position, name in enumerate(columns):
+        match = re.fullmatch(r"(.+)_duplicated_\d+", name)
+        if match and match.group(1) in columns:
+            first = columns.index(match.group(1))
+            raise DataError(f"{path}: column name {match.group(1)!r} appears twice in the header "
+                            f"(columns {first + 1} and {position + 1}); rename one")
 
 
 def _reject_utf16(path: Path) -> None:
@@ -369,15 +381,18 @@ def as_string_ids(frame: pl.DataFrame, column: str, path: Path | str = "") -> pl
                         f"{str(exc).strip().splitlines()[0]}") from None
 
 
-def check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path) -> None:
-    """Null and blank (whitespace-only) ids are errors naming the first such row."""
+def check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path,
+                   what: str = "values") -> None:
+    """Null (empty, NA, null) and blank (whitespace-only) cells are errors naming how many and
+    the first such row."""
     nulls = values.is_null()
     if values.dtype == pl.String:
         nulls = nulls | (values.str.strip_chars() == "")
     if nulls.any():
         first = int(rows.filter(nulls)[0])
-        raise DataError(f"{path}: row {first}: column {column!r} is empty "
-                        f"({int(nulls.sum())} rows have no {column})")
+        raise DataError(f"{path}: row {first}: column {column!r} is empty, NA or null: "
+                        f"{int(nulls.sum())} rows have missing {what}, first at row {first}; "
+                        "fill them in or drop those rows")
 
 
 def parse_times(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
@@ -508,6 +523,18 @@ def frame_events(frame: pl.DataFrame, config: IngestConfig, path: Path, first_ro
     return event_table(frame, config, path), event_types(frame, config, path)
 
 
+def check_no_header_rows(frame: pl.DataFrame, columns: list[str], path: Path | str) -> None:
+    """A row whose every named cell is its column's name is a header repeated mid-file (files
+    concatenated with ``cat``); read as data it would be an item named 'item_id'."""
+    if not columns or any(frame.schema[c] != pl.String for c in columns):
+        return
+    header = frame.filter(pl.all_horizontal([pl.col(c) == c for c in columns]))
+    if header.height:
+        raise DataError(f"{path}: row {int(header[ROW][0])} repeats the header "
+                        f"({','.join(columns)}; {header.height} such rows); remove them (were "
+                        "files joined with their headers?)")
+
+
 def log_from_frame(frame: pl.DataFrame, config: IngestConfig, path: Path, first_row: int,
                    options: tuple[str, ...] = COLUMN_OPTIONS) -> EventLog:
     """The named columns of a read table -> ``EventLog``; errors name ``path`` and rows counted
@@ -523,10 +550,12 @@ def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.Dat
     """Validated columns context, item, ROW, weight (and time) of a frame with a ROW index;
     events of weight 0 are dropped. Shared by ``read_events`` and the streaming counter."""
     rows = frame[ROW]
+    named = (config.context, config.item, config.time, config.event, config.order)
+    check_no_header_rows(frame, list(dict.fromkeys(c for c in named if c)), path)
     context = as_string_ids(frame, config.context, path)
     item = as_string_ids(frame, config.item, path)
-    check_not_null(context, config.context, rows, path)
-    check_not_null(item, config.item, rows, path)
+    check_not_null(context, config.context, rows, path, "ids")
+    check_not_null(item, config.item, rows, path, "ids")
     table = pl.DataFrame({"context": context, "item": item, ROW: rows})
     if config.time is not None:
         time_col = frame[config.time]
