@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 import tomllib
 import types
@@ -123,6 +124,8 @@ def parse_event_weights(text: str | dict | None) -> dict[str, float]:
             weights[str(name)] = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"event_weights[{name}] must be a number, got {value!r}") from None
+        if not math.isfinite(weights[str(name)]):
+            raise ConfigError(f"ingest.event_weights: {name}={value} is not a finite number")
         if weights[str(name)] < 0:
             raise ConfigError(f"event_weights[{name}] must be >= 0, got {value!r}")
     return weights

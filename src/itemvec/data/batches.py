@@ -51,7 +51,11 @@ def event_columns(ingest: IngestConfig) -> list[str]:
 def row_estimate(path: Path) -> int:
     """Rows of an event file: exact for Parquet, estimated from the first MB of a CSV."""
     if file_format(path) == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # pyarrow raises ArrowInvalid & co. on a truncated file
+            raise DataError(f"{path}: cannot read as parquet: {_first_line(exc)}; the file is "
+                            "damaged or truncated, write it again") from None
     with open(path, "rb") as fh:
         sample = fh.read(1 << 20)
     per_row = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
