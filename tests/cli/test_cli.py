@@ -204,8 +204,9 @@ def test_recommend_jsonl_in_and_out(cli_model, tmp_path, cli):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["id"] for row in rows] == [7, "abc", None]
     for row, history in zip(rows, (["i1", "i2"], ["i3"], []), strict=True):
-        assert list(row) == ["id", "items", "scores", "labels"]
+        assert list(row) == ["id", "items", "scores", "labels", "cold"]
         assert len(row["items"]) == len(row["scores"]) == len(row["labels"]) == 4
+        assert row["cold"] == [False] * 4  # trained without an item table: nothing is cold
         assert not set(row["items"]) & set(history)
         assert row["scores"] == sorted(row["scores"], reverse=True)
 

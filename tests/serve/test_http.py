@@ -65,7 +65,8 @@ def test_similar_returns_the_same_category(client, categories):
     response = client.get("/similar/i5", params={"n": 10})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"items", "scores"} and len(body["items"]) == 10
+    assert set(body) == {"items", "scores", "cold", "labels"} and len(body["items"]) == 10
+    assert body["cold"] == [False] * 10  # no item table cold items in this model
     assert "i5" not in body["items"]
     assert np.mean([categories[i] == categories["i5"] for i in body["items"]]) >= 0.8
     assert body["scores"] == sorted(body["scores"], reverse=True)

@@ -261,10 +261,10 @@ def recommend(
                 unanswered.append(query_id)
                 found[:] = False
             row = {"id": query_id, "items": row_ids[found].tolist(),
-                   "scores": [round(float(s), 6) for s in row_scores[found]],
-                   "cold": row_cold[found].tolist()}
+                   "scores": [round(float(s), 6) for s in row_scores[found]]}
             if lookup is not None:
                 row["labels"] = [lookup.get(i) for i in row["items"]]
+            row["cold"] = row_cold[found].tolist()
             lines.append(json.dumps(row))
     check_some_known(unanswered, records)
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
