@@ -378,6 +378,11 @@ class QueryConfig(Section):
                                        ge=0)
     evidence_power: float = setting(0.25, "Pooled history scaled by (effective history length) "
                                     "** power.", ge=0, le=1)
+    cold_similarity_offset: float | None = setting(
+        None, "Added to the cosine of cold items (features only, no behaviour) in similar "
+        "results; chosen on validation at train time so cold items cost warm neighbours at most "
+        "features.max_warm_drop.", default_text="calibrated (uncalibrated: cold items rank "
+        "below every warm item)", ge=-2, le=2)
 
 
 class FeatureConfig(Section):

@@ -65,7 +65,8 @@ def test_similar_returns_the_same_category(client, categories):
     response = client.get("/similar/i5", params={"n": 10})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"items", "scores"} and len(body["items"]) == 10
+    assert set(body) == {"items", "scores", "cold", "labels"} and len(body["items"]) == 10
+    assert body["cold"] == [False] * 10  # no item table cold items in this model
     assert "i5" not in body["items"]
     assert np.mean([categories[i] == categories["i5"] for i in body["items"]]) >= 0.8
     assert body["scores"] == sorted(body["scores"], reverse=True)
@@ -285,3 +286,39 @@ def test_serve_on_a_busy_port_is_one_line_before_any_banner(cli, bundle_dir):
         f"error: port {port} is in use on 127.0.0.1; stop the other server or choose another "
         "with --port"]
     assert "serving" not in stdout + stderr
+
+
+def test_cold_marker_and_labels_over_a_mostly_cold_catalogue(cold_catalogue):
+    """Planted catalogue (tests/conftest.py): the default keeps a warm item's neighbours warm,
+    ``cold=include`` lets the cold ones show, ``exclude`` drops them; every list is parallel."""
+    model, bundle, _ = cold_catalogue
+    item = str(model.embeddings.item_ids[0])
+    with TestClient(create_app(ModelHolder(bundle))) as client:
+        shares = {}
+        for cold in ("calibrated", "include", "exclude"):
+            body = client.get(f"/similar/{item}", params={"n": 20, "cold": cold}).json()
+            assert body["cold"] == [not i.startswith("i") for i in body["items"]]
+            assert body["labels"] == [f"product {i}" for i in body["items"]]
+            shares[cold] = sum(body["cold"])
+        assert shares["include"] >= 10 and shares["calibrated"] <= 2 and shares["exclude"] == 0
+        batch = client.post("/similar", json={"items": [item], "n": 20, "cold": "include"}).json()
+        row = batch["results"][0]
+        assert row["cold"] == [not i.startswith("i") for i in row["items"]]
+        assert client.get(f"/similar/{item}", params={"cold": "maybe"}).status_code == 422
+        recs = client.post("/recommend", json={"history": [item], "n": 5, "explain": True}).json()
+        assert len(recs["cold"]) == len(recs["labels"]) == len(recs["items"]) == 5
+        assert [e["label"] for e in recs["explanations"]] == recs["labels"]
+        explained = client.post("/explain", json={"history": [item], "item": item}).json()
+        assert explained["label"] == f"product {item}"
+
+
+def test_serve_label_picks_the_column(cold_catalogue):
+    model, bundle, _ = cold_catalogue
+    item = str(model.embeddings.item_ids[0])
+    with TestClient(create_app(ModelHolder(bundle, label="category"))) as client:
+        body = client.get(f"/similar/{item}", params={"n": 3}).json()
+        table = model.embeddings.item_table
+        category = dict(zip(table["item_id"].to_list(), table["category"].to_list(), strict=True))
+        assert body["labels"] == [category[i] for i in body["items"]]
+    with TestClient(create_app(ModelHolder(bundle, label="none"))) as client:
+        assert "labels" not in client.get(f"/similar/{item}").json()

@@ -21,6 +21,8 @@ from itemvec.cli.options import (
     INGEST_OPTIONS,
     ITEMS_READ_OPTIONS,
     READ_OPTIONS,
+    Cold,
+    ColdMode,
     ConfigFile,
     Context,
     ContextKind,
@@ -178,12 +180,13 @@ def similar(
     n: Annotated[int, typer.Option("-n", help="How many neighbours.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     label: Label = None,
+    cold: Cold = ColdMode.calibrated,
 ) -> None:
-    """Items most similar (cosine) to ITEM_ID."""
+    """Items most similar (cosine) to ITEM_ID; cold items are marked."""
     _check_n(n)
     embeddings = load_embeddings(bundle)
     column = label_column(embeddings, label)
-    ids, scores = embeddings.similar_items(item_id, n=n)
+    ids, scores = embeddings.similar_items(item_id, n=n, cold=cold.value)
     items = [str(i) for i in ids]
     if as_json:
         typer.echo(json.dumps(labelled_json(
@@ -193,7 +196,8 @@ def similar(
     own = item_labels(embeddings, [item_id], column)
     about = f"{item_id} ({own[0]})" if own and own[0] else item_id
     print_results(f"items similar to {about}", items, scores,
-                  item_labels(embeddings, items, column), column or "label")
+                  item_labels(embeddings, items, column), column or "label",
+                  cold=embeddings.is_cold(items).tolist())
 
 
 def _check_n(n: int) -> None:
@@ -250,8 +254,8 @@ def recommend(
         chunk = records[start:start + 1024]
         result = embeddings.recommend_batch([h for _, h in chunk], n=n)
         skipped += int(result.skipped.sum())
-        for (query_id, history), row_ids, row_scores, unknown in zip(
-                chunk, *result, result.skipped, strict=True):
+        for (query_id, history), row_ids, row_scores, unknown, row_cold in zip(
+                chunk, *result, result.skipped, result.cold, strict=True):
             found = row_scores > -float("inf")  # rows are padded to n when fewer items qualify
             if history and unknown == len(history):  # no known item: not popularity in disguise
                 unanswered.append(query_id)
@@ -260,6 +264,7 @@ def recommend(
                    "scores": [round(float(s), 6) for s in row_scores[found]]}
             if lookup is not None:
                 row["labels"] = [lookup.get(i) for i in row["items"]]
+            row["cold"] = row_cold[found].tolist()
             lines.append(json.dumps(row))
     check_some_known(unanswered, records)
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())

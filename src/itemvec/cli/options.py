@@ -16,6 +16,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -148,6 +149,19 @@ Label = Annotated[str | None, typer.Option(
     "--label", help="Item-table column shown beside ids, or none.  [default: the first of "
     "title, product_name, movie_title, item_name, display_name, name, label, description "
     "(any case) the table has]")]
+
+
+class ColdMode(StrEnum):
+    """How ``similar`` ranks cold items (``ItemEmbeddings.cold_offset``)."""
+    calibrated = "calibrated"
+    include = "include"
+    exclude = "exclude"
+
+
+Cold = Annotated[ColdMode, typer.Option(
+    "--cold", help="Cold items (item table only, never in behaviour): calibrated (their cosine "
+    "carries the offset chosen on validation at train time), include (plain cosine) or "
+    "exclude.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
 INGEST_OPTIONS = ("ingest.context", "ingest.item", "ingest.time", "ingest.event",
                   "ingest.event_weights", "ingest.session_gap", "ingest.context_kind")

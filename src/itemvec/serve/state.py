@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.query.explain import Explainer, explainer_for_bundle
+from itemvec.query.labels import item_labels, label_column, labelled_explanations
 from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
 
@@ -40,6 +41,7 @@ class LoadedModel:
     explainer: Explainer
     index_name: str
     loaded_at: float = field(default_factory=time.time)
+    label: str | None = None  # item-table column labelling results (None: no labels)
 
     def __post_init__(self) -> None:
         self._where = lru_cache(maxsize=256)(self._where_uncached)
@@ -58,6 +60,20 @@ class LoadedModel:
                 "min_support": self.explainer.min_support,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
                 "config": meta.get("config"), "stats": stats}
+
+    def marks(self, ids: Any) -> dict[str, list]:
+        """Lists parallel to result ``ids``: ``cold`` (no behaviour, placed by features) and,
+        when the item table has a label column, ``labels``."""
+        ids = [str(i) for i in ids]
+        out: dict[str, list] = {"cold": self.embeddings.is_cold(np.asarray(ids, object)).tolist()}
+        labels = item_labels(self.embeddings, ids, self.label)
+        if labels is not None:
+            out["labels"] = labels
+        return out
+
+    def labelled(self, explanations: list[dict]) -> list[dict]:
+        """Explanations with a ``label`` beside each item id (when items have labels)."""
+        return labelled_explanations(explanations, self.embeddings, self.label)
 
     def _where_uncached(self, where: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
         return item_filter(self.embeddings, {k: list(v) for k, v in where})
@@ -81,8 +97,12 @@ class LoadedModel:
         return out
 
 
-def load_model(path: str | Path, index: str = "auto", check: bool = True) -> LoadedModel:
-    """Read a bundle and build everything a request could need (not the lazy text encoder)."""
+def load_model(path: str | Path, index: str = "auto", check: bool = True,
+               label: str | None = None) -> LoadedModel:
+    """Read a bundle and build everything a request could need (not the lazy text encoder).
+
+    ``label``: the item-table column that labels results (``serve --label``; default
+    detected, ``none`` for no labels)."""
     path = Path(path)
     began = time.perf_counter()
     embeddings = load_embeddings(path, check=check)
@@ -90,7 +110,8 @@ def load_model(path: str | Path, index: str = "auto", check: bool = True) -> Loa
         embeddings.use_index(index, bundle=path)
     name = "exact-matmul" if embeddings.vector_index is None else embeddings.vector_index.name
     model = LoadedModel(path, embeddings, ItemSearch(embeddings),
-                        explainer_for_bundle(embeddings, path), name)
+                        explainer_for_bundle(embeddings, path), name,
+                        label=label_column(embeddings, label))
     logger.info("loaded %s: %d items, index %s, in %.2fs", path, len(embeddings), name,
                 time.perf_counter() - began)
     return model
@@ -128,8 +149,9 @@ class ModelHolder:
     """Owns the current model; ``reload`` builds a new one aside, then swaps one reference."""
 
     def __init__(self, path: str | Path, models_root: str | Path | None = None,
-                 index: str = "auto") -> None:
+                 index: str = "auto", label: str | None = None) -> None:
         self.path = Path(path).resolve()
+        self.label = label
         self.root = Path(models_root).resolve() if models_root else self.path.parent
         self.index = index
         self._model: LoadedModel | None = None
@@ -153,7 +175,7 @@ class ModelHolder:
         """Load ``path`` (default: the current bundle path) fully, then swap it in."""
         target = self.path if path is None else resolve_under(self.root, path)
         with self._lock:
-            model = load_model(target, self.index)
+            model = load_model(target, self.index, label=self.label)
             self._model = model  # the atomic swap: one reference assignment
             self.path = target
             self.reloads += 1
