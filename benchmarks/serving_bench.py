@@ -10,9 +10,11 @@ recall@10 against exact on 1000 queries.
 
 HTTP: writes a synthetic bundle (ANN index stored in it), starts ``itemvec serve`` on a free
 loopback port, then drives it with an httpx async client holding ``--concurrency`` requests in
-flight until ``--requests`` are done (bounded: stops by itself). Three runs: valid requests only;
-a mixed valid/invalid run (must see zero 5xx); and a valid run with ``POST /admin/reload`` in
-the middle (must lose no request). Results go to ``--out`` as JSON and a table on stdout.
+flight until ``--requests`` are done (bounded: stops by itself). Four runs: valid requests only;
+a mixed valid/invalid run (must see zero 5xx); a valid run with ``POST /admin/reload`` in the
+middle (must lose no request); and a reload storm, valid requests while ``--reload-loops``
+clients post reloads back to back (the server runs with ``--allow-reload`` and its default
+rate limit, so most of them get 429). Results go to ``--out`` as JSON and a table on stdout.
 """
 
 from __future__ import annotations
@@ -160,21 +162,25 @@ def valid_request(rng: random.Random, n_items: int) -> tuple[str, str, dict | No
                                   "n": 10}
 
 
+INVALID = (
+    ("GET", "/similar/no-such-item?n=10", None),  # 404
+    ("GET", "/similar/i1?n=0", None),  # 422
+    ("POST", "/recommend", {"history": ["i1"] * 5000, "n": 10}),  # 422
+    ("POST", "/recommend", b"{not json"),  # 422
+    ("POST", "/recommend", b"x" * (2 << 20)),  # 413
+    ("POST", "/recommend", {"history": ["i1"], "n": True}),  # 422: strict ints
+    ("POST", "/search", b'{"vector": [NaN, 1]}'),  # 422
+    ("GET", "/similar/a/b/c?n=3", None),  # 404: ids may hold "/"
+    ("POST", "/admin/reload", {"path": "../../etc"}),  # 400 outside the root, or 429
+)
+
+
 def invalid_request(rng: random.Random, n_items: int) -> tuple[str, str, object]:
-    kind = rng.randrange(5)
-    if kind == 0:
-        return "GET", "/similar/no-such-item?n=10", None
-    if kind == 1:
-        return "GET", "/similar/i1?n=0", None
-    if kind == 2:
-        return "POST", "/recommend", {"history": ["i1"] * 5000, "n": 10}
-    if kind == 3:
-        return "POST", "/recommend", b"{not json"
-    return "POST", "/recommend", b"x" * (2 << 20)
+    return INVALID[rng.randrange(len(INVALID))]
 
 
 async def load(base: str, n_items: int, concurrency: int, total: int, mix_invalid: float,
-               reload_at: int | None, seed: int) -> dict:
+               reload_at: int | None, seed: int, reload_loops: int = 0) -> dict:
     import httpx
 
     rng = random.Random(seed)
@@ -211,12 +217,31 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
         async def do_reload() -> None:
             began = time.perf_counter()
             response = await client.post("/admin/reload", json={"path": "other"})
+            while response.status_code == 429:  # rate-limited: wait as told, as a client would
+                await asyncio.sleep(float(response.headers.get("retry-after", 1)))
+                response = await client.post("/admin/reload", json={"path": "other"})
             reload_result.update(status=response.status_code,
                                  seconds=round(time.perf_counter() - began, 3))
 
+        storm: dict[str, int] = {}
+        finished = asyncio.Event()
+
+        async def reloader() -> None:
+            while not finished.is_set():
+                try:
+                    response = await client.post("/admin/reload", json={"path": "current"})
+                    key = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                storm[key] = storm.get(key, 0) + 1
+
+        storms = [asyncio.get_running_loop().create_task(reloader())
+                  for _ in range(reload_loops)]
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - began
+        finished.set()
+        await asyncio.gather(*storms)
         while reload_at is not None and not reload_result:
             await asyncio.sleep(0.05)
     return {"requests": total, "concurrency": concurrency, "wall_s": round(wall, 2),
@@ -224,10 +249,12 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "transport_errors": len(errors), "error_examples": sorted(set(errors))[:3],
             "5xx": sum(v for k, v in statuses.items() if k >= 500),
-            **({"reload": reload_result} if reload_at is not None else {})}
+            **({"reload": reload_result} if reload_at is not None else {}),
+            **({"reload_storm": dict(sorted(storm.items()))} if reload_loops else {})}
 
 
-def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
+def http(n_items: int, backend: str, concurrency: int, total: int,
+         reload_loops: int = 60) -> dict:
     import httpx
 
     root = Path(tempfile.mkdtemp(prefix="itemvec-serving-"))
@@ -236,7 +263,7 @@ def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
     port = free_port()
     script = Path(sys.executable).with_name("itemvec")
     command = [str(script), "serve", str(root / "current"), "--host", "127.0.0.1",
-               "--port", str(port), "--index", backend]
+               "--port", str(port), "--index", backend, "--allow-reload"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
@@ -262,6 +289,9 @@ def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
         print(json.dumps(results["mixed"]), flush=True)
         results["reload"] = run_load(server, base, n_items, concurrency, total, 0.0, total // 2, 2)
         print(json.dumps(results["reload"]), flush=True)
+        results["reload_storm"] = run_load(server, base, n_items, concurrency, total, 0.0, None,
+                                           4, reload_loops)
+        print(json.dumps(results["reload_storm"]), flush=True)
         return results
     finally:
         server.send_signal(signal.SIGTERM)
@@ -285,6 +315,8 @@ def main() -> None:
     two.add_argument("--backend", default="hnsw")
     two.add_argument("--concurrency", type=int, default=200)
     two.add_argument("--requests", type=int, default=20_000)
+    two.add_argument("--reload-loops", type=int, default=60,
+                     help="clients posting reloads back to back in the storm run")
     two.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads (1, like itemvec serve's default)")
@@ -296,7 +328,8 @@ def main() -> None:
         result = inprocess([int(s) for s in args.sizes.split(",")], args.backend, args.calls,
                            args.batch)
     else:
-        result = http(args.items, args.backend, args.concurrency, args.requests)
+        result = http(args.items, args.backend, args.concurrency, args.requests,
+                      args.reload_loops)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 

@@ -524,8 +524,12 @@ class ServeConfig(Section):
     section: ClassVar[str] = "serve"
     host: str = setting("127.0.0.1", "Interface to bind.", min_length=1)
     port: int = setting(8000, "TCP port.", ge=1, le=65535)
-    watch_interval: float = setting(2.0, "Seconds between checks for --watch.", gt=0,
-                                    flat="serve_watch_interval", flag="--watch-interval")
+    watch_interval: float = setting(2.0, "Seconds between checks for --watch (at least 0.1).",
+                                    ge=0.1, flat="serve_watch_interval",
+                                    flag="--watch-interval")
+    reload_interval: float = setting(2.0, "Least seconds between two POST /admin/reload "
+                                     "(sooner: 429 with Retry-After).", ge=0,
+                                     flat="serve_reload_interval", flag="--reload-interval")
     max_body: int = setting(1 << 20, "Largest request body in bytes (bigger: 413).", ge=1,
                             flat="serve_max_body", flag="--max-body")
     threads: int = setting(1, "BLAS/OpenMP threads per query (requests run concurrently).",

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
 
 
 @config_options("serve.host", "serve.port", "serve.watch_interval", "serve.max_body",
-                "serve.threads")
+                "serve.threads", "serve.reload_interval")
 def serve(
     bundle: Bundle,
     index: IndexName = "auto",
@@ -100,6 +100,9 @@ def serve(
     models_root: Annotated[Path | None, typer.Option(
         "--models-root", help="POST /admin/reload may only load bundles under this "
         "directory.  [default: the bundle's parent]")] = None,
+    allow_reload: Annotated[bool, typer.Option(
+        "--allow-reload", help="Enable POST /admin/reload without an API key (with "
+        "--api-key-file it is on).")] = False,
     watch: Annotated[bool, typer.Option(
         "--watch", help="Reload when the bundle on disk is replaced.")] = False,
     cors_origin: Annotated[list[str] | None, typer.Option(
@@ -113,8 +116,8 @@ def serve(
 ) -> None:
     """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
 
-    SIGHUP or POST /admin/reload loads the bundle again and swaps it in without dropping
-    requests.
+    SIGHUP, --watch or POST /admin/reload (with --api-key-file or --allow-reload) loads the
+    bundle again and swaps it in without dropping requests.
     """
     import uvicorn
 
@@ -125,25 +128,28 @@ def serve(
     limit_threads(listen.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    key = _check_serve_options(host, port, api_key_file)
+    key = _check_serve_options(host, port, api_key_file, allow_reload)
     check_port_free(host, port)
     holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval, label)
     app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
-                     max_body=listen.max_body)
+                     max_body=listen.max_body, allow_reload=allow_reload,
+                     reload_interval=listen.reload_interval)
     typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
                f"http://{host}:{port}  (docs: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
                 timeout_graceful_shutdown=5)
 
 
-def _check_serve_options(host: str, port: int, api_key_file: Path | None) -> str | None:
+def _check_serve_options(host: str, port: int, api_key_file: Path | None,
+                         allow_reload: bool = False) -> str | None:
     """The API key (or None) after checking the port; warns when serving openly off loopback."""
     if not 1 <= port <= 65535:
         raise ItemvecError(f"--port must be 1-65535, got {port}")
     key = read_api_key(api_key_file)
     if host not in LOOPBACK and key is None:
         logger.warning("serving on %s without --api-key-file: anyone who can reach this "
-                       "port can query the model and trigger reloads", host)
+                       "port can query the model%s", host,
+                       " and trigger reloads" if allow_reload else "")
     return key
 
 

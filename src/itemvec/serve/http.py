@@ -1,11 +1,16 @@
 """The HTTP API (FastAPI): related items, recommendations, search, explanations, reload.
 
-Every error is JSON ``{"error": "..."}`` with a 4xx code a client can act on: 404 unknown item,
-413 body too large, 422 invalid request (n, history length, vector size are all bounded), 401
-bad API key, 503 not loaded yet. Handlers take the current model once per request, so a reload
-(``POST /admin/reload``, SIGHUP, or ``--watch``) swaps models without dropping a request.
-Security defaults: bind 127.0.0.1, CORS off, optional API key compared in constant time,
-reload paths confined to the models root, nothing loaded with pickle or eval.
+Every error is JSON ``{"error": "..."}`` with a code a client can act on: 404 unknown item,
+413 body too large, 422 invalid request (n, history length, vector size are all bounded; numbers
+and booleans are strict, so ``true`` is not 1), 401 bad API key, 503 not loaded yet, and 500
+(JSON too, keeping the connection open) for a server bug. Handlers take the current model once
+per request, so a reload (``POST /admin/reload``, SIGHUP, or ``--watch``) swaps models without
+dropping a request. Security defaults: bind 127.0.0.1, CORS off, optional API key compared in
+constant time, error bodies and ``/info`` free of absolute paths, nothing loaded with pickle or
+eval. ``POST /admin/reload`` changes what every client is served, so it is off unless an API key
+is set or ``allow_reload`` is given, wants ``Content-Type: application/json`` (a cross-site
+form or body-less POST cannot send it without a CORS preflight), loads only under the models
+root and is rate-limited (429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+import threading
+import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -44,7 +52,10 @@ OPEN_PATHS = ("/health", "/")  # the explorer page itself holds no data; its API
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Scalar = str | int | float | bool
-N = Annotated[int, Field(ge=1, le=MAX_N, description="How many results (1-1000).")]
+RELOAD_INTERVAL = 2.0  # seconds between client reloads (serve.reload_interval)
+N = Annotated[int, Field(strict=True, ge=1, le=MAX_N, description="How many results (1-1000).")]
+Flag = Annotated[bool, Field(strict=True)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 # -- request and response bodies -------------------------------------------------------------------
@@ -74,20 +85,20 @@ class SimilarIn(Filters):
 class RecommendIn(Filters):
     history: list[ItemId] = Field(max_length=MAX_HISTORY, description="Oldest first.")
     n: N = 10
-    filter_seen: bool = True
-    explain: bool = False
+    filter_seen: Flag = True
+    explain: Flag = False
 
 
 class RecommendBatchIn(Filters):
     histories: list[Annotated[list[ItemId], Field(max_length=MAX_HISTORY)]] = Field(
         min_length=1, max_length=MAX_BATCH)
     n: N = 10
-    filter_seen: bool = True
+    filter_seen: Flag = True
 
 
 class SearchIn(Filters):
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)] | None = None
-    vector: list[float] | None = Field(None, max_length=4096)
+    vector: list[Number] | None = Field(None, max_length=4096)
     item: ItemId | None = None
     n: N = 10
 
@@ -135,6 +146,7 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+RELOAD_ERRORS = {status: {"model": ErrorOut} for status in (400, 403, 415, 422, 429)}
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -211,6 +223,11 @@ class Guard:
         except BodyTooLarge:
             if not started:
                 await too_large(scope, receive, send)
+        except Exception as exc:
+            # Answered here, not re-raised: the server would close the keep-alive connection.
+            logger.exception("unhandled error: %s", exc)
+            if not started:
+                await _error(500, "internal error; see the server log")(scope, receive, send)
 
 
 def _clean_errors(errors: Sequence[dict]) -> list[dict]:
@@ -227,9 +244,40 @@ def _describe(errors: list[dict]) -> str:
 
 
 # -- the app -----------------------------------------------------------------------------------------
+class ReloadGate:
+    """Admits one client reload per ``interval`` seconds and none while one runs: each reload
+    reads a whole bundle, and a client repeating them would starve every query."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._running = False
+
+    def admit(self) -> float:
+        """0 when a reload may start now (call ``done`` after it), else seconds to wait."""
+        with self._lock:
+            now = time.monotonic()
+            if self._running:
+                return max(self.interval, 1.0)
+            if now < self._next:
+                return self._next - now
+            self._running, self._next = True, now + self.interval
+            return 0.0
+
+    def done(self) -> None:
+        with self._lock:
+            self._running = False
+            self._next = max(self._next, time.monotonic() + self.interval)
+
+
 def create_app(holder: ModelHolder, api_key: str | None = None,
-               cors_origins: Sequence[str] = (), max_body: int = MAX_BODY) -> FastAPI:
-    """The FastAPI app serving ``holder``'s model (loaded at startup if it is not yet)."""
+               cors_origins: Sequence[str] = (), max_body: int = MAX_BODY,
+               allow_reload: bool = False, reload_interval: float = RELOAD_INTERVAL) -> FastAPI:
+    """The FastAPI app serving ``holder``'s model (loaded at startup if it is not yet).
+
+    ``POST /admin/reload`` works only with ``api_key`` set or ``allow_reload``.
+    """
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -244,13 +292,15 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
     for router in ROUTERS:
         app.include_router(router)
     _include_explorer(app)
-    if cors_origins:
+    app.add_middleware(Guard, api_key=api_key, max_body=max_body)
+    if cors_origins:  # outside Guard: preflights need no key, and 401/413 carry CORS headers
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.add_middleware(Guard, api_key=api_key, max_body=max_body)
     app.state.holder = holder
+    app.state.reload_gate = (ReloadGate(reload_interval) if allow_reload or api_key is not None
+                             else None)
     return app
 
 
@@ -286,8 +336,8 @@ def _install_errors(app: FastAPI) -> None:
         return _error(404, str(exc))
 
     @app.exception_handler(ItemvecError)
-    async def _user(_request: Request, exc: ItemvecError) -> JSONResponse:
-        return _error(400, str(exc))
+    async def _user(request: Request, exc: ItemvecError) -> JSONResponse:
+        return _error(400, request.app.state.holder.public(str(exc)))
 
     @app.exception_handler(NotReady)
     async def _not_ready(_request: Request, _exc: NotReady) -> JSONResponse:
@@ -300,12 +350,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json({"error": str(exc.detail)}, exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _crash(_request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error: %s", exc)
-        return _error(500, "internal error; see the server log")
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(json.JSONDecodeError)
     async def _bad_json(_request: Request, exc: json.JSONDecodeError) -> JSONResponse:
@@ -340,12 +385,16 @@ def _parse_where(clauses: list[str] | None) -> dict[str, list[str]] | None:
     return conditions or None
 
 
-@status_router.get("/health", summary="200 once a model is loaded, 503 before")
+@status_router.get("/health", summary="200 once a model is loaded (status ok, or degraded "
+                  "when the last background reload failed), 503 before")
 def health(holder: Holder) -> JSONResponse:
     if not holder.ready:
         return _error(503, "model is loading")
     model = holder.current()
-    return _json({"status": "ok", "items": len(model.embeddings), "bundle": model.path.name})
+    body = {"status": "ok", "items": len(model.embeddings), "bundle": model.path.name}
+    if holder.failure is not None:  # still serving the last good bundle
+        body.update(status="degraded", error=f"reload failed: {holder.failure}")
+    return _json(body)
 
 
 @status_router.get("/info", summary="Model information: size, config, training statistics")
@@ -353,7 +402,7 @@ def info(model: Model) -> JSONResponse:
     return _json(model.info())
 
 
-@items_router.get("/similar/{item_id}", response_model=Results,
+@items_router.get("/similar/{item_id:path}", response_model=Results,
                   summary="Items most similar (cosine) to one item")
 def similar(model: Model, item_id: PathId, n: QueryN = 10,
             exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
@@ -397,7 +446,7 @@ def recommend_batch(model: Model, body: RecommendBatchIn) -> JSONResponse:
                               zip(result.ids, result.scores, result.skipped, strict=True)]})
 
 
-@items_router.get("/items/{item_id}", summary="An item's embedding and attributes")
+@items_router.get("/items/{item_id:path}", summary="An item's embedding and attributes")
 def item(model: Model, item_id: PathId) -> JSONResponse:
     emb = model.embeddings
     row = emb.row(item_id)
@@ -445,9 +494,30 @@ def search(model: Model, body: SearchIn) -> JSONResponse:
     return _json(_results(*model.search.by_id(body.item, n=body.n, **filters), model))
 
 
-@admin_router.post("/admin/reload",
+def reload_gate(request: Request) -> ReloadGate:
+    """The reload policy before the body is read: 403 when reloading over HTTP is off, 415
+    without a JSON content type."""
+    gate = request.app.state.reload_gate
+    if gate is None:
+        raise StarletteHTTPException(403, "reload over HTTP is off; start itemvec serve with "
+                                     "--api-key-file or --allow-reload (SIGHUP always works)")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise StarletteHTTPException(415, "send Content-Type: application/json")
+    return gate
+
+
+@admin_router.post("/admin/reload", responses=RELOAD_ERRORS,
                    summary="Load a bundle (default: the current path again) and swap it in")
-def reload(holder: Holder, body: ReloadIn | None = None) -> JSONResponse:
-    model = holder.reload(body.path if body else None)
+def reload(holder: Holder, gate: Annotated[ReloadGate, Depends(reload_gate)],
+           body: ReloadIn | None = None) -> JSONResponse:
+    wait = gate.admit()  # 429 while another reload runs or too soon after the last
+    if wait > 0:
+        return JSONResponse({"error": f"reload rate limit; retry in {math.ceil(wait)} s"}, 429,
+                            headers={"Retry-After": str(math.ceil(wait))})
+    try:
+        model = holder.reload(body.path if body else None)
+    finally:
+        gate.done()
     return _json({"status": "reloaded", "bundle": model.path.name,
                   "items": len(model.embeddings), "reloads": holder.reloads})

@@ -4,12 +4,17 @@
 explainer); it is built completely before ``ModelHolder`` swaps the one reference requests read.
 A request takes ``holder.current()`` once and uses that object to the end, so a reload never
 mixes two models in one answer and never drops a request. Reload paths must resolve (symlinks
-included) to a directory under the configured models root.
+included) to a directory under the configured models root. A reload that fails for any reason
+keeps the previous model serving; a failed background reload (SIGHUP, ``--watch``) is kept in
+``holder.failure`` for ``/health`` until a reload succeeds. Text a client sees names bundles
+relative to the models root, never by absolute path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +32,9 @@ from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
 
 logger = logging.getLogger(__name__)
+
+MIN_WATCH_INTERVAL = 0.1  # seconds; polling faster only burns CPU
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s/'\":,]+)+/([^\s/'\":,]+)")
 
 
 class NotReady(Exception):
@@ -59,7 +67,7 @@ class LoadedModel:
                 [c for c in table.columns if c != "item_id"],
                 "min_support": self.explainer.min_support,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
-                "config": meta.get("config"), "stats": stats}
+                "config": without_paths(meta.get("config")), "stats": without_paths(stats)}
 
     def marks(self, ids: Any) -> dict[str, list]:
         """Lists parallel to result ``ids``: ``cold`` (no behaviour, placed by features) and,
@@ -95,6 +103,18 @@ class LoadedModel:
         if exclude:
             out["exclude"] = exclude
         return out
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` with every absolute path string cut to its last part (``stats.source``):
+    a client learns file names, not the server's directory layout."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"[A-Za-z]:\\", value)):
+        return re.split(r"[/\\]", value.rstrip("/\\"))[-1]
+    return value
 
 
 def load_model(path: str | Path, index: str = "auto", check: bool = True,
@@ -157,6 +177,7 @@ class ModelHolder:
         self._model: LoadedModel | None = None
         self._lock = threading.Lock()
         self.reloads = 0
+        self.failure: str | None = None  # the last background reload's error, until one works
 
     def current(self) -> LoadedModel:
         model = self._model
@@ -171,25 +192,58 @@ class ModelHolder:
     def load(self) -> LoadedModel:
         return self.reload()
 
+    def public(self, text: str) -> str:
+        """``text`` fit for a client: paths under the models root made relative, other
+        absolute paths cut to their last part."""
+        text = text.replace(str(self.root) + os.sep, "")
+        return _ABSOLUTE_PATH.sub(r"\1", text)
+
     def reload(self, path: str | Path | None = None) -> LoadedModel:
-        """Load ``path`` (default: the current bundle path) fully, then swap it in."""
-        target = self.path if path is None else resolve_under(self.root, path)
+        """Load ``path`` (default: the current bundle path) fully, then swap it in.
+
+        A client's ``path`` that holds no bundle gets one message whether or not the directory
+        exists, so reloads cannot probe the file system. Any failure raises ``BundleError``
+        and leaves the current model serving.
+        """
+        target = self.path if path is None else self._client_target(path)
         with self._lock:
-            model = load_model(target, self.index, label=self.label)
+            try:
+                model = load_model(target, self.index, label=self.label)
+            except ItemvecError:
+                raise
+            except Exception as exc:  # a malformed bundle must not look like a server bug
+                logger.exception("loading %s failed", target)
+                raise BundleError(f"{target}: cannot load bundle ({type(exc).__name__}: "
+                                  f"{exc})") from exc
             self._model = model  # the atomic swap: one reference assignment
             self.path = target
             self.reloads += 1
+            self.failure = None
         return model
 
+    def _client_target(self, path: str | Path) -> Path:
+        target = resolve_under(self.root, path)
+        if not (target / "manifest.json").is_file():
+            raise BundleError(f"no itemvec bundle at {str(path)!r} under the models root")
+        return target
+
     def reload_quietly(self) -> None:
-        """For signals and the watcher: keep serving the old model if the new one is broken."""
+        """For signals and the watcher: keep serving the old model if the new one is broken,
+        and keep the failure for ``/health`` and the log."""
         try:
             self.reload()
-        except (ItemvecError, OSError) as exc:
+        except Exception as exc:
+            self.failure = self.public(str(exc))
             logger.error("reload failed, still serving the previous model: %s", exc)
 
     def watch(self, interval: float = 2.0) -> threading.Thread:
-        """Poll the bundle's manifest and reload when it changes (a new bundle renamed in)."""
+        """Poll the bundle's manifest and reload when it changes (a new bundle renamed in).
+
+        The thread outlives any error: a broken bundle is reported and the next one loads.
+        """
+        if not interval >= MIN_WATCH_INTERVAL:  # also refuses NaN
+            raise ItemvecError(f"watch interval must be at least {MIN_WATCH_INTERVAL} s, "
+                               f"got {interval}")
 
         def signature() -> tuple | None:
             try:
@@ -198,21 +252,26 @@ class ModelHolder:
                 return None
             return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+        first = signature()  # taken now: a change right after watch() returns is seen
+
         def loop() -> None:
-            seen = signature()
+            seen = first
             while True:
                 time.sleep(interval)
-                now = signature()
-                if now is not None and now != seen:
-                    time.sleep(min(interval, 0.5))  # let a rename settle
-                    logger.info("bundle changed on disk; reloading")
-                    self.reload_quietly()
-                    seen = signature()
+                try:
+                    now = signature()
+                    if now is not None and now != seen:
+                        time.sleep(min(interval, 0.5))  # let a rename settle
+                        logger.info("bundle changed on disk; reloading")
+                        self.reload_quietly()
+                        seen = signature()
+                except Exception:  # pragma: no cover - reload_quietly catches; belt and braces
+                    logger.exception("bundle watcher error; still watching")
 
         thread = threading.Thread(target=loop, name="itemvec-watch", daemon=True)
         thread.start()
         return thread
 
 
-__all__ = ["BundleError", "LoadedModel", "ModelHolder", "NotReady", "limit_threads",
-           "load_model", "resolve_under"]
+__all__ = ["MIN_WATCH_INTERVAL", "BundleError", "LoadedModel", "ModelHolder", "NotReady",
+           "limit_threads", "load_model", "resolve_under", "without_paths"]
