@@ -34,7 +34,15 @@ from itemvec.store.bundle import check_target, write_bundle
 from itemvec.train import pipeline
 from itemvec.train.pipeline import TrainedModel, read_item_table, side_information, train_on_log
 from itemvec.train.trainer import Callback
-from itemvec.train.tuning import SPACE, TuneSettings, apply_space, load_space, tune_log, without_fixed
+from itemvec.train.tuning import (
+    SPACE,
+    TuneSettings,
+    apply_space,
+    load_space,
+    require_optuna,
+    tune_log,
+    without_fixed,
+)
 from itemvec.train.update import Parent, load_parent, pinned_kind, update_log
 from itemvec.util.errors import ConfigError, ItemvecError
 
@@ -173,6 +181,7 @@ class ItemVec:
         the study's summary; the bundle files ``best_config.json`` (for ``itemvec train
         --config``), ``tuning.json`` and ``tuning.html`` go into ``save``'s bundle (``out``).
         """
+        require_optuna()
         if out is not None:
             check_target(Path(out))  # fail before the search, not after it
         limit = parse_duration(timeout, "--timeout") if timeout is not None else None

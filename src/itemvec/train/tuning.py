@@ -372,6 +372,12 @@ def trials_to_within(trials: list[dict], fraction: float) -> int | None:
                 if t["state"] == "COMPLETE" and t["value"] >= target)
 
 
+def require_optuna() -> None:
+    """Fail before any work when the ``tune`` extra is missing (ModuleNotFoundError, which the
+    CLI turns into one line naming the extra)."""
+    import optuna  # noqa: F401
+
+
 def tune_log(log: EventLog, base: PipelineConfig, space: dict[str, Dimension],
              settings: TuneSettings, item_table: pl.DataFrame | None = None,
              side: SideInformation | None = None, progress: bool = True,
@@ -501,4 +507,4 @@ def _short(value: Any) -> str:
 
 
 __all__ = ["SPACE", "Dimension", "TuneResult", "TuneSettings", "apply_space", "load_space",
-           "trial_config", "trials_to_within", "tune_log", "without_fixed"]
+           "require_optuna", "trial_config", "trials_to_within", "tune_log", "without_fixed"]
