@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         """Search hyper-parameters on a held-out slice, then train the best on every event.
 
         Settings given as options or in --config are fixed; the rest of the space is searched
-        (TPE, median pruning on the per-epoch validation).
+        (TPE; trials in the bottom quarter at an epoch are pruned).
         """
         config = build_config(config_file, settings or {})
         configure_logging(quiet)

@@ -4,8 +4,9 @@ The newest ``training.validation_fraction`` of contexts (seeded random without a
 out; each trial trains on the rest with that slice as its validation (early stopping, query
 settings, history fine-tuning, as ``itemvec evaluate`` and the benchmarks train) and scores
 HR@20 on it: the mean of i2i and s2i, or one of them (``metric``). Trials are proposed by TPE;
-the trainer's per-epoch validation (s2i HR@20 on the same slice) is reported to a median pruner,
-so a trial below the median of earlier ones at the same epoch stops early. A new study starts
+the trainer's per-epoch validation (s2i HR@20 on the same slice) is reported to a percentile
+pruner, so from epoch 10 on a trial in the bottom quarter of earlier ones at the same epoch
+stops early. A new study starts
 with the configuration as given (the defaults), so the search is never judged against less.
 
 The search space is data (``SPACE``): flat setting names with a range or choices. Defaults:
@@ -63,8 +64,9 @@ METRICS = ("mean", "i2i", "s2i")
 SEARCHABLE = ("cooccurrence", "training", "query", "side")  # sections a space may name
 QUERY_SECTION = "query"
 STARTUP_TRIALS = 5  # TPE samples at random until this many trials finished
-PRUNE_AFTER_TRIALS = 3  # the median pruner judges once this many trials finished ...
-PRUNE_AFTER_EPOCHS = 4  # ... and from this epoch of a trial on
+PRUNE_PERCENTILE = 25.0  # a trial stops when in the bottom quarter at an epoch ...
+PRUNE_AFTER_TRIALS = 4  # ... once this many trials finished ...
+PRUNE_AFTER_EPOCHS = 10  # ... and from this epoch of a trial on
 
 
 @dataclass(frozen=True)
@@ -414,8 +416,8 @@ def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Di
 
     sampler = optuna.samplers.TPESampler(seed=base.training.seed,
                                          n_startup_trials=STARTUP_TRIALS)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS,
-                                         n_warmup_steps=PRUNE_AFTER_EPOCHS)
+    pruner = optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_AFTER_TRIALS,
+                                             n_warmup_steps=PRUNE_AFTER_EPOCHS)
     try:
         storage = optuna.storages.get_storage(settings.storage)
         study = optuna.create_study(storage=storage, study_name=settings.study,
