@@ -56,14 +56,12 @@ def test_a_study_resumes_and_a_killed_trial_is_run_again(log, tmp_path):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
     space = {"dim": Dimension("int", 8, 32, log=True)}
     first = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage), progress=False)
-    assert first.finished == 2 and first.trials[0]["params"] == {"dim": 64} or \
-        first.trials[0]["params"]["dim"] != 64  # the default (64) lies outside 8..32
+    assert first.finished == 2 and first.ran == 2
     study = optuna.load_study(study_name="itemvec", storage=storage)
     killed = study.ask({"dim": optuna.distributions.IntDistribution(8, 32, log=True)})
     assert states(storage)[-1] == "RUNNING"  # what a killed run leaves behind
     again = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage), progress=False)
-    assert states(storage) == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"] or \
-        states(storage).count("FAIL") == 1
+    assert states(storage) == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert again.finished == 4 and again.ran == 2
     assert again.trials[3]["params"] == killed.params  # the killed trial's settings first
 

@@ -42,6 +42,7 @@ import logging
 import math
 import time
 import tomllib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,11 +394,12 @@ def tune_log(log: EventLog, base: PipelineConfig, space: dict[str, Dimension],
     search = Search(train, valid, base, space, settings.metric, item_table, side, progress)
     study = open_study(settings, base, space)
     say = echo or logger.info
-    before = len(study.trials)
     bar = tqdm(total=settings.trials, desc="tune", unit="trial", disable=not progress)
+    ran = []
 
     def finished(study: Any, trial: Any) -> None:
         bar.update(1)
+        ran.append(trial.number)
         say(trial_line(study, trial, settings.metric))
 
     try:
@@ -406,7 +408,7 @@ def tune_log(log: EventLog, base: PipelineConfig, space: dict[str, Dimension],
                        catch=(TrainingDivergedError, DataError))
     finally:
         bar.close()
-    return result_of(study, base, space, settings, len(study.trials) - before)
+    return result_of(study, base, space, settings, len(ran))
 
 
 def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Dimension]):
@@ -483,7 +485,9 @@ def importances(study: Any) -> dict[str, float]:
     import optuna
 
     try:
-        found = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():  # "too few trials": then every setting weighs the same
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}
     return {name: round(float(v), 4) for name, v in found.items() if math.isfinite(v)}
