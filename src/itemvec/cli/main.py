@@ -21,6 +21,7 @@ from itemvec.cli.options import (
     INGEST_OPTIONS,
     ITEMS_READ_OPTIONS,
     READ_OPTIONS,
+    TRAIN_OPTIONS,
     Cold,
     ColdMode,
     ConfigFile,
@@ -70,17 +71,6 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
         help="Print the version and exit.")] = False) -> None:
     """Self-supervised item embeddings from behaviour logs."""
-
-
-SIDE_OPTIONS = ("side.items", "side.item_key", "side.features", "side.relations",
-                "side.relation_weight", "side.mode", "side.max_warm_drop")
-TRAIN_OPTIONS = (*INGEST_OPTIONS, *READ_OPTIONS, *SIDE_OPTIONS, *ITEMS_READ_OPTIONS,
-                 "cooccurrence.min_count", "cooccurrence.window",
-                 "cooccurrence.min_support", "training.objective", "training.dim",
-                 "training.epochs", "training.history_epochs", "training.temperature",
-                 "training.lr", "training.seed", "training.device", "training.precision",
-                 "training.accumulate", "training.pairs_per_epoch", "training.checkpoint_every",
-                 "training.checkpoint_dir", "streaming.mode", "streaming.memory_limit")
 
 
 
@@ -428,7 +418,7 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 OPTIONAL_EXTRAS = {
     "fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "matplotlib": "plot",
     "faiss": "ann", "pyspark": "spark", "tensorboard": "track", "umap": "umap",
-    "gensim": "bench", "implicit": "bench",
+    "gensim": "bench", "implicit": "bench", "optuna": "tune",
 }
 
 

@@ -168,3 +168,12 @@ INGEST_OPTIONS = ("ingest.context", "ingest.item", "ingest.time", "ingest.event"
 READ_OPTIONS = ("ingest.order", "ingest.format", "ingest.sep", "ingest.header", "ingest.columns",
                 "ingest.encoding")  # how the files are laid out; every command reading a log
 ITEMS_READ_OPTIONS = ("side.items_sep", "side.items_columns", "side.items_encoding")
+SIDE_OPTIONS = ("side.items", "side.item_key", "side.features", "side.relations",
+                "side.relation_weight", "side.mode", "side.max_warm_drop")
+TRAIN_OPTIONS = (*INGEST_OPTIONS, *READ_OPTIONS, *SIDE_OPTIONS, *ITEMS_READ_OPTIONS,
+                 "cooccurrence.min_count", "cooccurrence.window",
+                 "cooccurrence.min_support", "training.objective", "training.dim",
+                 "training.epochs", "training.history_epochs", "training.temperature",
+                 "training.lr", "training.seed", "training.device", "training.precision",
+                 "training.accumulate", "training.pairs_per_epoch", "training.checkpoint_every",
+                 "training.checkpoint_dir", "streaming.mode", "streaming.memory_limit")
