@@ -298,7 +298,7 @@ class ItemEmbeddings:
         else:
 
             rows, scores = recommend_top(self.vector_index, self, indexed, n, blocked, seen)
-            ids = [self.item_ids[r].astype(str) for r in rows]
+            ids = [self.item_ids[r] for r in rows]
         return ids, scores, np.asarray(skipped, dtype=np.int64)
 
     def _nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
@@ -307,7 +307,7 @@ class ItemEmbeddings:
         if self.vector_index is None:
             return self._top(queries @ self.vectors.T, n, blocked, seen)
         rows, values = nearest(self.vector_index, self.vectors, queries, n, blocked, seen)
-        return [self.item_ids[r].astype(str) for r in rows], values
+        return [self.item_ids[r] for r in rows], values
 
     def _blocked(self, filter: Filter, exclude: Collection[Any]) -> np.ndarray | None:
         """Boolean mask of items that may not be returned."""
@@ -335,7 +335,7 @@ class ItemEmbeddings:
         for row, items in enumerate(seen):
             scores[row, items] = -np.inf
             top = top_k(scores[row], n)
-            ids.append(self.item_ids[top].astype(str))
+            ids.append(self.item_ids[top])
             values.append(scores[row, top])
         return ids, values
 
@@ -408,6 +408,6 @@ def _pad(ids: list[np.ndarray], scores: list[np.ndarray], n: int) -> tuple[np.nd
     for row, (row_ids, row_scores) in enumerate(zip(ids, scores, strict=True)):
         out_ids[row, :len(row_ids)] = row_ids
         out_scores[row, :len(row_scores)] = row_scores
-    return out_ids.astype(str), out_scores
+    return out_ids, out_scores
 
 
