@@ -13,7 +13,9 @@ One query and a batch of queries are separate methods (``similar_items`` /
 ``similar_items_batch``, ``recommend`` / ``recommend_batch``): nothing is guessed from the
 argument's type, so ``recommend("50")`` is an error rather than the history ``["5", "0"]``.
 Single calls return 1-D ``(ids, scores)``; batch calls return 2-D arrays with one row per query,
-padded to ``n`` columns with id ``""`` and score ``-inf`` where fewer items qualify.
+padded to ``n`` columns with id ``""`` and score ``-inf`` where fewer items qualify. Id arrays
+hold ``str`` objects (dtype object): a fixed-width numpy string array costs rows x the longest
+id, so one long id would multiply the memory of every result.
 
 Ids are strings. When every training id is a canonical integer (``"7"``, ``"-3"``; not
 ``"007"`` or ``"-0"``) Python and numpy integers are accepted wherever an id is; returned ids
