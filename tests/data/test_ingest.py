@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from itemvec.config import FeatureConfig, IngestConfig
-from itemvec.data.ingest import read_events, read_table, restrict_vocabulary
+from itemvec.data.ingest import MAX_ID_BYTES, read_events, read_table, restrict_vocabulary
 from itemvec.train.pipeline import items_reading, read_item_table
 from itemvec.util.errors import DataError, ItemvecError
 
@@ -451,3 +451,17 @@ def test_a_non_finite_event_weight_is_named(weights, shown):
     with pytest.raises(ItemvecError, match=f"ingest.event_weights: {shown} is not a finite "
                                            "number"):
         IngestConfig(event="event", event_weights=weights)
+
+
+def test_an_id_over_the_length_limit_is_refused_naming_the_row(write_file):
+    at_limit, over = "a" * MAX_ID_BYTES, "é" * (MAX_ID_BYTES // 2 + 1)  # 2 bytes per é
+    path = write_file("e.csv", f"session_id,item_id\ns1,b\ns1,{at_limit}\ns2,{over}\ns2,b\n")
+    with pytest.raises(DataError, match=rf"e\.csv: row 4: column 'item_id': id of "
+                                        rf"{MAX_ID_BYTES + 2:,} bytes is longer than the limit "
+                                        rf"of {MAX_ID_BYTES:,} bytes \(1 rows\)"):
+        read_events(path, IngestConfig())
+    fine = write_file("ok.csv", f"session_id,item_id\ns1,b\ns1,{at_limit}\n")
+    assert at_limit in read_events(fine, IngestConfig()).item_ids.tolist()
+    lines = write_file("s.txt", f"u1 a b\nu2 a {over}\n")
+    with pytest.raises(DataError, match=r"s\.txt: row 2: column 'item'"):
+        read_events(lines, IngestConfig(format="sequences"))

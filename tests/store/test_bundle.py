@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,23 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch):
                                            r"denied\); choose a writable directory"):
         bundle.check_target(tmp_path / "new" / "model")
     assert not (tmp_path / "new").exists()
+
+
+def test_one_long_id_costs_its_own_bytes_not_items_times_its_length(tmp_path):
+    """Fixed-width numpy strings would hold 3000 x 200,000 x 4 bytes = 2.4 GB here."""
+    ids = [f"i{k}" for k in range(3000)]
+    ids[7] = "L" * 200_000
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    tracemalloc.start()
+    try:
+        out = write_bundle(tmp_path / "model", ItemEmbeddings(ids, vectors), config={}, stats={})
+        loaded = load_embeddings(out)
+        found, _ = loaded.similar_items_batch([ids[7], "i1"], n=3000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.item_ids.dtype == object and found.dtype == object
+    assert found.shape == (2, 3000) and ids[7] in set(found[1])
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"

@@ -42,6 +42,7 @@ EXTENSIONS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }  # each also compressed: .gz, .zst
 ROW = "__row"
+MAX_ID_BYTES = 4096  # item and context ids are keys: longer ones are refused (UTF-8 bytes)
 _RECBOLE_TYPE = re.compile(r"^(.+):(token|token_seq|float|float_seq)$")
 
 
@@ -395,6 +396,19 @@ def check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path,
                         "fill them in or drop those rows")
 
 
+def check_id_length(values: pl.Series, column: str, rows: pl.Series, path: Path | str) -> None:
+    """Ids of more than ``MAX_ID_BYTES`` are errors naming the first such row: ids are keys,
+    and one megabyte-long id must not be mistaken for one (or cost memory per item)."""
+    lengths = values.str.len_bytes()
+    long = (lengths > MAX_ID_BYTES).fill_null(False)
+    if long.any():
+        first = int(long.arg_true()[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: id of "
+                        f"{int(lengths[first]):,} bytes is longer than the limit of "
+                        f"{MAX_ID_BYTES:,} bytes ({int(long.sum())} rows); shorten the ids or "
+                        "keep long text in an item table column")
+
+
 def parse_times(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
     """Numbers (any unit) or ISO-8601 timestamps -> finite float seconds."""
     if values.dtype.is_numeric():
@@ -478,6 +492,8 @@ def _line_table(path: Path, layout: str, reading: Reading) -> pl.DataFrame:
     events = line_events(text, layout, separator_for(plain_name(path), reading.sep))
     if events.height == 0:
         raise DataError(f"{path}: no items found in --format {layout} lines")
+    for column in ("context", "item"):
+        check_id_length(events[column], column, events["line"], path)
     return events.select("context", "item", pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
                          pl.lit(1.0, pl.Float32).alias("weight"))
 
@@ -556,6 +572,8 @@ def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.Dat
     item = as_string_ids(frame, config.item, path)
     check_not_null(context, config.context, rows, path, "ids")
     check_not_null(item, config.item, rows, path, "ids")
+    check_id_length(context, config.context, rows, path)
+    check_id_length(item, config.item, rows, path)
     table = pl.DataFrame({"context": context, "item": item, ROW: rows})
     if config.time is not None:
         time_col = frame[config.time]

@@ -271,5 +271,6 @@ def read_contexts(path: str | Path, ingest: IngestConfig, contexts: pl.DataFrame
         return None
     table = event_table(pl.concat(frames, how="vertical_relaxed"), ingest, path)
     log = build_log(table, ingest, source=str(path))
-    keep = pl.Series(log.context_ids.astype(str)).is_in(contexts["label"].implode()).to_numpy()
+    labels = pl.Series(log.context_ids.tolist(), dtype=pl.String)
+    keep = labels.is_in(contexts["label"].implode()).to_numpy()
     return log.subset(np.flatnonzero(keep)) if keep.any() else None

@@ -13,7 +13,9 @@ One query and a batch of queries are separate methods (``similar_items`` /
 ``similar_items_batch``, ``recommend`` / ``recommend_batch``): nothing is guessed from the
 argument's type, so ``recommend("50")`` is an error rather than the history ``["5", "0"]``.
 Single calls return 1-D ``(ids, scores)``; batch calls return 2-D arrays with one row per query,
-padded to ``n`` columns with id ``""`` and score ``-inf`` where fewer items qualify.
+padded to ``n`` columns with id ``""`` and score ``-inf`` where fewer items qualify. Id arrays
+hold ``str`` objects (dtype object): a fixed-width numpy string array costs rows x the longest
+id, so one long id would multiply the memory of every result.
 
 Cold items (from an item table, never seen in behaviour; rows from ``n_warm`` on) carry the
 query setting ``cold_similarity_offset`` in similar results, the shift chosen on validation at
@@ -347,7 +349,7 @@ class ItemEmbeddings:
         else:
 
             rows, scores = recommend_top(self.vector_index, self, indexed, n, blocked, seen)
-            ids = [self.item_ids[r].astype(str) for r in rows]
+            ids = [self.item_ids[r] for r in rows]
         return ids, scores, np.asarray(skipped, dtype=np.int64)
 
     def _nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
@@ -367,7 +369,7 @@ class ItemEmbeddings:
             rows, values = nearest(self.vector_index, self.vectors, queries, n, blocked, seen)
         else:
             rows, values = self._shifted_nearest(queries, n, blocked, seen, shift)
-        return [self.item_ids[r].astype(str) for r in rows], values
+        return [self.item_ids[r] for r in rows], values
 
     def _shifted_nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
                          seen: Sequence[np.ndarray], shift: float
@@ -411,7 +413,7 @@ class ItemEmbeddings:
         for row, items in enumerate(seen):
             scores[row, items] = -np.inf
             top = top_k(scores[row], n)
-            ids.append(self.item_ids[top].astype(str))
+            ids.append(self.item_ids[top])
             values.append(scores[row, top])
         return ids, values
 
@@ -492,6 +494,6 @@ def _pad(ids: list[np.ndarray], scores: list[np.ndarray], n: int) -> tuple[np.nd
     for row, (row_ids, row_scores) in enumerate(zip(ids, scores, strict=True)):
         out_ids[row, :len(row_ids)] = row_ids
         out_scores[row, :len(row_scores)] = row_scores
-    return out_ids.astype(str), out_scores
+    return out_ids, out_scores
 
 

@@ -99,4 +99,4 @@ def all_labels(embeddings: ItemEmbeddings, column: str | None) -> list[str | Non
     """Labels of every item in vocabulary order (for maps), or None without a label column."""
     if column is None:
         return None
-    return item_labels(embeddings, embeddings.item_ids.astype(str).tolist(), column)
+    return item_labels(embeddings, embeddings.item_ids.tolist(), column)

@@ -212,7 +212,7 @@ def _write_parts(staging: Path, embeddings: Vectors, encoder_state, cooccurrence
 
 
 def _item_frame(embeddings: Vectors, item_counts: np.ndarray | None) -> pl.DataFrame:
-    frame = pl.DataFrame({"item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String)})
+    frame = pl.DataFrame({"item_id": pl.Series([str(i) for i in embeddings.item_ids], dtype=pl.String)})
     if item_counts is not None:
         frame = frame.with_columns(pl.Series("count", np.asarray(item_counts, dtype=np.int64)))
     table = embeddings.item_table

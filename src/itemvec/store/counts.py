@@ -36,7 +36,7 @@ def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: Ingest
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         save_sparse(staging / "cooccurrence.npz", counts.matrix)
-        pl.DataFrame({"item_id": pl.Series(counts.item_ids.astype(str), dtype=pl.String),
+        pl.DataFrame({"item_id": pl.Series([str(i) for i in counts.item_ids], dtype=pl.String),
                       "count": np.asarray(counts.item_counts, dtype=np.int64)}
                      ).write_parquet(staging / "items.parquet")
         files = ["cooccurrence.npz", "items.parquet"]
