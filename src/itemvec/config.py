@@ -213,7 +213,7 @@ class IngestConfig(Section):
         None, "Column names, comma-separated, for a file without a header (or to rename the "
         "header's).", default_text="from the header", parse="list")
     encoding: str | None = setting(None, "Text encoding of the files, e.g. latin-1.",
-                                   default_text="utf-8, latin-1 where that fails")
+                                   default_text="utf-8; other bytes are an error")
 
     @field_validator("event_weights", mode="before")
     @classmethod
@@ -401,7 +401,7 @@ class FeatureConfig(Section):
         None, "Column names of an --items file without a header (giving them means it has "
         "none), comma-separated.", default_text="from the header", parse="list")
     items_encoding: str | None = setting(None, "Text encoding of --items, e.g. latin-1.",
-                                         default_text="utf-8, latin-1 where that fails")
+                                         default_text="utf-8; other bytes are an error")
     features: str | dict[str, str] | None = setting(
         None, "Feature columns of --items and their kinds, e.g. category:cat,price:num,title:text "
         "(kind auto/skip too); 'none' = no features.", default_text="every column, auto-typed",
