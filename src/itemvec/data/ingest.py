@@ -204,8 +204,10 @@ def read_table(path: str | Path, reading: Reading = DEFAULT_READING) -> pl.DataF
     except pl.exceptions.NoDataError:
         raise DataError(f"{path}: file is empty") from None
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
-        if kind != "parquet" and reading.encoding is None and "utf-8" in str(exc).lower():
-            raise not_utf8(path, read_bytes(path)) from None
+        bad = kind != "parquet" and reading.encoding is None and "utf-8" in str(exc).lower() \
+            and not_utf8(path, read_bytes(path))
+        if bad:
+            raise bad from None
         raise DataError(f"{path}: cannot parse as {kind}: "
                         f"{_explain(exc, path, kind, reading)}") from None
     frame = _without_trailing_blank_rows(frame) if kind in ("csv", "recbole") else frame
@@ -214,9 +216,10 @@ def read_table(path: str | Path, reading: Reading = DEFAULT_READING) -> pl.DataF
     return _name_columns(frame, path, kind, reading)
 
 
-def not_utf8(path: Path, data: bytes) -> DataError:
-    """The error for text that is not UTF-8, naming the first bad byte's row and offset. No
-    guessing: a fallback decode would garble every non-ASCII id of a mostly-UTF-8 file."""
+def not_utf8(path: Path, data: bytes) -> DataError | None:
+    """The error for text that is not UTF-8, naming the first bad byte's row and offset (None
+    for valid UTF-8). No guessing: a fallback decode would garble every non-ASCII id of a
+    mostly-UTF-8 file."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -224,7 +227,7 @@ def not_utf8(path: Path, data: bytes) -> DataError:
         bad = data[exc.start:exc.end]
         return DataError(f"{path}: row {row}, byte {exc.start}: {bad!r} is not valid UTF-8; "
                          "say the file's encoding, e.g. --encoding latin-1 or cp1252")
-    return DataError(f"{path}: not valid UTF-8; say the file's encoding with --encoding")
+    return None
 
 
 def _without_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
@@ -488,7 +491,7 @@ def _line_table(path: Path, layout: str, reading: Reading) -> pl.DataFrame:
     except UnicodeDecodeError:
         if reading.encoding:
             raise DataError(f"{path}: not valid {reading.encoding}; check --encoding") from None
-        raise not_utf8(path, data) from None
+        raise not_utf8(path, data) or DataError(f"{path}: not valid UTF-8") from None
     events = line_events(text, layout, separator_for(plain_name(path), reading.sep))
     if events.height == 0:
         raise DataError(f"{path}: no items found in --format {layout} lines")

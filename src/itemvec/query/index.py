@@ -205,7 +205,8 @@ def _embeddings_digest(bundle: Path) -> str | None:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return manifest.get("files", {}).get("embeddings.npy")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    return files.get("embeddings.npy") if isinstance(files, dict) else None
 
 
 def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:

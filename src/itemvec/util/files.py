@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from itemvec.util.errors import ItemvecError
+from itemvec.util.errors import ItemvecError, NoSpaceError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -77,14 +77,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def out_of_space(path: Path, needed: int) -> ItemvecError:
+def out_of_space(path: Path, needed: int) -> NoSpaceError:
     """The one-line error for a full disk: where, how much is needed and how much is free."""
     try:
         free = f"{size_text(shutil.disk_usage(_existing(path.parent)).free)} free"
     except OSError:
         free = "free space unknown"
-    return ItemvecError(f"{path}: no space left on device writing it (needs about "
-                        f"{size_text(needed)}, {free}); free space or write elsewhere")
+    error = NoSpaceError(f"{path}: no space left on device writing it (needs about "
+                         f"{size_text(needed)}, {free}); free space or write elsewhere")
+    error.errno = errno.ENOSPC
+    return error
 
 
 def size_text(n: int) -> str:
