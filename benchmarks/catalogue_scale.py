@@ -42,7 +42,9 @@ def timed(args: list[str]) -> dict:
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{run.stderr[-3000:]}")
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
-    return {"seconds": round(time.perf_counter() - began, 1),
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)",
+                                           run.stderr))
+    return {"seconds": round(time.perf_counter() - began, 1), "cpu_seconds": round(cpu, 1),
             "peak_rss_mb": round(int(peak.group(1)) / 1024) if peak else None,
             "stdout": run.stdout[-2000:]}
 
