@@ -5,8 +5,9 @@ A synthetic shop (``itemvec.data.synth``) of ``--active`` items is written as ev
 table holds its items plus ``--catalogue - --active`` more, each copying a random active item's
 category, brand and price. Measured (``/usr/bin/time -v``, one process per command): wall
 time and peak resident memory of ``train`` without and with ``--items``, the stage seconds the
-bundle's manifest records, bundle size, one ``similar`` command (load included) and the mean
-latency of in-process ``similar_items`` calls on the loaded bundle.
+bundle's manifest records, bundle size, one ``similar`` command (load included), the mean
+latency of in-process ``similar_items`` calls on the loaded bundle, and ``itemvec embed`` of a
+``--new-slice`` of new catalogue rows into the trained bundle.
 
     python benchmarks/catalogue_scale.py --catalogue 1000000 --active 50000 --events 1000000 \\
         --out benchmarks/results/catalogue_scale.json
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--active", type=int, default=50_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--new-slice", type=int, default=10_000,
+                        help="rows of new catalogue items for `itemvec embed`")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/catalogue_scale.json"))
     args = parser.parse_args(argv)
@@ -113,6 +116,13 @@ def main(argv: list[str] | None = None) -> None:
         result["similar_in_process"] = similar_latency(bundle)
         result["cold_share_top20"] = float(np.mean(
             json.loads(result["similar_command"]["stdout"])["cold"]))
+        new_slice = root / "new_slice.csv"
+        catalogue_table(shop.items, shop.items.height + args.new_slice, args.seed + 1).tail(
+            args.new_slice).with_columns(pl.format("n{}", pl.int_range(pl.len())).alias(
+                "item_id")).write_csv(new_slice)
+        result["embed_new_slice"] = {"rows": args.new_slice, **timed(
+            [*CLI, "embed", str(bundle), "--items", str(new_slice), "--out",
+             str(root / "embedded")])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
