@@ -183,6 +183,8 @@ def _attach(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings, tower:
     logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)",
                 report["tower_epochs"], n_has, offset,
                 report["calibration"].get("summary", "-"))
+    logger.info("behaviour-first: similar's cold offset %s (%s)", report.get("similar_offset"),
+                (report.get("similar_calibration") or {}).get("summary", "-"))
     return dataclasses.replace(result, encoder=tower), embeddings
 
 
