@@ -54,16 +54,18 @@ def test_the_search_finds_the_planted_dimension(log):
 
 def test_a_study_resumes_and_a_killed_trial_is_run_again(log, tmp_path):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
-    space = {"dim": Dimension("int", 8, 32, log=True)}
+    space = {"temperature": Dimension("float", 0.1, 0.4)}
     first = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage), progress=False)
     assert first.finished == 2 and first.ran == 2
     study = optuna.load_study(study_name="itemvec", storage=storage)
-    killed = study.ask({"dim": optuna.distributions.IntDistribution(8, 32, log=True)})
+    killed = study.ask({"temperature": optuna.distributions.FloatDistribution(0.1, 0.4)})
     assert states(storage)[-1] == "RUNNING"  # what a killed run leaves behind
     again = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage), progress=False)
     assert states(storage) == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert again.finished == 4 and again.ran == 2
     assert again.trials[3]["params"] == killed.params  # the killed trial's settings first
+    tried = [t["params"]["temperature"] for t in again.trials if t["state"] == "COMPLETE"]
+    assert len(set(tried)) == 4  # the resumed run drew new settings, not the first run's again
 
 
 def test_a_new_study_starts_at_the_given_configuration(log):

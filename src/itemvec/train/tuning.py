@@ -416,15 +416,12 @@ def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Di
     the same space, and trials a killed run left RUNNING are failed and enqueued again."""
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=base.training.seed,
-                                         n_startup_trials=STARTUP_TRIALS)
     pruner = optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_AFTER_TRIALS,
                                              n_warmup_steps=PRUNE_AFTER_EPOCHS)
     try:
         storage = optuna.storages.get_storage(settings.storage)
         study = optuna.create_study(storage=storage, study_name=settings.study,
-                                    direction="maximize", sampler=sampler, pruner=pruner,
-                                    load_if_exists=True)
+                                    direction="maximize", pruner=pruner, load_if_exists=True)
     except ImportError:
         raise
     except Exception as exc:  # a bad URL, a file that is not a database, ...
@@ -441,6 +438,10 @@ def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Di
         if all(space[name].holds(value) for name, value in default.items()):
             study.enqueue_trial(default)
     requeue_stale(study, storage)
+    # seeded, and offset by the trials so far: a resumed run draws new settings, not the
+    # first run's again
+    study.sampler = optuna.samplers.TPESampler(seed=base.training.seed + len(study.trials),
+                                               n_startup_trials=STARTUP_TRIALS)
     return study
 
 
