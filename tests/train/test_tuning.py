@@ -14,6 +14,7 @@ from itemvec.train.tuning import (
     Dimension,
     TuneSettings,
     apply_space,
+    choose_best,
     load_space,
     trial_config,
     trials_to_within,
@@ -133,7 +134,22 @@ def test_trials_to_within_counts_trials_in_order():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ConfigError, match="--trials must be >= 1"):
-        TuneSettings(trials=0)
+    with pytest.raises(ConfigError, match="--trials must be >= 0"):
+        TuneSettings(trials=-1)
     with pytest.raises(ConfigError, match="--metric must be one of mean, i2i, s2i"):
         TuneSettings(metric="ndcg")
+
+
+def test_the_given_configuration_stays_unless_beaten_by_a_standard_error():
+    start = {"dim": 64}
+    trials = [{"number": 0, "state": "COMPLETE", "value": 0.50, "i2i": 0.4, "s2i": 0.6,
+               "params": {"dim": 64}},
+              {"number": 1, "state": "COMPLETE", "value": 0.51, "i2i": 0.42, "s2i": 0.6,
+               "params": {"dim": 32}}]
+    counts = {"i2i": 1000, "s2i": 1000}  # se = sqrt(.4*.6/1000 + .6*.4/1000) / 2 = 0.01095
+    best, margin = choose_best(trials, start, counts, "mean")
+    assert margin == pytest.approx(0.010954, abs=1e-6) and best["number"] == 0
+    best, _ = choose_best(trials, start, {"i2i": 4000, "s2i": 4000}, "mean")  # se 0.0055
+    assert best["number"] == 1
+    best, margin = choose_best(trials, {"dim": 128}, counts, "mean")  # start not among them
+    assert (best["number"], margin) == (1, 0.0)
