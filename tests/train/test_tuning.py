@@ -61,7 +61,8 @@ def test_a_study_resumes_and_a_killed_trial_is_run_again(log, tmp_path):
     study = optuna.load_study(study_name="itemvec", storage=storage)
     killed = study.ask({"temperature": optuna.distributions.FloatDistribution(0.1, 0.4)})
     assert states(storage)[-1] == "RUNNING"  # what a killed run leaves behind
-    again = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage), progress=False)
+    again = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage, n_jobs=2),
+                     progress=False)  # two threads: the enqueued trial must run once only
     assert states(storage) == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert again.finished == 4 and again.ran == 2
     assert again.trials[3]["params"] == killed.params  # the killed trial's settings first

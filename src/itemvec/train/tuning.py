@@ -409,12 +409,28 @@ def tune_log(log: EventLog, base: PipelineConfig, space: dict[str, Dimension],
         say(trial_line(study, trial, settings.metric))
 
     try:
-        study.optimize(search.objective, n_trials=settings.trials, timeout=settings.timeout,
-                       n_jobs=settings.n_jobs, callbacks=[finished],
-                       catch=(TrainingDivergedError, DataError))
+        run_trials(study, search.objective, settings, [finished])
     finally:
         bar.close()
     return result_of(study, base, space, settings, len(ran), query_counts(train, valid, base))
+
+
+def run_trials(study: Any, objective: Callable, settings: TuneSettings,
+               callbacks: list[Callable]) -> None:
+    """``settings.trials`` trials within ``settings.timeout``. Enqueued trials (the start point,
+    a killed run's) run one at a time first: threads sharing an SQLite study can both take the
+    same enqueued trial (optuna/optuna#4002)."""
+    import optuna
+
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    waiting = len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))
+    first = min(waiting, settings.trials) if settings.n_jobs > 1 else 0
+    for trials, jobs in ((first, 1), (settings.trials - first, settings.n_jobs)):
+        left = None if deadline is None else deadline - time.monotonic()
+        if trials == 0 or (left is not None and left <= 0):
+            continue
+        study.optimize(objective, n_trials=trials, timeout=left, n_jobs=jobs,
+                       callbacks=callbacks, catch=(TrainingDivergedError, DataError))
 
 
 def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Dimension]):
