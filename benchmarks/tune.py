@@ -34,7 +34,7 @@ HR = "HR@20"
 
 
 def tune_dataset(name: str, data_dir: Path, trials: int, storage: str | None,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, timeout: float | None = None) -> dict:
     """Search on the train split, fit the winner as the benchmark does, score test."""
     dataset = data_sets.load(name, data_dir)
     config = PipelineConfig(ingest=dataset.ingest).with_values({"training.seed": seed})
@@ -42,7 +42,7 @@ def tune_dataset(name: str, data_dir: Path, trials: int, storage: str | None,
     study = f"bench-{name}"
     result = tune_log(data.full_train, config, dict(SPACE),
                       TuneSettings(trials=max(trials - finished(storage, study), 0),
-                                   storage=storage, study=study),
+                                   timeout=timeout, storage=storage, study=study),
                       progress=False, echo=lambda line: print(f"  {name} {line}", flush=True))
     fit_began = time.perf_counter()
     model = train_on_log(data.full_train, result.config, valid=data.valid_log, progress=False)
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL (a killed run resumes); default in memory")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds of search per data set (no new trial after it)")
     parser.add_argument("--data-dir", type=Path, default=data_sets.DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     report["machine"] = f"{platform.machine()}, 2 CPU cores shared, Python " \
                         f"{platform.python_version()}"
     for name in args.datasets.split(","):
-        entry = tune_dataset(name, args.data_dir, args.trials, args.storage, args.seed)
+        entry = tune_dataset(name, args.data_dir, args.trials, args.storage, args.seed,
+                             args.timeout)
         entry["cells"] = compare(name, entry, results)
         report["datasets"][name] = entry
         atomic_write_bytes(path, json.dumps(report, indent=1).encode())
