@@ -93,7 +93,15 @@ def markdown(report: dict) -> str:
     runs = report["datasets"]
     lines = ["# Tuned itemvec vs. tuned peers (test HR@20)", "",
              f"Measured on {report['machine']}; each data set's search shares the box with "
-             "other work, so wall times are upper bounds.", "", "```bash",
+             "other work, so times are upper bounds.", "",
+             "Protocol: `benchmarks.run`'s split (80/10/10). `itemvec tune`'s search "
+             "(`itemvec.train.tuning`, default space, TPE, percentile pruning) sees only the "
+             "train split; its held-out slice is the newest 10% of the train contexts. The "
+             "chosen configuration is then trained as the benchmark's itemvec is (train split; "
+             "validation split for early stopping and query tuning) and scored on the test "
+             "split, which no step of the search saw. Peers (each tuned on the validation "
+             "split) and default itemvec: `results.json`, same split and queries.", "",
+             "```bash",
              *(f"nice -n 10 python -m benchmarks.tune --datasets {n} --trials {r['trials']}"
                for n, r in runs.items()), "```", "",
              "| data set | task | tuned itemvec | default itemvec | best tuned peer | ratio tuned "
