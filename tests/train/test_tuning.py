@@ -14,6 +14,7 @@ from itemvec.train.tuning import (
     Dimension,
     TuneSettings,
     apply_space,
+    choose_best,
     load_space,
     trial_config,
     trials_to_within,
@@ -54,16 +55,19 @@ def test_the_search_finds_the_planted_dimension(log):
 
 def test_a_study_resumes_and_a_killed_trial_is_run_again(log, tmp_path):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
-    space = {"dim": Dimension("int", 8, 32, log=True)}
+    space = {"temperature": Dimension("float", 0.1, 0.4)}
     first = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage), progress=False)
     assert first.finished == 2 and first.ran == 2
     study = optuna.load_study(study_name="itemvec", storage=storage)
-    killed = study.ask({"dim": optuna.distributions.IntDistribution(8, 32, log=True)})
+    killed = study.ask({"temperature": optuna.distributions.FloatDistribution(0.1, 0.4)})
     assert states(storage)[-1] == "RUNNING"  # what a killed run leaves behind
-    again = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage), progress=False)
+    again = tune_log(log, BASE, space, TuneSettings(trials=2, storage=storage, n_jobs=2),
+                     progress=False)  # two threads: the enqueued trial must run once only
     assert states(storage) == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert again.finished == 4 and again.ran == 2
     assert again.trials[3]["params"] == killed.params  # the killed trial's settings first
+    tried = [t["params"]["temperature"] for t in again.trials if t["state"] == "COMPLETE"]
+    assert len(set(tried)) == 4  # the resumed run drew new settings, not the first run's again
 
 
 def test_a_new_study_starts_at_the_given_configuration(log):
@@ -131,7 +135,22 @@ def test_trials_to_within_counts_trials_in_order():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ConfigError, match="--trials must be >= 1"):
-        TuneSettings(trials=0)
+    with pytest.raises(ConfigError, match="--trials must be >= 0"):
+        TuneSettings(trials=-1)
     with pytest.raises(ConfigError, match="--metric must be one of mean, i2i, s2i"):
         TuneSettings(metric="ndcg")
+
+
+def test_the_given_configuration_stays_unless_beaten_by_a_standard_error():
+    start = {"dim": 64}
+    trials = [{"number": 0, "state": "COMPLETE", "value": 0.50, "i2i": 0.4, "s2i": 0.6,
+               "params": {"dim": 64}},
+              {"number": 1, "state": "COMPLETE", "value": 0.51, "i2i": 0.42, "s2i": 0.6,
+               "params": {"dim": 32}}]
+    counts = {"i2i": 1000, "s2i": 1000}  # se = sqrt(.4*.6/1000 + .6*.4/1000) / 2 = 0.01095
+    best, margin = choose_best(trials, start, counts, "mean")
+    assert margin == pytest.approx(0.010954, abs=1e-6) and best["number"] == 0
+    best, _ = choose_best(trials, start, {"i2i": 4000, "s2i": 4000}, "mean")  # se 0.0055
+    assert best["number"] == 1
+    best, margin = choose_best(trials, {"dim": 128}, counts, "mean")  # start not among them
+    assert (best["number"], margin) == (1, 0.0)

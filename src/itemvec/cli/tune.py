@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
                                           "on every event, with best_config.json, tuning.json "
                                           "and tuning.html in it.")],
         trials: Annotated[int, typer.Option("--trials", help="Trials to run now (a resumed study "
-                                            "keeps its earlier ones).")] = 20,
+                                            "keeps its earlier ones; 0: only train the best "
+                                            "found so far).")] = 20,
         timeout: Annotated[str | None, typer.Option(
             "--timeout", help="Start no new trial after this long, e.g. 1h.  [default: none]")]
             = None,

@@ -7,7 +7,9 @@ HR@20 on it: the mean of i2i and s2i, or one of them (``metric``). Trials are pr
 the trainer's per-epoch validation (s2i HR@20 on the same slice) is reported to a percentile
 pruner, so from epoch 10 on a trial in the bottom quarter of earlier ones at the same epoch
 stops early. A new study starts
-with the configuration as given (the defaults), so the search is never judged against less.
+with the configuration as given (the defaults); another trial wins only if it beats that one by
+more than one standard error of its validation HR@20 (``choose_best``): on a small slice the
+best of many trials is partly luck.
 
 The search space is data (``SPACE``): flat setting names with a range or choices. Defaults:
 
@@ -48,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
@@ -319,7 +322,7 @@ def split_for_tuning(log: EventLog, config: PipelineConfig) -> tuple[EventLog, E
 class TuneSettings:
     """How long and where to search (``itemvec tune``'s options)."""
 
-    trials: int = 20  # more trials this run (a resumed study keeps its earlier ones)
+    trials: int = 20  # more trials this run (a resumed study keeps its earlier ones); 0: none
     timeout: float | None = None  # seconds for this run
     n_jobs: int = 1
     storage: str | None = None  # Optuna RDB URL, e.g. sqlite:///tune.db; None: in memory
@@ -327,8 +330,9 @@ class TuneSettings:
     metric: str = "mean"
 
     def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ConfigError(f"--trials must be >= 1, got {self.trials}")
+        if self.trials < 0:
+            raise ConfigError(f"--trials must be >= 0 (0: only train the best found so far), "
+                              f"got {self.trials}")
         if self.n_jobs < 1:
             raise ConfigError(f"--n-jobs must be >= 1, got {self.n_jobs}")
         if self.metric not in METRICS:
@@ -352,6 +356,7 @@ class TuneResult:
     importances: dict[str, float] = field(default_factory=dict)
     space: dict[str, dict] = field(default_factory=dict)
     ran: int = 0  # trials run by this call
+    margin: float = 0.0  # what a trial had to beat the given configuration by (choose_best)
 
     @property
     def finished(self) -> int:
@@ -359,6 +364,7 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"study": self.study, "metric": self.metric, "best_trial": self.best_trial,
+                "margin": self.margin,
                 "best_value": self.best_value, "best_params": self.best_params,
                 "finished": self.finished, "trials_to_within_1pct": trials_to_within(
                     self.trials, 0.01), "importances": self.importances, "space": self.space,
@@ -403,12 +409,28 @@ def tune_log(log: EventLog, base: PipelineConfig, space: dict[str, Dimension],
         say(trial_line(study, trial, settings.metric))
 
     try:
-        study.optimize(search.objective, n_trials=settings.trials, timeout=settings.timeout,
-                       n_jobs=settings.n_jobs, callbacks=[finished],
-                       catch=(TrainingDivergedError, DataError))
+        run_trials(study, search.objective, settings, [finished])
     finally:
         bar.close()
-    return result_of(study, base, space, settings, len(ran))
+    return result_of(study, base, space, settings, len(ran), query_counts(train, valid, base))
+
+
+def run_trials(study: Any, objective: Callable, settings: TuneSettings,
+               callbacks: list[Callable]) -> None:
+    """``settings.trials`` trials within ``settings.timeout``. Enqueued trials (the start point,
+    a killed run's) run one at a time first: threads sharing an SQLite study can both take the
+    same enqueued trial (optuna/optuna#4002)."""
+    import optuna
+
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    waiting = len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))
+    first = min(waiting, settings.trials) if settings.n_jobs > 1 else 0
+    for trials, jobs in ((first, 1), (settings.trials - first, settings.n_jobs)):
+        left = None if deadline is None else deadline - time.monotonic()
+        if trials == 0 or (left is not None and left <= 0):
+            continue
+        study.optimize(objective, n_trials=trials, timeout=left, n_jobs=jobs,
+                       callbacks=callbacks, catch=(TrainingDivergedError, DataError))
 
 
 def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Dimension]):
@@ -416,15 +438,12 @@ def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Di
     the same space, and trials a killed run left RUNNING are failed and enqueued again."""
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=base.training.seed,
-                                         n_startup_trials=STARTUP_TRIALS)
     pruner = optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_AFTER_TRIALS,
                                              n_warmup_steps=PRUNE_AFTER_EPOCHS)
     try:
         storage = optuna.storages.get_storage(settings.storage)
         study = optuna.create_study(storage=storage, study_name=settings.study,
-                                    direction="maximize", sampler=sampler, pruner=pruner,
-                                    load_if_exists=True)
+                                    direction="maximize", pruner=pruner, load_if_exists=True)
     except ImportError:
         raise
     except Exception as exc:  # a bad URL, a file that is not a database, ...
@@ -441,6 +460,10 @@ def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Di
         if all(space[name].holds(value) for name, value in default.items()):
             study.enqueue_trial(default)
     requeue_stale(study, storage)
+    # seeded, and offset by the trials so far: a resumed run draws new settings, not the
+    # first run's again
+    study.sampler = optuna.samplers.TPESampler(seed=base.training.seed + len(study.trials),
+                                               n_startup_trials=STARTUP_TRIALS)
     return study
 
 
@@ -461,15 +484,46 @@ def requeue_stale(study: Any, storage: Any) -> int:
 
 
 def result_of(study: Any, base: PipelineConfig, space: dict[str, Dimension],
-              settings: TuneSettings, ran: int) -> TuneResult:
+              settings: TuneSettings, ran: int, counts: dict[str, int]) -> TuneResult:
     trials = [trial_record(t) for t in study.trials]
-    done = [t for t in trials if t["state"] == "COMPLETE"]
-    if not done:
-        raise DataError(f"no trial of study {settings.study!r} completed; see the lines above")
-    best = max(done, key=lambda t: t["value"])
+    start = {name: base.flat()[name] for name in space}
+    best, margin = choose_best(trials, start, counts, settings.metric)
     return TuneResult(settings.study, settings.metric, best["params"], best["value"],
                       best["number"], trial_config(base, best["params"]), trials,
-                      importances(study), space_dict(space), ran)
+                      importances(study), space_dict(space), ran, margin)
+
+
+def choose_best(trials: list[dict], start: dict[str, Any], counts: dict[str, int],
+                metric: str) -> tuple[dict, float]:
+    """(winning trial, margin): the best completed trial, unless the given configuration
+    (``start``) completed and the best beats it by no more than ``margin``, one standard error
+    of the start's validation HR@20 (binomial over the held-out queries): on a small slice the
+    best of many trials is partly luck."""
+    done = [t for t in trials if t["state"] == "COMPLETE"]
+    if not done:
+        raise DataError("no trial of the study completed; see the lines above")
+    best = max(done, key=lambda t: t["value"])
+    given = next((t for t in done if t["params"] == start), None)
+    if given is None:
+        return best, 0.0
+    margin = standard_error(given, counts, metric)
+    return (best if best["value"] > given["value"] + margin else given), margin
+
+
+def standard_error(trial: dict, counts: dict[str, int], metric: str) -> float:
+    """Binomial standard error of a trial's objective (0 without query counts)."""
+    tasks = TASKS if metric == "mean" else (metric,)
+    if not all(counts.get(task) and trial.get(task) is not None for task in tasks):
+        return 0.0
+    variance = sum(trial[t] * (1 - trial[t]) / counts[t] for t in tasks) / len(tasks) ** 2
+    return math.sqrt(variance)
+
+
+def query_counts(train: EventLog, valid: EventLog, config: PipelineConfig) -> dict[str, int]:
+    """Held-out queries per task over the items the trials train on."""
+    seen = train.item_ids[np.unique(train.items)]
+    queries = validation_queries(valid, seen, config)
+    return {} if queries is None else {task: len(q) for task, q in queries.items()}
 
 
 def trial_record(trial: Any) -> dict[str, Any]:
@@ -512,5 +566,6 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["SPACE", "Dimension", "TuneResult", "TuneSettings", "apply_space", "load_space",
+__all__ = ["SPACE", "Dimension", "TuneResult", "TuneSettings", "apply_space", "choose_best",
+           "load_space",
            "require_optuna", "trial_config", "trials_to_within", "tune_log", "without_fixed"]
