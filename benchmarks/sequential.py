@@ -216,6 +216,8 @@ def fit(sequences: Sequence[np.ndarray], n_items: int, valid: Queries,
                        dev)
         hr = hit_rate(SequenceScorer(model, config.max_len, n_items), valid)
         log.curve.append(round(hr, 5))
+        logger.info("%s epoch %d: valid HR@20 %.4f (%.0fs)", config.kind, epoch, hr,
+                    time.perf_counter() - began)
         if hr > log.best_hr:
             log.best_hr, log.best_epoch = hr, epoch
             best_state = copy.deepcopy(model.state_dict())
