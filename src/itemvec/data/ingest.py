@@ -570,7 +570,8 @@ def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.Dat
     events of weight 0 are dropped. Shared by ``read_events`` and the streaming counter."""
     rows = frame[ROW]
     named = (config.context, config.item, config.time, config.event, config.order)
-    check_no_header_rows(frame, list(dict.fromkeys(c for c in named if c)), path)
+    check_no_header_rows(frame, list(dict.fromkeys(c for c in named if c in frame.columns)),
+                         path)
     context = as_string_ids(frame, config.context, path)
     item = as_string_ids(frame, config.item, path)
     check_not_null(context, config.context, rows, path, "ids")

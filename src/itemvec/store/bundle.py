@@ -131,30 +131,39 @@ def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any]
     try:
         staging.chmod(dir_mode())  # mkdtemp makes 0700: honour the umask like mkdir would
         try:
-            files = _write_parts(staging, embeddings, encoder_state, cooccurrence, item_counts)
-            for name, data in (extra_files or {}).items():
-                (staging / name).write_bytes(data)
-                files.append(name)
+            _write_staged(staging, embeddings, config, stats, encoder_state, cooccurrence,
+                          item_counts, extra, extra_files)
         except Exception as exc:
             if _is_full_disk(exc):
                 raise out_of_space(out, _bundle_bytes(embeddings, encoder_state, cooccurrence,
                                                       extra_files)) from None
             raise
-        manifest = {
-            "format_version": FORMAT_VERSION, "itemvec_version": VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "n_items": len(embeddings.item_ids), "dim": embeddings.vectors.shape[1],
-            "temperature": embeddings.temperature, "query": embeddings.query.to_dict(),
-            "config": config, "stats": stats, **(extra or {}),
-            "files": {name: sha256_file(staging / name) for name in files},
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
         swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _write_staged(staging: Path, embeddings: Vectors, config: dict[str, Any],
+                  stats: dict[str, Any], encoder_state: dict | None,
+                  cooccurrence: sp.csr_matrix | None, item_counts: np.ndarray | None,
+                  extra: dict[str, Any] | None, extra_files: dict[str, bytes] | None) -> None:
+    """Every part, then the manifest with their checksums, flushed to disk in ``staging``."""
+    files = _write_parts(staging, embeddings, encoder_state, cooccurrence, item_counts)
+    for name, data in (extra_files or {}).items():
+        (staging / name).write_bytes(data)
+        files.append(name)
+    manifest = {
+        "format_version": FORMAT_VERSION, "itemvec_version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n_items": len(embeddings.item_ids), "dim": embeddings.vectors.shape[1],
+        "temperature": embeddings.temperature, "query": embeddings.query.to_dict(),
+        "config": config, "stats": stats, **(extra or {}),
+        "files": {name: sha256_file(staging / name) for name in files},
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
 
 
 def _is_full_disk(exc: BaseException) -> bool:

@@ -56,7 +56,7 @@ def dir_mode() -> int:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temp file in the same directory and rename: readers never see half a file.
-    A full disk is one ``ItemvecError`` naming the path and the bytes needed."""
+    A full disk is one ``NoSpaceError`` naming the path and the bytes needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # --out new/dir/file.jsonl just works
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
