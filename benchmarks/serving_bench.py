@@ -10,11 +10,13 @@ recall@10 against exact on 1000 queries.
 
 HTTP: writes a synthetic bundle (ANN index stored in it), starts ``itemvec serve`` on a free
 loopback port, then drives it with an httpx async client holding ``--concurrency`` requests in
-flight until ``--requests`` are done (bounded: stops by itself). Four runs: valid requests only;
+flight until ``--requests`` are done (bounded: stops by itself). Runs: valid requests only;
 a mixed valid/invalid run (must see zero 5xx); a valid run with ``POST /admin/reload`` in the
-middle (must lose no request); and a reload storm, valid requests while ``--reload-loops``
-clients post reloads back to back (the server runs with ``--allow-reload`` and its default
-rate limit, so most of them get 429). Results go to ``--out`` as JSON and a table on stdout.
+middle (must lose no request); and a reload storm, the serial run again while
+``--reload-loops`` clients in another process post reloads back to back (the server runs with
+``--allow-reload`` and its default rate limit, so most of them get 429), and its control, the
+same number of clients sending ``GET /health`` back to back. Results go to ``--out`` as JSON
+and a table on stdout.
 """
 
 from __future__ import annotations
@@ -139,9 +141,42 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_load(server: subprocess.Popen, *args) -> dict:
+FLOOD = """
+import asyncio, json, signal, sys, httpx
+base, kind, loops = sys.argv[1], sys.argv[2], int(sys.argv[3])
+counts = {}
+async def main():
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async def one():
+            while not stop.is_set():
+                try:
+                    r = await (client.get("/health") if kind == "health" else
+                               client.post("/admin/reload", json={"path": "current"}))
+                    key = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                counts[key] = counts.get(key, 0) + 1
+        await asyncio.gather(*(one() for _ in range(loops)))
+asyncio.run(main())
+print(json.dumps(counts))
+"""
+
+
+def run_load(server: subprocess.Popen, *args, flood: str | None = None, loops: int = 0) -> dict:
+    """One load run; with ``flood`` ("reload" or "health"), ``loops`` clients in another
+    process send that request back to back meanwhile (in this process they would starve the
+    measured client instead of the server)."""
+    flooder = None if flood is None else subprocess.Popen(
+        [sys.executable, "-c", FLOOD, args[0], flood, str(loops)], stdout=subprocess.PIPE)
+    if flooder is not None:
+        time.sleep(2)  # let the flood start
     before, began, memory = cpu_seconds(server.pid), load_average(), rss_mib(server.pid)
     result = asyncio.run(load(*args))
+    if flooder is not None:
+        flooder.send_signal(signal.SIGTERM)
+        result[f"{flood}_flood_statuses"] = json.loads(flooder.communicate(timeout=60)[0])
     used = cpu_seconds(server.pid) - before
     result["server_cpu_ms_per_request"] = round(1000 * used / max(1, result["calls"]), 3)
     result["load_average_1m"] = [began, load_average()]
@@ -180,7 +215,7 @@ def invalid_request(rng: random.Random, n_items: int) -> tuple[str, str, object]
 
 
 async def load(base: str, n_items: int, concurrency: int, total: int, mix_invalid: float,
-               reload_at: int | None, seed: int, reload_loops: int = 0) -> dict:
+               reload_at: int | None, seed: int) -> dict:
     import httpx
 
     rng = random.Random(seed)
@@ -223,25 +258,9 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
             reload_result.update(status=response.status_code,
                                  seconds=round(time.perf_counter() - began, 3))
 
-        storm: dict[str, int] = {}
-        finished = asyncio.Event()
-
-        async def reloader() -> None:
-            while not finished.is_set():
-                try:
-                    response = await client.post("/admin/reload", json={"path": "current"})
-                    key = str(response.status_code)
-                except httpx.HTTPError as exc:
-                    key = type(exc).__name__
-                storm[key] = storm.get(key, 0) + 1
-
-        storms = [asyncio.get_running_loop().create_task(reloader())
-                  for _ in range(reload_loops)]
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - began
-        finished.set()
-        await asyncio.gather(*storms)
         while reload_at is not None and not reload_result:
             await asyncio.sleep(0.05)
     return {"requests": total, "concurrency": concurrency, "wall_s": round(wall, 2),
@@ -249,8 +268,7 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "transport_errors": len(errors), "error_examples": sorted(set(errors))[:3],
             "5xx": sum(v for k, v in statuses.items() if k >= 500),
-            **({"reload": reload_result} if reload_at is not None else {}),
-            **({"reload_storm": dict(sorted(storm.items()))} if reload_loops else {})}
+            **({"reload": reload_result} if reload_at is not None else {})}
 
 
 def http(n_items: int, backend: str, concurrency: int, total: int,
@@ -289,9 +307,11 @@ def http(n_items: int, backend: str, concurrency: int, total: int,
         print(json.dumps(results["mixed"]), flush=True)
         results["reload"] = run_load(server, base, n_items, concurrency, total, 0.0, total // 2, 2)
         print(json.dumps(results["reload"]), flush=True)
-        results["reload_storm"] = run_load(server, base, n_items, concurrency, total, 0.0, None,
-                                           4, reload_loops)
-        print(json.dumps(results["reload_storm"]), flush=True)
+        for flood in (None, "reload", "health"):  # serial, back to back; health: the control
+            name = f"serial_{flood or 'quiet'}"
+            results[name] = run_load(server, base, n_items, 1, min(total, 300), 0.0, None, 3,
+                                     flood=flood, loops=reload_loops)
+            print(json.dumps({"run": name, **results[name]}), flush=True)
         return results
     finally:
         server.send_signal(signal.SIGTERM)

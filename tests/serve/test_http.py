@@ -3,6 +3,7 @@ the attacks of benchmarks/reliability.md, and one real ``itemvec serve`` subproc
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import re
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +293,10 @@ def test_itemvec_serve_subprocess(models_root, tmp_path):
                                  headers=headers).json()
         assert len(recommended["items"]) == 10 and recommended["skipped"] == 1
         assert httpx.get(f"{base}/similar/i5").status_code == 401
+        reloaded = httpx.post(f"{base}/admin/reload", json={}, headers=headers)
+        assert reloaded.status_code == 200 and reloaded.json()["reloads"] == 2
+        too_soon = httpx.post(f"{base}/admin/reload", json={}, headers=headers)
+        assert too_soon.status_code == 429 and too_soon.headers["retry-after"] in ("1", "2")
         before = httpx.get(f"{base}/info", headers=headers).json()["loaded_at"]
         time.sleep(1.1)
         process.send_signal(signal.SIGHUP)
@@ -504,3 +510,18 @@ def test_a_500_is_json_and_keeps_the_connection_open(models_root):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_replaced_model_is_freed_without_waiting_for_the_garbage_collector(models_root):
+    """Reference cycles kept every replaced model until a full collection: RSS grew 410 ->
+    578 MiB over 120 reloads of a 20k-item bundle, and stays at 421 MiB without them."""
+    holder = ModelHolder(models_root / "current")
+    holder.load()
+    holder.current().filters(where={"category": "cat001"})  # fills the model's filter cache
+    replaced = weakref.ref(holder.current())
+    gc.disable()
+    try:
+        holder.reload("other")
+        assert replaced() is None
+    finally:
+        gc.enable()

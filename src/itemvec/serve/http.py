@@ -254,16 +254,23 @@ class ReloadGate:
         self._next = 0.0
         self._running = False
 
+    def wait(self) -> float:
+        """Seconds until a reload may start (0: now), reserving nothing."""
+        with self._lock:
+            return self._wait()
+
     def admit(self) -> float:
         """0 when a reload may start now (call ``done`` after it), else seconds to wait."""
         with self._lock:
-            now = time.monotonic()
-            if self._running:
-                return max(self.interval, 1.0)
-            if now < self._next:
-                return self._next - now
-            self._running, self._next = True, now + self.interval
-            return 0.0
+            wait = self._wait()
+            if wait == 0:
+                self._running, self._next = True, time.monotonic() + self.interval
+            return wait
+
+    def _wait(self) -> float:
+        if self._running:
+            return max(self.interval, 1.0)
+        return max(0.0, self._next - time.monotonic())
 
     def done(self) -> None:
         with self._lock:
@@ -494,9 +501,20 @@ def search(model: Model, body: SearchIn) -> JSONResponse:
     return _json(_results(*model.search.by_id(body.item, n=body.n, **filters), model))
 
 
-def reload_gate(request: Request) -> ReloadGate:
-    """The reload policy before the body is read: 403 when reloading over HTTP is off, 415
-    without a JSON content type."""
+def _too_soon_text(wait: float) -> tuple[str, dict[str, str]]:
+    seconds = str(math.ceil(wait))
+    return f"reload rate limit; retry in {seconds} s", {"Retry-After": seconds}
+
+
+def _too_soon(wait: float) -> JSONResponse:
+    message, headers = _too_soon_text(wait)
+    return JSONResponse({"error": message}, 429, headers=headers)
+
+
+async def reload_gate(request: Request) -> ReloadGate:
+    """The reload policy, on the event loop so a flood of refused reloads costs no worker
+    thread: 403 when reloading over HTTP is off, 415 without a JSON content type, 429 too
+    soon after the last reload."""
     gate = request.app.state.reload_gate
     if gate is None:
         raise StarletteHTTPException(403, "reload over HTTP is off; start itemvec serve with "
@@ -504,6 +522,9 @@ def reload_gate(request: Request) -> ReloadGate:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise StarletteHTTPException(415, "send Content-Type: application/json")
+    wait = gate.wait()
+    if wait > 0:
+        raise StarletteHTTPException(429, *_too_soon_text(wait))
     return gate
 
 
@@ -511,10 +532,9 @@ def reload_gate(request: Request) -> ReloadGate:
                    summary="Load a bundle (default: the current path again) and swap it in")
 def reload(holder: Holder, gate: Annotated[ReloadGate, Depends(reload_gate)],
            body: ReloadIn | None = None) -> JSONResponse:
-    wait = gate.admit()  # 429 while another reload runs or too soon after the last
+    wait = gate.admit()  # reserves the slot; 429 if another request took it meanwhile
     if wait > 0:
-        return JSONResponse({"error": f"reload rate limit; retry in {math.ceil(wait)} s"}, 429,
-                            headers={"Retry-After": str(math.ceil(wait))})
+        return _too_soon(wait)
     try:
         model = holder.reload(body.path if body else None)
     finally:

@@ -52,7 +52,14 @@ class LoadedModel:
     label: str | None = None  # item-table column labelling results (None: no labels)
 
     def __post_init__(self) -> None:
-        self._where = lru_cache(maxsize=256)(self._where_uncached)
+        # A closure over the embeddings, not a bound method: no reference cycle, so a replaced
+        # model is freed at once rather than at the next full garbage collection.
+        embeddings = self.embeddings
+
+        def where_mask(where: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
+            return item_filter(embeddings, {k: list(v) for k, v in where})
+
+        self._where = lru_cache(maxsize=256)(where_mask)
 
     def info(self) -> dict[str, Any]:
         meta = self.embeddings.metadata
@@ -82,9 +89,6 @@ class LoadedModel:
     def labelled(self, explanations: list[dict]) -> list[dict]:
         """Explanations with a ``label`` beside each item id (when items have labels)."""
         return labelled_explanations(explanations, self.embeddings, self.label)
-
-    def _where_uncached(self, where: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
-        return item_filter(self.embeddings, {k: list(v) for k, v in where})
 
     def filters(self, exclude: list[str] | None = None, where: dict[str, Any] | None = None,
                 allowed: list[str] | None = None) -> dict[str, Any]:
