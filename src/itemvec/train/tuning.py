@@ -528,7 +528,9 @@ def query_counts(train: EventLog, valid: EventLog, config: PipelineConfig) -> di
 
 def trial_record(trial: Any) -> dict[str, Any]:
     attrs = trial.user_attrs
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value,
+    done = trial.state.name == "COMPLETE"  # a pruned trial's value is its last epoch's
+    return {"number": trial.number, "state": trial.state.name,
+            "value": trial.value if done else None,
             "params": dict(trial.params), "i2i": attrs.get("i2i"), "s2i": attrs.get("s2i"),
             "seconds": attrs.get("seconds"), "best_epoch": attrs.get("best_epoch"),
             "pruned_at": attrs.get("pruned_at")}
