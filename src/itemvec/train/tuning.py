@@ -251,7 +251,6 @@ class TrialWatch:
         self.trial = trial
         self.bar = tqdm(total=epochs, desc=f"trial {trial.number}", unit="epoch", leave=False,
                         disable=not progress)
-        self.pruned_at: int | None = None
 
     def __call__(self, record: dict) -> None:
         if record.get("stage") != COOCCURRENCE:
@@ -264,7 +263,6 @@ class TrialWatch:
         if self.trial.should_prune():
             import optuna
 
-            self.pruned_at = record["epoch"]
             self.trial.set_user_attr("pruned_at", record["epoch"])
             raise optuna.TrialPruned(f"validation {record['validation']:.4f} at epoch "
                                      f"{record['epoch']}")
