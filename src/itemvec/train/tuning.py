@@ -251,7 +251,6 @@ class TrialWatch:
         self.trial = trial
         self.bar = tqdm(total=epochs, desc=f"trial {trial.number}", unit="epoch", leave=False,
                         disable=not progress)
-        self.pruned_at: int | None = None
 
     def __call__(self, record: dict) -> None:
         if record.get("stage") != COOCCURRENCE:
@@ -264,7 +263,6 @@ class TrialWatch:
         if self.trial.should_prune():
             import optuna
 
-            self.pruned_at = record["epoch"]
             self.trial.set_user_attr("pruned_at", record["epoch"])
             raise optuna.TrialPruned(f"validation {record['validation']:.4f} at epoch "
                                      f"{record['epoch']}")
@@ -528,7 +526,9 @@ def query_counts(train: EventLog, valid: EventLog, config: PipelineConfig) -> di
 
 def trial_record(trial: Any) -> dict[str, Any]:
     attrs = trial.user_attrs
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value,
+    done = trial.state.name == "COMPLETE"  # a pruned trial's value is its last epoch's
+    return {"number": trial.number, "state": trial.state.name,
+            "value": trial.value if done else None,
             "params": dict(trial.params), "i2i": attrs.get("i2i"), "s2i": attrs.get("s2i"),
             "seconds": attrs.get("seconds"), "best_epoch": attrs.get("best_epoch"),
             "pruned_at": attrs.get("pruned_at")}
