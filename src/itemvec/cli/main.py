@@ -44,6 +44,7 @@ from itemvec.data.synth import generate, write, write_streamed
 from itemvec.estimator import ItemVec
 from itemvec.query.embeddings import load_embeddings
 from itemvec.query.labels import item_labels, label_column, label_lookup
+from itemvec.store.bundle import refuse_inside_bundle
 from itemvec.store.export import export_format, export_vectors
 from itemvec.train import distributed as distributed_training
 from itemvec.train.pipeline import evaluate_log, items_reading, read_item_table, save_model
@@ -257,6 +258,7 @@ def recommend(
             row["cold"] = row_cold[found].tolist()
             lines.append(json.dumps(row))
     check_some_known(unanswered, records)
+    refuse_inside_bundle(out)
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     typer.echo(f"wrote {len(lines)} recommendations to {out}; skipped {skipped} unknown "
                "history items" + unanswered_note(unanswered), err=True)

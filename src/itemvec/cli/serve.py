@@ -28,6 +28,7 @@ from itemvec.query.index import build_index, recall_at_k, save_index
 from itemvec.query.labels import item_labels, label_column, labelled_explanations
 from itemvec.query.search import ItemSearch
 from itemvec.serve.state import ModelHolder, limit_threads
+from itemvec.store.bundle import refuse_inside_bundle
 from itemvec.util.errors import ItemvecError
 from itemvec.util.files import atomic_write_bytes
 
@@ -41,7 +42,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def write_frame(frame, out: Path) -> None:
-    """CSV or Parquet (or JSONL) by extension, written atomically."""
+    """CSV or Parquet (or JSONL) by extension, written atomically (never into a bundle)."""
+    refuse_inside_bundle(out)
 
     buffer = io.BytesIO()
     suffix = out.suffix.lower()
