@@ -25,9 +25,10 @@ from itemvec.cli.options import ConfigFile, Label, build_config, config_options
 from itemvec.query.embeddings import load_embeddings
 from itemvec.query.explain import explainer_for_bundle
 from itemvec.query.index import build_index, recall_at_k, save_index
-from itemvec.query.labels import item_labels, label_column
+from itemvec.query.labels import item_labels, label_column, labelled_explanations
 from itemvec.query.search import ItemSearch
 from itemvec.serve.state import ModelHolder, limit_threads
+from itemvec.store.bundle import refuse_inside_bundle
 from itemvec.util.errors import ItemvecError
 from itemvec.util.files import atomic_write_bytes
 
@@ -41,7 +42,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def write_frame(frame, out: Path) -> None:
-    """CSV or Parquet (or JSONL) by extension, written atomically."""
+    """CSV or Parquet (or JSONL) by extension, written atomically (never into a bundle)."""
+    refuse_inside_bundle(out)
 
     buffer = io.BytesIO()
     suffix = out.suffix.lower()
@@ -110,6 +112,7 @@ def serve(
         "off by default.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] =
         False,
+    label: Label = None,
     config_file: ConfigFile = None,
     settings: dict[str, Any] | None = None,
 ) -> None:
@@ -129,7 +132,7 @@ def serve(
                         stream=sys.stderr)
     key = _check_serve_options(host, port, api_key_file, allow_reload)
     check_port_free(host, port)
-    holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval)
+    holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval, label)
     app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
                      max_body=listen.max_body, allow_reload=allow_reload,
                      reload_interval=listen.reload_interval)
@@ -173,13 +176,13 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def _loaded_holder(bundle: Path, models_root: Path | None, index: str, watch: bool,
-                   interval: float):
+                   interval: float, label: str | None = None):
     """A model holder with the bundle loaded, reloading on SIGHUP (and on change with watch).
 
     Loading before the server starts turns a bad bundle into one line and exit code 2.
     """
 
-    holder = ModelHolder(bundle, models_root=models_root, index=index)
+    holder = ModelHolder(bundle, models_root=models_root, index=index, label=label)
     holder.load()
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
@@ -248,20 +251,6 @@ def explain(
     result = ([explainer.explain(items, item)] if item is not None
               else explainer.recommend(items, n=n))
     typer.echo(json.dumps(labelled_explanations(result, embeddings, column), indent=2))
-
-
-def labelled_explanations(results: list[dict], embeddings, column: str | None) -> list[dict]:
-    """Explanations with a ``label`` beside every ``item_id`` (when items have labels)."""
-    ids = [r["item_id"] for r in results] + [p["item_id"] for r in results for p in r["history"]]
-    labels = item_labels(embeddings, ids, column)
-    if labels is None:
-        return results
-    text = dict(zip(ids, labels, strict=True))
-    return [{"item_id": r["item_id"], "label": text[r["item_id"]],
-             **{k: v for k, v in r.items() if k not in ("item_id", "history")},
-             "history": [{"item_id": p["item_id"], "label": text[p["item_id"]],
-                          **{k: v for k, v in p.items() if k != "item_id"}}
-                         for p in r["history"]]} for r in results]
 
 
 def build_index_command(

@@ -13,10 +13,13 @@ logit, popularity included.
 
 An index can be stored in the bundle directory (``index-<name>.faiss`` + ``.json``, the FAISS
 binary format, no pickle) and is rebuilt on load when the embeddings it was built from changed.
+The ``.json`` holds the SHA-256 of the ``.faiss`` file: a damaged or truncated index (or one
+stored before checksums, without it) is rebuilt with a warning, never searched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -202,7 +205,8 @@ def _embeddings_digest(bundle: Path) -> str | None:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return manifest.get("files", {}).get("embeddings.npy")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    return files.get("embeddings.npy") if isinstance(files, dict) else None
 
 
 def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
@@ -211,9 +215,11 @@ def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
         return None
     bundle = Path(bundle)
     data_path, meta_path = _paths(bundle, index.name)
-    atomic_write_bytes(data_path, index.to_bytes())
+    data = index.to_bytes()
+    atomic_write_bytes(data_path, data)
     meta = {"backend": index.name, "params": index.params, "n_items": int(index.index.ntotal),
-            "embeddings_sha256": _embeddings_digest(bundle)}
+            "embeddings_sha256": _embeddings_digest(bundle),
+            "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     return data_path
 
@@ -231,19 +237,36 @@ def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
+        meta = meta if isinstance(meta, dict) and isinstance(meta.get("params"), dict) else {}
         fresh = (meta.get("embeddings_sha256") == _embeddings_digest(bundle)
                  and meta.get("n_items") == len(vectors))
         if fresh and (not params or params == {k: meta["params"].get(k) for k in params}):
-            faiss = _faiss()
-            raw = np.frombuffer(data_path.read_bytes(), dtype=np.uint8)
-            stored = {**meta.get("params", {}), **params}
-            logger.info("loaded stored %s index from %s", name, data_path)
-            return backend(index=faiss.deserialize_index(raw), **stored)
-        logger.info("stored %s index is stale; rebuilding", name)
+            stored = _read_stored(data_path, meta)
+            if stored is not None and stored.ntotal == len(vectors):
+                logger.info("loaded stored %s index from %s", name, data_path)
+                return backend(index=stored, **{**meta.get("params", {}), **params})
+        else:
+            logger.info("stored %s index is stale; rebuilding", name)
     index = build_index(name, vectors, **params)
     if save:
         save_index(index, bundle)
     return index
+
+
+def _read_stored(data_path: Path, meta: dict[str, Any]) -> Any | None:
+    """The FAISS index in ``data_path`` if its bytes match the checksum in ``meta``, else None
+    with a warning (the caller rebuilds: flipped bytes would silently drop true neighbours)."""
+    raw = data_path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
+        logger.warning("%s: checksum mismatch (damaged, truncated or stored without a "
+                       "checksum); rebuilding the index", data_path)
+        return None
+    try:
+        return _faiss().deserialize_index(np.frombuffer(raw, dtype=np.uint8))
+    except RuntimeError as exc:
+        logger.warning("%s: unreadable (%s); rebuilding the index", data_path,
+                       str(exc).strip().splitlines()[0] if str(exc).strip() else "FAISS error")
+        return None
 
 
 # -- queries with filters ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from itemvec.query.search import aligned_table
 from itemvec.serve.deps import Holder, Model
-from itemvec.serve.state import ModelHolder, NotReady
+from itemvec.serve.state import LoadedModel, ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
 from itemvec.util.version import VERSION as __version__
 
@@ -71,9 +71,15 @@ class Filters(BaseModel):
                                          description="Only return these (e.g. items in stock).")
 
 
+ColdMode = Literal["calibrated", "include", "exclude"]
+COLD_HELP = ("Cold items (item table only, never in behaviour): calibrated (cosine plus the offset "
+             "chosen on validation), include (plain cosine) or exclude.")
+
+
 class SimilarIn(Filters):
     items: list[ItemId] = Field(min_length=1, max_length=MAX_BATCH)
     n: N = 10
+    cold: ColdMode = Field("calibrated", description=COLD_HELP)
 
 
 class RecommendIn(Filters):
@@ -120,6 +126,10 @@ class ReloadIn(BaseModel):
 class Results(BaseModel):
     items: list[str]
     scores: list[float]
+    cold: list[bool] | None = Field(None, description="True where the item is cold (no "
+                                    "behaviour, placed by its features).")
+    labels: list[str | None] | None = Field(None, description="Item-table labels (when the "
+                                            "bundle has a label column).")
 
 
 class RecommendOut(Results):
@@ -144,9 +154,11 @@ def _json(payload: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(payload, status_code=status)
 
 
-def _results(ids: np.ndarray, scores: np.ndarray, **extra: Any) -> dict[str, Any]:
+def _results(ids: np.ndarray, scores: np.ndarray, marks: LoadedModel | None = None,
+             **extra: Any) -> dict[str, Any]:
+    """``items`` and ``scores``, with ``marks``' parallel ``cold`` and ``labels`` lists."""
     return {"items": [str(i) for i in ids], "scores": [round(float(s), 6) for s in scores],
-            **extra}
+            **(marks.marks(ids) if marks is not None else {}), **extra}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -403,17 +415,19 @@ def similar(model: Model, item_id: PathId, n: QueryN = 10,
             exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
             where: Annotated[list[str] | None, Query(
                 max_length=20, description="column:value, e.g. category:shoes")] = None,
+            cold: Annotated[ColdMode, Query(description=COLD_HELP)] = "calibrated",
             ) -> JSONResponse:
     filters = model.filters(exclude=exclude, where=_parse_where(where))
-    ids, scores = model.embeddings.similar_items(item_id, n=n, **filters)
-    return _json(_results(ids, scores))
+    ids, scores = model.embeddings.similar_items(item_id, n=n, cold=cold, **filters)
+    return _json(_results(ids, scores, model))
 
 
 @items_router.post("/similar", summary="Similar items for a batch of items")
 def similar_batch(model: Model, body: SimilarIn) -> JSONResponse:
     filters = model.filters(body.exclude, body.where, body.allowed)
-    ids, scores = model.embeddings.similar_items_batch(body.items, n=body.n, **filters)
-    return _json({"results": [_results(*_unpadded(i, s), item=q) for q, i, s in
+    ids, scores = model.embeddings.similar_items_batch(body.items, n=body.n, cold=body.cold,
+                                                       **filters)
+    return _json({"results": [_results(*_unpadded(i, s), model, item=q) for q, i, s in
                               zip(body.items, ids, scores, strict=True)]})
 
 
@@ -425,9 +439,9 @@ def recommend(model: Model, body: RecommendIn) -> JSONResponse:
                                         **filters)
     extra: dict[str, Any] = {"skipped": result.skipped}
     if body.explain:
-        extra["explanations"] = [model.explainer.explain(body.history, str(i))
-                                 for i in result.ids]
-    return _json(_results(*result, **extra))
+        extra["explanations"] = model.labelled([model.explainer.explain(body.history, str(i))
+                                                for i in result.ids])
+    return _json(_results(*result, model, **extra))
 
 
 @items_router.post("/recommend/batch", summary="Recommendations for many histories")
@@ -435,7 +449,7 @@ def recommend_batch(model: Model, body: RecommendBatchIn) -> JSONResponse:
     filters = model.filters(body.exclude, body.where, body.allowed)
     result = model.embeddings.recommend_batch(body.histories, n=body.n,
                                               filter_seen=body.filter_seen, **filters)
-    return _json({"results": [_results(*_unpadded(i, s), skipped=int(k)) for i, s, k in
+    return _json({"results": [_results(*_unpadded(i, s), model, skipped=int(k)) for i, s, k in
                               zip(result.ids, result.scores, result.skipped, strict=True)]})
 
 
@@ -454,12 +468,13 @@ def item(model: Model, item_id: PathId) -> JSONResponse:
 @items_router.post("/explain",
                    summary="Why an item is recommended for a history: per-item share and evidence")
 def explain(model: Model, body: ExplainIn) -> JSONResponse:
-    return _json(model.explainer.explain(body.history, body.item))
+    return _json(model.labelled([model.explainer.explain(body.history, body.item)])[0])
 
 
-def _search_results(ids: np.ndarray, scores: np.ndarray,
+def _search_results(model: LoadedModel, ids: np.ndarray, scores: np.ndarray,
                     matches: list[tuple[str, float]]) -> JSONResponse:
-    return _json(_results(ids, scores, matches=[{"item_id": i, "score": s} for i, s in matches]))
+    return _json(_results(ids, scores, model,
+                          matches=[{"item_id": i, "score": s} for i, s in matches]))
 
 
 @search_router.get("/search", response_model=SearchOut,
@@ -467,7 +482,7 @@ def _search_results(ids: np.ndarray, scores: np.ndarray,
 def search_text(model: Model,
                 q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
                 n: QueryN = 10) -> JSONResponse:
-    return _search_results(*model.search.by_text(q, n=n))
+    return _search_results(model, *model.search.by_text(q, n=n))
 
 
 @search_router.post("/search", response_model=SearchOut,
@@ -475,15 +490,15 @@ def search_text(model: Model,
 def search(model: Model, body: SearchIn) -> JSONResponse:
     filters = model.filters(body.exclude, body.where, body.allowed)
     if body.text is not None:
-        return _search_results(*model.search.by_text(body.text, n=body.n, **filters))
+        return _search_results(model, *model.search.by_text(body.text, n=body.n, **filters))
     if body.vector is not None:
         dim = model.embeddings.dim
         if len(body.vector) != dim:
             return _error(422, f"vector has {len(body.vector)} values; this model's vectors have "
                           f"{dim}")
         return _json(_results(*model.search.by_vector(np.asarray(body.vector), n=body.n,
-                                                      **filters)))
-    return _json(_results(*model.search.by_id(body.item, n=body.n, **filters)))
+                                                      **filters), model))
+    return _json(_results(*model.search.by_id(body.item, n=body.n, **filters), model))
 
 
 def _too_soon_text(wait: float) -> tuple[str, dict[str, str]]:

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.query.explain import Explainer, explainer_for_bundle
+from itemvec.query.labels import item_labels, label_column, labelled_explanations
 from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
 
@@ -48,6 +49,7 @@ class LoadedModel:
     explainer: Explainer
     index_name: str
     loaded_at: float = field(default_factory=time.time)
+    label: str | None = None  # item-table column labelling results (None: no labels)
 
     def __post_init__(self) -> None:
         # A closure over the embeddings, not a bound method: no reference cycle, so a replaced
@@ -73,6 +75,20 @@ class LoadedModel:
                 "min_support": self.explainer.min_support,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
                 "config": without_paths(meta.get("config")), "stats": without_paths(stats)}
+
+    def marks(self, ids: Any) -> dict[str, list]:
+        """Lists parallel to result ``ids``: ``cold`` (no behaviour, placed by features) and,
+        when the item table has a label column, ``labels``."""
+        ids = [str(i) for i in ids]
+        out: dict[str, list] = {"cold": self.embeddings.is_cold(np.asarray(ids, object)).tolist()}
+        labels = item_labels(self.embeddings, ids, self.label)
+        if labels is not None:
+            out["labels"] = labels
+        return out
+
+    def labelled(self, explanations: list[dict]) -> list[dict]:
+        """Explanations with a ``label`` beside each item id (when items have labels)."""
+        return labelled_explanations(explanations, self.embeddings, self.label)
 
     def filters(self, exclude: list[str] | None = None, where: dict[str, Any] | None = None,
                 allowed: list[str] | None = None) -> dict[str, Any]:
@@ -105,8 +121,12 @@ def without_paths(value: Any) -> Any:
     return value
 
 
-def load_model(path: str | Path, index: str = "auto", check: bool = True) -> LoadedModel:
-    """Read a bundle and build everything a request could need (not the lazy text encoder)."""
+def load_model(path: str | Path, index: str = "auto", check: bool = True,
+               label: str | None = None) -> LoadedModel:
+    """Read a bundle and build everything a request could need (not the lazy text encoder).
+
+    ``label``: the item-table column that labels results (``serve --label``; default
+    detected, ``none`` for no labels)."""
     path = Path(path)
     began = time.perf_counter()
     embeddings = load_embeddings(path, check=check)
@@ -114,7 +134,8 @@ def load_model(path: str | Path, index: str = "auto", check: bool = True) -> Loa
         embeddings.use_index(index, bundle=path)
     name = "exact-matmul" if embeddings.vector_index is None else embeddings.vector_index.name
     model = LoadedModel(path, embeddings, ItemSearch(embeddings),
-                        explainer_for_bundle(embeddings, path), name)
+                        explainer_for_bundle(embeddings, path), name,
+                        label=label_column(embeddings, label))
     logger.info("loaded %s: %d items, index %s, in %.2fs", path, len(embeddings), name,
                 time.perf_counter() - began)
     return model
@@ -152,8 +173,9 @@ class ModelHolder:
     """Owns the current model; ``reload`` builds a new one aside, then swaps one reference."""
 
     def __init__(self, path: str | Path, models_root: str | Path | None = None,
-                 index: str = "auto") -> None:
+                 index: str = "auto", label: str | None = None) -> None:
         self.path = Path(path).resolve()
+        self.label = label
         self.root = Path(models_root).resolve() if models_root else self.path.parent
         self.index = index
         self._model: LoadedModel | None = None
@@ -190,7 +212,7 @@ class ModelHolder:
         target = self.path if path is None else self._client_target(path)
         with self._lock:
             try:
-                model = load_model(target, self.index)
+                model = load_model(target, self.index, label=self.label)
             except ItemvecError:
                 raise
             except Exception as exc:  # a malformed bundle must not look like a server bug
