@@ -18,9 +18,11 @@ def tuning_page(summary: dict[str, Any]) -> str:
     best = summary["best_params"]
     title = f"itemvec tune: study {summary['study']}"
     facts = (f"<p>Objective: validation HR@20 ({html.escape(summary['metric'])}), higher is "
-             f"better. Best {summary['best_value']:.4f} in trial {summary['best_trial']} of "
-             f"{len(summary['trials'])} ({summary['finished']} finished); within 1% of the best "
-             f"after {summary['trials_to_within_1pct']} trials.</p>")
+             f"better. Chosen: trial {summary['best_trial']} of {len(summary['trials'])} "
+             f"({summary['finished']} finished), {summary['best_value']:.4f}; another trial "
+             f"replaces the given configuration only when it beats it by more than "
+             f"{summary.get('margin', 0.0):.4f} (one standard error). Within 1% of the best "
+             f"score after {summary['trials_to_within_1pct']} trials.</p>")
     best_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_param(v))}</td></tr>"
                         for k, v in best.items())
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
