@@ -124,19 +124,22 @@ def ratio_markdown(results: dict) -> list[str]:
 
 
 def time_markdown(results: dict) -> list[str]:
-    """Default itemvec training time against the selected item2vec fit, per data set."""
+    """Default itemvec training time against the selected peers' fits, per data set."""
     lines = ["", "Training time of the selected model (s2i), seconds, same run and box:", "",
-             "| data set | itemvec | item2vec (tuned) | itemvec / item2vec | itemvec stages |",
-             "|---|---|---|---|---|"]
+             "| data set | itemvec | item2vec (tuned) | itemvec / item2vec | sasrec | gru4rec | "
+             "itemvec stages |", "|---|---|---|---|---|---|---|"]
     for name, block in results["datasets"].items():
         ours, peer = block["methods"].get("itemvec"), block["methods"].get("item2vec")
         if ours is None or peer is None:
             continue
         a, b = ours["tasks"]["s2i"]["train_seconds"], peer["tasks"]["s2i"]["train_seconds"]
+        sequential = [block["methods"][m]["tasks"]["s2i"]["train_seconds"]
+                      if m in block["methods"] else None for m in ("sasrec", "gru4rec")]
+        seq_cells = " | ".join("–" if s is None else f"{s:.1f}" for s in sequential)
         stages = (ours.get("model_stats") or {}).get("seconds") or {}
         named = ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if v >= 0.05)
         lines.append(f"| {name} | {a:.1f} | {b:.1f} | {a / b if b else float('nan'):.1f}x | "
-                     f"{named} |")
+                     f"{seq_cells} | {named} |")
     return lines if len(lines) > 5 else []
 
 

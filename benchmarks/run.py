@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``
 
 from benchmarks import datasets as data_sets  # noqa: E402
 from benchmarks.methods import ALL  # noqa: E402
+from benchmarks.methods import get as get_method  # noqa: E402
 from benchmarks.protocol import prepare  # noqa: E402
 from benchmarks.report import write_reports  # noqa: E402
 from benchmarks.runner import dataset_stats, run_method  # noqa: E402
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
         block["stats"] = stats
         print(f"{name}: {stats['items']} items, test queries {stats['test_queries']}", flush=True)
         for method in methods:
+            if not get_method(method).applies(data):
+                continue
             entry = run_method(data, method, dataset.categories, quick=args.quick,
                                progress=lambda text: print(text, flush=True))
             entry["updated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -11,9 +11,13 @@ recall@10 against exact on 1000 queries.
 
 HTTP: writes a synthetic bundle (ANN index stored in it), starts ``itemvec serve`` on a free
 loopback port, then drives it with an httpx async client holding ``--concurrency`` requests in
-flight until ``--requests`` are done (bounded: stops by itself). Three runs: valid requests only;
-a mixed valid/invalid run (must see zero 5xx); and a valid run with ``POST /admin/reload`` in
-the middle (must lose no request). Results go to ``--out`` as JSON and a table on stdout.
+flight until ``--requests`` are done (bounded: stops by itself). Runs: valid requests only;
+a mixed valid/invalid run (must see zero 5xx); a valid run with ``POST /admin/reload`` in the
+middle (must lose no request); and a reload storm, the serial run again while
+``--reload-loops`` clients in another process post reloads back to back (the server runs with
+``--allow-reload`` and its default rate limit, so most of them get 429), and its control, the
+same number of clients sending ``GET /health`` back to back. Results go to ``--out`` as JSON
+and a table on stdout.
 
 Workers: synthetic bundles (random clustered vectors, IVF index stored) at 100k and 1M items;
 ``itemvec serve --workers N`` and the ceiling app (``benchmarks.serving_ceiling``, a constant
@@ -144,9 +148,42 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_load(server: subprocess.Popen, *args) -> dict:
+FLOOD = """
+import asyncio, json, signal, sys, httpx
+base, kind, loops = sys.argv[1], sys.argv[2], int(sys.argv[3])
+counts = {}
+async def main():
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async def one():
+            while not stop.is_set():
+                try:
+                    r = await (client.get("/health") if kind == "health" else
+                               client.post("/admin/reload", json={"path": "current"}))
+                    key = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                counts[key] = counts.get(key, 0) + 1
+        await asyncio.gather(*(one() for _ in range(loops)))
+asyncio.run(main())
+print(json.dumps(counts))
+"""
+
+
+def run_load(server: subprocess.Popen, *args, flood: str | None = None, loops: int = 0) -> dict:
+    """One load run; with ``flood`` ("reload" or "health"), ``loops`` clients in another
+    process send that request back to back meanwhile (in this process they would starve the
+    measured client instead of the server)."""
+    flooder = None if flood is None else subprocess.Popen(
+        [sys.executable, "-c", FLOOD, args[0], flood, str(loops)], stdout=subprocess.PIPE)
+    if flooder is not None:
+        time.sleep(2)  # let the flood start
     before, began, memory = cpu_seconds(server.pid), load_average(), rss_mib(server.pid)
     result = asyncio.run(load(*args))
+    if flooder is not None:
+        flooder.send_signal(signal.SIGTERM)
+        result[f"{flood}_flood_statuses"] = json.loads(flooder.communicate(timeout=60)[0])
     used = cpu_seconds(server.pid) - before
     result["server_cpu_ms_per_request"] = round(1000 * used / max(1, result["calls"]), 3)
     result["load_average_1m"] = [began, load_average()]
@@ -167,17 +204,21 @@ def valid_request(rng: random.Random, n_items: int) -> tuple[str, str, dict | No
                                   "n": 10}
 
 
+INVALID = (
+    ("GET", "/similar/no-such-item?n=10", None),  # 404
+    ("GET", "/similar/i1?n=0", None),  # 422
+    ("POST", "/recommend", {"history": ["i1"] * 5000, "n": 10}),  # 422
+    ("POST", "/recommend", b"{not json"),  # 422
+    ("POST", "/recommend", b"x" * (2 << 20)),  # 413
+    ("POST", "/recommend", {"history": ["i1"], "n": True}),  # 422: strict ints
+    ("POST", "/search", b'{"vector": [NaN, 1]}'),  # 422
+    ("GET", "/similar/a/b/c?n=3", None),  # 404: ids may hold "/"
+    ("POST", "/admin/reload", {"path": "../../etc"}),  # 400 outside the root, or 429
+)
+
+
 def invalid_request(rng: random.Random, n_items: int) -> tuple[str, str, object]:
-    kind = rng.randrange(5)
-    if kind == 0:
-        return "GET", "/similar/no-such-item?n=10", None
-    if kind == 1:
-        return "GET", "/similar/i1?n=0", None
-    if kind == 2:
-        return "POST", "/recommend", {"history": ["i1"] * 5000, "n": 10}
-    if kind == 3:
-        return "POST", "/recommend", b"{not json"
-    return "POST", "/recommend", b"x" * (2 << 20)
+    return INVALID[rng.randrange(len(INVALID))]
 
 
 async def load(base: str, n_items: int, concurrency: int, total: int, mix_invalid: float,
@@ -218,6 +259,9 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
         async def do_reload() -> None:
             began = time.perf_counter()
             response = await client.post("/admin/reload", json={"path": "other"})
+            while response.status_code == 429:  # rate-limited: wait as told, as a client would
+                await asyncio.sleep(float(response.headers.get("retry-after", 1)))
+                response = await client.post("/admin/reload", json={"path": "other"})
             reload_result.update(status=response.status_code,
                                  seconds=round(time.perf_counter() - began, 3))
 
@@ -234,7 +278,8 @@ async def load(base: str, n_items: int, concurrency: int, total: int, mix_invali
             **({"reload": reload_result} if reload_at is not None else {})}
 
 
-def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
+def http(n_items: int, backend: str, concurrency: int, total: int,
+         reload_loops: int = 60) -> dict:
     import httpx
 
     root = Path(tempfile.mkdtemp(prefix="itemvec-serving-"))
@@ -243,7 +288,7 @@ def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
     port = free_port()
     script = Path(sys.executable).with_name("itemvec")
     command = [str(script), "serve", str(root / "current"), "--host", "127.0.0.1",
-               "--port", str(port), "--index", backend]
+               "--port", str(port), "--index", backend, "--allow-reload"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
@@ -269,6 +314,11 @@ def http(n_items: int, backend: str, concurrency: int, total: int) -> dict:
         print(json.dumps(results["mixed"]), flush=True)
         results["reload"] = run_load(server, base, n_items, concurrency, total, 0.0, total // 2, 2)
         print(json.dumps(results["reload"]), flush=True)
+        for flood in (None, "reload", "health"):  # serial, back to back; health: the control
+            name = f"serial_{flood or 'quiet'}"
+            results[name] = run_load(server, base, n_items, 1, min(total, 300), 0.0, None, 3,
+                                     flood=flood, loops=reload_loops)
+            print(json.dumps({"run": name, **results[name]}), flush=True)
         return results
     finally:
         server.send_signal(signal.SIGTERM)
@@ -432,6 +482,8 @@ def main() -> None:
     two.add_argument("--backend", default="hnsw")
     two.add_argument("--concurrency", type=int, default=200)
     two.add_argument("--requests", type=int, default=20_000)
+    two.add_argument("--reload-loops", type=int, default=60,
+                     help="clients posting reloads back to back in the storm run")
     two.add_argument("--out", type=Path)
     three = sub.add_parser("workers", help="the whole table: itemvec and the ceiling app, "
                            "1 and 2 workers, 100k and 1M items, 50 and 200 in flight")
@@ -457,7 +509,8 @@ def main() -> None:
         result = inprocess([int(s) for s in args.sizes.split(",")], args.backend, args.calls,
                            args.batch)
     else:
-        result = http(args.items, args.backend, args.concurrency, args.requests)
+        result = http(args.items, args.backend, args.concurrency, args.requests,
+                      args.reload_loops)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 

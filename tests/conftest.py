@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
-from itemvec.data.ingest import EventLog, read_events
+from itemvec.data.ingest import ROW, EventLog, build_log, read_events
 from itemvec.data.synth import SyntheticShop, generate, write
+from itemvec.model.features import SideInformation
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.train.pipeline import TrainedModel, save_model, train_on_log
 
@@ -79,6 +81,34 @@ def trained(shop_log: EventLog, shop_config: PipelineConfig) -> TrainedModel:
 @pytest.fixture(scope="session")
 def bundle_dir(trained: TrainedModel, shop_config: PipelineConfig, tmp_path_factory) -> Path:
     return save_model(trained, tmp_path_factory.mktemp("bundle") / "model", shop_config)
+
+
+COLD_PER_WARM = 20  # the planted catalogue: 20 cold items per item seen in behaviour
+
+
+@pytest.fixture(scope="session")
+def cold_catalogue(tmp_path_factory) -> tuple[TrainedModel, Path, dict[str, str]]:
+    """(model, bundle, item -> hidden category) of a small planted shop whose item table is
+    ``COLD_PER_WARM`` times its active items. Each cold item copies a warm item's category,
+    brand and price, so by its features alone it sits on that category: with plain cosine
+    cold items crowd the warm neighbours out of a warm item's top 20."""
+    shop = generate(16_000, 240, 8, seed=2)
+    events = shop.events
+    log = build_log(pl.DataFrame({"context": events["session_id"], "item": events["item_id"],
+                                  ROW: np.arange(events.height), "time": events["ts"],
+                                  "weight": np.ones(events.height, np.float32)}),
+                    IngestConfig(time="ts"), "planted-catalogue")
+    warm = shop.items.select("item_id", "category", "brand", "price")
+    cold = warm.sample(len(warm) * COLD_PER_WARM, with_replacement=True, seed=3).with_columns(
+        pl.format("c{}", pl.int_range(pl.len())).alias("item_id"))
+    table = pl.concat([warm, cold]).with_columns(pl.format("product {}", "item_id").alias("title"))
+    config = PipelineConfig(ingest=IngestConfig(time="ts"),
+                            training=TrainingConfig(device="cpu", epochs=8, dim=32))
+    side = SideInformation(table, {"category": "cat", "brand": "cat", "price": "num"})
+    model = train_on_log(log, config, item_table=table, side=side, progress=False)
+    bundle = save_model(model, tmp_path_factory.mktemp("catalogue") / "model", config)
+    return model, bundle, dict(zip(table["item_id"].to_list(), table["category"].to_list(),
+                                   strict=True))
 
 
 def category_purity(embeddings: ItemEmbeddings, categories: dict[str, str],

@@ -22,7 +22,7 @@ SOURCE = REPO / "src"
 # answering queries never imports it (tests/store/test_bundle.py::test_loading_needs_no_torch...).
 OPTIONAL = ("faiss", "fastapi", "fastapi_offline", "starlette", "uvicorn", "httpx", "pyspark",
             "matplotlib", "zstandard", "torch.utils.tensorboard", "umap", "playwright", "gensim",
-            "implicit", "pandas", "torch", "safetensors.torch")
+            "implicit", "pandas", "torch", "safetensors.torch", "optuna")
 PENDING: set[tuple[str, str]] = set()  # edges allowed while a move is half done (none now)
 
 

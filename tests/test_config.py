@@ -246,7 +246,8 @@ def test_manifests_written_before_load_and_round_trip():
     stored = json.loads(json.dumps(config.to_dict()))
     added = {"training": {"refit": True},  # fields newer than that manifest take their defaults
              "ingest": {"order": None, "format": "auto", "sep": None, "header": True,
-                        "columns": None, "encoding": None}}
+                        "columns": None, "encoding": None},
+             "query": {"cold_similarity_offset": None}}
     expected = {k: {**v, **added.get(k, {})} for k, v in MANIFEST_BEFORE_PYDANTIC.items()}
     assert {k: stored[k] for k in MANIFEST_BEFORE_PYDANTIC} == expected
     assert PipelineConfig.from_dict(stored) == config

@@ -193,3 +193,20 @@ def test_save_load_update_round_trip(fitted, small_shop, tmp_path):
     assert "fresh" in loaded.embeddings and loaded.lineage_ is not None
     loaded.save(tmp_path / "m2")
     assert "fresh" in ItemVec.load(tmp_path / "m2").embeddings
+
+
+def test_tune_searches_fixes_the_given_parameters_and_fits_the_winner(small_shop, tmp_path):
+    pytest.importorskip("optuna")
+    space = {name: None for name in ("temperature", "lr", "window", "distance_weighting",
+                                     "target_power", "row_weight_power", "history_epochs")}
+    model = ItemVec(epochs=3, history_epochs=0, device="cpu", window=3).tune(
+        small_shop.events, "session_id", "item_id", "ts", trials=2,
+        space={**space, "dim": {"choices": [8, 16]}, "window": {"low": 1, "high": 9}},
+        out=tmp_path / "tuned")
+    summary = model.tuning_
+    assert [t["params"].keys() for t in summary["trials"]] == [{"dim"}, {"dim"}]  # window fixed
+    assert model.get_params()["dim"] == summary["best_params"]["dim"] == model.embeddings.dim
+    assert model.get_params()["window"] == 3
+    saved = json.loads((tmp_path / "tuned" / "best_config.json").read_text())
+    assert saved["training"]["dim"] == model.embeddings.dim
+    assert ItemVec.load(tmp_path / "tuned").embeddings.dim == model.embeddings.dim

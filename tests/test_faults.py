@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
@@ -28,7 +29,7 @@ from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.store.bundle import CHECKPOINT_DIRNAME, MANIFEST, write_bundle
 from itemvec.train.checkpoint import FILENAME, CheckpointManager
 from itemvec.train.trainer import Trainer, TrainingDivergedError
-from itemvec.util.errors import BundleError
+from itemvec.util.errors import BundleError, ItemvecError
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--context", "session_id", "--item", "item_id", "--time", "ts", "--epochs", "10",
@@ -147,7 +148,7 @@ def test_failure_mid_write_keeps_the_previous_bundle(old_bundle, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("itemvec.store.bundle.save_sparse", disk_full)  # after the .npy files
-    with pytest.raises(OSError):
+    with pytest.raises(ItemvecError, match=r"model: no space left on device .*needs about"):
         write_bundle(old_bundle, _embeddings(2), config={}, stats={},
                      cooccurrence=sp.eye(50, format="csr"))
     assert _digest(old_bundle) == before
@@ -242,7 +243,7 @@ def test_damaged_bundle_is_refused_with_the_file_named(old_bundle, part, damage)
 @pytest.mark.parametrize("manifest,message", [
     (b"", "corrupt"), (b'{"format_version": 1, "files"', "corrupt"), (b"\xff\xfe", "corrupt"),
     (json.dumps({"format_version": 99}).encode(), "version 99 is newer"),
-    (json.dumps({"format_version": "1"}).encode(), "format version '1'"),
+    (json.dumps({"format_version": "1"}).encode(), "format_version = '1'"),
 ])
 def test_bad_manifest_is_refused(old_bundle, manifest, message):
     (old_bundle / MANIFEST).write_bytes(manifest)
@@ -406,3 +407,96 @@ def test_out_that_is_not_a_bundle_fails_before_training(events, tmp_path, cli):
     code, _, err = cli(["train", events, "--out", out, *TRAIN_ARGS])
     assert code == 2 and "is not an itemvec bundle" in err
     assert time.monotonic() - started < 5 and (out / "thesis.tex").read_text() == "do not overwrite"
+
+
+# -- full disk: one line naming the path and the space needed, the old bundle intact --------------
+def _safetensor_error(message: str) -> Exception:
+    from safetensors import SafetensorError
+
+    return SafetensorError(message)
+
+
+@pytest.mark.parametrize("target,failure", [
+    ("itemvec.store.bundle.np.save", lambda: OSError("52416 requested and 13280 written")),
+    ("itemvec.store.bundle.pl.DataFrame.write_parquet",
+     lambda: pl.exceptions.ComputeError("No space left on device (os error 28)")),
+    ("safetensors.torch.save_file",
+     lambda: _safetensor_error("Error while serializing: IoError(No space left on device)")),
+])
+def test_a_full_disk_is_one_line_naming_path_and_size(old_bundle, tmp_path, cli, monkeypatch,
+                                                      target, failure):
+    events = write(generate(400, 30, n_categories=3, seed=5), tmp_path / "small.csv")[0]
+    before = _digest(old_bundle)
+
+    def full(*args, **kwargs):
+        raise failure()
+
+    monkeypatch.setattr(target, full)
+    code, _, err = cli(["train", events, "--out", old_bundle, *TRAIN_ARGS[:6], "--epochs", "1",
+                        "--dim", "8", "--device", "cpu", "-q"])
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{old_bundle}: no space left on device" in err and "needs about" in err
+    assert _digest(old_bundle) == before
+    assert not [p for p in old_bundle.parent.iterdir() if p.name.startswith(".model")]
+
+
+def test_a_full_disk_during_export_names_the_file(old_bundle, tmp_path, cli, monkeypatch):
+    monkeypatch.setattr("itemvec.util.files.os.fdopen",
+                        lambda fd, mode: _FullFile(fd))
+    code, _, err = cli(["export", old_bundle, "--out", tmp_path / "vectors.parquet"])
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'vectors.parquet'}: no space left on device" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".vectors")]
+
+
+class _FullFile:
+    """A file whose writes fail as on a full disk."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> _FullFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_unwritable_out_fails_before_reading_or_training(events, tmp_path, cli, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    def never(*args, **kwargs):
+        raise AssertionError("events were read before --out was checked")
+
+    monkeypatch.setattr("itemvec.util.files.tempfile.mkstemp", denied)  # root ignores chmod
+    monkeypatch.setattr("itemvec.train.pipeline.read_events", never)
+    code, _, err = cli(["train", events, "--out", tmp_path / "ro" / "model", *TRAIN_ARGS])
+    assert code == 2 and err.count("\n") == 1, err
+    assert "cannot write in" in err and "Permission denied" in err
+    assert not (tmp_path / "ro").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_out_directory_fails_before_training(events, tmp_path, cli):
+    parent = tmp_path / "ro"
+    parent.mkdir(mode=0o555)
+    code, _, err = cli(["train", events, "--out", parent / "model", *TRAIN_ARGS])
+    assert code == 2 and "cannot write in" in err
+
+
+def test_truncated_parquet_is_one_line_under_streaming_auto(events, tmp_path, cli):
+    whole = tmp_path / "events.parquet"
+    pl.read_csv(events).write_parquet(whole)
+    whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for mode in ("auto", "off"):
+        code, _, err = cli(["train", whole, "--out", tmp_path / "model", *TRAIN_ARGS,
+                            "--streaming", mode])
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{whole}: cannot" in err and "Traceback" not in err

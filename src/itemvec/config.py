@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 import tomllib
 import types
@@ -123,6 +124,8 @@ def parse_event_weights(text: str | dict | None) -> dict[str, float]:
             weights[str(name)] = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"event_weights[{name}] must be a number, got {value!r}") from None
+        if not math.isfinite(weights[str(name)]):
+            raise ConfigError(f"ingest.event_weights: {name}={value} is not a finite number")
         if weights[str(name)] < 0:
             raise ConfigError(f"event_weights[{name}] must be >= 0, got {value!r}")
     return weights
@@ -203,13 +206,14 @@ class IngestConfig(Section):
     sep: str | None = setting(None, "Field separator of text files, e.g. ',' ';' '|' or '\\t' "
                               "(tab); sequences and baskets split on it too.",
                               default_text="sniffed; whitespace for sequences/baskets")
-    header: bool = setting(True, "The file has no header row: name the columns with --columns.",
+    header: bool = setting(True, "Whether the file starts with a header row (--no-header: name the "
+                           "columns with --columns).",
                            flag="--no-header")
     columns: list[str] | None = setting(
         None, "Column names, comma-separated, for a file without a header (or to rename the "
         "header's).", default_text="from the header", parse="list")
     encoding: str | None = setting(None, "Text encoding of the files, e.g. latin-1.",
-                                   default_text="utf-8, latin-1 where that fails")
+                                   default_text="utf-8; other bytes are an error")
 
     @field_validator("event_weights", mode="before")
     @classmethod
@@ -374,6 +378,11 @@ class QueryConfig(Section):
                                        ge=0)
     evidence_power: float = setting(0.25, "Pooled history scaled by (effective history length) "
                                     "** power.", ge=0, le=1)
+    cold_similarity_offset: float | None = setting(
+        None, "Added to the cosine of cold items (features only, no behaviour) in similar "
+        "results; chosen on validation at train time so cold items cost warm neighbours at most "
+        "features.max_warm_drop.", default_text="calibrated (uncalibrated: cold items rank "
+        "below every warm item)", ge=-2, le=2)
 
 
 class FeatureConfig(Section):
@@ -392,7 +401,7 @@ class FeatureConfig(Section):
         None, "Column names of an --items file without a header (giving them means it has "
         "none), comma-separated.", default_text="from the header", parse="list")
     items_encoding: str | None = setting(None, "Text encoding of --items, e.g. latin-1.",
-                                         default_text="utf-8, latin-1 where that fails")
+                                         default_text="utf-8; other bytes are an error")
     features: str | dict[str, str] | None = setting(
         None, "Feature columns of --items and their kinds, e.g. category:cat,price:num,title:text "
         "(kind auto/skip too); 'none' = no features.", default_text="every column, auto-typed",
@@ -515,8 +524,12 @@ class ServeConfig(Section):
     section: ClassVar[str] = "serve"
     host: str = setting("127.0.0.1", "Interface to bind.", min_length=1)
     port: int = setting(8000, "TCP port.", ge=1, le=65535)
-    watch_interval: float = setting(2.0, "Seconds between checks for --watch.", gt=0,
-                                    flat="serve_watch_interval", flag="--watch-interval")
+    watch_interval: float = setting(2.0, "Seconds between checks for --watch (at least 0.1).",
+                                    ge=0.1, flat="serve_watch_interval",
+                                    flag="--watch-interval")
+    reload_interval: float = setting(2.0, "Least seconds between two POST /admin/reload "
+                                     "(sooner: 429 with Retry-After).", ge=0,
+                                     flat="serve_reload_interval", flag="--reload-interval")
     max_body: int = setting(1 << 20, "Largest request body in bytes (bigger: 413).", ge=1,
                             flat="serve_max_body", flag="--max-body")
     threads: int = setting(1, "BLAS/OpenMP threads per query (requests run concurrently).",

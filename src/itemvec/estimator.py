@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from itemvec.config import FLAT_NAMES, PipelineConfig, UpdateConfig
+from itemvec.analysis.tuning_page import tuning_page
+from itemvec.config import FLAT_NAMES, PipelineConfig, UpdateConfig, parse_duration
 from itemvec.data.frames import (
     events_from_frame,
     events_from_sequences,
@@ -33,6 +34,15 @@ from itemvec.store.bundle import check_target, write_bundle
 from itemvec.train import pipeline
 from itemvec.train.pipeline import TrainedModel, read_item_table, side_information, train_on_log
 from itemvec.train.trainer import Callback
+from itemvec.train.tuning import (
+    SPACE,
+    TuneSettings,
+    apply_space,
+    load_space,
+    require_optuna,
+    tune_log,
+    without_fixed,
+)
 from itemvec.train.update import Parent, load_parent, pinned_kind, update_log
 from itemvec.util.errors import ConfigError, ItemvecError
 
@@ -154,6 +164,47 @@ class ItemVec:
         self.lineage_: dict[str, Any] | None = None
         return self
 
+    def tune(self, events: Events, context: str = "session_id", item: str = "item_id",
+             time: str | None = None, event: str | None = None, *, items: Any = None,
+             item_key: str = "item_id", relations: str | Path | None = None, trials: int = 20,
+             timeout: float | str | None = None, n_jobs: int = 1, storage: str | None = None,
+             study: str = "itemvec", metric: str = "mean", space: str | Path | dict | None = None,
+             out: str | Path | None = None, progress: bool = False,
+             echo: Any = None) -> ItemVec:
+        """Search hyper-parameters with Optuna (``itemvec.train.tuning``), then fit the best
+        configuration on every event as ``fit`` does; returns ``self``.
+
+        Parameters given to the constructor are fixed; the rest of ``space`` (a JSON/TOML file
+        or a mapping of entries over ``tuning.SPACE``) is searched for ``trials`` more trials
+        (``timeout``: seconds or a duration such as 1h). ``storage`` (``sqlite:///tune.db``)
+        keeps the study so a later call with the same ``study`` continues it. ``tuning_`` holds
+        the study's summary; the bundle files ``best_config.json`` (for ``itemvec train
+        --config``), ``tuning.json`` and ``tuning.html`` go into ``save``'s bundle (``out``).
+        """
+        require_optuna()
+        if out is not None:
+            check_target(Path(out))  # fail before the search, not after it
+        limit = parse_duration(timeout, "--timeout") if timeout is not None else None
+        settings = TuneSettings(trials, limit, n_jobs, storage, study, metric)
+        searched = without_fixed(space_entries(space), set(self._params))
+        on_disk = {k: str(v) for k, v in {"items": items, "relations": relations}.items()
+                   if isinstance(v, str | Path)}
+        config = config_from_params(self._params, {
+            "context": context, "item": item, "time": time, "event": event,
+            "item_key": item_key, **on_disk})
+        table = item_table(items, item_key)
+        result = tune_log(read_log(events, config), config, searched, settings, item_table=table,
+                          side=side_information(table, config.side), progress=progress,
+                          echo=echo)
+        self.set_params(**params_from_config(result.config))
+        self.fit(events, context, item, time, event, items=items, item_key=item_key,
+                 relations=relations, progress=progress)
+        self.tuning_ = result.to_dict()
+        self.files_.update(tuning_files(self.tuning_, self.config_))
+        if out is not None:
+            self.save(out)
+        return self
+
     @classmethod
     def from_trained(cls, model: TrainedModel, config: PipelineConfig) -> ItemVec:
         """Wrap what ``pipeline.train`` (or distributed training) returned."""
@@ -236,6 +287,20 @@ class ItemVec:
                       np.asarray(self.item_counts_), self.encoder_state_, dict(self.files_))
 
 
+def space_entries(space: str | Path | dict | None) -> dict:
+    """The search space: ``tuning.SPACE`` with a file's or a mapping's entries applied."""
+    if isinstance(space, dict):
+        return apply_space(SPACE, space)
+    return load_space(space)
+
+
+def tuning_files(summary: dict[str, Any], config: PipelineConfig) -> dict[str, bytes]:
+    """Bundle files of a tuned model: the winning config, the study as JSON and as a page."""
+    return {"best_config.json": json.dumps(config.to_dict(), indent=2).encode(),
+            "tuning.json": json.dumps(summary, indent=2).encode(),
+            "tuning.html": tuning_page(summary).encode()}
+
+
 def is_paths(events: Any) -> bool:
     """A path, or a list / tuple of ``Path`` objects (several files of one log); a list of
     strings stays item-id sequences."""
@@ -265,4 +330,5 @@ def item_table(items: Any, key: str) -> Any:
     return items_from_frame(items, key)
 
 
-__all__ = ["ItemVec", "NotFittedError", "config_from_params", "params_from_config"]
+__all__ = ["ItemVec", "NotFittedError", "config_from_params", "params_from_config",
+           "tuning_files"]

@@ -57,3 +57,13 @@ def test_label_file_errors_name_the_problem(tmp_path, bundle_dir, cli):
     code, _, err = cli(["classify", bundle_dir, "--labels", path, "--out", tmp_path / "o.csv",
                         "--label-column", "kind"])
     assert code == 2 and "kind" in err
+
+
+def test_cli_refuses_to_write_predictions_into_a_bundle(cli, bundle_dir, labels, tmp_path):
+    path = tmp_path / "labels.csv"
+    labels.write_csv(path)
+    before = sorted(p.name for p in bundle_dir.iterdir())
+    code, _, err = cli(["classify", bundle_dir, "--labels", path, "--out",
+                        bundle_dir / "pred.csv"])
+    assert code == 2 and "inside the model bundle" in err
+    assert sorted(p.name for p in bundle_dir.iterdir()) == before

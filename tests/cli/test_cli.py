@@ -170,6 +170,25 @@ def test_similar_json_and_table(cli_model, categories, shop, cli):
     assert_one_line_error(code, stderr, "--label 'colour'", "known:", "title")
 
 
+def test_similar_cold_option_and_marker(cold_catalogue, cli):
+    """Planted catalogue (tests/conftest.py): 20 cold items per warm one on its category."""
+    model, bundle, _ = cold_catalogue
+    item = str(model.embeddings.item_ids[0])
+    answers = {}
+    for cold in ("calibrated", "include", "exclude"):
+        code, stdout, stderr = cli(["similar", bundle, item, "-n", "20", "--json", "--cold", cold])
+        assert code == 0, stderr
+        answers[cold] = json.loads(stdout)
+        assert answers[cold]["cold"] == [not i.startswith("i") for i in answers[cold]["items"]]
+        assert answers[cold]["labels"] == [f"product {i}" for i in answers[cold]["items"]]
+    assert sum(answers["include"]["cold"]) >= 10  # plain cosine: the catalogue crowds in
+    assert sum(answers["calibrated"]["cold"]) <= 2 and sum(answers["exclude"]["cold"]) == 0
+    code, stdout, _ = cli(["similar", bundle, item, "-n", "5", "--cold", "include"])
+    assert code == 0 and "(cold)" in stdout
+    code, _, stderr = cli(["similar", bundle, item, "--cold", "maybe"])
+    assert code == 2 and "maybe" in stderr
+
+
 def test_similar_table_fits_80_columns_on_a_wide_item_table(tmp_path, cli, monkeypatch):
     """A movielens-like table (19 genre flags): rank, id, title and score, within 80 columns."""
     ids = [str(i) for i in range(1, 41)]
@@ -204,8 +223,9 @@ def test_recommend_jsonl_in_and_out(cli_model, tmp_path, cli):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["id"] for row in rows] == [7, "abc", None]
     for row, history in zip(rows, (["i1", "i2"], ["i3"], []), strict=True):
-        assert list(row) == ["id", "items", "scores", "labels"]
+        assert list(row) == ["id", "items", "scores", "labels", "cold"]
         assert len(row["items"]) == len(row["scores"]) == len(row["labels"]) == 4
+        assert row["cold"] == [False] * 4  # trained without an item table: nothing is cold
         assert not set(row["items"]) & set(history)
         assert row["scores"] == sorted(row["scores"], reverse=True)
 

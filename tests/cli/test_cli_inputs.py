@@ -80,3 +80,25 @@ def test_cooccur_counts_a_plain_file_and_says_why_it_cannot_stream_others(tmp_pa
     assert code == 0 and "counted 2 items" in stdout, stderr
     code, _, stderr = cli(["cooccur", tmp_path / "c.csv", "--sep", ",", "--out", tmp_path / "x"])
     assert code == 2 and "cooccur streams one CSV or Parquet file with a header" in stderr
+
+
+def test_update_switches_header_either_way(tmp_path, cli):
+    """A bundle trained on a headerless file takes an update file that has a header
+    (``--header``), and the header row does not become an item."""
+    data = histories()
+    rows = [f"{user}\t{item}\t4\t{1000 + k}" for user, items in data[:40]
+            for k, item in enumerate(items)]
+    (tmp_path / "u.data").write_text("\n".join(rows) + "\n")
+    code, _, stderr = cli(["train", tmp_path / "u.data", "--sep", "\\t", "--no-header",
+                           "--columns", "user,item,rating,ts", "--context", "user", "--item",
+                           "item", "--time", "ts", "--out", tmp_path / "model", *FAST])
+    assert code == 0, stderr
+    new = [f"{user}\t{item}\t4\t{5000 + k}" for user, items in data[40:]
+           for k, item in enumerate(items)]
+    (tmp_path / "new.tsv").write_text("user\titem\trating\tts\n" + "\n".join(new) + "\n")
+    code, _, stderr = cli(["update", tmp_path / "model", tmp_path / "new.tsv", "--header",
+                           "--out", tmp_path / "next", "-q"])
+    assert code == 0, stderr
+    updated = load_embeddings(tmp_path / "next")
+    assert "item" not in updated and "ts" not in updated
+    assert updated.metadata["config"]["ingest"]["header"] is True

@@ -241,7 +241,8 @@ def test_serve_from_file_equals_serve_from_flags(monkeypatch, cli, tmp_path):
 
     monkeypatch.setattr(serving, "build_config", resolve_then_stop)
     values = {"serve.host": "0.0.0.0", "serve.port": 9001, "serve.watch_interval": 0.5,
-              "serve.max_body": 4096, "serve.threads": 2, "serve.workers": 2}
+              "serve.max_body": 4096, "serve.threads": 2, "serve.workers": 2,
+              "serve.reload_interval": 5.0}
     assert cli(["serve", tmp_path, *as_flags(values)])[0] == 2
     assert cli(["serve", tmp_path, "--config", as_file(values, tmp_path / "s.toml")])[0] == 2
     assert seen[0] == seen[1] and seen[0].serve.port == 9001 and seen[0].serve.threads == 2

@@ -212,3 +212,15 @@ def test_error_in_a_later_chunk_reaches_the_caller(tmp_path):
     with pytest.raises(DataError, match="row 8001: column 'item_id' is empty"):
         count_file(path, IngestConfig(context="session_id", item="item_id"), chunk_rows=1_000,
                    progress=False)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_streamed_reads_refuse_weights_for_event_types_never_seen(tmp_path, grouped):
+    """As the in-memory read does: a weight for a type the log never holds is a typo."""
+    shop = generate(n_events=6_000, n_items=100, seed=3)
+    path = tmp_path / "events.parquet"
+    shop.events.write_parquet(path)
+    ingest = IngestConfig(context="session_id", item="item_id", time="ts", event="event",
+                          event_weights={"view": 1, "basket": 3})
+    with pytest.raises(DataError, match=r"'basket'.*holds only: 'cart', 'purchase', 'view'"):
+        count_file(path, ingest, chunk_rows=1000, grouped=grouped, progress=False)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from itemvec.config import FeatureConfig, IngestConfig
-from itemvec.data.ingest import read_events, read_table, restrict_vocabulary
+from itemvec.data.ingest import MAX_ID_BYTES, read_events, read_table, restrict_vocabulary
 from itemvec.train.pipeline import items_reading, read_item_table
 from itemvec.util.errors import DataError, ItemvecError
 
@@ -305,8 +305,26 @@ def test_null_or_blank_ids_name_file_row_and_column(write_file, name, content, r
 def test_latin1_file_is_read_without_merging_distinct_ids(write_file):
     path = write_file("e.csv", "session_id,item_id\ns1,caf\xe9\ns1,caf\xe8\ns1,b\n"
                       .encode("latin-1"))
-    log = read_events(path, IngestConfig())
+    log = read_events(path, IngestConfig(encoding="latin-1"))
     assert set(log.item_ids.tolist()) == {"b", "café", "cafè"}
+
+
+@pytest.mark.parametrize("name,layout", [("e.csv", "auto"), ("e.jsonl", "auto"),
+                                         ("e.txt", "sequences")])
+def test_one_latin1_byte_in_a_utf8_file_is_an_error_naming_row_and_byte(write_file, name,
+                                                                         layout):
+    """No fallback decode: reading the file as latin-1 would turn every 'café' into 'cafÃ©'."""
+    lines = {"e.csv": ["session_id,item_id", "s1,café", "s1,b", "s2,caf\udce9"],
+             "e.jsonl": ['{"session_id": "s1", "item_id": "café"}',
+                         '{"session_id": "s2", "item_id": "caf\udce9"}'],
+             "e.txt": ["s1 café b", "s2 caf\udce9"]}[name]
+    data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    path = write_file(name, data)
+    with pytest.raises(DataError) as info:
+        read_events(path, IngestConfig(format=layout))
+    row, offset = len(lines), data.index(b"\xe9")
+    assert str(info.value) == (f"{path}: row {row}, byte {offset}: b'\\xe9' is not valid UTF-8; "
+                               "say the file's encoding, e.g. --encoding latin-1 or cp1252")
 
 
 def test_read_table_errors_are_itemvec_errors(write_file):
@@ -400,3 +418,50 @@ def test_order_breaks_the_ties_of_a_coarse_clock(write_file):
     log = read_events(path, IngestConfig(time="day", order="offset"))
     assert "timestamp" not in log.decision.describe()  # judged on the day + offset order
     assert contexts(log)["s1"] == ["i1", "i2", "i3", "i4"]
+
+
+# -- adversarial layouts: repeated headers, duplicate names, NA ids, non-finite weights ----------
+def test_a_header_repeated_mid_file_is_an_error_naming_the_row(write_file):
+    path = write_file("e.csv", "session_id,item_id\ns1,a\ns1,b\nsession_id,item_id\ns2,a\n")
+    with pytest.raises(DataError, match=r"e\.csv: row 4 repeats the header \(session_id,item_id; "
+                                        r"1 such rows\)"):
+        read_events(path, IngestConfig())
+    ok = write_file("ok.csv", "session_id,item_id\ns1,item_id\ns1,b\n")  # one cell alone: data
+    assert "item_id" in read_events(ok, IngestConfig()).item_ids.tolist()
+
+
+def test_a_column_name_twice_in_the_header_is_an_error(write_file):
+    path = write_file("e.csv", "session_id,item_id,item_id\ns1,a,b\n")
+    with pytest.raises(DataError, match=r"e\.csv: column name 'item_id' appears twice in the "
+                                        r"header \(columns 2 and 3\); rename one"):
+        read_events(path, IngestConfig())
+
+
+def test_na_and_null_ids_are_counted_and_the_first_row_named(write_file):
+    path = write_file("e.csv", "session_id,item_id\ns1,a\ns1,NA\ns1,null\ns2,\ns2,b\n")
+    with pytest.raises(DataError) as info:
+        read_events(path, IngestConfig())
+    assert str(info.value) == (f"{path}: row 3: column 'item_id' is empty, NA or null: 3 rows "
+                               "have missing ids, first at row 3; fill them in or drop those rows")
+
+
+@pytest.mark.parametrize("weights,shown", [("view=nan", "view=nan"), ("view=1,cart=inf",
+                                                                      "cart=inf")])
+def test_a_non_finite_event_weight_is_named(weights, shown):
+    with pytest.raises(ItemvecError, match=f"ingest.event_weights: {shown} is not a finite "
+                                           "number"):
+        IngestConfig(event="event", event_weights=weights)
+
+
+def test_an_id_over_the_length_limit_is_refused_naming_the_row(write_file):
+    at_limit, over = "a" * MAX_ID_BYTES, "é" * (MAX_ID_BYTES // 2 + 1)  # 2 bytes per é
+    path = write_file("e.csv", f"session_id,item_id\ns1,b\ns1,{at_limit}\ns2,{over}\ns2,b\n")
+    with pytest.raises(DataError, match=rf"e\.csv: row 4: column 'item_id': id of "
+                                        rf"{MAX_ID_BYTES + 2:,} bytes is longer than the limit "
+                                        rf"of {MAX_ID_BYTES:,} bytes \(1 rows\)"):
+        read_events(path, IngestConfig())
+    fine = write_file("ok.csv", f"session_id,item_id\ns1,b\ns1,{at_limit}\n")
+    assert at_limit in read_events(fine, IngestConfig()).item_ids.tolist()
+    lines = write_file("s.txt", f"u1 a b\nu2 a {over}\n")
+    with pytest.raises(DataError, match=r"s\.txt: row 2: column 'item'"):
+        read_events(lines, IngestConfig(format="sequences"))

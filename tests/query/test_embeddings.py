@@ -145,8 +145,9 @@ def test_integer_ids_accepted_when_training_ids_were_integers():
     ids, _ = emb.recommend([1, np.int64(2)], n=5, exclude=[3])
     assert ids.tolist() == ["-4"]  # returned ids stay strings
     assert emb.similar_items(1, n=5, filter=[2, "3"])[0].tolist() == ["2", "3"]
-    assert emb.similar_items_batch(np.array([1, 2]), n=1)[0].dtype.kind == "U"
-    assert emb.most_similar(positive=[1], negative=[2], n=1)[0].dtype.kind == "U"
+    batch = emb.similar_items_batch(np.array([1, 2]), n=1)[0]
+    similar = emb.most_similar(positive=[1], negative=[2], n=1)[0]
+    assert all(type(i) is str for i in [*batch.ravel(), *similar])  # str objects, not ints
     with pytest.raises(TypeError):
         emb[True]  # a bool is not an id
 
@@ -304,3 +305,45 @@ def test_history_weights_grow_with_effective_history_length():
     np.testing.assert_allclose(single, [1.0])  # one item: no extra evidence, i2i unchanged
     flat = emb.with_query(evidence_power=0.0)
     np.testing.assert_allclose(flat.history_weights(4).sum(), 1.0, rtol=1e-6)
+
+
+# -- cold items (features only) in similar ---------------------------------------------------------
+def cold_model(offset: float | None) -> ItemEmbeddings:
+    """Warm a, b; cold c (cosine 0.99 to a) and d (cosine 0 to a)."""
+    vectors = np.array([[1, 0], [0.8, 0.6], [0.99, np.sqrt(1 - 0.99 ** 2)], [0, 1]], np.float32)
+    return ItemEmbeddings(["a", "b", "c", "d"], vectors, n_warm=2,
+                          query=QueryConfig(cold_similarity_offset=offset))
+
+
+@pytest.mark.parametrize("index", [None, "exact"])
+def test_cold_items_carry_the_similarity_offset(index):
+    emb = cold_model(-0.3).use_index(index)
+    got = emb.similar_items("a", n=3)  # calibrated: c's cosine 0.99 - 0.3 falls below b's 0.8
+    assert got.ids.tolist() == ["b", "c", "d"] and got.cold.tolist() == [False, True, True]
+    np.testing.assert_allclose(got.scores, [0.8, 0.69, -0.3], atol=1e-6)
+    got = emb.similar_items("a", n=3, cold="include")
+    assert got.ids.tolist() == ["c", "b", "d"] and got.cold.tolist() == [True, False, True]
+    np.testing.assert_allclose(got.scores, [0.99, 0.8, 0.0], atol=1e-6)
+    got = emb.similar_items("a", n=3, cold="exclude")
+    assert got.ids.tolist() == ["b"] and got.cold.tolist() == [False]
+    batch = emb.similar_items_batch(["a", "c"], n=2)
+    assert batch.ids.tolist() == [["b", "c"], ["a", "b"]]
+    assert batch.cold.tolist() == [[False, True], [False, False]]
+
+
+def test_uncalibrated_cold_items_rank_below_every_warm_item():
+    got = cold_model(None).similar_items("b", n=3)
+    assert got.ids.tolist() == ["a", "c", "d"]
+    assert got.scores[1] < -0.9  # cosine - 2: after any warm item, still before padding
+
+
+def test_cold_flags_in_recommendations_and_after_a_round_trip(tmp_path):
+    emb = cold_model(-0.3)
+    result = emb.recommend(["a"], n=3)
+    assert result.cold.tolist() == [i in ("c", "d") for i in result.ids]
+    emb.save(tmp_path / "bundle")
+    loaded = ItemEmbeddings.load(tmp_path / "bundle")
+    assert loaded.n_warm == 2 and loaded.query.cold_similarity_offset == -0.3
+    assert loaded.similar_items("a", n=3).ids.tolist() == ["b", "c", "d"]
+    with pytest.raises(ValueError, match="cold must be one of"):
+        emb.similar_items("a", cold="maybe")

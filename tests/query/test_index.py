@@ -134,3 +134,33 @@ def test_stored_index_is_reused_and_rebuilt_when_stale(tmp_path, vectors):
     rebuilt = load_index(bundle, vectors, "ivf", nlist=16)
     assert rebuilt.params["nlist"] == 16
     assert save_index(ExactIndex(vectors), bundle) is None  # exact stores nothing
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no checksum"])
+def test_a_damaged_stored_index_is_rebuilt_with_a_warning(tmp_path, vectors, damage, caplog):
+    bundle = tmp_path / "model"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"files": {"embeddings.npy": "abc"}}))
+    built = build_index("ivf", vectors, nlist=32, nprobe=32)
+    path = save_index(built, bundle)
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        for offset in (len(raw) // 3, len(raw) // 2, 2 * len(raw) // 3, len(raw) - 9):
+            raw[offset] ^= 0x5A  # four flipped bytes: vectors or lists change silently
+        path.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+    else:
+        meta_path = bundle / "index-ivf.json"
+        meta = json.loads(meta_path.read_text())
+        del meta["sha256"]
+        meta_path.write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="itemvec.query.index"):
+        loaded = load_index(bundle, vectors, "ivf", save=True)
+    assert "rebuilding the index" in caplog.text and "index-ivf.faiss" in caplog.text
+    exact = ExactIndex(vectors).search(vectors[:20], 10)[1]
+    assert np.array_equal(loaded.search(vectors[:20], 10)[1], exact)  # nprobe = nlist: exact
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="itemvec.query.index"):
+        load_index(bundle, vectors, "ivf")  # save=True stored a sound one again
+    assert "rebuilding" not in caplog.text

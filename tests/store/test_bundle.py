@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +230,106 @@ def test_sparse_parts_are_scipy_npz_files(tmp_path):
     assert (back != matrix).nnz == 0
     with np.load(tmp_path / "m.npz", allow_pickle=False) as parts:
         assert sorted(parts.files) == ["data", "format", "indices", "indptr", "shape"]
+
+
+# -- manifest schema, part shapes, permissions -----------------------------------------------------
+def _edit_manifest(path: Path, edit) -> None:
+    manifest = json.loads((path / MANIFEST).read_text())
+    (path / MANIFEST).write_text(json.dumps(edit(manifest)))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: [m], "a JSON list, expected an object"),
+    (lambda m: {k: v for k, v in m.items() if k != "files"}, "files = missing"),
+    (lambda m: {**m, "format_version": True}, "format_version = True"),
+    (lambda m: {**m, "format_version": -1}, "format_version = -1"),
+    (lambda m: {**m, "n_items": "6"}, "n_items = '6'"),
+    (lambda m: {**m, "files": {"embeddings.npy": m["files"]["embeddings.npy"]}},
+     "no checksum for item_bias.npy, items.parquet"),
+    (lambda m: {**m, "files": {**m["files"], "embeddings.npy": "abc"}}, "files.embeddings.npy"),
+    (lambda m: {**m, "temperature": -1}, "temperature = -1"),
+])
+def test_malformed_manifest_is_refused_naming_the_field(tmp_path, edit, message):
+    out = write_bundle(tmp_path / "model", small(), config={}, stats={})
+    _edit_manifest(out, edit)
+    with pytest.raises(BundleError, match=message):
+        load_embeddings(out)
+
+
+def test_a_part_of_the_wrong_shape_is_refused_even_with_a_matching_checksum(tmp_path):
+    out = write_bundle(tmp_path / "model", small(n=6), config={}, stats={})
+    np.save(out / "embeddings.npy", np.eye(5, 3, dtype=np.float32))  # 5 rows, manifest says 6
+    _edit_manifest(out, lambda m: {**m, "files": {**m["files"], "embeddings.npy":
+                                                  files.sha256_file(out / "embeddings.npy")}})
+    with pytest.raises(BundleError, match=r"embeddings.npy: shape \(5, 3\) does not match the "
+                                          r"manifest \(\(6, 3\)\)"):
+        load_embeddings(out)
+
+
+def test_manifests_of_earlier_versions_still_load(tmp_path):
+    """Format 1 as first written: no lineage, no kind decision, query settings of that time."""
+    out = write_bundle(tmp_path / "model", small(), config={}, stats={})
+    _edit_manifest(out, lambda m: {k: m[k] for k in ("format_version", "itemvec_version",
+                                                     "created", "n_items", "dim", "temperature",
+                                                     "config", "stats", "files")})
+    assert list(load_embeddings(out).item_ids) == [f"i{k}" for k in range(6)]
+
+
+def test_bundles_and_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = write_bundle(tmp_path / "model", small(), config={}, stats={})
+        files.atomic_write_bytes(tmp_path / "export.csv", b"x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
+    assert stat.S_IMODE((tmp_path / "export.csv").stat().st_mode) == 0o644
+    old = os.umask(0o077)
+    try:
+        files.atomic_write_bytes(tmp_path / "private.csv", b"x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
+
+
+def test_writes_into_a_bundle_are_refused(tmp_path, cli):
+    out = write_bundle(tmp_path / "model", small(), config={}, stats={})
+    before = (out / "items.parquet").read_bytes()
+    code, _, err = cli(["export", out, "--out", out / "items.parquet"])
+    assert code == 2 and err.count("\n") == 1 and "inside the model bundle" in err
+    assert (out / "items.parquet").read_bytes() == before
+    assert len(load_embeddings(out)) == 6
+    code, _, err = cli(["export", out, "--out", tmp_path / "items.parquet"])
+    assert code == 0, err
+
+
+def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("itemvec.util.files.tempfile.mkstemp", denied)  # root ignores chmod 0555
+    with pytest.raises(ItemvecError, match=r"--out .*model: cannot write in .* \(Permission "
+                                           r"denied\); choose a writable directory"):
+        bundle.check_target(tmp_path / "new" / "model")
+    assert not (tmp_path / "new").exists()
+
+
+def test_one_long_id_costs_its_own_bytes_not_items_times_its_length(tmp_path):
+    """Fixed-width numpy strings would hold 3000 x 200,000 x 4 bytes = 2.4 GB here."""
+    ids = [f"i{k}" for k in range(3000)]
+    ids[7] = "L" * 200_000
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    tracemalloc.start()
+    try:
+        out = write_bundle(tmp_path / "model", ItemEmbeddings(ids, vectors), config={}, stats={})
+        loaded = load_embeddings(out)
+        found, _ = loaded.similar_items_batch([ids[7], "i1"], n=3000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.item_ids.dtype == object and found.dtype == object
+    assert found.shape == (2, 3000) and ids[7] in set(found[1])
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"

@@ -76,3 +76,15 @@ def test_a_bundle_without_a_matrix_says_so(tmp_path):
     path = write_bundle(tmp_path / "plain", emb, config={}, stats={})
     with pytest.raises(BundleError, match="no co-occurrence"):
         mapped_cooccurrence(path, tmp_path / "cache")
+
+
+def test_long_ids_are_not_shared_at_fixed_width(tmp_path):
+    """A fixed-width array costs items x the longest id: one long id keeps the ids per process
+    (object strings) and the embeddings still answer."""
+    ids = ["a", "b", "L" * 1000]
+    emb = ItemEmbeddings(ids, np.eye(3, dtype=np.float32))
+    path = write_bundle(tmp_path / "b", emb, config={}, stats={})
+    assert mapped_item_ids(path, tmp_path / "cache") is None
+    assert not list((tmp_path / "cache").glob("items-*"))
+    loaded = ItemEmbeddings.load(path, mmap=True, mapped_cache=tmp_path / "cache")
+    assert loaded.item_ids.dtype == object and loaded.row("L" * 1000) == 2

@@ -62,7 +62,9 @@ def test_warm_items_are_exactly_the_behaviour_model(models):
                                atol=1e-6)
     np.testing.assert_allclose(first.embeddings.item_bias[:n], behaviour.embeddings.item_bias,
                                atol=1e-6)
-    assert first.embeddings.query == behaviour.embeddings.query
+    # query settings as tuned without features; only the similar calibration of cold items added
+    assert first.embeddings.query.replace(cold_similarity_offset=None) == \
+        behaviour.embeddings.query
     # the stored encoder gives the same warm vectors (what `itemvec update` starts from)
     vectors, _ = first.training.encoder.export()
     np.testing.assert_allclose(vectors[:n], behaviour.embeddings.vectors, atol=1e-5)
@@ -249,3 +251,44 @@ def test_cli_max_warm_drop_reaches_the_calibration(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "side.max_warm_drop must be in [0, 1), got -1" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# -- similar over a whole catalogue: cold items must not crowd out behaviour evidence -----------
+def cold_share(embeddings, items, cold: str) -> float:
+    return float(np.mean([embeddings.similar_items(i, n=20, cold=cold).cold.mean()
+                          for i in items]))
+
+
+def test_similar_keeps_warm_neighbours_when_the_catalogue_is_mostly_cold(cold_catalogue):
+    """Known answer (planted catalogue, tests/conftest.py): 20 cold items per warm one, each on
+    a warm item's category. By plain cosine they take most of a warm item's top 20; with the
+    calibrated default the neighbours stay the warm items of its hidden category."""
+    model, _, categories = cold_catalogue
+    emb = model.embeddings
+    warm = emb.item_ids[:emb.n_warm][:60]
+    assert len(emb) - emb.n_warm >= 20 * emb.n_warm * 0.95
+    assert cold_share(emb, warm, "include") > 0.6  # the problem the calibration solves
+    assert cold_share(emb, warm, "calibrated") < 0.1
+    assert cold_share(emb, warm, "exclude") == 0.0
+    same = [categories[j] == categories[i] for i in warm for j in emb.similar_items(i, n=10).ids]
+    assert np.mean(same) >= 0.8
+
+
+def test_similar_offset_is_chosen_on_validation_and_stored(cold_catalogue):
+    model, bundle, _ = cold_catalogue
+    report = model.stats["coldstart"]["similar_calibration"]
+    assert report["method"] == "validation" and report["warm_queries"] >= 200
+    assert report["warm_hr@20"] >= (1 - report["max_warm_drop"]) * report[
+        "warm_hr@20_without_cold"] - 1e-9
+    offset = model.stats["coldstart"]["similar_offset"]
+    assert model.embeddings.query.cold_similarity_offset == offset
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["query"]["cold_similarity_offset"] == offset
+    loaded = load_embeddings(bundle)
+    assert loaded.n_warm == model.embeddings.n_warm
+    item = loaded.item_ids[0]
+    for cold in ("calibrated", "include"):
+        got, want = loaded.similar_items(item, n=20, cold=cold), \
+            model.embeddings.similar_items(item, n=20, cold=cold)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.cold, [not i.startswith("i") for i in got.ids])

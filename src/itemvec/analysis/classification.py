@@ -41,7 +41,7 @@ def classify(embeddings: ItemEmbeddings, labels: pl.DataFrame, c: float = 1.0, f
              seed: int = 0) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Predictions for every item (given labels kept, ``source`` says which) and a report."""
     rows, unknown = embeddings.known(labels["item_id"].to_list())
-    known = labels.filter(pl.col("item_id").is_in(embeddings.item_ids[rows].astype(str).tolist()))
+    known = labels.filter(pl.col("item_id").is_in([str(i) for i in embeddings.item_ids[rows]]))
     y = np.asarray(known["label"].to_list())
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
@@ -70,7 +70,7 @@ def classify(embeddings: ItemEmbeddings, labels: pl.DataFrame, c: float = 1.0, f
     predicted[rows] = y
     confidence[rows] = 1.0
     frame = pl.DataFrame({
-        "item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String),
+        "item_id": pl.Series([str(i) for i in embeddings.item_ids], dtype=pl.String),
         "label": pl.Series(predicted, dtype=pl.String),
         "confidence": np.round(confidence, 6).astype(np.float32),
         "source": np.where(given, "given", "predicted"),

@@ -55,7 +55,7 @@ def cluster(embeddings: ItemEmbeddings, k: int, seed: int = 0, top: int = 5
     labels, centres = kmeans(embeddings.vectors, k, seed)
     similarity = np.einsum("ij,ij->i", embeddings.vectors, centres[labels])
     assignments = pl.DataFrame({
-        "item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String),
+        "item_id": pl.Series([str(i) for i in embeddings.item_ids], dtype=pl.String),
         "cluster": labels, "similarity": np.round(similarity, 6).astype(np.float32)})
     return assignments, summarise(embeddings, labels, similarity, top)
 
@@ -85,7 +85,7 @@ def summarise(embeddings: ItemEmbeddings, labels: np.ndarray, similarity: np.nda
 
 
 def _display_names(embeddings: ItemEmbeddings, table: pl.DataFrame | None) -> list[str]:
-    ids = embeddings.item_ids.astype(str).tolist()
+    ids = [str(i) for i in embeddings.item_ids]
     text = [c for c in text_columns(table) if any(h in c.lower() for h in ("title", "name"))]
     if table is None or not text:
         return ids

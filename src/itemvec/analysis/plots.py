@@ -241,7 +241,7 @@ def map_payload(embeddings: ItemEmbeddings, coords: np.ndarray, column: str | No
     label_col = label_column(embeddings, label)
     titles = item_column(embeddings, label_col) if label_col else None
     payload = {
-        "ids": embeddings.item_ids.astype(str).tolist(),
+        "ids": [str(i) for i in embeddings.item_ids],
         "x": np.round(coords[:, 0].astype(float), 4).tolist(),
         "y": np.round(coords[:, 1].astype(float), 4).tolist(),
         "color": hexes or None,

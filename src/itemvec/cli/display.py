@@ -20,6 +20,7 @@ from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.query.labels import item_labels
 
 FALLBACK_WIDTH = 100
+COLD_MARK = " (cold)"
 MIN_WIDTH = 40
 
 
@@ -30,15 +31,18 @@ def terminal_width() -> int:
 
 def results_table(title: str, ids: Sequence[str], scores: Sequence[float],
                   labels: Sequence[str | None] | None = None, label_name: str = "label",
-                  width: int | None = None, digits: int = 4) -> str:
-    """The rendered table: ``#``, ``item_id``, the label column (when given) and ``score``.
+                  width: int | None = None, digits: int = 4,
+                  cold: Sequence[bool] | None = None) -> str:
+    """The rendered table: ``#``, ``item_id``, the label column (when given) and ``score``;
+    cold items (no behaviour, placed by features) get ``COLD_MARK`` after their id.
 
     Widths are decided here, not by rich's shrinking (which cut the rank and score columns to
     an ellipsis): rank, id (up to a third of the width) and score keep their width, and the
     label gets the rest, cut with an ellipsis.
     """
     width = width or terminal_width()
-    ids = [str(i) for i in ids]
+    ids = [str(i) + (COLD_MARK if cold is not None and cold[n] else "")
+           for n, i in enumerate(ids)]
     shown = [f"{float(s):.{digits}f}" for s in scores]
     rank_w = len(str(len(ids))) if ids else 1
     id_w = min(max([len("item_id"), *map(len, ids)]), max(8, width // 3))
@@ -66,12 +70,16 @@ def _cut(text: str, width: int) -> str:
 
 
 def print_results(title: str, ids: Sequence[str], scores: Sequence[float],
-                  labels: Sequence[str | None] | None = None, label_name: str = "label") -> None:
+                  labels: Sequence[str | None] | None = None, label_name: str = "label",
+                  cold: Sequence[bool] | None = None) -> None:
     """Print ``results_table`` on stdout."""
-    typer.echo(results_table(title, ids, scores, labels, label_name), nl=False)
+    typer.echo(results_table(title, ids, scores, labels, label_name, cold=cold), nl=False)
 
 
 def labelled_json(payload: dict, embeddings: ItemEmbeddings, column: str | None) -> dict:
-    """``payload`` with a ``labels`` list beside its ``items`` when items have labels."""
+    """``payload`` with a ``cold`` list (True: no behaviour, placed by features) and, when
+    items have labels, a ``labels`` list beside its ``items``."""
+    cold = embeddings.is_cold(payload["items"]).tolist()
     labels = item_labels(embeddings, payload["items"], column)
-    return payload if labels is None else {**payload, "labels": labels}
+    marked = {**payload, "cold": cold}
+    return marked if labels is None else {**marked, "labels": labels}

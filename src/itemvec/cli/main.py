@@ -21,6 +21,9 @@ from itemvec.cli.options import (
     INGEST_OPTIONS,
     ITEMS_READ_OPTIONS,
     READ_OPTIONS,
+    TRAIN_OPTIONS,
+    Cold,
+    ColdMode,
     ConfigFile,
     Context,
     ContextKind,
@@ -41,6 +44,7 @@ from itemvec.data.synth import generate, write, write_streamed
 from itemvec.estimator import ItemVec
 from itemvec.query.embeddings import load_embeddings
 from itemvec.query.labels import item_labels, label_column, label_lookup
+from itemvec.store.bundle import refuse_inside_bundle
 from itemvec.store.export import export_format, export_vectors
 from itemvec.train import distributed as distributed_training
 from itemvec.train.pipeline import evaluate_log, items_reading, read_item_table, save_model
@@ -68,17 +72,6 @@ def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
         help="Print the version and exit.")] = False) -> None:
     """Self-supervised item embeddings from behaviour logs."""
-
-
-SIDE_OPTIONS = ("side.items", "side.item_key", "side.features", "side.relations",
-                "side.relation_weight", "side.mode", "side.max_warm_drop")
-TRAIN_OPTIONS = (*INGEST_OPTIONS, *READ_OPTIONS, *SIDE_OPTIONS, *ITEMS_READ_OPTIONS,
-                 "cooccurrence.min_count", "cooccurrence.window",
-                 "cooccurrence.min_support", "training.objective", "training.dim",
-                 "training.epochs", "training.history_epochs", "training.temperature",
-                 "training.lr", "training.seed", "training.device", "training.precision",
-                 "training.accumulate", "training.pairs_per_epoch", "training.checkpoint_every",
-                 "training.checkpoint_dir", "streaming.mode", "streaming.memory_limit")
 
 
 
@@ -178,12 +171,13 @@ def similar(
     n: Annotated[int, typer.Option("-n", help="How many neighbours.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     label: Label = None,
+    cold: Cold = ColdMode.calibrated,
 ) -> None:
-    """Items most similar (cosine) to ITEM_ID."""
+    """Items most similar (cosine) to ITEM_ID; cold items are marked."""
     _check_n(n)
     embeddings = load_embeddings(bundle)
     column = label_column(embeddings, label)
-    ids, scores = embeddings.similar_items(item_id, n=n)
+    ids, scores = embeddings.similar_items(item_id, n=n, cold=cold.value)
     items = [str(i) for i in ids]
     if as_json:
         typer.echo(json.dumps(labelled_json(
@@ -193,7 +187,8 @@ def similar(
     own = item_labels(embeddings, [item_id], column)
     about = f"{item_id} ({own[0]})" if own and own[0] else item_id
     print_results(f"items similar to {about}", items, scores,
-                  item_labels(embeddings, items, column), column or "label")
+                  item_labels(embeddings, items, column), column or "label",
+                  cold=embeddings.is_cold(items).tolist())
 
 
 def _check_n(n: int) -> None:
@@ -250,8 +245,8 @@ def recommend(
         chunk = records[start:start + 1024]
         result = embeddings.recommend_batch([h for _, h in chunk], n=n)
         skipped += int(result.skipped.sum())
-        for (query_id, history), row_ids, row_scores, unknown in zip(
-                chunk, *result, result.skipped, strict=True):
+        for (query_id, history), row_ids, row_scores, unknown, row_cold in zip(
+                chunk, *result, result.skipped, result.cold, strict=True):
             found = row_scores > -float("inf")  # rows are padded to n when fewer items qualify
             if history and unknown == len(history):  # no known item: not popularity in disguise
                 unanswered.append(query_id)
@@ -260,8 +255,10 @@ def recommend(
                    "scores": [round(float(s), 6) for s in row_scores[found]]}
             if lookup is not None:
                 row["labels"] = [lookup.get(i) for i in row["items"]]
+            row["cold"] = row_cold[found].tolist()
             lines.append(json.dumps(row))
     check_some_known(unanswered, records)
+    refuse_inside_bundle(out)
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     typer.echo(f"wrote {len(lines)} recommendations to {out}; skipped {skipped} unknown "
                "history items" + unanswered_note(unanswered), err=True)
@@ -423,7 +420,7 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 OPTIONAL_EXTRAS = {
     "fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "matplotlib": "plot",
     "faiss": "ann", "pyspark": "spark", "tensorboard": "track", "umap": "umap",
-    "gensim": "bench", "implicit": "bench",
+    "gensim": "bench", "implicit": "bench", "optuna": "tune",
 }
 
 

@@ -16,6 +16,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -75,19 +76,15 @@ def _is_negative_flag(path: str) -> bool:
 
 def option(path: str) -> Any:
     """``Annotated[T | None, typer.Option(...)]`` for one field, e.g. for a shared alias; a
-    boolean field with a --no-... flag is that flag alone (given: the field is false)."""
+    boolean field with a --no-X flag is the pair --X/--no-X, so a command that starts from a
+    stored setting (``update``) can switch it either way."""
     if cli_type(path) is bool:
-        return Annotated[bool, typer.Option(flag_of(path), help=str(field_info(path).description))]
+        negative = flag_of(path)
+        pair = f"--{negative.removeprefix('--no-')}/{negative}"
+        return Annotated[bool | None, typer.Option(pair, help=str(field_info(path).description),
+                                                   show_default=False)]
     return Annotated[cli_type(path) | None, typer.Option(flag_of(path), help=help_of(path),
                                                           show_default=False)]
-
-
-def given_value(path: str, value: Any) -> Any:
-    """What an option's value means for its field: None = not given; a --no-... flag given
-    sets its field to false."""
-    if cli_type(path) is bool:
-        return False if value else None
-    return value
 
 
 def config_options(*paths: str) -> Callable[[Callable], Callable]:
@@ -105,7 +102,7 @@ def config_options(*paths: str) -> Callable[[Callable], Callable]:
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            given = {path: given_value(path, kwargs.pop(name)) for path, name in names.items()}
+            given = {path: kwargs.pop(name) for path, name in names.items()}
             return command(**kwargs, **{SETTINGS: {k: v for k, v in given.items()
                                                    if v is not None}})
 
@@ -152,9 +149,31 @@ Label = Annotated[str | None, typer.Option(
     "--label", help="Item-table column shown beside ids, or none.  [default: the first of "
     "title, product_name, movie_title, item_name, display_name, name, label, description "
     "(any case) the table has]")]
+
+
+class ColdMode(StrEnum):
+    """How ``similar`` ranks cold items (``ItemEmbeddings.cold_offset``)."""
+    calibrated = "calibrated"
+    include = "include"
+    exclude = "exclude"
+
+
+Cold = Annotated[ColdMode, typer.Option(
+    "--cold", help="Cold items (item table only, never in behaviour): calibrated (their cosine "
+    "carries the offset chosen on validation at train time), include (plain cosine) or "
+    "exclude.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
 INGEST_OPTIONS = ("ingest.context", "ingest.item", "ingest.time", "ingest.event",
                   "ingest.event_weights", "ingest.session_gap", "ingest.context_kind")
 READ_OPTIONS = ("ingest.order", "ingest.format", "ingest.sep", "ingest.header", "ingest.columns",
                 "ingest.encoding")  # how the files are laid out; every command reading a log
 ITEMS_READ_OPTIONS = ("side.items_sep", "side.items_columns", "side.items_encoding")
+SIDE_OPTIONS = ("side.items", "side.item_key", "side.features", "side.relations",
+                "side.relation_weight", "side.mode", "side.max_warm_drop")
+TRAIN_OPTIONS = (*INGEST_OPTIONS, *READ_OPTIONS, *SIDE_OPTIONS, *ITEMS_READ_OPTIONS,
+                 "cooccurrence.min_count", "cooccurrence.window",
+                 "cooccurrence.min_support", "training.objective", "training.dim",
+                 "training.epochs", "training.history_epochs", "training.temperature",
+                 "training.lr", "training.seed", "training.device", "training.precision",
+                 "training.accumulate", "training.pairs_per_epoch", "training.checkpoint_every",
+                 "training.checkpoint_dir", "streaming.mode", "streaming.memory_limit")

@@ -26,10 +26,10 @@ from itemvec.cli.options import ConfigFile, Label, build_config, config_options
 from itemvec.query.embeddings import load_embeddings
 from itemvec.query.explain import explainer_for_bundle
 from itemvec.query.index import build_index, recall_at_k, save_index
-from itemvec.query.labels import item_labels, label_column
+from itemvec.query.labels import item_labels, label_column, labelled_explanations
 from itemvec.query.search import ItemSearch
 from itemvec.serve.state import ModelHolder, limit_threads
-from itemvec.store.bundle import read_manifest, verify
+from itemvec.store.bundle import read_manifest, refuse_inside_bundle, verify
 from itemvec.util.errors import ItemvecError
 from itemvec.util.files import atomic_write_bytes
 
@@ -43,7 +43,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def write_frame(frame, out: Path) -> None:
-    """CSV or Parquet (or JSONL) by extension, written atomically."""
+    """CSV or Parquet (or JSONL) by extension, written atomically (never into a bundle)."""
+    refuse_inside_bundle(out)
 
     buffer = io.BytesIO()
     suffix = out.suffix.lower()
@@ -92,7 +93,7 @@ def register(app: typer.Typer) -> None:
 
 
 @config_options("serve.host", "serve.port", "serve.watch_interval", "serve.max_body",
-                "serve.threads", "serve.workers")
+                "serve.threads", "serve.workers", "serve.reload_interval")
 def serve(
     bundle: Bundle,
     index: IndexName = "auto",
@@ -102,6 +103,9 @@ def serve(
     models_root: Annotated[Path | None, typer.Option(
         "--models-root", help="POST /admin/reload may only load bundles under this "
         "directory.  [default: the bundle's parent]")] = None,
+    allow_reload: Annotated[bool, typer.Option(
+        "--allow-reload", help="Enable POST /admin/reload without an API key (with "
+        "--api-key-file it is on).")] = False,
     watch: Annotated[bool, typer.Option(
         "--watch", help="Reload when the bundle on disk is replaced.")] = False,
     cors_origin: Annotated[list[str] | None, typer.Option(
@@ -109,13 +113,14 @@ def serve(
         "off by default.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] =
         False,
+    label: Label = None,
     config_file: ConfigFile = None,
     settings: dict[str, Any] | None = None,
 ) -> None:
     """Serve BUNDLE over HTTP (FastAPI + uvicorn): /similar, /recommend, /search, /docs.
 
-    SIGHUP or POST /admin/reload loads the bundle again and swaps it in without dropping
-    requests.
+    SIGHUP, --watch or POST /admin/reload (with --api-key-file or --allow-reload) loads the
+    bundle again and swaps it in without dropping requests.
     """
     import uvicorn
 
@@ -127,15 +132,16 @@ def serve(
     limit_threads(listen.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    key = _check_serve_options(host, port, api_key_file)
+    key = _check_serve_options(host, port, api_key_file, allow_reload)
     check_port_free(host, port)
     workers = len(os.sched_getaffinity(0)) if listen.workers == "auto" else int(listen.workers)
     if workers > 1:
         return _serve_workers(bundle, workers, index, models_root, api_key_file, cors_origin,
-                              listen, access_log, watch)
-    holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval)
+                              listen, access_log, watch, label, allow_reload)
+    holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval, label)
     app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
-                     max_body=listen.max_body)
+                     max_body=listen.max_body, allow_reload=allow_reload,
+                     reload_interval=listen.reload_interval)
     limit_request_threads(app)
     typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
                f"http://{host}:{port}  (docs: /docs)", err=True)
@@ -145,7 +151,8 @@ def serve(
 
 def _serve_workers(bundle: Path, workers: int, index: str, models_root: Path | None,
                    api_key_file: Path | None, cors_origin: list[str] | None, listen: Any,
-                   access_log: bool, watch: bool) -> None:
+                   access_log: bool, watch: bool, label: str | None,
+                   allow_reload: bool) -> None:
     """Several worker processes (``itemvec.serve.workers``) sharing one memory-mapped bundle.
 
     The bundle's manifest and checksums are checked here first, so a bad bundle is one line
@@ -161,21 +168,24 @@ def _serve_workers(bundle: Path, workers: int, index: str, models_root: Path | N
         api_key_file=str(api_key_file.resolve()) if api_key_file else None,
         cors_origins=list(cors_origin or ()), max_body=listen.max_body, threads=listen.threads,
         host=listen.host, port=listen.port, access_log=access_log,
-        watch_interval=listen.watch_interval if watch else None)
+        watch_interval=listen.watch_interval if watch else None, label=label,
+        allow_reload=allow_reload, reload_interval=listen.reload_interval)
     typer.echo(f"serving {bundle} ({manifest.get('n_items', '?')} items) on "
                f"http://{listen.host}:{listen.port} with {workers} workers  (docs: /docs)",
                err=True)
     exec_supervisor(settings)
 
 
-def _check_serve_options(host: str, port: int, api_key_file: Path | None) -> str | None:
+def _check_serve_options(host: str, port: int, api_key_file: Path | None,
+                         allow_reload: bool = False) -> str | None:
     """The API key (or None) after checking the port; warns when serving openly off loopback."""
     if not 1 <= port <= 65535:
         raise ItemvecError(f"--port must be 1-65535, got {port}")
     key = read_api_key(api_key_file)
     if host not in LOOPBACK and key is None:
         logger.warning("serving on %s without --api-key-file: anyone who can reach this "
-                       "port can query the model and trigger reloads", host)
+                       "port can query the model%s", host,
+                       " and trigger reloads" if allow_reload else "")
     return key
 
 
@@ -200,13 +210,13 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def _loaded_holder(bundle: Path, models_root: Path | None, index: str, watch: bool,
-                   interval: float):
+                   interval: float, label: str | None = None):
     """A model holder with the bundle loaded, reloading on SIGHUP (and on change with watch).
 
     Loading before the server starts turns a bad bundle into one line and exit code 2.
     """
 
-    holder = ModelHolder(bundle, models_root=models_root, index=index)
+    holder = ModelHolder(bundle, models_root=models_root, index=index, label=label)
     holder.load()
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
@@ -275,20 +285,6 @@ def explain(
     result = ([explainer.explain(items, item)] if item is not None
               else explainer.recommend(items, n=n))
     typer.echo(json.dumps(labelled_explanations(result, embeddings, column), indent=2))
-
-
-def labelled_explanations(results: list[dict], embeddings, column: str | None) -> list[dict]:
-    """Explanations with a ``label`` beside every ``item_id`` (when items have labels)."""
-    ids = [r["item_id"] for r in results] + [p["item_id"] for r in results for p in r["history"]]
-    labels = item_labels(embeddings, ids, column)
-    if labels is None:
-        return results
-    text = dict(zip(ids, labels, strict=True))
-    return [{"item_id": r["item_id"], "label": text[r["item_id"]],
-             **{k: v for k, v in r.items() if k not in ("item_id", "history")},
-             "history": [{"item_id": p["item_id"], "label": text[p["item_id"]],
-                          **{k: v for k, v in p.items() if k != "item_id"}}
-                         for p in r["history"]]} for r in results]
 
 
 def build_index_command(

@@ -23,7 +23,9 @@ from itemvec.config import IngestConfig
 from itemvec.data.ingest import (
     ROW,
     as_string_ids,
+    check_event_weights,
     event_table,
+    event_types,
     file_format,
     first_data_row,
     sniff_separator,
@@ -49,7 +51,11 @@ def event_columns(ingest: IngestConfig) -> list[str]:
 def row_estimate(path: Path) -> int:
     """Rows of an event file: exact for Parquet, estimated from the first MB of a CSV."""
     if file_format(path) == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # pyarrow raises ArrowInvalid & co. on a truncated file
+            raise DataError(f"{path}: cannot read as parquet: {_first_line(exc)}; the file is "
+                            "damaged or truncated, write it again") from None
     with open(path, "rb") as fh:
         sample = fh.read(1 << 20)
     per_row = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
@@ -162,6 +168,7 @@ def grouped_tables(path: Path, ingest: IngestConfig, chunk_rows: int,
     contexts: the last (maybe unfinished) context of a batch is carried into the next. Raises
     ``NotGroupedError`` when a context re-appears."""
     check, carry, offset = _GroupCheck(), None, first_data_row(path)
+    present: set[str] = set()
     for frame in iter_batches(path, event_columns(ingest), chunk_rows):
         frame = frame.with_row_index(ROW, offset=offset)
         offset += frame.height
@@ -173,10 +180,13 @@ def grouped_tables(path: Path, ingest: IngestConfig, chunk_rows: int,
         carry, frame = frame.slice(tail), frame.slice(0, tail)
         if frame.height:
             check.closed(as_string_ids(frame, ingest.context))
+            present |= event_types(frame, ingest, path)
             yield event_table(frame, ingest, path)
     if carry is not None and carry.height:
         check.closed(as_string_ids(carry, ingest.context))
+        present |= event_types(carry, ingest, path)
         yield event_table(carry, ingest, path)
+    check_event_weights(present, ingest, str(path))
 
 
 def partition(path: Path, ingest: IngestConfig, chunk_rows: int, workdir: Path,
@@ -208,9 +218,14 @@ def partition(path: Path, ingest: IngestConfig, chunk_rows: int, workdir: Path,
     return [p for b, p in enumerate(paths) if b in writers]
 
 
-def bucket_tables(buckets: list[Path], ingest: IngestConfig, progress) -> Iterator[pl.DataFrame]:
-    """Validated event tables of ``partition``'s buckets (whole contexts, not grouped)."""
+def bucket_tables(buckets: list[Path], ingest: IngestConfig, progress,
+                  source: str = "the event log") -> Iterator[pl.DataFrame]:
+    """Validated event tables of ``partition``'s buckets (whole contexts, not grouped); once
+    all are read, the event weights are checked against the event types seen."""
+    present: set[str] = set()
     for bucket in buckets:
         frame = pl.read_parquet(bucket)
         progress.update(frame.height)
+        present |= event_types(frame, ingest, bucket)
         yield event_table(frame, ingest, bucket)
+    check_event_weights(present, ingest, source)

@@ -17,10 +17,12 @@ import polars as pl
 
 from itemvec.config import IngestConfig
 from itemvec.data.ingest import (
+    MAX_ID_BYTES,
     ROW,
     EventLog,
     as_string_ids,
     build_log,
+    check_id_length,
     check_not_null,
     log_from_frame,
     require_columns,
@@ -93,6 +95,10 @@ def _id_text(item: Any, position: int) -> str:
     text = str(item)
     if not text.strip():
         raise DataError(f"{SEQUENCE_SOURCE}: context {position} holds a blank item id")
+    if len(text.encode()) > MAX_ID_BYTES:
+        raise DataError(f"{SEQUENCE_SOURCE}: context {position} holds an id of "
+                        f"{len(text.encode()):,} bytes, longer than the limit of "
+                        f"{MAX_ID_BYTES:,} bytes")
     return text
 
 
@@ -105,7 +111,9 @@ def items_from_frame(data: Any, key: str, source: str | Path = "<items DataFrame
     where = Path(source)
     require_columns(frame, {option: key}, where)
     ids = as_string_ids(frame, key, where)
-    check_not_null(ids, key, pl.Series(np.arange(first_row, first_row + frame.height)), where)
+    rows = pl.Series(np.arange(first_row, first_row + frame.height))
+    check_not_null(ids, key, rows, where)
+    check_id_length(ids, key, rows, where)
     frame = frame.drop(key).with_columns(ids.alias("item_id"))
     frame = frame.select(["item_id", *[c for c in frame.columns if c != "item_id"]])
     return frame.unique("item_id", keep="first", maintain_order=True)

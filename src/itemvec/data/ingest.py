@@ -42,6 +42,7 @@ EXTENSIONS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }  # each also compressed: .gz, .zst
 ROW = "__row"
+MAX_ID_BYTES = 4096  # item and context ids are keys: longer ones are refused (UTF-8 bytes)
 _RECBOLE_TYPE = re.compile(r"^(.+):(token|token_seq|float|float_seq)$")
 
 
@@ -199,24 +200,34 @@ def read_table(path: str | Path, reading: Reading = DEFAULT_READING) -> pl.DataF
         raise DataError(f"{path}: --format {kind} holds events, not a table")
     _check_file(path)
     try:
-        try:
-            frame = _read(_source(path, kind, reading.encoding), kind, path, reading)
-        except pl.exceptions.ComputeError as exc:
-            if kind == "parquet" or reading.encoding or "utf-8" not in str(exc).lower():
-                raise
-            # Not UTF-8: decode as latin-1, which keeps distinct bytes distinct (a lossy decode
-            # would silently merge ids such as 'caf\xe9' and 'caf\xe8').
-            logger.warning("%s is not valid UTF-8; reading it as latin-1 (say --encoding)", path)
-            frame = _read(_source(path, kind, "latin-1"), kind, path, reading)
+        frame = _read(_source(path, kind, reading.encoding), kind, path, reading)
     except pl.exceptions.NoDataError:
         raise DataError(f"{path}: file is empty") from None
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
+        bad = kind != "parquet" and reading.encoding is None and "utf-8" in str(exc).lower() \
+            and not_utf8(path, read_bytes(path))
+        if bad:
+            raise bad from None
         raise DataError(f"{path}: cannot parse as {kind}: "
                         f"{_explain(exc, path, kind, reading)}") from None
     frame = _without_trailing_blank_rows(frame) if kind in ("csv", "recbole") else frame
     if frame.height == 0:
         raise DataError(f"{path}: file has a header but no rows")
     return _name_columns(frame, path, kind, reading)
+
+
+def not_utf8(path: Path, data: bytes) -> DataError | None:
+    """The error for text that is not UTF-8, naming the first bad byte's row and offset (None
+    for valid UTF-8). No guessing: a fallback decode would garble every non-ASCII id of a
+    mostly-UTF-8 file."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        row = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start:exc.end]
+        return DataError(f"{path}: row {row}, byte {exc.start}: {bad!r} is not valid UTF-8; "
+                         "say the file's encoding, e.g. --encoding latin-1 or cp1252")
+    return None
 
 
 def _without_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
@@ -274,7 +285,10 @@ def _read(source: Path | io.BytesIO, kind: str, path: Path, reading: Reading) ->
 
 def _name_columns(frame: pl.DataFrame, path: Path, kind: str, reading: Reading) -> pl.DataFrame:
     """RecBole's typed names (``user_id:token``) lose their type; ``--columns`` names (or
-    renames) every column, and must count them right."""
+    renames) every column, and must count them right. A name twice in a header is an error
+    (polars would rename the second ``NAME_duplicated_0`` and the first would silently win)."""
+    if reading.columns is None:
+        _check_unique_names(frame.columns, path)
     if kind == "recbole" or all(_RECBOLE_TYPE.match(c) for c in frame.columns):
         frame = frame.rename({c: m.group(1) for c in frame.columns
                               if (m := _RECBOLE_TYPE.match(c))})
@@ -287,6 +301,15 @@ def _name_columns(frame: pl.DataFrame, path: Path, kind: str, reading: Reading) 
                         f"{sniff_separator(path, reading)!r}); name each column once or fix "
                         "--sep")
     return frame.rename(dict(zip(frame.columns, reading.columns, strict=True)))
+
+
+def _check_unique_names(columns: list[str], path: Path) -> None:
+    for position, name in enumerate(columns):
+        match = re.fullmatch(r"(.+)_duplicated_\d+", name)
+        if match and match.group(1) in columns:
+            first = columns.index(match.group(1))
+            raise DataError(f"{path}: column name {match.group(1)!r} appears twice in the header "
+                            f"(columns {first + 1} and {position + 1}); rename one")
 
 
 def _reject_utf16(path: Path) -> None:
@@ -362,15 +385,31 @@ def as_string_ids(frame: pl.DataFrame, column: str, path: Path | str = "") -> pl
                         f"{str(exc).strip().splitlines()[0]}") from None
 
 
-def check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path) -> None:
-    """Null and blank (whitespace-only) ids are errors naming the first such row."""
+def check_not_null(values: pl.Series, column: str, rows: pl.Series, path: Path,
+                   what: str = "values") -> None:
+    """Null (empty, NA, null) and blank (whitespace-only) cells are errors naming how many and
+    the first such row."""
     nulls = values.is_null()
     if values.dtype == pl.String:
         nulls = nulls | (values.str.strip_chars() == "")
     if nulls.any():
         first = int(rows.filter(nulls)[0])
-        raise DataError(f"{path}: row {first}: column {column!r} is empty "
-                        f"({int(nulls.sum())} rows have no {column})")
+        raise DataError(f"{path}: row {first}: column {column!r} is empty, NA or null: "
+                        f"{int(nulls.sum())} rows have missing {what}, first at row {first}; "
+                        "fill them in or drop those rows")
+
+
+def check_id_length(values: pl.Series, column: str, rows: pl.Series, path: Path | str) -> None:
+    """Ids of more than ``MAX_ID_BYTES`` are errors naming the first such row: ids are keys,
+    and one megabyte-long id must not be mistaken for one (or cost memory per item)."""
+    lengths = values.str.len_bytes()
+    long = (lengths > MAX_ID_BYTES).fill_null(False)
+    if long.any():
+        first = int(long.arg_true()[0])
+        raise DataError(f"{path}: row {int(rows[first])}: column {column!r}: id of "
+                        f"{int(lengths[first]):,} bytes is longer than the limit of "
+                        f"{MAX_ID_BYTES:,} bytes ({int(long.sum())} rows); shorten the ids or "
+                        "keep long text in an item table column")
 
 
 def parse_times(values: pl.Series, column: str, rows: pl.Series, path: Path) -> np.ndarray:
@@ -452,11 +491,12 @@ def _line_table(path: Path, layout: str, reading: Reading) -> pl.DataFrame:
     except UnicodeDecodeError:
         if reading.encoding:
             raise DataError(f"{path}: not valid {reading.encoding}; check --encoding") from None
-        logger.warning("%s is not valid UTF-8; reading it as latin-1 (say --encoding)", path)
-        text = data.decode("latin-1")
+        raise not_utf8(path, data) or DataError(f"{path}: not valid UTF-8") from None
     events = line_events(text, layout, separator_for(plain_name(path), reading.sep))
     if events.height == 0:
         raise DataError(f"{path}: no items found in --format {layout} lines")
+    for column in ("context", "item"):
+        check_id_length(events[column], column, events["line"], path)
     return events.select("context", "item", pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
                          pl.lit(1.0, pl.Float32).alias("weight"))
 
@@ -502,6 +542,18 @@ def frame_events(frame: pl.DataFrame, config: IngestConfig, path: Path, first_ro
     return event_table(frame, config, path), event_types(frame, config, path)
 
 
+def check_no_header_rows(frame: pl.DataFrame, columns: list[str], path: Path | str) -> None:
+    """A row whose every named cell is its column's name is a header repeated mid-file (files
+    concatenated with ``cat``); read as data it would be an item named 'item_id'."""
+    if not columns or any(frame.schema[c] != pl.String for c in columns):
+        return
+    header = frame.filter(pl.all_horizontal([pl.col(c) == c for c in columns]))
+    if header.height:
+        raise DataError(f"{path}: row {int(header[ROW][0])} repeats the header "
+                        f"({','.join(columns)}; {header.height} such rows); remove them (were "
+                        "files joined with their headers?)")
+
+
 def log_from_frame(frame: pl.DataFrame, config: IngestConfig, path: Path, first_row: int,
                    options: tuple[str, ...] = COLUMN_OPTIONS) -> EventLog:
     """The named columns of a read table -> ``EventLog``; errors name ``path`` and rows counted
@@ -517,10 +569,15 @@ def event_table(frame: pl.DataFrame, config: IngestConfig, path: Path) -> pl.Dat
     """Validated columns context, item, ROW, weight (and time) of a frame with a ROW index;
     events of weight 0 are dropped. Shared by ``read_events`` and the streaming counter."""
     rows = frame[ROW]
+    named = (config.context, config.item, config.time, config.event, config.order)
+    check_no_header_rows(frame, list(dict.fromkeys(c for c in named if c in frame.columns)),
+                         path)
     context = as_string_ids(frame, config.context, path)
     item = as_string_ids(frame, config.item, path)
-    check_not_null(context, config.context, rows, path)
-    check_not_null(item, config.item, rows, path)
+    check_not_null(context, config.context, rows, path, "ids")
+    check_not_null(item, config.item, rows, path, "ids")
+    check_id_length(context, config.context, rows, path)
+    check_id_length(item, config.item, rows, path)
     table = pl.DataFrame({"context": context, "item": item, ROW: rows})
     if config.time is not None:
         time_col = frame[config.time]

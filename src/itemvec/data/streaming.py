@@ -190,7 +190,7 @@ def context_ends(path: Path, ingest: IngestConfig, chunk_rows: int,
         buckets = partition(path, ingest, chunk_rows, scratch, progress)
         with tqdm(total=total, desc="holdout pass", unit="ev", unit_scale=True,
                   disable=not progress) as bar:
-            tables = bucket_tables(buckets, ingest, bar)
+            tables = bucket_tables(buckets, ingest, bar, str(path))
             parts = [_context_ends(t, ingest, False) for t in background(tables)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -271,5 +271,6 @@ def read_contexts(path: str | Path, ingest: IngestConfig, contexts: pl.DataFrame
         return None
     table = event_table(pl.concat(frames, how="vertical_relaxed"), ingest, path)
     log = build_log(table, ingest, source=str(path))
-    keep = pl.Series(log.context_ids.astype(str)).is_in(contexts["label"].implode()).to_numpy()
+    labels = pl.Series(log.context_ids.tolist(), dtype=pl.String)
+    keep = labels.is_in(contexts["label"].implode()).to_numpy()
     return log.subset(np.flatnonzero(keep)) if keep.any() else None

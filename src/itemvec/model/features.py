@@ -217,28 +217,25 @@ def _field_from_dict(data: Any) -> Field:
     return Field(**data)
 
 
-def _cells(series: pl.Series, separator: str) -> list[list[str]]:
-    """Each cell as a list of cleaned string values (multi-valued cells split)."""
+def _cell_values(series: pl.Series, separator: str) -> pl.DataFrame:
+    """One row per (row, value) of a categorical column, cells split and stripped, empty values
+    dropped, in row then cell order; in polars, so a million-row catalogue takes about a
+    second, not tens of seconds of Python per field."""
     if isinstance(series.dtype, pl.List | pl.Array):
-        return [[str(v).strip() for v in (cell or []) if v is not None and str(v).strip()]
-                for cell in series.to_list()]
-    out = []
-    for cell in series.cast(pl.String).to_list():
-        if cell is None:
-            out.append([])
-        else:
-            out.append([v.strip() for v in cell.split(separator) if v.strip()])
-    return out
+        values = series.cast(pl.List(pl.String))
+    else:
+        values = series.cast(pl.String).str.split(separator)
+    frame = pl.DataFrame({"v": values}).with_row_index("row").explode("v")
+    frame = frame.with_columns(pl.col("v").str.strip_chars())
+    return frame.filter(pl.col("v").is_not_null() & (pl.col("v") != ""))
 
 
 def _fit_field(name: str, kind: str, series: pl.Series, config: FeatureConfig) -> Field:
     if kind == "cat":
-        cells = _cells(series, config.separator)
-        values, counts = np.unique([v for cell in cells for v in cell] or [""],
-                                   return_counts=True)
-        order = np.lexsort((values, -counts))[:config.max_vocab]
-        vocab = [str(values[i]) for i in order if values[i] != ""]
-        width = max([len(c) for c in cells] + [1])
+        values = _cell_values(series, config.separator)
+        counts = values["v"].value_counts(name="n").sort(["n", "v"], descending=[True, False])
+        vocab = counts["v"].head(config.max_vocab).to_list()
+        width = int(values["row"].value_counts()["count"].max() or 1) if values.height else 1
         return Field(name, "cat", vocab=vocab, max_len=min(width, config.max_values))
     if kind == "num":
         x = _numbers(name, series)
@@ -274,11 +271,17 @@ def _transform_field(f: Field, series: pl.Series, config: FeatureConfig) -> np.n
         index = 1 + np.searchsorted(np.asarray(f.edges), scaled, side="right")
         return np.where(np.isfinite(x), index, 0).astype(np.int64).reshape(n, 1)
     out = np.zeros((n, f.max_len), dtype=np.int64)
-    if f.kind == "cat":
-        position = {v: i + 1 for i, v in enumerate(f.vocab)}
-        for row, cell in enumerate(_cells(series, config.separator)):
-            known = list(dict.fromkeys(position[v] for v in cell if v in position))[:f.max_len]
-            out[row, :len(known)] = known
+    if f.kind == "cat":  # known values, first occurrence, in cell order, up to max_len per row
+        vocab = pl.DataFrame({"v": pl.Series(f.vocab, dtype=pl.String),
+                              "index": np.arange(1, len(f.vocab) + 1, dtype=np.int64)})
+        found = _cell_values(series, config.separator).join(vocab, on="v", how="inner",
+                                                             maintain_order="left")
+        rows, index = found["row"].to_numpy().astype(np.int64), found["index"].to_numpy()
+        first = np.sort(np.unique(rows * (len(f.vocab) + 1) + index, return_index=True)[1])
+        rows, index = rows[first], index[first]  # repeated values in a cell count once
+        slot = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+        keep = slot < f.max_len
+        out[rows[keep], slot[keep]] = index[keep]
         return out
     salt = f.name.encode() + b"\x00"
     for row, cell in enumerate(series.cast(pl.String).to_list()):

@@ -13,7 +13,16 @@ One query and a batch of queries are separate methods (``similar_items`` /
 ``similar_items_batch``, ``recommend`` / ``recommend_batch``): nothing is guessed from the
 argument's type, so ``recommend("50")`` is an error rather than the history ``["5", "0"]``.
 Single calls return 1-D ``(ids, scores)``; batch calls return 2-D arrays with one row per query,
-padded to ``n`` columns with id ``""`` and score ``-inf`` where fewer items qualify.
+padded to ``n`` columns with id ``""`` and score ``-inf`` where fewer items qualify. Id arrays
+hold ``str`` objects (dtype object): a fixed-width numpy string array costs rows x the longest
+id, so one long id would multiply the memory of every result.
+
+Cold items (from an item table, never seen in behaviour; rows from ``n_warm`` on) carry the
+query setting ``cold_similarity_offset`` in similar results, the shift chosen on validation at
+train time (``itemvec.train.coldstart``) so they take at most ``features.max_warm_drop`` of warm
+neighbours; ``cold="include"`` ranks them by plain cosine, ``"exclude"`` never returns them. A
+bundle without the calibration ranks them below every warm item (``UNCALIBRATED_OFFSET``).
+Every ``Results`` marks its cold items (``result.cold``).
 
 Ids are strings. When every training id is a canonical integer (``"7"``, ``"-3"``; not
 ``"007"`` or ``"-0"``) Python and numpy integers are accepted wherever an id is; returned ids
@@ -41,19 +50,23 @@ logger = logging.getLogger(__name__)
 
 Filter = Collection[Any] | np.ndarray | None
 PAD_ID = ""
+COLD_MODES = ("calibrated", "include", "exclude")
+UNCALIBRATED_OFFSET = -2.0  # below any cosine of a warm item: cold items only fill what is left
 
 
 class Results(tuple):
     """``(ids, scores)`` that also says how many query ids were unknown and skipped.
 
     Unpacks as a pair (``ids, scores = emb.recommend(...)``); ``skipped`` is an int for one
-    query and an int array (one per row) for a batch.
+    query and an int array (one per row) for a batch; ``cold`` is a bool array shaped like
+    ``ids``: True where the item is cold (item-table features only, no behaviour).
     """
 
-    def __new__(cls, ids: np.ndarray, scores: np.ndarray, skipped: int | np.ndarray = 0
-                ) -> Results:
+    def __new__(cls, ids: np.ndarray, scores: np.ndarray, skipped: int | np.ndarray = 0,
+                cold: np.ndarray | None = None) -> Results:
         self = super().__new__(cls, (ids, scores))
         self.skipped = skipped
+        self.cold = np.zeros(np.shape(ids), dtype=bool) if cold is None else cold
         return self
 
     @property
@@ -104,7 +117,8 @@ class ItemEmbeddings:
     def __init__(self, item_ids: Sequence[str], vectors: np.ndarray,
                  item_bias: np.ndarray | None = None, temperature: float = 1.0,
                  query: QueryConfig | None = None, metadata: dict | None = None,
-                 item_table=None, index: SortedIds | None = None) -> None:
+                 item_table=None, n_warm: int | None = None,
+                 index: SortedIds | None = None) -> None:
         # With ``index`` (``load(..., mapped_cache=...)``) the ids stay a unicode array as given.
         self.item_ids = (np.asarray(item_ids) if index is not None else
                          np.asarray([str(i) for i in item_ids], dtype=object))
@@ -122,6 +136,9 @@ class ItemEmbeddings:
             item: i for i, item in enumerate(self.item_ids)}
         self.integer_ids = _all_integer(self.item_ids)
         self.vector_index = None  # optional itemvec.query.index backend; None = exact matmul
+        self.n_warm = n if n_warm is None else int(n_warm)  # rows from n_warm on are cold
+        if not 0 <= self.n_warm <= n:
+            raise ValueError(f"n_warm {n_warm} is outside 0..{n} items")
 
     def use_index(self, name: str | None = "auto", bundle: str | Path | None = None,
                   save: bool = False, mmap: bool = False, **params) -> ItemEmbeddings:
@@ -200,6 +217,34 @@ class ItemEmbeddings:
         """Same as ``emb[item]``: the item's unit vector."""
         return self[item]
 
+    @property
+    def cold(self) -> np.ndarray:
+        """Bool per row: True for cold items (features only, never seen in behaviour)."""
+        return np.arange(len(self)) >= self.n_warm
+
+    def is_cold(self, ids: np.ndarray) -> np.ndarray:
+        """Bool array shaped like ``ids``: True for cold items (False for padding ``""``)."""
+        ids = np.asarray(ids, dtype=object)
+        if self.n_warm == len(self):
+            return np.zeros(ids.shape, dtype=bool)
+        rows = np.asarray([self.index.get(str(i), -1) for i in ids.ravel()], dtype=np.int64)
+        return (rows >= self.n_warm).reshape(ids.shape)
+
+    def cold_offset(self, cold: str = "calibrated") -> float | None:
+        """What similar adds to cold items' cosines under ``cold``; None = never return them."""
+        if cold not in COLD_MODES:
+            raise ValueError(f"cold must be one of {', '.join(COLD_MODES)}, got {cold!r}")
+        if cold == "exclude":
+            return None
+        if cold == "include":
+            return 0.0
+        offset = self.query.cold_similarity_offset
+        return UNCALIBRATED_OFFSET if offset is None else float(offset)
+
+    def _results(self, ids: np.ndarray, scores: np.ndarray, skipped: int | np.ndarray = 0
+                 ) -> Results:
+        return Results(ids, scores, skipped=skipped, cold=self.is_cold(ids))
+
     def known(self, items: Iterable[str | int]) -> tuple[np.ndarray, int]:
         """Rows of the known ids, in order, and how many ids were unknown (skipped)."""
         found = [self.index.get(self.key(item)) for item in _ids(items, "items")]
@@ -208,33 +253,37 @@ class ItemEmbeddings:
 
     # -- item to item -----------------------------------------------------------------------
     def similar_items(self, item: str | int, n: int = 10, filter: Filter = None,
-                      exclude: Collection[Any] = ()) -> Results:
+                      exclude: Collection[Any] = (), cold: str = "calibrated") -> Results:
         """Up to ``n`` items nearest to one item by cosine, best first, never the item itself.
 
         ``filter``: the only ids that may be returned (or a boolean mask over ``item_ids``);
-        ``exclude``: ids never returned. Returns 1-D ``(ids, scores)``.
+        ``exclude``: ids never returned; ``cold``: calibrated (cold items' cosines carry the
+        validated offset), include (plain cosine) or exclude. Returns 1-D ``(ids, scores)``.
         """
-        ids, scores = self._similar_rows([item], n, filter, exclude)
-        return Results(ids[0], scores[0])
+        ids, scores = self._similar_rows([item], n, filter, exclude, cold)
+        return self._results(ids[0], scores[0])
 
     def similar_items_batch(self, items: Iterable[str | int], n: int = 10, filter: Filter = None,
-                            exclude: Collection[Any] = ()) -> Results:
+                            exclude: Collection[Any] = (), cold: str = "calibrated") -> Results:
         """``similar_items`` for many items at once: 2-D ``(ids, scores)``, shape (len, n).
 
         A row with fewer than ``n`` allowed items is padded with id ``""`` and score ``-inf``.
         """
-        ids, scores = self._similar_rows(items, n, filter, exclude)
-        return Results(*_pad(ids, scores, n), skipped=np.zeros(len(ids), np.int64))
+        ids, scores = self._similar_rows(items, n, filter, exclude, cold)
+        return self._results(*_pad(ids, scores, n), skipped=np.zeros(len(ids), np.int64))
 
     def similar_to_vector(self, vector: np.ndarray, n: int = 10, filter: Filter = None,
-                          exclude: Collection[Any] = ()) -> Results:
-        """Up to ``n`` items nearest to an arbitrary vector (normalised first); 1-D results."""
+                          exclude: Collection[Any] = (), cold: str = "include") -> Results:
+        """Up to ``n`` items nearest to an arbitrary vector (normalised first); 1-D results.
+
+        ``cold`` as in ``similar_items``; plain cosine by default (a vector has no behaviour
+        evidence for cold items to crowd out)."""
         _check_n(n)
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
         ids, values = self._nearest(vector, n, self._blocked(filter, exclude),
-                                    [np.zeros(0, np.int64)])
-        return Results(ids[0], values[0])
+                                    [np.zeros(0, np.int64)], self.cold_offset(cold))
+        return self._results(ids[0], values[0])
 
     def most_similar(self, positive: Iterable[str | int] = (), negative: Iterable[str | int] = (),
                      n: int = 10, filter: Filter = None, exclude: Collection[Any] = ()) -> Results:
@@ -252,8 +301,9 @@ class ItemEmbeddings:
         query = np.concatenate([self.vectors[plus], -self.vectors[minus]]).mean(axis=0)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
         given = np.union1d(plus, minus).astype(np.int64)
-        ids, values = self._nearest(query[None, :], n, self._blocked(filter, exclude), [given])
-        return Results(ids[0], values[0])
+        ids, values = self._nearest(query[None, :], n, self._blocked(filter, exclude), [given],
+                                    self.cold_offset("calibrated"))
+        return self._results(ids[0], values[0])
 
     # -- recommendations ----------------------------------------------------------------------
     def recommend(self, history: Iterable[str | int], n: int = 20, filter_seen: bool = True,
@@ -266,7 +316,7 @@ class ItemEmbeddings:
         """
         ids, scores, skipped = self._recommend_rows([_ids(history, "history")], n, filter_seen,
                                                     filter, exclude)
-        return Results(ids[0], scores[0], skipped=int(skipped[0]))
+        return self._results(ids[0], scores[0], skipped=int(skipped[0]))
 
     def recommend_batch(self, histories: Iterable[Iterable[str | int]], n: int = 20,
                         filter_seen: bool = True, filter: Filter = None,
@@ -278,7 +328,7 @@ class ItemEmbeddings:
         """
         ids, scores, skipped = self._recommend_rows(_ids(histories, "histories"), n,
                                                     filter_seen, filter, exclude)
-        return Results(*_pad(ids, scores, n), skipped=skipped)
+        return self._results(*_pad(ids, scores, n), skipped=skipped)
 
     def history_weights(self, length: int) -> np.ndarray:
         """Weight of each history position (oldest first) in the pooled query vector.
@@ -311,12 +361,14 @@ class ItemEmbeddings:
 
     # -- helpers ----------------------------------------------------------------------------
     def _similar_rows(self, items: Iterable[Any], n: int, filter: Filter,
-                      exclude: Collection[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                      exclude: Collection[Any], cold: str = "calibrated"
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Unpadded top-n cosine rows, one per query item (the item itself left out)."""
         _check_n(n)
+        offset = self.cold_offset(cold)
         rows = self.indices(items)
         return self._nearest(self.vectors[rows], n, self._blocked(filter, exclude),
-                             [np.array([r]) for r in rows])
+                             [np.array([r]) for r in rows], offset)
 
     def _recommend_rows(self, histories: Iterable[Any], n: int, filter_seen: bool,
                         filter: Filter, exclude: Collection[Any]
@@ -335,16 +387,43 @@ class ItemEmbeddings:
         else:
 
             rows, scores = recommend_top(self.vector_index, self, indexed, n, blocked, seen)
-            ids = [self.item_ids[r].astype(str) for r in rows]
+            ids = [self.item_ids[r] for r in rows]
         return ids, scores, np.asarray(skipped, dtype=np.int64)
 
     def _nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
-                 seen: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Top-n by cosine: through ``vector_index`` when one is set, else one matmul."""
+                 seen: Sequence[np.ndarray], offset: float | None = 0.0
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Top-n by cosine, ``offset`` added to cold items' (None: cold items never returned):
+        through ``vector_index`` when one is set, else one matmul."""
+        if self.n_warm < len(self) and offset is None:
+            blocked = self.cold if blocked is None else blocked | self.cold
+        shift = 0.0 if offset is None or self.n_warm == len(self) else offset
         if self.vector_index is None:
-            return self._top(queries @ self.vectors.T, n, blocked, seen)
-        rows, values = nearest(self.vector_index, self.vectors, queries, n, blocked, seen)
-        return [self.item_ids[r].astype(str) for r in rows], values
+            scores = queries @ self.vectors.T
+            if shift:
+                scores[:, self.n_warm:] += np.float32(shift)
+            return self._top(scores, n, blocked, seen)
+        if not shift:
+            rows, values = nearest(self.vector_index, self.vectors, queries, n, blocked, seen)
+        else:
+            rows, values = self._shifted_nearest(queries, n, blocked, seen, shift)
+        return [self.item_ids[r] for r in rows], values
+
+    def _shifted_nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
+                         seen: Sequence[np.ndarray], shift: float
+                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Index search of warm and of cold items apart, cold cosines shifted, rows merged."""
+        base = np.zeros(len(self), dtype=bool) if blocked is None else blocked
+        warm = nearest(self.vector_index, self.vectors, queries, n, base | self.cold, seen)
+        cold = nearest(self.vector_index, self.vectors, queries, n, base | ~self.cold, seen)
+        rows, values = [], []
+        for w_rows, w_vals, c_rows, c_vals in zip(*warm, *cold, strict=True):
+            merged = np.concatenate([w_rows, c_rows])
+            scores = np.concatenate([w_vals, c_vals + np.float32(shift)]).astype(np.float32)
+            order = np.argsort(-scores, kind="stable")[:n]
+            rows.append(merged[order])
+            values.append(scores[order])
+        return rows, values
 
     def _blocked(self, filter: Filter, exclude: Collection[Any]) -> np.ndarray | None:
         """Boolean mask of items that may not be returned."""
@@ -372,15 +451,15 @@ class ItemEmbeddings:
         for row, items in enumerate(seen):
             scores[row, items] = -np.inf
             top = top_k(scores[row], n)
-            ids.append(self.item_ids[top].astype(str))
+            ids.append(self.item_ids[top])
             values.append(scores[row, top])
         return ids, values
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write a bundle of these vectors, keeping the config and stats of their metadata."""
-        write_bundle(path, self, config=self.metadata.get("config", {}),
-                     stats=self.metadata.get("stats", {}))
+        stats = {**self.metadata.get("stats", {}), "cold_items": len(self) - self.n_warm}
+        write_bundle(path, self, config=self.metadata.get("config", {}), stats=stats)
 
     @classmethod
     def load(cls, path: str | Path, check: bool = True, mmap: bool = False,
@@ -388,15 +467,24 @@ class ItemEmbeddings:
         """Read a bundle's vectors (checksums verified unless ``check`` is False; ``mmap``:
         vectors and biases memory-mapped read-only from the bundle files, not copied; with
         ``mapped_cache`` too the ids and their lookup are mapped from ``store.mapped`` files)."""
-        shared = mmap and mapped_cache is not None
-        stored = read_vectors(path, check, mmap, item_ids=not shared)
+        mapped = (mapped_item_ids(path, mapped_cache) if mmap and mapped_cache is not None
+                  else None)  # None too when ids are too long to share as fixed-width arrays
+        stored = read_vectors(path, check, mmap, item_ids=mapped is None)
         ids, index = stored.item_ids, None
-        if shared:
-            ids, ordered, rows = mapped_item_ids(path, mapped_cache)
+        if mapped is not None:
+            ids, ordered, rows = mapped
             index = SortedIds(ordered, rows, ids)
         return cls(ids, stored.vectors, stored.item_bias,
                    temperature=stored.temperature, query=stored.query,
-                   metadata=stored.manifest, item_table=stored.item_table, index=index)
+                   metadata=stored.manifest, item_table=stored.item_table,
+                   n_warm=warm_items(stored.manifest, len(stored.vectors)), index=index)
+
+
+def warm_items(manifest: dict, n: int) -> int:
+    """How many leading rows of a bundle are warm: cold items (``stats.cold_items``) come last
+    in every bundle ``train``, ``embed`` and ``update`` write."""
+    cold = (manifest.get("stats") or {}).get("cold_items") or 0
+    return max(n - int(cold), 0)
 
 
 def load_embeddings(path: str | Path, check: bool = True, mmap: bool = False,
@@ -454,6 +542,6 @@ def _pad(ids: list[np.ndarray], scores: list[np.ndarray], n: int) -> tuple[np.nd
     for row, (row_ids, row_scores) in enumerate(zip(ids, scores, strict=True)):
         out_ids[row, :len(row_ids)] = row_ids
         out_scores[row, :len(row_scores)] = row_scores
-    return out_ids.astype(str), out_scores
+    return out_ids, out_scores
 
 

@@ -13,10 +13,13 @@ logit, popularity included.
 
 An index can be stored in the bundle directory (``index-<name>.faiss`` + ``.json``, the FAISS
 binary format, no pickle) and is rebuilt on load when the embeddings it was built from changed.
+The ``.json`` holds the SHA-256 of the ``.faiss`` file: a damaged or truncated index (or one
+stored before checksums, without it) is rebuilt with a warning, never searched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from itemvec.util.errors import ConfigError
-from itemvec.util.files import atomic_write_bytes
+from itemvec.util.files import atomic_write_bytes, sha256_file
 from itemvec.util.registry import Registry
 from itemvec.util.topk import top_k
 
@@ -205,7 +208,8 @@ def _embeddings_digest(bundle: Path) -> str | None:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return manifest.get("files", {}).get("embeddings.npy")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    return files.get("embeddings.npy") if isinstance(files, dict) else None
 
 
 def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
@@ -214,22 +218,13 @@ def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
         return None
     bundle = Path(bundle)
     data_path, meta_path = _paths(bundle, index.name)
-    atomic_write_bytes(data_path, index.to_bytes())
+    data = index.to_bytes()
+    atomic_write_bytes(data_path, data)
     meta = {"backend": index.name, "params": index.params, "n_items": int(index.index.ntotal),
-            "embeddings_sha256": _embeddings_digest(bundle)}
+            "embeddings_sha256": _embeddings_digest(bundle),
+            "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     return data_path
-
-
-def _read_stored(data_path: Path, name: str, mmap: bool) -> Any:
-    """A stored FAISS index: read into memory, or memory-mapped read-only from the file
-    (``IO_FLAG_MMAP_IFC``: IVF maps its inverted lists, HNSW its vectors, the HNSW graph is
-    read into memory). ``IO_FLAG_MMAP`` would serve IVF lists through FAISS's on-disk lists:
-    ~3x slower searches at 1M items (4.8 vs 1.6 ms a query, measured)."""
-    faiss = _faiss()
-    if mmap:
-        return faiss.read_index(str(data_path), faiss.IO_FLAG_MMAP_IFC)
-    return faiss.deserialize_index(np.frombuffer(data_path.read_bytes(), dtype=np.uint8))
 
 
 def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save: bool = False,
@@ -246,18 +241,43 @@ def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
+        meta = meta if isinstance(meta, dict) and isinstance(meta.get("params"), dict) else {}
         fresh = (meta.get("embeddings_sha256") == _embeddings_digest(bundle)
                  and meta.get("n_items") == len(vectors))
         if fresh and (not params or params == {k: meta["params"].get(k) for k in params}):
-            stored = {**meta.get("params", {}), **params}
-            logger.info("loaded stored %s index from %s%s", name, data_path,
-                        " (memory-mapped)" if mmap else "")
-            return backend(index=_read_stored(data_path, name, mmap), **stored)
-        logger.info("stored %s index is stale; rebuilding", name)
+            stored = _read_stored(data_path, meta, mmap)
+            if stored is not None and stored.ntotal == len(vectors):
+                logger.info("loaded stored %s index from %s%s", name, data_path,
+                            " (memory-mapped)" if mmap else "")
+                return backend(index=stored, **{**meta.get("params", {}), **params})
+        else:
+            logger.info("stored %s index is stale; rebuilding", name)
     index = build_index(name, vectors, **params)
     if save:
         save_index(index, bundle)
     return index
+
+
+def _read_stored(data_path: Path, meta: dict[str, Any], mmap: bool = False) -> Any | None:
+    """The FAISS index in ``data_path`` if its bytes match the checksum in ``meta``, else None
+    with a warning (the caller rebuilds: flipped bytes would silently drop true neighbours).
+
+    ``mmap``: memory-mapped read-only (``IO_FLAG_MMAP_IFC``: IVF maps its inverted lists, HNSW
+    its vectors, the HNSW graph is read into memory). ``IO_FLAG_MMAP`` would serve IVF lists
+    through FAISS's on-disk lists: ~3x slower searches at 1M items (4.8 vs 1.6 ms a query)."""
+    if sha256_file(data_path) != meta.get("sha256"):
+        logger.warning("%s: checksum mismatch (damaged, truncated or stored without a "
+                       "checksum); rebuilding the index", data_path)
+        return None
+    faiss = _faiss()
+    try:
+        if mmap:
+            return faiss.read_index(str(data_path), faiss.IO_FLAG_MMAP_IFC)
+        return faiss.deserialize_index(np.frombuffer(data_path.read_bytes(), dtype=np.uint8))
+    except RuntimeError as exc:
+        logger.warning("%s: unreadable (%s); rebuilding the index", data_path,
+                       str(exc).strip().splitlines()[0] if str(exc).strip() else "FAISS error")
+        return None
 
 
 # -- queries with filters ------------------------------------------------------------------------

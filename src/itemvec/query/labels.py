@@ -80,8 +80,23 @@ def label_lookup(embeddings: ItemEmbeddings, column: str | None) -> dict[str, st
             for i, v in zip(ids, table[column].to_list(), strict=True)}
 
 
+def labelled_explanations(results: list[dict], embeddings: ItemEmbeddings,
+                          column: str | None) -> list[dict]:
+    """Explanations with a ``label`` beside every ``item_id`` (when items have labels)."""
+    ids = [r["item_id"] for r in results] + [p["item_id"] for r in results for p in r["history"]]
+    labels = item_labels(embeddings, ids, column)
+    if labels is None:
+        return results
+    text = dict(zip(ids, labels, strict=True))
+    return [{"item_id": r["item_id"], "label": text[r["item_id"]],
+             **{k: v for k, v in r.items() if k not in ("item_id", "history")},
+             "history": [{"item_id": p["item_id"], "label": text[p["item_id"]],
+                          **{k: v for k, v in p.items() if k != "item_id"}}
+                         for p in r["history"]]} for r in results]
+
+
 def all_labels(embeddings: ItemEmbeddings, column: str | None) -> list[str | None] | None:
     """Labels of every item in vocabulary order (for maps), or None without a label column."""
     if column is None:
         return None
-    return item_labels(embeddings, embeddings.item_ids.astype(str).tolist(), column)
+    return item_labels(embeddings, embeddings.item_ids.tolist(), column)

@@ -264,7 +264,7 @@ class TfidfTextEncoder:
         if len(rows) == 0:
             return TextQuery(None, [])
         vector = scores @ self.embeddings.vectors[rows]
-        ids = self.embeddings.item_ids[rows].astype(str)
+        ids = self.embeddings.item_ids[rows]
         return TextQuery(vector, [(str(i), round(float(s), 6)) for i, s in
                                   zip(ids, scores, strict=True)])
 
@@ -350,7 +350,7 @@ class ItemSearch:
         vector = None
         if not len(rows):
             rows, text_scores, vector = self._spelling_matches(query, allowed)
-        ids = self.embeddings.item_ids[rows].astype(str)
+        ids = self.embeddings.item_ids[rows]
         matches = [(str(i), round(float(s), 6)) for i, s in zip(ids, text_scores, strict=True)]
         if vector is None and len(rows):
             unit = self.embeddings.vectors[rows[:SEEDS]]
@@ -361,7 +361,7 @@ class ItemSearch:
         more, cosines = self.embeddings.similar_to_vector(
             vector, n=n - len(rows), filter=filters.get("filter"),
             exclude=[*filters.get("exclude", ()), *ids])
-        return (np.concatenate([ids, np.asarray(more, dtype=str)]),
+        return (np.concatenate([ids, np.asarray(more, dtype=object)]),
                 np.concatenate([text_scores, np.asarray(cosines, dtype=np.float32)]), matches)
 
     def _spelling_matches(self, query: str, allowed: np.ndarray | None

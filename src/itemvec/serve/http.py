@@ -1,11 +1,16 @@
 """The HTTP API (FastAPI): related items, recommendations, search, explanations, reload.
 
-Every error is JSON ``{"error": "..."}`` with a 4xx code a client can act on: 404 unknown item,
-413 body too large, 422 invalid request (n, history length, vector size are all bounded), 401
-bad API key, 503 not loaded yet. Handlers take the current model once per request, so a reload
-(``POST /admin/reload``, SIGHUP, or ``--watch``) swaps models without dropping a request.
-Security defaults: bind 127.0.0.1, CORS off, optional API key compared in constant time,
-reload paths confined to the models root, nothing loaded with pickle or eval.
+Every error is JSON ``{"error": "..."}`` with a code a client can act on: 404 unknown item,
+413 body too large, 422 invalid request (n, history length, vector size are all bounded; numbers
+and booleans are strict, so ``true`` is not 1), 401 bad API key, 503 not loaded yet, and 500
+(JSON too, keeping the connection open) for a server bug. Handlers take the current model once
+per request, so a reload (``POST /admin/reload``, SIGHUP, or ``--watch``) swaps models without
+dropping a request. Security defaults: bind 127.0.0.1, CORS off, optional API key compared in
+constant time, error bodies and ``/info`` free of absolute paths, nothing loaded with pickle or
+eval. ``POST /admin/reload`` changes what every client is served, so it is off unless an API key
+is set or ``allow_reload`` is given, wants ``Content-Type: application/json`` (a cross-site
+form or body-less POST cannot send it without a CORS preflight), loads only under the models
+root and is rate-limited (429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+import threading
+import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -28,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from itemvec.query.search import aligned_table
 from itemvec.serve.deps import Holder, Model
 from itemvec.serve.responses import FastJSONResponse
-from itemvec.serve.state import ModelHolder, NotReady
+from itemvec.serve.state import LoadedModel, ModelHolder, NotReady
 from itemvec.util.errors import ItemvecError, UnknownItemError
 from itemvec.util.version import VERSION as __version__
 
@@ -45,7 +53,10 @@ OPEN_PATHS = ("/health", "/")  # the explorer page itself holds no data; its API
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Scalar = str | int | float | bool
-N = Annotated[int, Field(ge=1, le=MAX_N, description="How many results (1-1000).")]
+RELOAD_INTERVAL = 2.0  # seconds between client reloads (serve.reload_interval)
+N = Annotated[int, Field(strict=True, ge=1, le=MAX_N, description="How many results (1-1000).")]
+Flag = Annotated[bool, Field(strict=True)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 # -- request and response bodies -------------------------------------------------------------------
@@ -61,28 +72,34 @@ class Filters(BaseModel):
                                          description="Only return these (e.g. items in stock).")
 
 
+ColdMode = Literal["calibrated", "include", "exclude"]
+COLD_HELP = ("Cold items (item table only, never in behaviour): calibrated (cosine plus the offset "
+             "chosen on validation), include (plain cosine) or exclude.")
+
+
 class SimilarIn(Filters):
     items: list[ItemId] = Field(min_length=1, max_length=MAX_BATCH)
     n: N = 10
+    cold: ColdMode = Field("calibrated", description=COLD_HELP)
 
 
 class RecommendIn(Filters):
     history: list[ItemId] = Field(max_length=MAX_HISTORY, description="Oldest first.")
     n: N = 10
-    filter_seen: bool = True
-    explain: bool = False
+    filter_seen: Flag = True
+    explain: Flag = False
 
 
 class RecommendBatchIn(Filters):
     histories: list[Annotated[list[ItemId], Field(max_length=MAX_HISTORY)]] = Field(
         min_length=1, max_length=MAX_BATCH)
     n: N = 10
-    filter_seen: bool = True
+    filter_seen: Flag = True
 
 
 class SearchIn(Filters):
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS)] | None = None
-    vector: list[float] | None = Field(None, max_length=4096)
+    vector: list[Number] | None = Field(None, max_length=4096)
     item: ItemId | None = None
     n: N = 10
 
@@ -110,6 +127,10 @@ class ReloadIn(BaseModel):
 class Results(BaseModel):
     items: list[str]
     scores: list[float]
+    cold: list[bool] | None = Field(None, description="True where the item is cold (no "
+                                    "behaviour, placed by its features).")
+    labels: list[str | None] | None = Field(None, description="Item-table labels (when the "
+                                            "bundle has a label column).")
 
 
 class RecommendOut(Results):
@@ -126,6 +147,7 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+RELOAD_ERRORS = {status: {"model": ErrorOut} for status in (400, 403, 415, 422, 429)}
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -133,9 +155,11 @@ def _json(payload: Any, status: int = 200) -> JSONResponse:
     return FastJSONResponse(payload, status_code=status)
 
 
-def _results(ids: np.ndarray, scores: np.ndarray, **extra: Any) -> dict[str, Any]:
+def _results(ids: np.ndarray, scores: np.ndarray, marks: LoadedModel | None = None,
+             **extra: Any) -> dict[str, Any]:
+    """``items`` and ``scores``, with ``marks``' parallel ``cold`` and ``labels`` lists."""
     return {"items": [str(i) for i in ids], "scores": [round(float(s), 6) for s in scores],
-            **extra}
+            **(marks.marks(ids) if marks is not None else {}), **extra}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -200,6 +224,11 @@ class Guard:
         except BodyTooLarge:
             if not started:
                 await too_large(scope, receive, send)
+        except Exception as exc:
+            # Answered here, not re-raised: the server would close the keep-alive connection.
+            logger.exception("unhandled error: %s", exc)
+            if not started:
+                await _error(500, "internal error; see the server log")(scope, receive, send)
 
 
 def _clean_errors(errors: Sequence[dict]) -> list[dict]:
@@ -216,9 +245,47 @@ def _describe(errors: list[dict]) -> str:
 
 
 # -- the app -----------------------------------------------------------------------------------------
+class ReloadGate:
+    """Admits one client reload per ``interval`` seconds and none while one runs: each reload
+    reads a whole bundle, and a client repeating them would starve every query."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._running = False
+
+    def wait(self) -> float:
+        """Seconds until a reload may start (0: now), reserving nothing."""
+        with self._lock:
+            return self._wait()
+
+    def admit(self) -> float:
+        """0 when a reload may start now (call ``done`` after it), else seconds to wait."""
+        with self._lock:
+            wait = self._wait()
+            if wait == 0:
+                self._running, self._next = True, time.monotonic() + self.interval
+            return wait
+
+    def _wait(self) -> float:
+        if self._running:
+            return max(self.interval, 1.0)
+        return max(0.0, self._next - time.monotonic())
+
+    def done(self) -> None:
+        with self._lock:
+            self._running = False
+            self._next = max(self._next, time.monotonic() + self.interval)
+
+
 def create_app(holder: ModelHolder, api_key: str | None = None,
-               cors_origins: Sequence[str] = (), max_body: int = MAX_BODY) -> FastAPI:
-    """The FastAPI app serving ``holder``'s model (loaded at startup if it is not yet)."""
+               cors_origins: Sequence[str] = (), max_body: int = MAX_BODY,
+               allow_reload: bool = False, reload_interval: float = RELOAD_INTERVAL) -> FastAPI:
+    """The FastAPI app serving ``holder``'s model (loaded at startup if it is not yet).
+
+    ``POST /admin/reload`` works only with ``api_key`` set or ``allow_reload``.
+    """
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -233,13 +300,15 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
     for router in ROUTERS:
         app.include_router(router)
     _include_explorer(app)
-    if cors_origins:
+    app.add_middleware(Guard, api_key=api_key, max_body=max_body)
+    if cors_origins:  # outside Guard: preflights need no key, and 401/413 carry CORS headers
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.add_middleware(Guard, api_key=api_key, max_body=max_body)
     app.state.holder = holder
+    app.state.reload_gate = (ReloadGate(reload_interval) if allow_reload or api_key is not None
+                             else None)
     return app
 
 
@@ -275,8 +344,8 @@ def _install_errors(app: FastAPI) -> None:
         return _error(404, str(exc))
 
     @app.exception_handler(ItemvecError)
-    async def _user(_request: Request, exc: ItemvecError) -> JSONResponse:
-        return _error(400, str(exc))
+    async def _user(request: Request, exc: ItemvecError) -> JSONResponse:
+        return _error(400, request.app.state.holder.public(str(exc)))
 
     @app.exception_handler(NotReady)
     async def _not_ready(_request: Request, _exc: NotReady) -> JSONResponse:
@@ -289,12 +358,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json({"error": str(exc.detail)}, exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _crash(_request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error: %s", exc)
-        return _error(500, "internal error; see the server log")
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(json.JSONDecodeError)
     async def _bad_json(_request: Request, exc: json.JSONDecodeError) -> JSONResponse:
@@ -329,13 +393,17 @@ def _parse_where(clauses: list[str] | None) -> dict[str, list[str]] | None:
     return conditions or None
 
 
-@status_router.get("/health", summary="200 once a model is loaded, 503 before")
+@status_router.get("/health", summary="200 once a model is loaded (status ok, or degraded "
+                  "when the last background reload failed), 503 before")
 def health(holder: Holder) -> JSONResponse:
     if not holder.ready or not holder.peers_ready():
         return _error(503, "model is loading")
     model = holder.current()
-    return _json({"status": "ok", "items": len(model.embeddings), "bundle": model.path.name,
-                  **holder.identity(model)})
+    body = {"status": "ok", "items": len(model.embeddings), "bundle": model.path.name,
+            **holder.identity(model)}
+    if holder.failure is not None:  # still serving the last good bundle
+        body.update(status="degraded", error=f"reload failed: {holder.failure}")
+    return _json(body)
 
 
 @status_router.get("/info", summary="Model information: size, config, training statistics")
@@ -344,23 +412,25 @@ def info(holder: Holder) -> JSONResponse:
     return _json({**model.info(), **holder.identity(model)})
 
 
-@items_router.get("/similar/{item_id}", response_model=Results,
+@items_router.get("/similar/{item_id:path}", response_model=Results,
                   summary="Items most similar (cosine) to one item")
 def similar(model: Model, item_id: PathId, n: QueryN = 10,
             exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
             where: Annotated[list[str] | None, Query(
                 max_length=20, description="column:value, e.g. category:shoes")] = None,
+            cold: Annotated[ColdMode, Query(description=COLD_HELP)] = "calibrated",
             ) -> JSONResponse:
     filters = model.filters(exclude=exclude, where=_parse_where(where))
-    ids, scores = model.embeddings.similar_items(item_id, n=n, **filters)
-    return _json(_results(ids, scores))
+    ids, scores = model.embeddings.similar_items(item_id, n=n, cold=cold, **filters)
+    return _json(_results(ids, scores, model))
 
 
 @items_router.post("/similar", summary="Similar items for a batch of items")
 def similar_batch(model: Model, body: SimilarIn) -> JSONResponse:
     filters = model.filters(body.exclude, body.where, body.allowed)
-    ids, scores = model.embeddings.similar_items_batch(body.items, n=body.n, **filters)
-    return _json({"results": [_results(*_unpadded(i, s), item=q) for q, i, s in
+    ids, scores = model.embeddings.similar_items_batch(body.items, n=body.n, cold=body.cold,
+                                                       **filters)
+    return _json({"results": [_results(*_unpadded(i, s), model, item=q) for q, i, s in
                               zip(body.items, ids, scores, strict=True)]})
 
 
@@ -372,9 +442,9 @@ def recommend(model: Model, body: RecommendIn) -> JSONResponse:
                                         **filters)
     extra: dict[str, Any] = {"skipped": result.skipped}
     if body.explain:
-        extra["explanations"] = [model.explainer.explain(body.history, str(i))
-                                 for i in result.ids]
-    return _json(_results(*result, **extra))
+        extra["explanations"] = model.labelled([model.explainer.explain(body.history, str(i))
+                                                for i in result.ids])
+    return _json(_results(*result, model, **extra))
 
 
 @items_router.post("/recommend/batch", summary="Recommendations for many histories")
@@ -382,11 +452,11 @@ def recommend_batch(model: Model, body: RecommendBatchIn) -> JSONResponse:
     filters = model.filters(body.exclude, body.where, body.allowed)
     result = model.embeddings.recommend_batch(body.histories, n=body.n,
                                               filter_seen=body.filter_seen, **filters)
-    return _json({"results": [_results(*_unpadded(i, s), skipped=int(k)) for i, s, k in
+    return _json({"results": [_results(*_unpadded(i, s), model, skipped=int(k)) for i, s, k in
                               zip(result.ids, result.scores, result.skipped, strict=True)]})
 
 
-@items_router.get("/items/{item_id}", summary="An item's embedding and attributes")
+@items_router.get("/items/{item_id:path}", summary="An item's embedding and attributes")
 def item(model: Model, item_id: PathId) -> JSONResponse:
     emb = model.embeddings
     row = emb.row(item_id)
@@ -401,12 +471,13 @@ def item(model: Model, item_id: PathId) -> JSONResponse:
 @items_router.post("/explain",
                    summary="Why an item is recommended for a history: per-item share and evidence")
 def explain(model: Model, body: ExplainIn) -> JSONResponse:
-    return _json(model.explainer.explain(body.history, body.item))
+    return _json(model.labelled([model.explainer.explain(body.history, body.item)])[0])
 
 
-def _search_results(ids: np.ndarray, scores: np.ndarray,
+def _search_results(model: LoadedModel, ids: np.ndarray, scores: np.ndarray,
                     matches: list[tuple[str, float]]) -> JSONResponse:
-    return _json(_results(ids, scores, matches=[{"item_id": i, "score": s} for i, s in matches]))
+    return _json(_results(ids, scores, model,
+                          matches=[{"item_id": i, "score": s} for i, s in matches]))
 
 
 @search_router.get("/search", response_model=SearchOut,
@@ -414,7 +485,7 @@ def _search_results(ids: np.ndarray, scores: np.ndarray,
 def search_text(model: Model,
                 q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
                 n: QueryN = 10) -> JSONResponse:
-    return _search_results(*model.search.by_text(q, n=n))
+    return _search_results(model, *model.search.by_text(q, n=n))
 
 
 @search_router.post("/search", response_model=SearchOut,
@@ -422,20 +493,54 @@ def search_text(model: Model,
 def search(model: Model, body: SearchIn) -> JSONResponse:
     filters = model.filters(body.exclude, body.where, body.allowed)
     if body.text is not None:
-        return _search_results(*model.search.by_text(body.text, n=body.n, **filters))
+        return _search_results(model, *model.search.by_text(body.text, n=body.n, **filters))
     if body.vector is not None:
         dim = model.embeddings.dim
         if len(body.vector) != dim:
             return _error(422, f"vector has {len(body.vector)} values; this model's vectors have "
                           f"{dim}")
         return _json(_results(*model.search.by_vector(np.asarray(body.vector), n=body.n,
-                                                      **filters)))
-    return _json(_results(*model.search.by_id(body.item, n=body.n, **filters)))
+                                                      **filters), model))
+    return _json(_results(*model.search.by_id(body.item, n=body.n, **filters), model))
 
 
-@admin_router.post("/admin/reload",
+def _too_soon_text(wait: float) -> tuple[str, dict[str, str]]:
+    seconds = str(math.ceil(wait))
+    return f"reload rate limit; retry in {seconds} s", {"Retry-After": seconds}
+
+
+def _too_soon(wait: float) -> JSONResponse:
+    message, headers = _too_soon_text(wait)
+    return JSONResponse({"error": message}, 429, headers=headers)
+
+
+async def reload_gate(request: Request) -> ReloadGate:
+    """The reload policy, on the event loop so a flood of refused reloads costs no worker
+    thread: 403 when reloading over HTTP is off, 415 without a JSON content type, 429 too
+    soon after the last reload."""
+    gate = request.app.state.reload_gate
+    if gate is None:
+        raise StarletteHTTPException(403, "reload over HTTP is off; start itemvec serve with "
+                                     "--api-key-file or --allow-reload (SIGHUP always works)")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise StarletteHTTPException(415, "send Content-Type: application/json")
+    wait = gate.wait()
+    if wait > 0:
+        raise StarletteHTTPException(429, *_too_soon_text(wait))
+    return gate
+
+
+@admin_router.post("/admin/reload", responses=RELOAD_ERRORS,
                    summary="Load a bundle (default: the current path again) and swap it in")
-def reload(holder: Holder, body: ReloadIn | None = None) -> JSONResponse:
-    model = holder.reload(body.path if body else None)
+def reload(holder: Holder, gate: Annotated[ReloadGate, Depends(reload_gate)],
+           body: ReloadIn | None = None) -> JSONResponse:
+    wait = gate.admit()  # reserves the slot; 429 if another request took it meanwhile
+    if wait > 0:
+        return _too_soon(wait)
+    try:
+        model = holder.reload(body.path if body else None)
+    finally:
+        gate.done()
     return _json({"status": "reloaded", "bundle": model.path.name,
                   "items": len(model.embeddings), "reloads": holder.reloads})

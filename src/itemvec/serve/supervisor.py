@@ -53,6 +53,9 @@ class WorkerSettings:
     port: int = 8000
     access_log: bool = False
     watch_interval: float | None = None  # None: no --watch
+    label: str | None = None
+    allow_reload: bool = False
+    reload_interval: float = 2.0
 
     @classmethod
     def read(cls, path: str | Path) -> WorkerSettings:

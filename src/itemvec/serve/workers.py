@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
 from itemvec.serve.http import create_app
-from itemvec.serve.state import LoadedModel, ModelHolder, load_model, resolve_under
+from itemvec.serve.state import LoadedModel, ModelHolder
 from itemvec.serve.supervisor import (
     ENV,
     GENERATION,
@@ -34,7 +34,6 @@ from itemvec.serve.supervisor import (
     file_signature,
     read_generation,
 )
-from itemvec.util.errors import ItemvecError
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +46,20 @@ class SharedHolder(ModelHolder):
     """A model holder that follows the run directory's generation file."""
 
     def __init__(self, settings: WorkerSettings) -> None:
-        super().__init__(settings.bundle, settings.models_root, settings.index)
+        super().__init__(settings.bundle, settings.models_root, settings.index, settings.label)
         self.run_dir = Path(settings.run_dir)
         self.workers = settings.workers
         self.generation = 0
 
+    def load_options(self) -> dict[str, Any]:
+        return {"mmap": True, "mapped_cache": self.run_dir / "cache"}
+
     def _load(self, path: Path, generation: int) -> LoadedModel:
         with self._lock:
-            model = load_model(path, self.index, mmap=True, mapped_cache=self.run_dir / "cache")
+            model = self.build(path)
             self._model, self.path, self.generation = model, path, generation
             self.reloads += 1
+            self.failure = None
         return model
 
     def load(self) -> LoadedModel:
@@ -68,7 +71,7 @@ class SharedHolder(ModelHolder):
 
     def reload(self, path: str | Path | None = None) -> LoadedModel:
         """Load ``path`` here (errors are this request's), then have every worker follow."""
-        target = self.path if path is None else resolve_under(self.root, path)
+        target = self.path if path is None else self._client_target(path)
         model = self._load(target, self.generation)
         self.generation = bump_generation(self.run_dir, target)
         return model
@@ -90,7 +93,8 @@ class SharedHolder(ModelHolder):
                         logger.info("worker %d: loading generation %d (%s)", os.getpid(),
                                     generation, path.name)
                         self._load(path, generation)
-                except (ItemvecError, OSError, ValueError, KeyError) as exc:
+                except Exception as exc:  # keep following; /health says degraded
+                    self.failure = self.public(str(exc))
                     logger.error("worker %d: reload failed, still serving the previous model: %s",
                                  os.getpid(), exc)
 
@@ -131,7 +135,8 @@ def worker_app() -> FastAPI:
     holder.load()
     holder.follow()
     app = create_app(holder, api_key=key, cors_origins=settings.cors_origins,
-                     max_body=settings.max_body)
+                     max_body=settings.max_body, allow_reload=settings.allow_reload,
+                     reload_interval=settings.reload_interval)
     limit_request_threads(app, REQUEST_THREADS)
     return app
 

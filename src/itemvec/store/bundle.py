@@ -16,26 +16,60 @@ write never leaves a half-written bundle at ``--out``; checksums catch later cor
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from itemvec.config import QueryConfig, from_dict
 from itemvec.util.errors import BundleError, ItemvecError
-from itemvec.util.files import fsync_tree, sha256_file, swap_into_place
+from itemvec.util.files import (
+    NO_SPACE,
+    check_writable,
+    dir_mode,
+    fsync_tree,
+    out_of_space,
+    sha256_file,
+    swap_into_place,
+)
 from itemvec.util.version import VERSION
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CHECKPOINT_DIRNAME = ".checkpoint"  # a training checkpoint may wait in ``--out`` (train.checkpoint)
+REQUIRED_FILES = ("embeddings.npy", "item_bias.npy", "items.parquet")
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Manifest(BaseModel):
+    """The fields a reader relies on; every manifest since format 1 has them. Other fields
+    (config, stats, lineage, ...) pass through unchecked here."""
+
+    model_config = ConfigDict(extra="allow")
+    format_version: StrictInt = Field(ge=1)
+    n_items: StrictInt = Field(ge=0)
+    dim: StrictInt = Field(ge=1)
+    temperature: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    query: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, Digest]
+
+    @field_validator("files")
+    @classmethod
+    def _has_required_parts(cls, files: dict[str, str]) -> dict[str, str]:
+        missing = [name for name in REQUIRED_FILES if name not in files]
+        if missing:
+            raise ValueError(f"lists no checksum for {', '.join(missing)}")
+        return files
 
 
 class Vectors(Protocol):
@@ -61,12 +95,24 @@ class StoredVectors:
 
 
 def check_target(out: Path) -> None:
-    """``out`` must be absent, empty, a bundle, or hold only a training checkpoint."""
+    """``out`` must be absent, empty, a bundle, or hold only a training checkpoint, and its
+    parent writable (the bundle is staged beside it): checked before any work."""
     if out.exists() and (not out.is_dir() or
                          (any(p.name != CHECKPOINT_DIRNAME for p in out.iterdir())
                           and not (out / MANIFEST).exists())):
         raise ItemvecError(f"--out {out} exists and is not an itemvec bundle; "
                            "choose a new directory or remove it")
+    check_writable(out)
+
+
+def refuse_inside_bundle(out: Path, option: str = "--out") -> None:
+    """A file written into a bundle directory would replace or sit among its checksummed parts
+    (``export DIR --out DIR/items.parquet`` broke the bundle): refuse it."""
+    out = Path(os.path.abspath(out))
+    for directory in (out, *out.parents):
+        if (directory / MANIFEST).is_file():
+            raise ItemvecError(f"{option} {out}: inside the model bundle {directory}; write "
+                               "exports elsewhere (a bundle holds only its own files)")
 
 
 def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any],
@@ -83,25 +129,64 @@ def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any]
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        files = _write_parts(staging, embeddings, encoder_state, cooccurrence, item_counts)
-        for name, data in (extra_files or {}).items():
-            (staging / name).write_bytes(data)
-            files.append(name)
-        manifest = {
-            "format_version": FORMAT_VERSION, "itemvec_version": VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "n_items": len(embeddings.item_ids), "dim": embeddings.vectors.shape[1],
-            "temperature": embeddings.temperature, "query": embeddings.query.to_dict(),
-            "config": config, "stats": stats, **(extra or {}),
-            "files": {name: sha256_file(staging / name) for name in files},
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
+        staging.chmod(dir_mode())  # mkdtemp makes 0700: honour the umask like mkdir would
+        try:
+            _write_staged(staging, embeddings, config, stats, encoder_state, cooccurrence,
+                          item_counts, extra, extra_files)
+        except Exception as exc:
+            if _is_full_disk(exc):
+                raise out_of_space(out, _bundle_bytes(embeddings, encoder_state, cooccurrence,
+                                                      extra_files)) from None
+            raise
         swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _write_staged(staging: Path, embeddings: Vectors, config: dict[str, Any],
+                  stats: dict[str, Any], encoder_state: dict | None,
+                  cooccurrence: sp.csr_matrix | None, item_counts: np.ndarray | None,
+                  extra: dict[str, Any] | None, extra_files: dict[str, bytes] | None) -> None:
+    """Every part, then the manifest with their checksums, flushed to disk in ``staging``."""
+    files = _write_parts(staging, embeddings, encoder_state, cooccurrence, item_counts)
+    for name, data in (extra_files or {}).items():
+        (staging / name).write_bytes(data)
+        files.append(name)
+    manifest = {
+        "format_version": FORMAT_VERSION, "itemvec_version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n_items": len(embeddings.item_ids), "dim": embeddings.vectors.shape[1],
+        "temperature": embeddings.temperature, "query": embeddings.query.to_dict(),
+        "config": config, "stats": stats, **(extra or {}),
+        "files": {name: sha256_file(staging / name) for name in files},
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
+
+
+def _is_full_disk(exc: BaseException) -> bool:
+    """A full disk as numpy (OSError, or 'N requested and M written'), polars (ComputeError)
+    and safetensors (SafetensorError) report it."""
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        return True
+    text = str(exc).lower()
+    return ("no space left" in text or "disk quota" in text
+            or ("requested and" in text and "written" in text))
+
+
+def _bundle_bytes(embeddings: Vectors, encoder_state: dict | None,
+                  cooccurrence: sp.csr_matrix | None, extra_files: dict[str, bytes] | None) -> int:
+    """About how many bytes a bundle takes (before compression): the figure a full disk
+    message gives."""
+    total = embeddings.vectors.nbytes + embeddings.item_bias.nbytes
+    total += sum(len(str(i).encode()) + 8 for i in embeddings.item_ids)
+    if encoder_state is not None:
+        total += sum(v.numel() * v.element_size() for v in encoder_state.values())
+    if cooccurrence is not None:
+        total += cooccurrence.data.nbytes + cooccurrence.indices.nbytes + cooccurrence.indptr.nbytes
+    return total + sum(len(data) for data in (extra_files or {}).values())
 
 
 def save_sparse(path: Path, matrix: sp.spmatrix | sp.sparray) -> None:
@@ -136,7 +221,7 @@ def _write_parts(staging: Path, embeddings: Vectors, encoder_state, cooccurrence
 
 
 def _item_frame(embeddings: Vectors, item_counts: np.ndarray | None) -> pl.DataFrame:
-    frame = pl.DataFrame({"item_id": pl.Series(embeddings.item_ids.astype(str), dtype=pl.String)})
+    frame = pl.DataFrame({"item_id": pl.Series([str(i) for i in embeddings.item_ids], dtype=pl.String)})
     if item_counts is not None:
         frame = frame.with_columns(pl.Series("count", np.asarray(item_counts, dtype=np.int64)))
     table = embeddings.item_table
@@ -157,10 +242,27 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{path}: not an itemvec bundle (no {MANIFEST})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}/{MANIFEST}: corrupt ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}/{MANIFEST}: corrupt (a JSON {type(manifest).__name__}, "
+                          "expected an object); write the bundle again")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise BundleError(f"{path}: bundle format version {version!r} is newer than this itemvec "
                           f"({VERSION}) reads (<= {FORMAT_VERSION}); upgrade itemvec")
+    return _validated(manifest, path)
+
+
+def _validated(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The manifest if its reader-facing fields are sound, else a BundleError naming the first
+    bad field and its value."""
+    try:
+        Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(map(str, error["loc"]))
+        shown = "missing" if error["type"] == "missing" else repr(error.get("input"))[:60]
+        raise BundleError(f"{path}/{MANIFEST}: corrupt: {field} = {shown} ({error['msg']}); "
+                          "write the bundle again") from None
     return manifest
 
 
@@ -193,11 +295,33 @@ def read_vectors(path: str | Path, check: bool = True, mmap: bool = False,
         items = pl.read_parquet(path / "items.parquet")
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise BundleError(f"{path}: cannot read bundle ({exc})") from None
+    _check_shapes(path, manifest, vectors, bias, items)
     query = from_dict(QueryConfig, manifest.get("query", {}), "manifest.query")
     ids = np.asarray(items["item_id"].to_list() if item_ids else [], dtype=object)
     return StoredVectors(ids, vectors, bias,
                          manifest.get("temperature", 1.0), query,
                          items if items.width > 1 else None, manifest)
+
+
+def _check_shapes(path: Path, manifest: dict[str, Any], vectors: np.ndarray, bias: np.ndarray,
+                  items: pl.DataFrame) -> None:
+    """Every part holds ``n_items`` rows (vectors ``dim`` wide): a part from another bundle
+    with a recomputed checksum must not pair ids with the wrong vectors."""
+    n, dim = manifest["n_items"], manifest["dim"]
+    problems = [(name, shape, want) for name, shape, want in (
+        ("embeddings.npy", vectors.shape, (n, dim)), ("item_bias.npy", bias.shape, (n,)),
+        ("items.parquet", (items.height,), (n,))) if tuple(shape) != want]
+    if problems:
+        name, shape, want = problems[0]
+        raise BundleError(f"{path}/{name}: shape {tuple(shape)} does not match the manifest "
+                          f"({want}); the bundle is inconsistent, write it again")
+    if "item_id" not in items.columns or items["item_id"].dtype != pl.String:
+        raise BundleError(f"{path}/items.parquet: no string column item_id; write the bundle "
+                          "again")
+    if not np.issubdtype(vectors.dtype, np.floating) or not np.isfinite(
+            vectors.sum(dtype=np.float64)) or not math.isfinite(float(bias.sum())):
+        raise BundleError(f"{path}/embeddings.npy: holds non-finite or non-float values; "
+                          "write the bundle again")
 
 
 def load_cooccurrence(path: str | Path) -> sp.csr_matrix:

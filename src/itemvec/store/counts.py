@@ -20,7 +20,7 @@ from itemvec.config import CooccurrenceConfig, IngestConfig
 from itemvec.counting.streamed import Counts
 from itemvec.store.bundle import MANIFEST, save_sparse
 from itemvec.util.errors import DataError
-from itemvec.util.files import sha256_file, swap_into_place
+from itemvec.util.files import dir_mode, sha256_file, swap_into_place
 from itemvec.util.version import VERSION
 
 
@@ -36,7 +36,7 @@ def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: Ingest
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         save_sparse(staging / "cooccurrence.npz", counts.matrix)
-        pl.DataFrame({"item_id": pl.Series(counts.item_ids.astype(str), dtype=pl.String),
+        pl.DataFrame({"item_id": pl.Series([str(i) for i in counts.item_ids], dtype=pl.String),
                       "count": np.asarray(counts.item_counts, dtype=np.int64)}
                      ).write_parquet(staging / "items.parquet")
         files = ["cooccurrence.npz", "items.parquet"]
@@ -49,7 +49,7 @@ def write_counts(out: str | Path, counts: Counts, *, engine: str, ingest: Ingest
                     "stats": counts.stats,
                     "files": {name: sha256_file(staging / name) for name in files}}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        os.chmod(staging, 0o755)
+        os.chmod(staging, dir_mode())  # mkdtemp makes 0700: honour the umask
         swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -45,7 +45,7 @@ def embed_into_bundle(bundle: str | Path, table: pl.DataFrame,
     vectors, bias = encoder.embed_features([spec.transform(incoming)[n] for n in spec.names])
     new_ids = incoming["item_id"].to_numpy().astype(object)
     old_table = current.item_table if current.item_table is not None else pl.DataFrame(
-        {"item_id": current.item_ids.astype(str)})
+        {"item_id": [str(i) for i in current.item_ids]})
     keep = ~np.isin(current.item_ids, new_ids)
     keep[:encoder.n_items] = True
     counts = (old_table["count"].to_numpy() if "count" in old_table.columns

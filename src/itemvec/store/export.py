@@ -9,7 +9,7 @@
   spaces, so an id with whitespace could not come back as itself: such ids are refused, naming
   them, rather than written so that gensim silently reads other ids.
 
-Every file is written atomically (a reader never sees half of it).
+Every file is written atomically (a reader never sees half of it), never inside a bundle.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from itemvec.store.bundle import refuse_inside_bundle
 from itemvec.util.errors import ItemvecError
 from itemvec.util.files import atomic_write_bytes
 
@@ -56,7 +57,9 @@ def ids_path(out: Path) -> Path:
 def export_vectors(out: Path, item_ids: np.ndarray, vectors: np.ndarray,
                    fmt: str) -> list[Path]:
     """Write ``vectors`` (rows aligned with ``item_ids``) to ``out`` as ``fmt``; returns the
-    files written."""
+    files written. Never into a bundle directory: its parts are checksummed."""
+    for path in ([Path(out), ids_path(out)] if fmt == "npy" else [Path(out)]):
+        refuse_inside_bundle(path)
     ids = [str(i) for i in item_ids]
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if fmt == "npy":

@@ -7,8 +7,10 @@ lookup dict take ~140 MiB in every process. The first process to ask writes plai
 files under a cache directory, in a folder named by the part's checksum (so a new bundle gets
 new files), under a file lock so concurrent workers write them once; every process then maps
 them read-only. The ids become fixed-width unicode arrays (the longest id sets the width):
-in row order, and sorted with their rows for lookups by binary search. The bundle itself is
-never written, so it may sit on read-only storage.
+in row order, and sorted with their rows for lookups by binary search. A fixed width costs
+items x the longest id, so ids longer than ``MAX_SHARED_ID_CHARS`` are not shared: each
+process keeps its own Python strings (their own bytes each). The bundle itself is never
+written, so it may sit on read-only storage.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 PARTS = ("data", "indices", "indptr")
 MATRIX = "cooccurrence.npz"
 ITEMS = "items.parquet"
+MAX_SHARED_ID_CHARS = 64  # 1M ids of 64 characters: 256 MB per fixed-width array
 
 
 def mapped_cooccurrence(bundle: str | Path, cache: str | Path) -> sp.csr_matrix:
@@ -54,9 +57,10 @@ def mapped_cooccurrence(bundle: str | Path, cache: str | Path) -> sp.csr_matrix:
 
 
 def mapped_item_ids(bundle: str | Path, cache: str | Path
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """``(ids, sorted_ids, rows)``: the bundle's item ids in row order, sorted, and the row of
-    each sorted id; fixed-width unicode arrays memory-mapped read-only from ``cache``."""
+    each sorted id; fixed-width unicode arrays memory-mapped read-only from ``cache``. None
+    when an id is longer than ``MAX_SHARED_ID_CHARS`` (the caller reads the ids itself)."""
     bundle, cache = Path(bundle), Path(cache)
     digest = read_manifest(bundle).get("files", {}).get(ITEMS)
     if digest is None:
@@ -68,6 +72,8 @@ def mapped_item_ids(bundle: str | Path, cache: str | Path
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (folder / "rows.npy").is_file():
                 ids = pl.read_parquet(bundle / ITEMS, columns=["item_id"])["item_id"]
+                if (ids.str.len_chars().max() or 0) > MAX_SHARED_ID_CHARS:
+                    return None
                 ids = np.asarray(ids.to_numpy(), dtype=str)
                 rows = np.argsort(ids, kind="stable")
                 _write_arrays({"ids": ids, "sorted": ids[rows], "rows": rows}, folder)

@@ -15,6 +15,10 @@ The default way ``itemvec train --items`` uses item features (``features.mode``)
    ``features.max_warm_drop`` (relative) against no cold items at all, wins. A regressed logit
    under-rates the popular new items that dominate cold queries; the offset corrects that,
    and the warm constraint keeps cold items from crowding warm ones out of the top 20;
+   The same is done for ``similar`` (``SIMILAR_OFFSETS``, added to cold items' cosines) on
+   the validation i2i pairs, with every real cold item of the catalogue ranked too: the
+   share of cold items in a warm item's neighbours is then chosen on validation, not by how
+   many the catalogue holds. It goes to the query setting ``cold_similarity_offset``;
 5. the tower and the ridge are refitted on all warm items for the chosen number of epochs;
 6. warm items with little behaviour may lean on their features: vector =
    normalize((1 - s) e_id + s g(x)) with s = c / (contexts + c), the prior strength c chosen
@@ -48,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 K = 20
 OFFSETS = np.round(np.arange(-4.0, 10.01, 0.25), 2)  # candidate shifts of the cold logits
+SIMILAR_OFFSETS = np.round(np.arange(-2.0, 0.501, 0.05), 2)  # shifts of cold cosines (similar)
+SIMILAR_BLOCK = 32  # i2i queries scored at once against every item (32 x 1M floats = 128 MB)
 PATIENCE = 3  # tower epochs without a better held-out loss before it stops
 COLDSTART = "coldstart"  # the tower's stage name in callbacks and logs
 BATCH = 512
@@ -62,12 +68,13 @@ PRIOR_Z = 2.0  # a feature prior must beat none by this paired z on validation (
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
                       queries: dict[str, Queries] | None, training: TrainingConfig,
                       item_counts: np.ndarray | None = None, trainer: Trainer | None = None,
-                      chosen: dict | None = None
+                      chosen: dict | None = None, pairs: Queries | None = None
                       ) -> tuple[TrainingResult, ItemEmbeddings]:
     """Fit the tower to ``result.encoder`` and return the model over warm + cold items.
 
     ``warm`` is the behaviour model as the pipeline would ship it (query settings tuned);
-    ``queries`` are validation queries over ``plan.item_ids`` (None: no calibration slice).
+    ``queries`` are validation queries over ``plan.item_ids`` (None: no calibration slice);
+    ``pairs`` validation i2i queries over them that calibrate cold items in ``similar``.
     ``chosen`` is an earlier run's report (the refit on every context): its tower epochs,
     cold offset and feature prior are replayed instead of being chosen again.
     The tower trains as ``trainer``'s ``coldstart`` stage (a CPU one when None).
@@ -83,7 +90,7 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         return _replay(plan, result, warm, training, item_counts, chosen, has, targets, rng,
                        trainer)
     report: dict[str, Any] = {"mode": "behaviour-first", "tower_items": int(len(has))}
-    curves, epochs, losses = [], [], []
+    curves, similar_curves, epochs, losses = [], [], [], []
     for held in pseudo_cold_folds(has, config.holdout, rng):
         fit_rows = np.setdiff1d(has, held)
         tower = build_tower(result.encoder, plan, training, fit_rows)  # no held-out in means
@@ -93,6 +100,8 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         losses.append(fold_losses)
         if queries is not None:
             curves.append(calibration_hits(tower, warm, plan.n_warm, held, queries))
+        if pairs is not None:
+            similar_curves.append(similar_hits(tower, warm, len(plan.item_ids), held, pairs))
     report.update(tower_epochs=int(np.median(epochs)) if epochs else 1,
                   pseudo_cold=int(sum(len(c[0]) for c in curves)) if curves else 0,
                   folds=len(epochs), held_out_loss=losses)
@@ -109,6 +118,9 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
                        "using the partition-function gap %.3f as the offset", offset)
     else:
         offset, report["calibration"] = 0.0, {"method": "none (too few items with features)"}
+    report["similar_offset"], report["similar_calibration"] = (
+        choose_offset(similar_curves, config.max_warm_drop, SIMILAR_OFFSETS) if similar_curves
+        else (None, {"method": "none (no validation i2i pairs)"}))
     tower = _final_tower(plan, result, warm, training, has, targets, report["tower_epochs"], rng,
                          trainer)
     tower.cold_offset.fill_(float(offset))
@@ -165,11 +177,14 @@ def _attach(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings, tower:
     if not bool((tower.feature_share > 0).any()):
         vectors[:plan.n_warm] = warm.vectors  # bit-identical to the behaviour model
     bias[:plan.n_warm] = warm.item_bias
-    embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, warm.query,
-                                warm.metadata, warm.item_table)
+    query = warm.query.replace(cold_similarity_offset=report.get("similar_offset"))
+    embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, query,
+                                warm.metadata, warm.item_table, n_warm=plan.n_warm)
     logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)",
                 report["tower_epochs"], n_has, offset,
                 report["calibration"].get("summary", "-"))
+    logger.info("behaviour-first: similar's cold offset %s (%s)", report.get("similar_offset"),
+                (report.get("similar_calibration") or {}).get("summary", "-"))
     return dataclasses.replace(result, encoder=tower), embeddings
 
 
@@ -325,9 +340,10 @@ def calibration_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_warm: int,
     return (held, warm_hits, cold_hits, base, *_counts(pooled, cold))
 
 
-def choose_offset(curves: list[tuple], max_warm_drop: float) -> tuple[float, dict]:
-    """The offset with the most cold-target hits whose warm HR@20 stays within
-    ``max_warm_drop`` (relative) of no cold items at all, hits pooled over the folds."""
+def choose_offset(curves: list[tuple], max_warm_drop: float, offsets: np.ndarray = OFFSETS
+                  ) -> tuple[float, dict]:
+    """The offset (of ``offsets``) with the most cold-target hits whose warm HR@20 stays
+    within ``max_warm_drop`` (relative) of no cold items at all, hits pooled over the folds."""
     warm_hits, cold_hits = sum(c[1] for c in curves), sum(c[2] for c in curves)
     base_hits = sum(c[3] for c in curves)
     n_warm_q, n_cold_q = sum(c[4] for c in curves), sum(c[5] for c in curves)
@@ -341,21 +357,82 @@ def choose_offset(curves: list[tuple], max_warm_drop: float) -> tuple[float, dic
         logger.warning("calibration: %s; cold logits get the lowest offset %.2f",
                        f"too few validation queries ({n_warm_q} warm-target, {n_cold_q} "
                        f"cold-target; need {MIN_WARM_QUERIES} and {MIN_COLD_QUERIES})" if few
-                       else "every offset costs warm targets more than allowed", OFFSETS[0])
+                       else "every offset costs warm targets more than allowed", offsets[0])
     else:
         allowed = np.where(feasible, cold_hr, -1.0)
         choice = int(np.flatnonzero(allowed == allowed.max())[0])
     summary = (f"validation: cold-target HR@20 {cold_hr[choice]:.3f} on {n_cold_q} queries, "
                f"warm-target HR@20 {warm_hr[choice]:.4f} vs {base:.4f} without cold items")
-    return float(OFFSETS[choice]), {
+    return float(offsets[choice]), {
         "method": "validation", "summary": summary, "warm_queries": int(n_warm_q),
         "cold_queries": int(n_cold_q), "warm_hr@20_without_cold": round(float(base), 5),
         "warm_hr@20": round(float(warm_hr[choice]), 5),
         "cold_hr@20": round(float(cold_hr[choice]), 5),
         "max_warm_drop": max_warm_drop,
         "curve": {f"{o:g}": [round(float(w), 4), round(float(c), 4)]
-                  for o, w, c in zip(OFFSETS, warm_hr, cold_hr, strict=True)},
+                  for o, w, c in zip(offsets, warm_hr, cold_hr, strict=True)},
     }
+
+
+def similar_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_items: int, held: np.ndarray,
+                 pairs: Queries) -> tuple:
+    """``calibration_hits`` for ``similar``: hits@20 of i2i pairs by cosine, per offset in
+    ``SIMILAR_OFFSETS`` added to cold cosines; cold = the ``held`` items (tower vectors) and
+    every real cold item (rows ``n_warm..n_items``), so the catalogue's size is accounted for.
+
+    A pair's query item must be warm and not held; its target may be anything in the model.
+    """
+    n_warm = len(warm)
+    cold = np.zeros(n_items, dtype=bool)
+    cold[held] = True
+    cold[n_warm:] = True
+    vectors = np.empty((n_items, warm.dim), dtype=np.float32)
+    vectors[:n_warm] = warm.vectors
+    with torch.no_grad():
+        rows = np.concatenate([held, np.arange(n_warm, n_items)])
+        for start in range(0, len(rows), 8192):
+            block = rows[start:start + 8192]
+            vectors[block] = tower.feature_vectors(torch.as_tensor(block)).numpy()
+    query_items = np.asarray([h[-1] if len(h) else -1 for h in pairs.histories], dtype=np.int64)
+    keep = (query_items >= 0) & (query_items < n_warm)
+    keep[keep] &= ~cold[query_items[keep]]
+    query_items, targets = query_items[keep], pairs.targets[keep]
+    warm_rows, cold_rows = np.flatnonzero(~cold), np.flatnonzero(cold)
+    warm_hits, cold_hits = np.zeros(len(SIMILAR_OFFSETS)), np.zeros(len(SIMILAR_OFFSETS))
+    base = 0
+    for start in range(0, len(targets), SIMILAR_BLOCK):
+        items, wanted = query_items[start:start + SIMILAR_BLOCK], targets[start:start + SIMILAR_BLOCK]
+        scores = vectors[items] @ vectors.T
+        line = np.arange(len(items))
+        own = scores[line, wanted].copy()
+        scores[line, items] = -np.inf
+        scores[line, wanted] = -np.inf
+        top_warm, top_cold = _top_k(scores[:, warm_rows]), _top_k(scores[:, cold_rows])
+        w, c, b = _pair_hits(top_warm, top_cold, own, cold[wanted])
+        warm_hits, cold_hits, base = warm_hits + w, cold_hits + c, base + b
+    is_cold = cold[targets]
+    return (held, warm_hits, cold_hits, base, int((~is_cold).sum()), int(is_cold.sum()))
+
+
+def _top_k(scores: np.ndarray) -> np.ndarray:
+    """The ``K`` highest scores of each row (unordered; -inf pads short rows)."""
+    if scores.shape[1] <= K:
+        return np.pad(scores, ((0, 0), (0, K - scores.shape[1])), constant_values=-np.inf)
+    return np.partition(scores, scores.shape[1] - K, axis=1)[:, -K:]
+
+
+def _pair_hits(top_warm: np.ndarray, top_cold: np.ndarray, own: np.ndarray,
+               cold_target: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Hits per offset from the K best warm and cold scores of each row (more above the
+    target than K is a miss however many more); a cold target's own offset counts too."""
+    shift = SIMILAR_OFFSETS[None, :, None]
+    t = own[:, None, None]
+    warm_above = (top_warm[:, None, :] >= t).sum(axis=2)  # (rows, 1)
+    warm_case = warm_above + (top_cold[:, None, :] + shift >= t).sum(axis=2) < K
+    cold_case = ((top_warm[:, None, :] >= t + shift).sum(axis=2)
+                 + (top_cold[:, None, :] >= t).sum(axis=2)) < K
+    return (warm_case[~cold_target].sum(axis=0), cold_case[cold_target].sum(axis=0),
+            int((warm_above[~cold_target, 0] < K).sum()))
 
 
 def _without_cold(queries: dict[str, Queries], cold: np.ndarray) -> Queries:

@@ -325,7 +325,9 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
     embeddings = ItemEmbeddings(trained_items, vectors, bias, config.training.temperature,
                                 query_settings(config, ordered),
                                 metadata={"config": config.to_dict(), "stats": stats},
-                                item_table=item_table)
+                                item_table=item_table,
+                                n_warm=plan.n_warm if plan is not None and not behaviour_first
+                                else None)
     queries = None if schedule else validation_queries(valid, trained_items, config)
     if schedule is not None:
         embeddings.query = schedule.query
@@ -338,14 +340,17 @@ def train_on_counts(counted: Counted, config: PipelineConfig, valid: EventLog | 
                                   trainer, schedule)
     if behaviour_first:  # feature tower fitted to the frozen vectors, cold logits calibrated
         with clock.stage("cold_start"):
+            cold_queries = None if schedule else validation_queries(
+                valid, model_items, config, tasks=("s2i", "i2i"))
             result, embeddings = attach_cold_items(
                 plan, result, embeddings,
-                None if schedule else validation_queries(valid, model_items, config,
-                                                         tasks=("s2i",)),
+                None if cold_queries is None else {"s2i": cold_queries["s2i"]},
                 config.training, counted.item_counts, trainer,
-                chosen=None if schedule is None else schedule.coldstart)
-        stats["coldstart"] = {**plan.coldstart, "calibration": {
-            k: v for k, v in plan.coldstart["calibration"].items() if k != "curve"}}
+                chosen=None if schedule is None else schedule.coldstart,
+                pairs=None if cold_queries is None else cold_queries["i2i"])
+        stats["coldstart"] = {**plan.coldstart, **{
+            key: {k: v for k, v in plan.coldstart[key].items() if k != "curve"}
+            for key in ("calibration", "similar_calibration") if key in plan.coldstart}}
     stats["seconds"] = clock.seconds
     return _wrap(counted, plan, embeddings, result, stats)
 

@@ -424,10 +424,11 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
     stats = training_stats(Counted(counts, vocabulary, item_counts, log.ordered, log.source,
                                    log.n_events, log.n_contexts,
                                    extra_stats={"data_range": _time_range(log)}), result, seconds)
+    stats["cold_items"] = n - n_warm  # cold rows come last; loading marks them from this
     embeddings = ItemEmbeddings(vocabulary, out_vectors, out_bias, parent.embeddings.temperature,
                                 parent.embeddings.query,
                                 metadata={"config": config.to_dict(), "stats": stats,
-                                          "lineage": lineage}, item_table=table)
+                                          "lineage": lineage}, item_table=table, n_warm=n_warm)
     stored = (move(parent.cooccurrence, plan.parent_positions, n) * factor
               + apply_min_support(fresh, log, config.cooccurrence)).tocsr().astype(np.float32)
     files = {} if features is None else {SPEC_FILE: _spec_file(features, n_warm)}

@@ -26,3 +26,8 @@ class UnknownItemError(ItemvecError, KeyError):
 
 class BundleError(ItemvecError):
     """A model bundle is missing, corrupt, truncated or from a newer format version."""
+
+
+class NoSpaceError(ItemvecError, OSError):
+    """A write ran out of disk space; the message names the path and the bytes needed. Still
+    an ``OSError``, so callers that survive a failed write (checkpoints) keep doing so."""

@@ -2,11 +2,14 @@
 
 A reader must never see half a file or half a bundle: files are written to a temp sibling,
 fsynced and renamed; directories are staged next to their target and swapped in one step.
+Temp files and directories are created private (0600/0700) and opened up to what the umask
+allows (0644/0755 under umask 022) before the rename, so a service account can read them.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import shutil
@@ -15,21 +18,108 @@ import tempfile
 import time
 from pathlib import Path
 
+from itemvec.util.errors import ItemvecError, NoSpaceError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _umask_now() -> int:
+    """The process umask, read without changing it (Linux ``/proc``); elsewhere the value read
+    once at import, as setting it to read it races with other threads."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _umask_once() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_once()
+
+
+def file_mode() -> int:
+    """Mode of a new file as ``open()`` would make it: 0666 less the umask."""
+    return 0o666 & ~_umask_now()
+
+
+def dir_mode() -> int:
+    """Mode of a new directory as ``mkdir`` would make it: 0777 less the umask."""
+    return 0o777 & ~_umask_now()
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename: readers never see half a file."""
+    """Write via a temp file in the same directory and rename: readers never see half a file.
+    A full disk is one ``NoSpaceError`` naming the path and the bytes needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # --out new/dir/file.jsonl just works
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode())  # mkstemp makes 0600
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in NO_SPACE:
+            raise out_of_space(path, len(data)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def out_of_space(path: Path, needed: int) -> NoSpaceError:
+    """The one-line error for a full disk: where, how much is needed and how much is free."""
+    try:
+        free = f"{size_text(shutil.disk_usage(_existing(path.parent)).free)} free"
+    except OSError:
+        free = "free space unknown"
+    error = NoSpaceError(f"{path}: no space left on device writing it (needs about "
+                         f"{size_text(needed)}, {free}); free space or write elsewhere")
+    error.errno = errno.ENOSPC
+    return error
+
+
+def size_text(n: int) -> str:
+    """Bytes for people: 812 B, 52.4 kB, 1.7 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} B"
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(target: str | Path, option: str = "--out") -> None:
+    """Fail now, in one line, when ``target`` (a file or directory to be created beside its
+    siblings) cannot be written: training first and failing after it wastes the run."""
+    target = Path(target)
+    where = _existing(target.parent)
+    if not where.is_dir():
+        raise ItemvecError(f"{option} {target}: {where} is a file, not a directory; "
+                           "choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".itemvec-probe-", dir=where)
+    except OSError as exc:
+        raise ItemvecError(f"{option} {target}: cannot write in {where} "
+                           f"({exc.strerror or exc}); choose a writable directory") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def sha256_file(path: Path) -> str:

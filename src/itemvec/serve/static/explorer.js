@@ -69,12 +69,19 @@
     return td;
   }
 
-  // A result row: rank, item (with title), category, score; callers append their own cells.
-  function resultRow(item, i, score) {
+  // A result row: rank, item (with title; "cold" when it has no behaviour, only features),
+  // category, score; callers append their own cells.
+  function resultRow(item, i, score, cold) {
     var tr = el("tr");
     tr.dataset.item = item;
     tr.appendChild(el("td", "dim", String(i + 1)));
-    tr.appendChild(itemCell(item));
+    var cell = itemCell(item);
+    if (cold) {
+      tr.classList.add("cold");
+      cell.appendChild(document.createTextNode(" "));
+      cell.appendChild(el("span", "tag cold", "cold"));
+    }
+    tr.appendChild(cell);
     tr.appendChild(categoryCell(item));
     tr.appendChild(el("td", null, score.toFixed(3)));
     return tr;
@@ -120,7 +127,7 @@
         head.appendChild(document.createTextNode(" "));
         head.appendChild(basketButton(id));
         fill($("neighbours"), data.items.map(function (item, i) {
-          var tr = resultRow(item, i, data.scores[i]);
+          var tr = resultRow(item, i, data.scores[i], data.cold && data.cold[i]);
           var action = el("td");
           action.appendChild(basketButton(item));
           tr.appendChild(action);
@@ -200,7 +207,7 @@
     }).then(function (data) {
       return describe(data.items.concat(history)).then(function () {
         var rows = data.items.map(function (item, i) {
-          var tr = resultRow(item, i, data.scores[i]);
+          var tr = resultRow(item, i, data.scores[i], data.cold && data.cold[i]);
           tr.appendChild(el("td", "why", because(data.explanations && data.explanations[i])));
           return tr;
         });
