@@ -95,6 +95,7 @@ def test_mapped_load_shares_the_bundle_files_and_answers_as_a_copy(models, tmp_p
 
 def test_two_workers_serve_every_endpoint_and_reload_together(models, tmp_path):
     with running_server(models / "current", "--workers", "2", "--index", "exact", "--watch",
+                        "--allow-reload", "--reload-interval", "0.1",
                         "--watch-interval", "0.5", log=tmp_path / "serve.log") as (process, base):
         first = _health_by_worker(base, 2)
         assert {h["items"] for h in first.values()} == {300}
