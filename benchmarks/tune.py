@@ -112,8 +112,8 @@ def markdown(report: dict) -> str:
              "split, which no step of the search saw. Peers (each tuned on the validation "
              "split) and default itemvec: `results.json`, same split and queries.", "",
              "```bash",
-             *(f"nice -n 10 python -m benchmarks.tune --datasets {n} --trials {r['trials']}"
-               for n, r in runs.items()), "```", "",
+             *(f"nice -n 10 python -m benchmarks.tune --datasets {n} --trials {r['finished']} "
+               "--storage sqlite:///tune.db" for n, r in runs.items()), "```", "",
              "| data set | task | tuned itemvec | default itemvec | best tuned peer | ratio tuned "
              "| ratio default | best-validation trial (no margin) | its ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -135,12 +135,12 @@ def markdown(report: dict) -> str:
               "included); final fit: the winner trained as the benchmark's itemvec. The given "
               "configuration (trial 0, the defaults) stays unless a trial beats its validation "
               "HR@20 by more than one standard error (margin).", "",
-              "| data set | trials (pruned) | search s | final fit s | trial 0 valid | margin | "
-              "chosen trial | chosen valid | trials to within 1% of best | chosen settings |",
+              "| data set | finished trials (pruned) | search s | final fit s | trial 0 valid | "
+              "margin | chosen trial | chosen valid | trials to within 1% of best | chosen settings |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
         params = ", ".join(f"{k}={_short(v)}" for k, v in run["best_params"].items())
-        lines.append(f"| {name} | {run['trials']} ({run['pruned']}) | {run['search_seconds']:.0f}"
+        lines.append(f"| {name} | {run['finished']} ({run['pruned']}) | {run['search_seconds']:.0f}"
                      f" | {run['final_fit_seconds']:.0f} | {run['start_valid']:.4f} | "
                      f"{run['margin']:.4f} | {run['best_trial']} | {run['best_valid']:.4f} | "
                      f"{run['trials_to_within_1pct']} | {params} |")
