@@ -122,7 +122,7 @@ def markdown(report: dict) -> str:
         for task, c in run["cells"].items():
             ratios.append(c["ratio"])
             defaults.append(c["ratio_default"])
-            raw = run["raw_best_test"][task]
+            raw = run.get("raw_best_test", run["test"])[task]
             raws.append(raw / c["peer"])
             lines.append(f"| {name} | {task} | {c['tuned']:.4f} | {c['default']:.4f} | "
                          f"{c['peer']:.4f} ({c['best_peer']}) | {c['ratio']:.3f} | "
