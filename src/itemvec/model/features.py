@@ -377,7 +377,8 @@ def prepare_side(side: SideInformation, warm_ids: np.ndarray, cooccurrence,
     cold = np.asarray([i for i in side.table["item_id"].to_list() if i not in warm], dtype=object)
     item_ids = np.concatenate([warm_ids, cold])
     index = spec.transform(align_items(side.table, item_ids))
-    missing = int((~np.isin(warm_ids, side.table["item_id"].to_numpy())).sum())
+    listed = set(side.table["item_id"].to_list())  # np.isin on object ids is quadratic
+    missing = sum(item not in listed for item in warm_ids.tolist())
     if missing:
         logger.warning("%d of %d items in the events are not in the item table; they have no "
                        "features", missing, len(warm_ids))

@@ -46,7 +46,9 @@ def embed_into_bundle(bundle: str | Path, table: pl.DataFrame,
     new_ids = incoming["item_id"].to_numpy().astype(object)
     old_table = current.item_table if current.item_table is not None else pl.DataFrame(
         {"item_id": [str(i) for i in current.item_ids]})
-    keep = ~np.isin(current.item_ids, new_ids)
+    arriving = set(new_ids.tolist())  # np.isin on object ids is quadratic: minutes at 1M items
+    keep = np.fromiter((item not in arriving for item in current.item_ids.tolist()), dtype=bool,
+                       count=len(current.item_ids))
     keep[:encoder.n_items] = True
     counts = (old_table["count"].to_numpy() if "count" in old_table.columns
               else np.zeros(len(current.item_ids), np.int64))[keep]

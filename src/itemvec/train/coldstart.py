@@ -381,37 +381,59 @@ def similar_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_items: int, held
     every real cold item (rows ``n_warm..n_items``), so the catalogue's size is accounted for.
 
     A pair's query item must be warm and not held; its target may be anything in the model.
+    Real cold items with the same features share one vector, scored once with its count: a
+    catalogue of a million rows often has a few thousand distinct feature rows.
     """
     n_warm = len(warm)
-    cold = np.zeros(n_items, dtype=bool)
-    cold[held] = True
-    cold[n_warm:] = True
-    vectors = np.empty((n_items, warm.dim), dtype=np.float32)
-    vectors[:n_warm] = warm.vectors
-    with torch.no_grad():
-        rows = np.concatenate([held, np.arange(n_warm, n_items)])
-        for start in range(0, len(rows), 8192):
-            block = rows[start:start + 8192]
-            vectors[block] = tower.feature_vectors(torch.as_tensor(block)).numpy()
     query_items = np.asarray([h[-1] if len(h) else -1 for h in pairs.histories], dtype=np.int64)
     keep = (query_items >= 0) & (query_items < n_warm)
-    keep[keep] &= ~cold[query_items[keep]]
+    keep[keep] &= ~np.isin(query_items[keep], held)
     query_items, targets = query_items[keep], pairs.targets[keep]
-    warm_rows, cold_rows = np.flatnonzero(~cold), np.flatnonzero(cold)
+    warm_rows = np.setdiff1d(np.arange(n_warm), held)
+    cold_vectors, counts, column = _cold_columns(tower, n_warm, n_items, held)
+    target_column = np.full(len(targets), -1, dtype=np.int64)  # the target's cold column
+    is_cold = (targets >= n_warm) | np.isin(targets, held)
+    target_column[is_cold] = column[targets[is_cold]]
+    warm_column = np.full(n_warm, -1, dtype=np.int64)
+    warm_column[warm_rows] = np.arange(len(warm_rows))
+    warm_vectors = warm.vectors[warm_rows]
     warm_hits, cold_hits = np.zeros(len(SIMILAR_OFFSETS)), np.zeros(len(SIMILAR_OFFSETS))
     base = 0
     for start in range(0, len(targets), SIMILAR_BLOCK):
-        items, wanted = query_items[start:start + SIMILAR_BLOCK], targets[start:start + SIMILAR_BLOCK]
-        scores = vectors[items] @ vectors.T
+        part = slice(start, start + SIMILAR_BLOCK)
+        items, wanted, own_column = query_items[part], targets[part], target_column[part]
+        query = warm.vectors[items]
         line = np.arange(len(items))
-        own = scores[line, wanted].copy()
-        scores[line, items] = -np.inf
-        scores[line, wanted] = -np.inf
-        top_warm, top_cold = _top_k(scores[:, warm_rows]), _top_k(scores[:, cold_rows])
-        w, c, b = _pair_hits(top_warm, top_cold, own, cold[wanted])
+        warm_scores, cold_scores = query @ warm_vectors.T, query @ cold_vectors.T
+        own = np.where(own_column >= 0, cold_scores[line, np.maximum(own_column, 0)],
+                       warm_scores[line, warm_column[np.where(own_column >= 0, items, wanted)]])
+        warm_scores[line, warm_column[items]] = -np.inf
+        warm_scores[line, warm_column[np.where(own_column >= 0, items, wanted)]] = -np.inf
+        top_warm = _top_k(warm_scores)
+        top_cold, top_counts = _top_k_counted(cold_scores, counts, own_column)
+        w, c, b = _pair_hits(top_warm, top_cold, top_counts, own, own_column >= 0)
         warm_hits, cold_hits, base = warm_hits + w, cold_hits + c, base + b
-    is_cold = cold[targets]
     return (held, warm_hits, cold_hits, base, int((~is_cold).sum()), int(is_cold.sum()))
+
+
+def _cold_columns(tower: FeatureEncoder, n_warm: int, n_items: int, held: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct cold vectors, how many items each stands for, item -> its column or -1):
+    the ``held`` items one column each, then the real cold items' distinct vectors."""
+    with torch.no_grad():
+        rows = np.arange(n_warm, n_items)
+        real = np.concatenate([np.zeros((0, tower.dim), np.float32)] + [
+            tower.feature_vectors(torch.as_tensor(rows[i:i + 8192])).numpy()
+            for i in range(0, len(rows), 8192)])
+        pseudo = tower.feature_vectors(torch.as_tensor(held)).numpy()
+    keys = np.ascontiguousarray(real).view(np.dtype((np.void, real.dtype.itemsize * tower.dim)))
+    _, first, inverse, counts = np.unique(keys.ravel(), return_index=True, return_inverse=True,
+                                          return_counts=True)
+    column = np.full(n_items, -1, dtype=np.int64)
+    column[held] = np.arange(len(held))
+    column[n_warm:] = len(held) + inverse.ravel()
+    return (np.concatenate([pseudo, real[first]]),
+            np.concatenate([np.ones(len(held), np.int64), counts]), column)
 
 
 def _top_k(scores: np.ndarray) -> np.ndarray:
@@ -421,16 +443,33 @@ def _top_k(scores: np.ndarray) -> np.ndarray:
     return np.partition(scores, scores.shape[1] - K, axis=1)[:, -K:]
 
 
-def _pair_hits(top_warm: np.ndarray, top_cold: np.ndarray, own: np.ndarray,
-               cold_target: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _top_k_counted(scores: np.ndarray, counts: np.ndarray, own: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``K`` best columns' scores and item counts per row, the row's target (column
+    ``own``) not counting itself. Every column stands for at least one item, so more than K
+    items above a score is decided by the K best columns alone."""
+    width = scores.shape[1]
+    if width <= K:
+        top = np.broadcast_to(np.arange(width), (len(scores), width))
+    else:
+        top = np.argpartition(scores, width - K, axis=1)[:, -K:]
+    values = np.take_along_axis(scores, top, axis=1)
+    items = counts[top] - (top == own[:, None])
+    pad = K - values.shape[1]
+    return (np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf),
+            np.pad(items, ((0, 0), (0, pad))))
+
+
+def _pair_hits(top_warm: np.ndarray, top_cold: np.ndarray, cold_counts: np.ndarray,
+               own: np.ndarray, cold_target: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Hits per offset from the K best warm and cold scores of each row (more above the
     target than K is a miss however many more); a cold target's own offset counts too."""
     shift = SIMILAR_OFFSETS[None, :, None]
     t = own[:, None, None]
-    warm_above = (top_warm[:, None, :] >= t).sum(axis=2)  # (rows, 1)
-    warm_case = warm_above + (top_cold[:, None, :] + shift >= t).sum(axis=2) < K
-    cold_case = ((top_warm[:, None, :] >= t + shift).sum(axis=2)
-                 + (top_cold[:, None, :] >= t).sum(axis=2)) < K
+    warm, cold, n = top_warm[:, None, :], top_cold[:, None, :], cold_counts[:, None, :]
+    warm_above = (warm >= t).sum(axis=2)  # (rows, 1)
+    warm_case = warm_above + ((cold + shift >= t) * n).sum(axis=2) < K
+    cold_case = (warm >= t + shift).sum(axis=2) + ((cold >= t) * n).sum(axis=2) < K
     return (warm_case[~cold_target].sum(axis=0), cold_case[cold_target].sum(axis=0),
             int((warm_above[~cold_target, 0] < K).sum()))
 
