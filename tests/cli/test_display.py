@@ -35,3 +35,11 @@ def test_terminal_width_follows_columns(monkeypatch):
     assert terminal_width() == 73
     monkeypatch.setenv("COLUMNS", "10")
     assert terminal_width() == 40  # never narrower than a usable table
+
+
+def test_cold_items_are_marked_after_their_id():
+    text = results_table("items similar to a", ["b", "c1"], [0.9, 0.7], cold=[False, True],
+                         width=80)
+    rows = {line.split("┃" if "┃" in line else "│")[2].strip(): line for line in text.splitlines()
+            if line.count("│") >= 3}
+    assert set(rows) == {"b", "c1 (cold)"}
