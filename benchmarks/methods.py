@@ -36,7 +36,8 @@ from itemvec.util.registry import Registry
 
 logger = logging.getLogger(__name__)
 methods: Registry = Registry("method")
-PEERS = ("popularity", "itemknn", "ease", "item2vec", "als", "sasrec", "gru4rec")
+SEQUENTIAL = ("sasrec", "gru4rec")
+PEERS = ("popularity", "itemknn", "ease", "item2vec", "als", *SEQUENTIAL)
 ALL = ("itemvec", *PEERS)
 
 
