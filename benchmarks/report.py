@@ -152,7 +152,9 @@ def sequential_markdown(results: dict) -> list[str]:
 
 def time_markdown(results: dict) -> list[str]:
     """Default itemvec training time against the selected peers' fits, per data set."""
-    lines = ["", "Training time of the selected model (s2i), seconds, same run and box:", "",
+    lines = ["", "Training time of the selected model (s2i), wall seconds on this box (itemvec and "
+             "item2vec in one run; sasrec and gru4rec in their own runs, see `updated` in "
+             "results.json and the load noted in the README):", "",
              "| data set | itemvec | item2vec (tuned) | itemvec / item2vec | sasrec | gru4rec | "
              "itemvec stages |", "|---|---|---|---|---|---|---|"]
     for name, block in results["datasets"].items():
