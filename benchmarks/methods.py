@@ -36,7 +36,8 @@ from itemvec.util.registry import Registry
 
 logger = logging.getLogger(__name__)
 methods: Registry = Registry("method")
-PEERS = ("popularity", "itemknn", "ease", "item2vec", "als", "sasrec", "gru4rec")
+SEQUENTIAL = ("sasrec", "gru4rec")
+PEERS = ("popularity", "itemknn", "ease", "item2vec", "als", *SEQUENTIAL)
 ALL = ("itemvec", *PEERS)
 
 
@@ -330,13 +331,17 @@ class SequentialMethod(Method):
     """A next-item model over the history's order; epochs by validation s2i HR@20. Grid:
     dropout {0.2, 0.5}, dim 64, lr 1e-3, batch 128; max_len 50 where train contexts average
     more than 20 items (movielens-100k), else 20; at most 40 epochs, stopping after 4 without a
-    better HR@20 on 2,000 of the validation s2i queries. Where train events x items exceeds
-    5e8 (amazon-beauty: 1.9e9) only dropout 0.5 and at most 12 epochs: CPU time."""
+    better HR@20 on 2,000 of the validation s2i queries. Under 20,000 train events
+    (diginetica: 9,041) lr 3e-3, at most 100 epochs, patience 10: with 19 steps an epoch, lr
+    1e-3 and patience 4 stopped before the models learnt anything. Where train events x items
+    exceeds 5e8 (amazon-beauty: 1.9e9) only dropout 0.5, lr 3e-3 and at most 8 epochs: one
+    epoch there took 245-590 s of wall time on the shared 2-core box."""
 
     kind = ""
     DROPOUTS = (0.2, 0.5)
     STOPPING_QUERIES = 2000  # seeded slice of the validation s2i queries for early stopping
     COSTLY = 5e8  # train events x items above which one epoch of full softmax takes minutes
+    SMALL = 20_000  # train events below which lr 1e-3 stops before learning (few steps/epoch)
 
     def applies(self, data):
         return data.train.ordered
@@ -344,8 +349,10 @@ class SequentialMethod(Method):
     def grid(self, data, quick):
         long = data.train.n_events / max(data.train.n_contexts, 1) > 20
         costly = data.train.n_events * data.n_items > self.COSTLY
-        base = {"dim": 64, "lr": 1e-3, "max_len": 50 if long else 20,
-                "max_epochs": 12 if costly else 40, "patience": 4}
+        small = data.train.n_events < self.SMALL
+        base = {"dim": 64, "lr": 3e-3 if small or costly else 1e-3,
+                "max_len": 50 if long else 20, "max_epochs": 8 if costly else 100 if small else 40,
+                "patience": 10 if small else 4}
         if quick:
             return [dict(base, dropout=0.2, max_epochs=3)]
         return [dict(base, dropout=d) for d in ((0.5,) if costly else self.DROPOUTS)]

@@ -6,7 +6,7 @@ import math
 import re
 from pathlib import Path
 
-from benchmarks.methods import ALL, PEERS
+from benchmarks.methods import ALL, PEERS, SEQUENTIAL
 from benchmarks.protocol import K
 from benchmarks.significance import DRAWS, intervals, paired_cell
 from itemvec.evaluation.protocol import TASKS
@@ -123,9 +123,38 @@ def ratio_markdown(results: dict) -> list[str]:
     return lines
 
 
+def sequential_markdown(results: dict) -> list[str]:
+    """itemvec against the better of the two sequential peers, per session set and task."""
+    rows = []
+    for name, block in results["datasets"].items():
+        methods = block["methods"]
+        present = [m for m in SEQUENTIAL if m in methods]
+        if "itemvec" not in methods or not present:
+            continue
+        for task in TASKS:
+            best = max(present, key=lambda m: methods[m]["tasks"][task][HR])
+            if methods[best]["tasks"][task][HR] > 0:
+                rows.append(paired_cell(block, name, task, best))
+    cells = [c for c in rows if c is not None]
+    if not cells:
+        return []
+    per_cell, _ = intervals(cells)
+    lines = ["", f"itemvec / best sequential peer ({HR}; {', '.join(SEQUENTIAL)}), paired "
+             "bootstrap 95% intervals as above:", "",
+             "| data set | task | itemvec | peer | ratio | 95% interval | only itemvec / only "
+             "the peer hits |", "|---|---|---|---|---|---|---|"]
+    for cell, (low, high) in zip(cells, per_cell, strict=True):
+        lines.append(f"| {cell.name} | {cell.task} | {cell.ours.mean():.4f} | {cell.peer} "
+                     f"{cell.theirs.mean():.4f} | {cell.ratio:.3f} | {low:.3f}-{high:.3f} | "
+                     "{} / {} |".format(*cell.discordant))
+    return lines
+
+
 def time_markdown(results: dict) -> list[str]:
     """Default itemvec training time against the selected peers' fits, per data set."""
-    lines = ["", "Training time of the selected model (s2i), seconds, same run and box:", "",
+    lines = ["", "Training time of the selected model (s2i), wall seconds on this box (itemvec and "
+             "item2vec in one run; sasrec and gru4rec in their own runs, see `updated` in "
+             "results.json and the load noted in the README):", "",
              "| data set | itemvec | item2vec (tuned) | itemvec / item2vec | sasrec | gru4rec | "
              "itemvec stages |", "|---|---|---|---|---|---|---|"]
     for name, block in results["datasets"].items():
@@ -134,7 +163,7 @@ def time_markdown(results: dict) -> list[str]:
             continue
         a, b = ours["tasks"]["s2i"]["train_seconds"], peer["tasks"]["s2i"]["train_seconds"]
         sequential = [block["methods"][m]["tasks"]["s2i"]["train_seconds"]
-                      if m in block["methods"] else None for m in ("sasrec", "gru4rec")]
+                      if m in block["methods"] else None for m in SEQUENTIAL]
         seq_cells = " | ".join("–" if s is None else f"{s:.1f}" for s in sequential)
         stages = (ours.get("model_stats") or {}).get("seconds") or {}
         named = ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if v >= 0.05)
@@ -165,6 +194,7 @@ def summary_markdown(results: dict) -> str:
             lines.append(f"| {name} | {task} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += ratio_markdown(results)
+    lines += sequential_markdown(results)
     lines += time_markdown(results)
     if results["meta"].get("quick"):
         lines += ["", "(quick run: tiny grids, smoke test only)"]

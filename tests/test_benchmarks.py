@@ -171,3 +171,14 @@ def test_sequential_peers_learn_a_planted_successor(kind):
     ranks = target_ranks(sequential.SequenceScorer(model, config.max_len, n), valid)
     assert (ranks < 5).mean() > 0.9 and log.best_hr > 0.95
     assert log.curve[log.best_epoch - 1] == max(log.curve) and log.device in ("cpu", "cuda")
+
+
+def test_sequential_peers_run_on_sessions_only():
+    from types import SimpleNamespace
+
+    from benchmarks.methods import get
+
+    for ordered in (True, False):
+        data = SimpleNamespace(train=SimpleNamespace(ordered=ordered))
+        assert get("sasrec").applies(data) is ordered and get("gru4rec").applies(data) is ordered
+        assert get("itemvec").applies(data)
