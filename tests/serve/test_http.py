@@ -380,7 +380,7 @@ def test_watcher_survives_a_malformed_bundle_and_reports_it(models_root, tmp_pat
     holder = ModelHolder(live)
     with TestClient(create_app(holder)) as client:
         watcher = holder.watch(0.1)
-        (live / "manifest.json").write_text("[]")  # AttributeError inside the loader
+        (live / "manifest.json").write_text("[]")  # not a manifest
         _wait_for(lambda: holder.failure is not None)
         health = client.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "degraded"
@@ -442,6 +442,19 @@ def test_reload_needs_a_json_content_type_and_is_rate_limited(models_root):
         again = client.post("/admin/reload", json={"path": "current"}, headers=key)
         assert again.status_code == 429 and 59 <= int(again.headers["retry-after"]) <= 60
         assert client.get("/health").json()["items"] == 50  # the limited reload did nothing
+
+
+def test_degraded_health_shows_the_error_only_with_the_key(models_root):
+    """/health stays open for load balancers; the reload error is for key holders."""
+    holder = ModelHolder(models_root / "other")
+    with TestClient(create_app(holder, api_key=API_KEY)) as client:
+        holder.failure = "live/manifest.json: corrupt"
+        anonymous = client.get("/health")
+        keyed = client.get("/health", headers={"X-API-Key": API_KEY})
+        assert anonymous.status_code == keyed.status_code == 200
+        assert anonymous.json()["status"] == keyed.json()["status"] == "degraded"
+        assert "error" not in anonymous.json()
+        assert keyed.json()["error"] == "reload failed: live/manifest.json: corrupt"
 
 
 def test_cors_preflight_needs_no_key_and_401s_carry_cors_headers(models_root):

@@ -182,12 +182,14 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self.api_key is not None and scope["path"] not in OPEN_PATHS:
+        if self.api_key is not None:
             given = headers.get(b"x-api-key", b"")
             auth = headers.get(b"authorization", b"")
             if not given and auth.lower().startswith(b"bearer "):
                 given = auth[7:].strip()
-            if not hmac.compare_digest(given, self.api_key):
+            keyed = hmac.compare_digest(given, self.api_key)
+            scope.setdefault("state", {})["keyed"] = keyed  # open paths show less without it
+            if not keyed and scope["path"] not in OPEN_PATHS:
                 return await _error(401, "missing or wrong API key (send X-API-Key or "
                                     "Authorization: Bearer)")(scope, receive, send)
         length = headers.get(b"content-length")
@@ -395,14 +397,18 @@ def _parse_where(clauses: list[str] | None) -> dict[str, list[str]] | None:
 
 @status_router.get("/health", summary="200 once a model is loaded (status ok, or degraded "
                   "when the last background reload failed), 503 before")
-def health(holder: Holder) -> JSONResponse:
+def health(holder: Holder, request: Request) -> JSONResponse:
+    """Open to load balancers; with an API key set, a degraded reload's error text is shown
+    only to callers that send the key."""
     if not holder.ready or not holder.peers_ready():
         return _error(503, "model is loading")
     model = holder.current()
     body = {"status": "ok", "items": len(model.embeddings), "bundle": model.path.name,
             **holder.identity(model)}
     if holder.failure is not None:  # still serving the last good bundle
-        body.update(status="degraded", error=f"reload failed: {holder.failure}")
+        body["status"] = "degraded"
+        if getattr(request.state, "keyed", True):
+            body["error"] = f"reload failed: {holder.failure}"
     return _json(body)
 
 
