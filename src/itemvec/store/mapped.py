@@ -19,6 +19,7 @@ import fcntl
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +45,7 @@ def mapped_cooccurrence(bundle: str | Path, cache: str | Path) -> sp.csr_matrix:
     if digest is None:
         raise BundleError(f"{bundle.name}: bundle has no co-occurrence matrix")
     folder = cache / f"cooccurrence-{digest[:24]}"
-    if not (folder / "shape.npy").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        with open(cache / ".lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / "shape.npy").is_file():
-                _write_parts(load_cooccurrence(bundle), folder)
+    _write_once(folder, "shape.npy", lambda: _write_parts(load_cooccurrence(bundle), folder))
     arrays = [np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
               for name in PARTS]
     shape = tuple(int(x) for x in np.load(folder / "shape.npy", allow_pickle=False))
@@ -66,19 +62,35 @@ def mapped_item_ids(bundle: str | Path, cache: str | Path
     if digest is None:
         raise BundleError(f"{bundle.name}: bundle lists no {ITEMS}")
     folder = cache / f"items-{digest[:24]}"
-    if not (folder / "rows.npy").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        with open(cache / ".lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / "rows.npy").is_file():
-                ids = pl.read_parquet(bundle / ITEMS, columns=["item_id"])["item_id"]
-                if (ids.str.len_chars().max() or 0) > MAX_SHARED_ID_CHARS:
-                    return None
-                ids = np.asarray(ids.to_numpy(), dtype=str)
-                rows = np.argsort(ids, kind="stable")
-                _write_arrays({"ids": ids, "sorted": ids[rows], "rows": rows}, folder)
+    if not _write_once(folder, "rows.npy", lambda: _write_ids(bundle, folder)):
+        return None
     return tuple(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                  for name in ("ids", "sorted", "rows"))
+
+
+def _write_once(folder: Path, marker: str, write: Callable[[], bool | None]) -> bool:
+    """Run ``write`` unless ``folder/marker`` exists, under a lock so that concurrent workers
+    write once; False when ``write`` declined (returned False)."""
+    if (folder / marker).is_file():
+        return True
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / ".lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / marker).is_file():
+            return write() is not False
+    return True
+
+
+def _write_ids(bundle: Path, folder: Path) -> bool:
+    """The ids in row order, sorted, and the sorted ids' rows; False (nothing written) when
+    one is longer than ``MAX_SHARED_ID_CHARS``."""
+    ids = pl.read_parquet(bundle / ITEMS, columns=["item_id"])["item_id"]
+    if (ids.str.len_chars().max() or 0) > MAX_SHARED_ID_CHARS:
+        return False
+    ids = np.asarray(ids.to_numpy(), dtype=str)
+    rows = np.argsort(ids, kind="stable")
+    _write_arrays({"ids": ids, "sorted": ids[rows], "rows": rows}, folder)
+    return True
 
 
 def _write_parts(matrix: sp.csr_matrix, folder: Path) -> None:
