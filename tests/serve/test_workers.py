@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -142,3 +144,22 @@ def test_two_workers_serve_every_endpoint_and_reload_together(models, tmp_path):
             thread.join()
         assert statuses and set(statuses) == {200}
         assert os.path.isdir(models / "current")
+
+
+def test_a_worker_imports_no_sklearn(models, tmp_path):
+    """A worker's app, with its model loaded and queries answered, leaves out scikit-learn (and
+    the pandas it loads): ~74 MiB of every worker was search's spelling fallback."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import itemvec.serve.workers\n"
+        "from itemvec.serve.state import load_model\n"
+        f"model = load_model(Path({str(models / 'current')!r}), 'exact', mmap=True, "
+        f"mapped_cache=Path({str(tmp_path / 'cache')!r}))\n"
+        "model.embeddings.similar_items('i1', n=5)\n"
+        "model.embeddings.recommend(['i1', 'i2'], n=5)\n"
+        "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -24,7 +24,6 @@ import bm25s
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
 from itemvec.data.ingest import align_items
 from itemvec.query.embeddings import ItemEmbeddings
@@ -241,6 +240,10 @@ class TfidfTextEncoder:
             raise ConfigError(f"text column {missing[0]!r} is not in the item table")
         self.embeddings = embeddings
         self.top_matches, self.min_score = top_matches, min_score
+        # Imported here: scikit-learn (and the pandas it loads) costs ~74 MiB per process,
+        # which every serving worker would pay for this spelling fallback alone.
+        from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+
         texts = table.select(pl.concat_str([pl.col(c).cast(pl.String).fill_null("")
                                             for c in self.columns], separator=" "))
         self.hasher = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 4),
