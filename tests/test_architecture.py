@@ -20,12 +20,13 @@ SOURCE = REPO / "src"
 # Imported inside the function that needs them: the optional extras (pyproject.toml), so the
 # rest of itemvec works without them installed, and torch, so that loading a bundle and
 # answering queries never imports it (tests/store/test_bundle.py::test_loading_needs_no_torch...),
-# and scikit-learn's text features, so that a serving worker does not pay ~74 MiB for search's
-# spelling fallback (tests/serve/test_workers.py::test_a_worker_imports_no_sklearn).
+# and scikit-learn's text features and projections, so that a serving worker does not pay
+# ~74 MiB for search's spelling fallback and the explorer's map
+# (tests/serve/test_workers.py::test_a_worker_imports_no_sklearn).
 OPTIONAL = ("faiss", "fastapi", "fastapi_offline", "starlette", "uvicorn", "httpx", "pyspark",
             "matplotlib", "zstandard", "torch.utils.tensorboard", "umap", "playwright", "gensim",
             "implicit", "pandas", "torch", "safetensors.torch", "optuna",
-            "sklearn.feature_extraction")
+            "sklearn.feature_extraction", "sklearn.decomposition", "sklearn.manifold")
 PENDING: set[tuple[str, str]] = set()  # edges allowed while a move is half done (none now)
 
 

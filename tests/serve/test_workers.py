@@ -153,11 +153,13 @@ def test_a_worker_imports_no_sklearn(models, tmp_path):
         "import sys\n"
         "from pathlib import Path\n"
         "import itemvec.serve.workers\n"
-        "from itemvec.serve.state import load_model\n"
+        "from itemvec.serve.http import create_app\n"
+        "from itemvec.serve.state import ModelHolder, load_model\n"
         f"model = load_model(Path({str(models / 'current')!r}), 'exact', mmap=True, "
         f"mapped_cache=Path({str(tmp_path / 'cache')!r}))\n"
         "model.embeddings.similar_items('i1', n=5)\n"
         "model.embeddings.recommend(['i1', 'i2'], n=5)\n"
+        f"create_app(ModelHolder(Path({str(models / 'current')!r})))  # the explorer too\n"
         "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})

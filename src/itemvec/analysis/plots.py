@@ -23,8 +23,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from itemvec.query.embeddings import ItemEmbeddings
@@ -61,16 +59,26 @@ def project(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[n
     if method == "umap":
         return _umap(vectors, seed), "umap"
 
-    reduced = _pca(vectors, min(50, vectors.shape[1], n - 1), seed)
+    return _tsne(_pca(vectors, min(50, vectors.shape[1], n - 1), seed), seed), "tsne"
+
+
+# scikit-learn is imported where it projects: the explorer imports this module in every serving
+# worker, which would otherwise hold scikit-learn and pandas (~74 MiB) for a map it draws rarely.
+def _tsne(reduced: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    n = len(reduced)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
     # t-SNE's OpenMP threads spin; on a busy small machine they run 20x slower than one thread
     with threadpool_limits(limits=max(1, (os.cpu_count() or 2) // 2), user_api="openmp"):
         coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                       learning_rate="auto").fit_transform(reduced)
-    return coords.astype(np.float32), "tsne"
+    return coords.astype(np.float32)
 
 
 def _pca(vectors: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
     return PCA(n_components=dims, random_state=seed).fit_transform(vectors).astype(np.float32)
 
 
