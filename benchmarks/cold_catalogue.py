@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import datasets as adapters  # noqa: E402
 from benchmarks.cold_start import SideData, hidden_split  # noqa: E402
 from itemvec.config import IngestConfig, PipelineConfig  # noqa: E402
-from itemvec.data.ingest import ROW, EventLog, build_log  # noqa: E402
+from itemvec.data.frames import events_from_frame  # noqa: E402
+from itemvec.data.ingest import EventLog  # noqa: E402
 from itemvec.data.synth import generate  # noqa: E402
 from itemvec.evaluation.protocol import build_queries  # noqa: E402
 from itemvec.model.features import SideInformation  # noqa: E402
@@ -67,11 +68,8 @@ def synth20(events: int = 300_000, active: int = 5_000, categories: int = 50,
     """A planted shop whose catalogue is ``factor`` x its active items: each extra (never seen)
     item copies a random active item's category, brand and price."""
     shop = generate(events, active, categories, seed=0)
-    ev = shop.events
-    log = build_log(pl.DataFrame({"context": ev["session_id"], "item": ev["item_id"],
-                                  ROW: np.arange(ev.height), "time": ev["ts"],
-                                  "weight": np.ones(ev.height, np.float32)}),
-                    IngestConfig(time="ts"), "synth20")
+    log = events_from_frame(shop.events, IngestConfig(context="session_id", item="item_id",
+                                                      time="ts"), "synth20")
     warm = shop.items.select("item_id", "category", "brand", "price")
     extra = warm.sample(active * (factor - 1), with_replacement=True, seed=1).with_columns(
         pl.format("x{}", pl.int_range(pl.len())).alias("item_id"))

@@ -171,6 +171,15 @@ print(json.dumps(counts))
 """
 
 
+def stop_server(server: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (uvicorn shuts down gracefully), then SIGKILL if it outlives ``timeout``."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def run_load(server: subprocess.Popen, *args, flood: str | None = None, loops: int = 0) -> dict:
     """One load run; with ``flood`` ("reload" or "health"), ``loops`` clients in another
     process send that request back to back meanwhile (in this process they would starve the
@@ -321,11 +330,7 @@ def http(n_items: int, backend: str, concurrency: int, total: int,
             print(json.dumps({"run": name, **results[name]}), flush=True)
         return results
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, timeout=20)
 
 
 # -- workers: the whole table against the ceiling of the stack ------------------------------------
@@ -405,11 +410,7 @@ def serve_and_drive(command: list[str], port: int, items: int, concurrencies: li
             extra["memory"] = process_memory(server.pid)
         return cells, extra
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, timeout=30)
 
 
 def workers_bench(sizes: list[int], workers: list[int], concurrencies: list[int],

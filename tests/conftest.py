@@ -22,7 +22,8 @@ import polars as pl
 import pytest
 
 from itemvec.config import IngestConfig, PipelineConfig, TrainingConfig
-from itemvec.data.ingest import ROW, EventLog, build_log, read_events
+from itemvec.data.frames import events_from_frame
+from itemvec.data.ingest import EventLog, read_events
 from itemvec.data.synth import SyntheticShop, generate, write
 from itemvec.model.features import SideInformation
 from itemvec.query.embeddings import ItemEmbeddings
@@ -93,11 +94,8 @@ def cold_catalogue(tmp_path_factory) -> tuple[TrainedModel, Path, dict[str, str]
     brand and price, so by its features alone it sits on that category: with plain cosine
     cold items crowd the warm neighbours out of a warm item's top 20."""
     shop = generate(16_000, 240, 8, seed=2)
-    events = shop.events
-    log = build_log(pl.DataFrame({"context": events["session_id"], "item": events["item_id"],
-                                  ROW: np.arange(events.height), "time": events["ts"],
-                                  "weight": np.ones(events.height, np.float32)}),
-                    IngestConfig(time="ts"), "planted-catalogue")
+    log = events_from_frame(shop.events, IngestConfig(context="session_id", item="item_id",
+                                                      time="ts"), "planted-catalogue")
     warm = shop.items.select("item_id", "category", "brand", "price")
     cold = warm.sample(len(warm) * COLD_PER_WARM, with_replacement=True, seed=3).with_columns(
         pl.format("c{}", pl.int_range(pl.len())).alias("item_id"))
