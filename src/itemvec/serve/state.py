@@ -32,6 +32,7 @@ from itemvec.query.explain import Explainer, explainer_for_bundle
 from itemvec.query.labels import item_labels, label_column, labelled_explanations
 from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
+from itemvec.util.files import file_signature
 
 logger = logging.getLogger(__name__)
 
@@ -279,11 +280,7 @@ class ModelHolder:
                                f"got {interval}")
 
         def signature() -> tuple | None:
-            try:
-                st = (self.path / "manifest.json").stat()
-            except OSError:
-                return None
-            return (st.st_ino, st.st_mtime_ns, st.st_size)
+            return file_signature(self.path / "manifest.json")
 
         first = signature()  # taken now: a change right after watch() returns is seen
 

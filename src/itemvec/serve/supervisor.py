@@ -26,7 +26,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from itemvec.util.files import atomic_write_bytes
+from itemvec.util.files import atomic_write_bytes, file_signature
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +77,6 @@ def bump_generation(run_dir: Path, path: Path) -> int:
         atomic_write_bytes(run_dir / GENERATION, json.dumps(
             {"generation": generation, "path": str(path)}).encode())
     return generation
-
-
-def file_signature(path: Path) -> tuple[int, int, int] | None:
-    """(inode, mtime, size): changes when the file is rewritten or renamed over; None if absent."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 # -- the parent ------------------------------------------------------------------------------------
@@ -168,7 +159,7 @@ def main() -> None:
 
 
 __all__ = ["ENV", "GENERATION", "READY", "Supervisor", "WorkerSettings", "bump_generation",
-           "exec_supervisor", "file_signature", "read_generation", "run_workers"]
+           "exec_supervisor", "read_generation", "run_workers"]
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ from itemvec.serve.supervisor import (
     READY,
     WorkerSettings,
     bump_generation,
-    file_signature,
     read_generation,
 )
+from itemvec.util.files import file_signature
 
 logger = logging.getLogger(__name__)
 

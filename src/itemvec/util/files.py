@@ -122,6 +122,16 @@ def check_writable(target: str | Path, option: str = "--out") -> None:
     os.unlink(probe)
 
 
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime, size): changes when the file is rewritten or renamed over; None if absent.
+    Cheap enough to poll (the bundle watchers, the workers' generation file)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks (bundle parts can be gigabytes)."""
     digest = hashlib.sha256()
