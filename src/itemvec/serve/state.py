@@ -224,11 +224,15 @@ class ModelHolder:
         """
         target = self.path if path is None else self._client_target(path)
         with self._lock:
-            model = self.build(target)
-            self._model = model  # the atomic swap: one reference assignment
-            self.path = target
-            self.reloads += 1
-            self.failure = None
+            return self._install(target)
+
+    def _install(self, target: Path) -> LoadedModel:
+        """Build ``target`` and swap it in; the caller holds ``_lock``."""
+        model = self.build(target)
+        self._model = model  # the atomic swap: one reference assignment
+        self.path = target
+        self.reloads += 1
+        self.failure = None
         return model
 
     def build(self, target: Path) -> LoadedModel:

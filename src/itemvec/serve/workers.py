@@ -56,10 +56,8 @@ class SharedHolder(ModelHolder):
 
     def _load(self, path: Path, generation: int) -> LoadedModel:
         with self._lock:
-            model = self.build(path)
-            self._model, self.path, self.generation = model, path, generation
-            self.reloads += 1
-            self.failure = None
+            model = self._install(path)
+            self.generation = generation
         return model
 
     def load(self) -> LoadedModel:
