@@ -256,12 +256,20 @@ def _source(path: Path, kind: str, encoding: str | None) -> Path | io.BytesIO:
         return path
     data = read_bytes(path)
     if encoding is not None and kind != "parquet" and codecs_name(encoding) != "utf-8":
-        try:
-            data = data.decode(encoding).encode()
-        except UnicodeDecodeError as exc:
+        data = decoded(path, data, encoding).encode()
+    return io.BytesIO(data)
+
+
+def decoded(path: Path, data: bytes, encoding: str | None) -> str:
+    """``data`` as text in ``encoding`` (default UTF-8, a BOM dropped); bytes that do not
+    decode are one line naming the file and the byte (and the row, for UTF-8)."""
+    try:
+        return data.decode(encoding or "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if encoding:
             raise DataError(f"{path}: byte {exc.start} is not valid {encoding}; check "
                             "--encoding") from None
-    return io.BytesIO(data)
+        raise not_utf8(path, data) or DataError(f"{path}: not valid UTF-8") from None
 
 
 def codecs_name(encoding: str) -> str:
@@ -485,13 +493,7 @@ def file_events(path: Path, config: IngestConfig,
 
 def _line_table(path: Path, layout: str, reading: Reading) -> pl.DataFrame:
     _check_file(path)
-    data = read_bytes(path)
-    try:
-        text = data.decode(reading.encoding or "utf-8-sig")
-    except UnicodeDecodeError:
-        if reading.encoding:
-            raise DataError(f"{path}: not valid {reading.encoding}; check --encoding") from None
-        raise not_utf8(path, data) or DataError(f"{path}: not valid UTF-8") from None
+    text = decoded(path, read_bytes(path), reading.encoding)
     events = line_events(text, layout, separator_for(plain_name(path), reading.sep))
     if events.height == 0:
         raise DataError(f"{path}: no items found in --format {layout} lines")
