@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import itemvec.query.embeddings as embeddings_module
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.query.index import ExactIndex, build_index, indexes, load_index, recall_at_k, save_index
 from itemvec.util.errors import ConfigError
@@ -96,7 +97,8 @@ def test_index_honours_filters_including_very_selective_ones(model, ann_model):
     assert np.all(rows % 2 == 0) and "i4" not in got and "i6" not in got and len(got) == 20
 
 
-def test_recommend_through_the_index_equals_exact(model, ann_model):
+def test_recommend_through_the_index_equals_exact(model, ann_model, monkeypatch):
+    monkeypatch.setattr(embeddings_module, "INDEX_RECOMMEND_MIN_ITEMS", 0)  # 4000 items: use it
     rng = np.random.default_rng(2)
     histories = [[f"i{j}" for j in rng.integers(len(model), size=rng.integers(1, 6))]
                  for _ in range(40)] + [[]]

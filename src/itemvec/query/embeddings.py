@@ -39,7 +39,14 @@ from typing import Any
 import numpy as np
 
 from itemvec.config import QueryConfig
-from itemvec.query.index import build_index, load_index, nearest, recommend_top
+from itemvec.query.exact import logit_top
+from itemvec.query.index import (
+    INDEX_RECOMMEND_MIN_ITEMS,
+    build_index,
+    load_index,
+    nearest,
+    recommend_top,
+)
 from itemvec.query.pooling import history_matrix, history_weights
 from itemvec.store.bundle import read_vectors, write_bundle
 from itemvec.store.mapped import mapped_item_ids
@@ -382,13 +389,19 @@ class ItemEmbeddings:
             skipped.append(unknown)
         blocked = self._blocked(filter, exclude)
         seen = indexed if filter_seen else [np.zeros(0, np.int64)] * len(indexed)
-        if self.vector_index is None:
-            ids, scores = self._top(self.score_histories(indexed), n, blocked, seen)
+        if self.vector_index is None or len(self) < INDEX_RECOMMEND_MIN_ITEMS:
+            rows, scores = self.top_logits(self.pool(indexed), n, blocked, seen)
         else:
-
             rows, scores = recommend_top(self.vector_index, self, indexed, n, blocked, seen)
-            ids = [self.item_ids[r] for r in rows]
-        return ids, scores, np.asarray(skipped, dtype=np.int64)
+        return [self.item_ids[r] for r in rows], scores, np.asarray(skipped, dtype=np.int64)
+
+    def top_logits(self, pooled: np.ndarray, n: int, blocked: np.ndarray | None,
+                   seen: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Exact top-n rows and logits per pooled history (rows of ``pooled``), scoring every
+        item; a row's answer does not depend on the other rows (``query.exact``)."""
+        queries = np.asarray(pooled / np.float32(self.temperature), dtype=np.float32)
+        return logit_top(self.vectors, self.item_bias, self.query.popularity_weight, queries,
+                         n, blocked, seen)
 
     def _nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
                  seen: Sequence[np.ndarray], offset: float | None = 0.0

@@ -1,0 +1,83 @@
+"""Exact recommendation top-n (``query.exact``): a query's answer is the same bits alone or in
+any batch, equals a brute-force ranking, and honours filters, seen items and ties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from itemvec.query import exact
+from itemvec.query.embeddings import ItemEmbeddings
+
+
+def catalogue(n: int = 5000, dim: int = 24, seed: int = 0) -> ItemEmbeddings:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    bias = rng.normal(scale=0.5, size=n).astype(np.float32)
+    return ItemEmbeddings([f"i{i}" for i in range(n)], vectors, bias, temperature=0.1)
+
+
+def histories(emb: ItemEmbeddings, count: int, seed: int = 1) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [[f"i{j}" for j in rng.integers(len(emb), size=rng.integers(0, 7))]
+            for _ in range(count)]
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Several item blocks and a ragged last chunk even on a small catalogue."""
+    monkeypatch.setattr(exact, "BLOCK_ITEMS", 1024)
+
+
+def test_a_query_gets_the_same_bits_alone_and_in_any_batch():
+    emb = catalogue()
+    many = histories(emb, 40)
+    alone = [emb.recommend(h, n=10) for h in many]
+    together = emb.recommend_batch(many, n=10)
+    reversed_ = emb.recommend_batch(many[::-1], n=10)
+    for i, single in enumerate(alone):
+        assert list(single.ids) == list(together.ids[i]) == list(reversed_.ids[-1 - i])
+        assert single.scores.tobytes() == together.scores[i].tobytes()
+        assert single.scores.tobytes() == reversed_.scores[-1 - i].tobytes()
+
+
+def test_top_n_equals_a_brute_force_ranking():
+    emb = catalogue()
+    for history in histories(emb, 30, seed=3):
+        result = emb.recommend(history, n=15)
+        rows = emb.known(history)[0]
+        logits = emb.score_histories([rows])[0].astype(np.float64)
+        logits[rows] = -np.inf
+        expected = np.argsort(-logits, kind="stable")[:15]
+        assert list(emb.indices(result.ids)) == list(expected)
+        np.testing.assert_allclose(result.scores, logits[expected], rtol=1e-5, atol=1e-5)
+
+
+def test_filters_seen_and_short_answers():
+    emb = catalogue(n=3000)
+    allowed = np.zeros(len(emb), dtype=bool)
+    allowed[[5, 700, 1500, 2999]] = True
+    ids, scores = emb.recommend(["i5", "i9"], n=10, filter=allowed)
+    assert sorted(ids) == ["i1500", "i2999", "i700"]  # i5 is seen; only three remain
+    assert np.all(np.diff(scores) <= 0)
+    ids, _ = emb.recommend(["i5"], n=5, filter_seen=False, exclude=["i1"])
+    assert "i1" not in ids and len(ids) == 5
+
+
+def test_ties_go_to_the_lower_row():
+    vectors = np.tile(np.eye(4, dtype=np.float32), (50, 1))  # rows 0, 4, 8, ... are equal
+    emb = ItemEmbeddings([f"i{i}" for i in range(len(vectors))], vectors, temperature=1.0)
+    rows, logits = exact.logit_top(emb.vectors, emb.item_bias, 0.0,
+                                   np.array([[1, 0, 0, 0]], np.float32), 3, None,
+                                   [np.zeros(0, np.int64)])
+    assert list(rows[0]) == [0, 4, 8] and list(logits[0]) == [1.0, 1.0, 1.0]
+
+
+def test_the_norm_bound_is_kept_per_array_and_forgotten_with_it():
+    vectors = np.full((10, 3), 2.0, dtype=np.float32)
+    assert exact.largest_norm(vectors) == pytest.approx(np.sqrt(12), rel=1e-4)
+    key = id(vectors)
+    assert key in exact._NORMS
+    del vectors
+    assert key not in exact._NORMS
