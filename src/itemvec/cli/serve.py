@@ -141,7 +141,7 @@ def serve(
     holder = _loaded_holder(bundle, models_root, index, watch, listen.watch_interval, label)
     app = create_app(holder, api_key=key, cors_origins=cors_origin or (),
                      max_body=listen.max_body, allow_reload=allow_reload,
-                     reload_interval=listen.reload_interval)
+                     reload_interval=listen.reload_interval, threads=listen.threads)
     limit_request_threads(app)
     typer.echo(f"serving {bundle} ({len(holder.current().embeddings)} items) on "
                f"http://{host}:{port}  (docs: /docs)", err=True)

@@ -16,6 +16,7 @@ root and is rate-limited (429 with Retry-After).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -31,12 +32,15 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from itemvec.query.embeddings import Results as QueryResults
 from itemvec.query.search import aligned_table
+from itemvec.serve.batching import Batcher
 from itemvec.serve.deps import Holder, Model
 from itemvec.serve.responses import FastJSONResponse
-from itemvec.serve.state import LoadedModel, ModelHolder, NotReady
+from itemvec.serve.state import LoadedModel, ModelHolder, NotReady, cap_this_thread
 from itemvec.util.errors import ItemvecError, UnknownItemError
 from itemvec.util.version import VERSION as __version__
 
@@ -178,10 +182,14 @@ class Guard:
         self.api_key = api_key.encode() if api_key else None
         self.max_body = max_body
 
+    def too_large(self) -> JSONResponse:
+        """The 413 answer (built when needed, not for every request)."""
+        return _error(413, f"request body over {self.max_body} bytes")
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
+        headers = dict(scope.get("headers") or ())
         if self.api_key is not None:
             given = headers.get(b"x-api-key", b"")
             auth = headers.get(b"authorization", b"")
@@ -194,10 +202,8 @@ class Guard:
                                     "Authorization: Bearer)")(scope, receive, send)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await _error(413, f"request body over {self.max_body} bytes")(
-                scope, receive, send)
+            return await self.too_large()(scope, receive, send)
         received, started, overflow = 0, False, False
-        too_large = _error(413, f"request body over {self.max_body} bytes")
 
         async def limited_receive():
             nonlocal received, overflow
@@ -215,7 +221,7 @@ class Guard:
             if overflow:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await too_large(scope, receive, send)
+                    await self.too_large()(scope, receive, send)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -225,7 +231,7 @@ class Guard:
             await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
-                await too_large(scope, receive, send)
+                await self.too_large()(scope, receive, send)
         except Exception as exc:
             # Answered here, not re-raised: the server would close the keep-alive connection.
             logger.exception("unhandled error: %s", exc)
@@ -283,17 +289,23 @@ class ReloadGate:
 
 def create_app(holder: ModelHolder, api_key: str | None = None,
                cors_origins: Sequence[str] = (), max_body: int = MAX_BODY,
-               allow_reload: bool = False, reload_interval: float = RELOAD_INTERVAL) -> FastAPI:
+               allow_reload: bool = False, reload_interval: float = RELOAD_INTERVAL,
+               threads: int = 1) -> FastAPI:
     """The FastAPI app serving ``holder``'s model (loaded at startup if it is not yet).
 
-    ``POST /admin/reload`` works only with ``api_key`` set or ``allow_reload``.
+    ``POST /admin/reload`` works only with ``api_key`` set or ``allow_reload``. ``threads``:
+    BLAS/OpenMP threads of the thread that answers batched queries (``serve.batching``).
     """
+    batcher = Batcher(threads=threads)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         if not holder.ready:
             await asyncio.to_thread(holder.load)
-        yield
+        try:
+            yield
+        finally:
+            batcher.close()
 
     app = offline_docs_app(title="itemvec", version=__version__, lifespan=lifespan,
                            description="Related items, recommendations and search over learned "
@@ -309,6 +321,7 @@ def create_app(holder: ModelHolder, api_key: str | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"])
     app.state.holder = holder
+    app.state.batcher = batcher
     app.state.reload_gate = (ReloadGate(reload_interval) if allow_reload or api_key is not None
                              else None)
     return app
@@ -420,19 +433,45 @@ def info(holder: Holder) -> JSONResponse:
 
 @items_router.get("/similar/{item_id:path}", response_model=Results,
                   summary="Items most similar (cosine) to one item")
-def similar(model: Model, item_id: PathId, n: QueryN = 10,
-            exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
-            where: Annotated[list[str] | None, Query(
-                max_length=20, description="column:value, e.g. category:shoes")] = None,
-            cold: Annotated[ColdMode, Query(description=COLD_HELP)] = "calibrated",
-            ) -> JSONResponse:
-    filters = model.filters(exclude=exclude, where=_parse_where(where))
-    ids, scores = model.embeddings.similar_items(item_id, n=n, cold=cold, **filters)
+async def similar(request: Request, model: Model, item_id: PathId, n: QueryN = 10,
+                  exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
+                  where: Annotated[list[str] | None, Query(
+                      max_length=20, description="column:value, e.g. category:shoes")] = None,
+                  cold: Annotated[ColdMode, Query(description=COLD_HELP)] = "calibrated",
+                  ) -> JSONResponse:
+    if exclude or where:
+        return await run_in_threadpool(_similar_filtered, model, item_id, n, exclude, where,
+                                       cold)
+    batcher: Batcher = request.app.state.batcher
+    ids, scores = await batcher.submit(("similar", id(model), n, cold), item_id,
+                                       functools.partial(_similar_each, model, n, cold))
     return _json(_results(ids, scores, model))
+
+
+def _similar_filtered(model: LoadedModel, item_id: str, n: int, exclude: list[str] | None,
+                      where: list[str] | None, cold: str) -> JSONResponse:
+    cap_this_thread()
+    filters = model.filters(exclude=exclude, where=_parse_where(where))
+    return _json(_results(*model.embeddings.similar_items(item_id, n=n, cold=cold, **filters),
+                          model))
+
+
+def _similar_each(model: LoadedModel, n: int, cold: str, items: Sequence[str]
+                  ) -> list[QueryResults | Exception]:
+    """``similar_items`` of each item in turn (on the batching thread): an unknown id is that
+    request's 404, not its neighbours'."""
+    answers: list[QueryResults | Exception] = []
+    for item in items:
+        try:
+            answers.append(model.embeddings.similar_items(item, n=n, cold=cold))
+        except ItemvecError as exc:
+            answers.append(exc)
+    return answers
 
 
 @items_router.post("/similar", summary="Similar items for a batch of items")
 def similar_batch(model: Model, body: SimilarIn) -> JSONResponse:
+    cap_this_thread()
     filters = model.filters(body.exclude, body.where, body.allowed)
     ids, scores = model.embeddings.similar_items_batch(body.items, n=body.n, cold=body.cold,
                                                        **filters)
@@ -442,7 +481,18 @@ def similar_batch(model: Model, body: SimilarIn) -> JSONResponse:
 
 @items_router.post("/recommend", response_model=RecommendOut,
                    summary="Recommendations for one history (oldest first); unknown items skipped")
-def recommend(model: Model, body: RecommendIn) -> JSONResponse:
+async def recommend(request: Request, model: Model, body: RecommendIn) -> JSONResponse:
+    if body.explain or body.exclude or body.where or body.allowed is not None:
+        return await run_in_threadpool(_recommend_filtered, model, body)
+    batcher: Batcher = request.app.state.batcher
+    result = await batcher.submit(("recommend", id(model), body.n, body.filter_seen),
+                                  body.history, functools.partial(_recommend_all, model, body.n,
+                                                                  body.filter_seen))
+    return _json(_results(*result, model, skipped=result.skipped))
+
+
+def _recommend_filtered(model: LoadedModel, body: RecommendIn) -> JSONResponse:
+    cap_this_thread()
     filters = model.filters(body.exclude, body.where, body.allowed)
     result = model.embeddings.recommend(body.history, n=body.n, filter_seen=body.filter_seen,
                                         **filters)
@@ -453,8 +503,16 @@ def recommend(model: Model, body: RecommendIn) -> JSONResponse:
     return _json(_results(*result, model, **extra))
 
 
+def _recommend_all(model: LoadedModel, n: int, filter_seen: bool,
+                   histories: Sequence[list[str]]) -> list[QueryResults]:
+    """Recommendations for histories scored together (on the batching thread); each is the
+    one ``recommend`` gives for it alone."""
+    return model.embeddings.recommend_many(histories, n=n, filter_seen=filter_seen)
+
+
 @items_router.post("/recommend/batch", summary="Recommendations for many histories")
 def recommend_batch(model: Model, body: RecommendBatchIn) -> JSONResponse:
+    cap_this_thread()
     filters = model.filters(body.exclude, body.where, body.allowed)
     result = model.embeddings.recommend_batch(body.histories, n=body.n,
                                               filter_seen=body.filter_seen, **filters)
@@ -477,6 +535,7 @@ def item(model: Model, item_id: PathId) -> JSONResponse:
 @items_router.post("/explain",
                    summary="Why an item is recommended for a history: per-item share and evidence")
 def explain(model: Model, body: ExplainIn) -> JSONResponse:
+    cap_this_thread()
     return _json(model.labelled([model.explainer.explain(body.history, body.item)])[0])
 
 
@@ -491,12 +550,14 @@ def _search_results(model: LoadedModel, ids: np.ndarray, scores: np.ndarray,
 def search_text(model: Model,
                 q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
                 n: QueryN = 10) -> JSONResponse:
+    cap_this_thread()
     return _search_results(model, *model.search.by_text(q, n=n))
 
 
 @search_router.post("/search", response_model=SearchOut,
                     summary="Search by text, vector or item id, with filters")
 def search(model: Model, body: SearchIn) -> JSONResponse:
+    cap_this_thread()
     filters = model.filters(body.exclude, body.where, body.allowed)
     if body.text is not None:
         return _search_results(model, *model.search.by_text(body.text, n=body.n, **filters))

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from itemvec.query.labels import item_labels, label_column, labelled_explanation
 from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
 from itemvec.util.files import file_signature
+from itemvec.util.threads import THREAD_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -154,23 +156,39 @@ def bundle_version(model: LoadedModel) -> str:
     return hashlib.sha256(files.encode()).hexdigest()[:12]
 
 
+_thread_limit = {"threads": 1}
+_capped = threading.local()
+
+
 def limit_threads(threads: int) -> None:
     """One BLAS/OpenMP/torch thread per query by default: a server gets its parallelism from
     concurrent requests, and nested thread pools on few cores stall each other (a 0.1 ms
-    matmul took 30 ms on a loaded 2-core machine with the default pools)."""
+    matmul took 30 ms on a loaded 2-core machine with the default pools).
+
+    OpenMP limits set by a call (``omp_set_num_threads``, threadpoolctl) bind only the calling
+    thread; request threads start from the library's default, which it reads from
+    ``OMP_NUM_THREADS`` when it loads. So the variables are set here, before FAISS or torch is
+    imported, the libraries already loaded are capped for this thread, torch's own setting
+    (process-wide) is made when torch is loaded, and ``cap_this_thread`` caps a request
+    thread for libraries loaded before this call.
+    """
+    _thread_limit["threads"] = int(threads)
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
     threadpool_limits(threads)
-    try:
-        import torch  # off the query path: loaded only to cap its threads
-
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import faiss
+    _capped.threads = threads
 
-        faiss.omp_set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
+
+def cap_this_thread() -> None:
+    """Cap the calling thread's OpenMP/BLAS pools at ``limit_threads``' count, once per thread
+    (threadpoolctl's call costs about a millisecond; the check after it, nanoseconds)."""
+    threads = _thread_limit["threads"]
+    if getattr(_capped, "threads", None) != threads:
+        threadpool_limits(threads)
+        _capped.threads = threads
 
 
 def resolve_under(root: Path, candidate: str | Path) -> Path:
@@ -308,4 +326,4 @@ class ModelHolder:
 
 
 __all__ = ["MIN_WATCH_INTERVAL", "BundleError", "LoadedModel", "ModelHolder", "NotReady",
-           "limit_threads", "load_model", "resolve_under", "without_paths"]
+           "cap_this_thread", "limit_threads", "load_model", "resolve_under", "without_paths"]

@@ -27,6 +27,7 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from itemvec.util.files import atomic_write_bytes, file_signature
+from itemvec.util.threads import THREAD_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ ENV = "ITEMVEC_SERVE_SETTINGS"
 SETTINGS = "settings.json"
 GENERATION = "generation.json"
 READY = "ready"
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass

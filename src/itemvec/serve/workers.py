@@ -21,10 +21,9 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from threadpoolctl import threadpool_limits
 
 from itemvec.serve.http import create_app
-from itemvec.serve.state import LoadedModel, ModelHolder
+from itemvec.serve.state import LoadedModel, ModelHolder, limit_threads
 from itemvec.serve.supervisor import (
     ENV,
     GENERATION,
@@ -126,7 +125,7 @@ def ready_workers(run_dir: Path) -> int:
 def worker_app() -> FastAPI:
     """The app of one worker process (uvicorn calls this factory in each worker)."""
     settings = WorkerSettings.read(os.environ[ENV])
-    threadpool_limits(settings.threads)  # torch, if an exact index loads it, reads THREAD_ENV
+    limit_threads(settings.threads)  # the supervisor set THREAD_ENV before anything loaded
     key = (Path(settings.api_key_file).read_text(encoding="utf-8").strip()
            if settings.api_key_file else None)
     holder = SharedHolder(settings)
@@ -134,7 +133,7 @@ def worker_app() -> FastAPI:
     holder.follow()
     app = create_app(holder, api_key=key, cors_origins=settings.cors_origins,
                      max_body=settings.max_body, allow_reload=settings.allow_reload,
-                     reload_interval=settings.reload_interval)
+                     reload_interval=settings.reload_interval, threads=settings.threads)
     limit_request_threads(app, REQUEST_THREADS)
     return app
 
