@@ -1,0 +1,136 @@
+"""Micro-batching (``serve.batching``): queued queries run in groups, each request gets its own
+answer or error, and concurrent HTTP requests get exactly the answers of single queries."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
+from itemvec.serve.batching import Batcher  # noqa: E402
+from itemvec.serve.http import create_app  # noqa: E402
+from itemvec.serve.state import ModelHolder  # noqa: E402
+from itemvec.store.bundle import write_bundle  # noqa: E402
+from itemvec.util.errors import UnknownItemError  # noqa: E402
+
+
+def test_queued_queries_run_together_and_each_gets_its_answer():
+    batcher = Batcher(max_batch=8)
+    release = threading.Event()
+    calls: list[list[int]] = []
+
+    def hold(payloads):
+        release.wait(5)
+        return payloads
+
+    def double(payloads):
+        calls.append(list(payloads))
+        return [p * 2 for p in payloads]
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit("hold", 0, hold))
+        await asyncio.sleep(0.05)  # the thread now waits in ``hold``; the rest queue up
+        rest = [asyncio.ensure_future(batcher.submit("double", i, double)) for i in range(1, 12)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await first, await asyncio.gather(*rest)
+
+    try:
+        first, rest = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert first == 0 and rest == [2 * i for i in range(1, 12)]
+    assert [len(c) for c in calls] == [8, 3]  # queued while the thread was held; max_batch 8
+    assert batcher.largest == 8
+
+
+def test_errors_reach_only_their_requests_and_a_crash_reaches_the_group():
+    batcher = Batcher()
+
+    def some_unknown(payloads):
+        return [UnknownItemError(f"unknown item {p!r}") if p < 0 else p for p in payloads]
+
+    def crash(payloads):
+        raise RuntimeError("bug")
+
+    async def scenario():
+        good = await batcher.submit("a", 3, some_unknown)
+        with pytest.raises(UnknownItemError, match="-1"):
+            await batcher.submit("a", -1, some_unknown)
+        with pytest.raises(RuntimeError, match="bug"):
+            await batcher.submit("b", 1, crash)
+        return good
+
+    try:
+        assert asyncio.run(scenario()) == 3
+    finally:
+        batcher.close()
+
+
+def test_a_lone_request_waits_for_nothing():
+    batcher = Batcher()
+
+    async def one():
+        began = time.perf_counter()
+        await batcher.submit("k", 1, lambda payloads: payloads)
+        return time.perf_counter() - began
+
+    try:
+        asyncio.run(one())  # starts the thread
+        assert min(asyncio.run(one()) for _ in range(5)) < 0.05
+    finally:
+        batcher.close()
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
+        Batcher(max_batch=0)
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    emb = ItemEmbeddings([f"i{i}" for i in range(3000)], vectors,
+                         rng.normal(scale=0.5, size=3000).astype(np.float32), 0.1)
+    return write_bundle(tmp_path_factory.mktemp("batching") / "model", emb, config={}, stats={})
+
+
+def test_concurrent_http_requests_get_the_answers_of_single_queries(catalogue):
+    holder = ModelHolder(catalogue)
+    holder.load()
+    app = create_app(holder)
+    emb = holder.current().embeddings
+    rng = np.random.default_rng(1)
+    histories = [[f"i{j}" for j in rng.integers(3000, size=5)] + ["nope"] for _ in range(96)]
+    items = [f"i{j}" for j in rng.integers(3000, size=96)]
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            recs = [client.post("/recommend", json={"history": h, "n": 7}) for h in histories]
+            sims = [client.get(f"/similar/{i}", params={"n": 5}) for i in items]
+            missing = client.get("/similar/nope")
+            return await asyncio.gather(*recs, *sims, missing)
+
+    answers = asyncio.run(scenario())
+    app.state.batcher.close()
+    for history, answer in zip(histories, answers[:96], strict=True):
+        expected = emb.recommend(history, n=7)
+        body = answer.json()
+        assert body["items"] == list(expected.ids) and body["skipped"] == 1
+        assert body["scores"] == [round(float(s), 6) for s in expected.scores]
+    for item, answer in zip(items, answers[96:192], strict=True):
+        ids, scores = emb.similar_items(item, n=5)
+        assert answer.json()["items"] == list(ids)
+        assert answer.json()["scores"] == [round(float(s), 6) for s in scores]
+    assert answers[-1].status_code == 404 and "nope" in answers[-1].json()["error"]
+    assert app.state.batcher.batches < 192  # some requests were answered together
