@@ -13,9 +13,11 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from fastapi.testclient import TestClient  # noqa: E402
+
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
 from itemvec.serve.batching import Batcher  # noqa: E402
-from itemvec.serve.http import create_app  # noqa: E402
+from itemvec.serve.http import _plain_n, _plain_recommend, create_app  # noqa: E402
 from itemvec.serve.state import ModelHolder  # noqa: E402
 from itemvec.store.bundle import write_bundle  # noqa: E402
 from itemvec.util.errors import UnknownItemError  # noqa: E402
@@ -134,3 +136,49 @@ def test_concurrent_http_requests_get_the_answers_of_single_queries(catalogue):
         assert answer.json()["scores"] == [round(float(s), 6) for s in scores]
     assert answers[-1].status_code == 404 and "nope" in answers[-1].json()["error"]
     assert app.state.batcher.batches < 192  # some requests were answered together
+
+
+def test_plain_queries_skip_the_framework_with_the_same_bytes(catalogue):
+    """The hot paths (``HotPaths``) answer plain queries; one extra default-valued field sends
+    the same query through FastAPI: status, headers and body must not differ."""
+    holder = ModelHolder(catalogue)
+    with TestClient(create_app(holder)) as client:
+        pairs = [(client.get("/similar/i5?n=7"), client.get("/similar/i5?n=7&cold=calibrated")),
+                 (client.get("/similar/i9"), client.get("/similar/i9?n=10&exclude=")),
+                 (client.post("/recommend", json={"history": ["i1", "i2", "x"], "n": 4}),
+                  client.post("/recommend", json={"history": ["i1", "i2", "x"], "n": 4,
+                                                  "explain": False})),
+                 (client.post("/recommend", json={"history": [], "filter_seen": False}),
+                  client.post("/recommend", json={"history": [], "filter_seen": False,
+                                                  "exclude": []}))]
+        for fast, slow in pairs:
+            assert fast.status_code == slow.status_code == 200
+            assert fast.content == slow.content
+            assert dict(fast.headers) == dict(slow.headers)
+        # what the hot paths pass on is answered by the routes, as before
+        assert client.get("/similar/nope").status_code == 404
+        assert client.get("/similar/i1?n=0").status_code == 422
+        assert client.get("/similar/i1?n=1001").status_code == 422
+        assert client.post("/recommend", json={"history": ["i1"], "n": True}).status_code == 422
+        assert client.post("/recommend", json={"history": "i1"}).status_code == 422
+        assert client.post("/recommend", json={"history": [""]}).status_code == 422
+        assert client.post("/recommend", content=b"{nope",
+                           headers={"content-type": "application/json"}).status_code == 422
+
+
+@pytest.mark.parametrize(("query", "n"), [(b"", 10), (b"n=7", 7), (b"n=1000", 1000),
+                                          (b"n=1001", None), (b"n=0", None), (b"n=07", None),
+                                          (b"n=5&n=6", None), (b"cold=include", None)])
+def test_only_a_lone_n_is_plain(query, n):
+    assert _plain_n(query) == n
+
+
+@pytest.mark.parametrize(("body", "plain"), [
+    (b'{"history": ["a"]}', (["a"], 10, True)),
+    (b'{"history": [], "n": 3, "filter_seen": false}', ([], 3, False)),
+    (b'{"history": ["a"], "n": 3.0}', None), (b'{"history": ["a"], "n": true}', None),
+    (b'{"history": ["a"], "filter_seen": 1}', None), (b'{"history": [1]}', None),
+    (b'{"history": ["a"], "where": {}}', None), (b'{"n": 3}', None), (b'[]', None),
+    (b'{"history": ["' + b"x" * 257 + b'"]}', None)])
+def test_only_bodies_the_model_accepts_unchanged_are_plain(body, plain):
+    assert _plain_recommend(body) == plain
