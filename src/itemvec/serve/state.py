@@ -34,7 +34,7 @@ from itemvec.query.labels import item_labels, label_column, labelled_explanation
 from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
 from itemvec.util.files import file_signature
-from itemvec.util.threads import THREAD_ENV
+from itemvec.util.process import THREAD_ENV, release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +251,7 @@ class ModelHolder:
         self.path = target
         self.reloads += 1
         self.failure = None
+        release_freed_memory()  # the load's temporaries (and a replaced model) leave the heap
         return model
 
     def build(self, target: Path) -> LoadedModel:

@@ -27,7 +27,7 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from itemvec.util.files import atomic_write_bytes, file_signature
-from itemvec.util.threads import THREAD_ENV
+from itemvec.util.process import THREAD_ENV
 
 logger = logging.getLogger(__name__)
 
