@@ -21,11 +21,29 @@ import time
 import numpy as np
 
 
-def request_bytes(endpoint: str, items: int, rng: random.Random) -> bytes:
+def cluster_members(items: int, seed: int = 0) -> list[np.ndarray]:
+    """Items of each cluster of ``serving_bench.synthetic(items, seed)`` (the same two draws
+    that place its items, without building the vectors)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(10, items // 500), 64))
+    labels = rng.integers(len(centres), size=items)
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(labels, minlength=len(centres)))[:-1])
+
+
+def request_bytes(endpoint: str, items: int, rng: random.Random,
+                  clusters: list[np.ndarray] | None = None) -> bytes:
+    """One request: ``similar`` a random item; ``recommend`` a history of 5 random items;
+    ``recommend_cluster`` 5 items of one random cluster (a session that stays on a theme)."""
     if endpoint == "similar":
         return (f"GET /similar/i{rng.randrange(items)}?n=10 HTTP/1.1\r\nHost: b\r\n\r\n"
                 ).encode()
-    body = json.dumps({"history": [f"i{rng.randrange(items)}" for _ in range(5)], "n": 10})
+    if endpoint == "recommend_cluster":
+        members = clusters[rng.randrange(len(clusters))]
+        history = [f"i{members[rng.randrange(len(members))]}" for _ in range(5)]
+    else:
+        history = [f"i{rng.randrange(items)}" for _ in range(5)]
+    body = json.dumps({"history": history, "n": 10})
     return (f"POST /recommend HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
 
@@ -55,7 +73,8 @@ async def connection(port: int, plan: list[bytes], start: int, until: float, cou
 async def run(port: int, endpoint: str, items: int, concurrency: int, seconds: float,
               warmup: float, seed: int) -> dict:
     rng = random.Random(seed)
-    plan = [request_bytes(endpoint, items, rng) for _ in range(4096)]
+    clusters = cluster_members(items) if endpoint == "recommend_cluster" else None
+    plan = [request_bytes(endpoint, items, rng, clusters) for _ in range(4096)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     now = time.perf_counter()
@@ -78,7 +97,8 @@ async def run(port: int, endpoint: str, items: int, concurrency: int, seconds: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--endpoint", choices=("similar", "recommend"), default="similar")
+    parser.add_argument("--endpoint", choices=("similar", "recommend", "recommend_cluster"),
+                        default="similar")
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=8.0)

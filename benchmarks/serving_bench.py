@@ -334,7 +334,7 @@ def http(n_items: int, backend: str, concurrency: int, total: int,
 
 
 # -- workers: the whole table against the ceiling of the stack ------------------------------------
-ENDPOINTS = ("similar", "recommend")
+ENDPOINTS = ("similar", "recommend")  # the issue's load; --endpoints adds recommend_cluster
 
 
 def _children(pid: int) -> list[int]:
@@ -392,7 +392,8 @@ def drive(port: int, endpoint: str, items: int, concurrency: int, seconds: float
 
 
 def serve_and_drive(command: list[str], port: int, items: int, concurrencies: list[int],
-                    seconds: float, memory: bool) -> tuple[list[dict], dict]:
+                    seconds: float, memory: bool, endpoints: tuple[str, ...] = ENDPOINTS,
+                    ) -> tuple[list[dict], dict]:
     # One OpenMP thread per request thread in every server: omp_set_num_threads (what --threads
     # calls) binds only the calling thread, and the request threads would otherwise start FAISS
     # searches with one OpenMP thread per core each (tens of spinning threads on 2 cores).
@@ -402,7 +403,7 @@ def serve_and_drive(command: list[str], port: int, items: int, concurrencies: li
         extra = {"startup_s": wait_healthy(server, port)}
         cells = []
         for concurrency in concurrencies:
-            for endpoint in ENDPOINTS:
+            for endpoint in endpoints:
                 cell = drive(port, endpoint, items, concurrency, seconds)
                 print(json.dumps(cell), flush=True)
                 cells.append(cell)
@@ -414,7 +415,8 @@ def serve_and_drive(command: list[str], port: int, items: int, concurrencies: li
 
 
 def workers_bench(sizes: list[int], workers: list[int], concurrencies: list[int],
-                  seconds: float, backend: str, root: Path | None) -> dict:
+                  seconds: float, backend: str, root: Path | None,
+                  endpoints: tuple[str, ...] = ENDPOINTS) -> dict:
     """itemvec and the ceiling app, every (items, workers, endpoint, concurrency) cell."""
     root = root or Path(tempfile.mkdtemp(prefix="itemvec-serving-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -431,14 +433,16 @@ def workers_bench(sizes: list[int], workers: list[int], concurrencies: list[int]
         command = [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create",
                    "--factory", "--workers", str(count), "--host", "127.0.0.1", "--port",
                    str(port), "--log-level", "warning", "--no-access-log"]
-        cells, extra = serve_and_drive(command, port, max(sizes), concurrencies, seconds, True)
+        cells, extra = serve_and_drive(command, port, max(sizes), concurrencies, seconds, True,
+                                       tuple(e for e in endpoints if e != "recommend_cluster"))
         result["ceiling"] += [{"workers": count, **c} for c in cells]
         result["servers"].append({"app": "ceiling", "workers": count, **extra})
         for n in sizes:
             port = free_port()
             command = [*script, str(root / f"items-{n}"), "--workers", str(count), "--index",
                        backend, "--host", "127.0.0.1", "--port", str(port)]
-            cells, extra = serve_and_drive(command, port, n, concurrencies, seconds, True)
+            cells, extra = serve_and_drive(command, port, n, concurrencies, seconds, True,
+                                           endpoints)
             result["itemvec"] += [{"items": n, "workers": count, **c} for c in cells]
             result["servers"].append({"app": "itemvec", "items": n, "workers": count, **extra})
     print(workers_table(result))
@@ -452,8 +456,10 @@ def workers_table(result: dict) -> str:
              "ceiling rps | p50 ms | p99 ms | itemvec / ceiling | client cores |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["itemvec"]:
-        top = ceiling[(c["workers"], c["endpoint"], c["concurrency"])]
-        method = "GET /similar" if c["endpoint"] == "similar" else "POST /recommend"
+        # the ceiling answers a clustered history as it answers any other
+        top = ceiling[(c["workers"], c["endpoint"].replace("_cluster", ""), c["concurrency"])]
+        method = {"similar": "GET /similar", "recommend": "POST /recommend",
+                  "recommend_cluster": "POST /recommend (one-cluster histories)"}[c["endpoint"]]
         lines.append(f"| {c['items']:,} | {c['workers']} | {method} | {c['concurrency']} | "
                      f"{c['throughput_rps']:.0f} | {c['p50_ms']} | {c['p99_ms']} | "
                      f"{top['throughput_rps']:.0f} | {top['p50_ms']} | {top['p99_ms']} | "
@@ -494,6 +500,9 @@ def main() -> None:
     three.add_argument("--seconds", type=float, default=8.0)
     three.add_argument("--backend", default="ivf")
     three.add_argument("--root", type=Path, help="keep (and reuse) the synthetic bundles here")
+    three.add_argument("--endpoints", default=",".join(ENDPOINTS),
+                       help="similar, recommend (5 random items) and recommend_cluster (5 "
+                       "items of one cluster: a separate, labelled row)")
     three.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads (1, like itemvec serve's default)")
@@ -505,7 +514,7 @@ def main() -> None:
         result = workers_bench([int(x) for x in args.sizes.split(",")],
                                [int(x) for x in args.workers.split(",")],
                                [int(x) for x in args.concurrency.split(",")], args.seconds,
-                               args.backend, args.root)
+                               args.backend, args.root, tuple(args.endpoints.split(",")))
     elif args.mode == "inprocess":
         result = inprocess([int(s) for s in args.sizes.split(",")], args.backend, args.calls,
                            args.batch)
