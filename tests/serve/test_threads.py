@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-pytest.importorskip("faiss")
+from itemvec.util.process import release_freed_memory
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, os, threading
@@ -43,6 +43,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_request_and_batching_threads_are_capped_though_faiss_loaded_first():
+    pytest.importorskip("faiss")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",
                                                            "OPENBLAS_NUM_THREADS")}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
@@ -52,3 +53,7 @@ def test_request_and_batching_threads_are_capped_though_faiss_loaded_first():
     assert out["capped_thread"] == 1 and out["batching_thread"] == 1
     if out["cores"] > 1:  # what the caps are for: a new thread starts from the default pool
         assert out["plain_thread"] == out["cores"]
+
+
+def test_freed_heap_goes_back_where_there_is_glibc():
+    assert release_freed_memory() is (sys.platform == "linux")

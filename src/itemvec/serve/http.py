@@ -11,6 +11,12 @@ eval. ``POST /admin/reload`` changes what every client is served, so it is off u
 is set or ``allow_reload`` is given, wants ``Content-Type: application/json`` (a cross-site
 form or body-less POST cannot send it without a CORS preflight), loads only under the models
 root and is rate-limited (429 with Retry-After).
+
+Request path: ``GET /similar/{id}`` and ``POST /recommend`` without filters are answered by one
+batching thread per process (``serve.batching``: concurrent recommendations share one pass over
+the vectors, each answer the one it would get alone); their plainest forms skip FastAPI's
+routing and validation (``HotPaths``), with the same answer bytes. Measurements:
+benchmarks/serving.md, "Request path, profiled".
 """
 
 from __future__ import annotations
