@@ -12,6 +12,9 @@ validation, dependencies, the threadpool hop, the query, the JSON answer). Rows:
 - ``query``: the query alone (``similar_items`` / ``recommend``), no HTTP at all;
 - ``marks``: the ``cold`` and ``labels`` lists of one answer.
 
+``--batches 1,8,32``: per-query cost of ``recommend_batch`` / ``similar_items_batch`` in batches
+of each size. ``--stages``: which candidate-set size proves a recommendation through the index.
+
 Requests are the load generator's (``benchmarks.loadgen.request_bytes``: random ids, random
 5-item histories). Times are microseconds of wall time per request (median and mean of
 ``--calls`` requests after ``--warmup``); run it with ``OMP_NUM_THREADS=1`` as a worker runs.
@@ -196,6 +199,42 @@ def batch_costs(bundle: Path, index: str, sizes: list[int], queries: int) -> lis
     return rows
 
 
+def proof_stages(bundle: Path, index: str, queries: int) -> dict:
+    """Which candidate-set size proves a recommendation through the index (the old policy:
+    200 first, widened 8-fold twice), and single-query cost of each way, microseconds."""
+    import itemvec.query.index as index_module
+
+    _, holder = itemvec_app(bundle, index)
+    emb = holder.current().embeddings
+    rng = random.Random(2)
+    rows = [np.asarray([rng.randrange(len(emb)) for _ in range(5)]) for _ in range(queries)]
+    proved: dict[str, int] = {}
+    bound = index_module._bound_holds
+
+    def counted(*args: Any) -> bool:
+        held = bound(*args)
+        key = f"{args[-1]}:{'proved' if held else 'not proved'}"
+        proved[key] = proved.get(key, 0) + 1
+        return held
+
+    index_module._bound_holds = counted
+    try:
+        for history in rows:
+            index_module.recommend_top(emb.vector_index, emb, [history], 10, None, [history],
+                                       candidates=200, widen=2)
+    finally:
+        index_module._bound_holds = bound
+    out: dict[str, Any] = {"items": len(emb), "queries": queries, "stages": proved}
+    for name, kwargs in (("index_200_widen_2", {"candidates": 200, "widen": 2}),
+                         ("index_1600_widen_1", {})):
+        out[name] = timed_calls(lambda h, k=kwargs: index_module.recommend_top(
+            emb.vector_index, emb, [h], 10, None, [h], **k), rows, queries)
+    out["exact"] = timed_calls(lambda h: emb.top_logits(emb.pool([h]), 10, None, [h]), rows,
+                               queries)
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def profile(bundle: Path, index: str, endpoint: str, calls: int, top: int) -> None:
     app, holder = itemvec_app(bundle, index)
     plan = plan_for(endpoint, len(holder.current().embeddings))
@@ -218,6 +257,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=("similar", "recommend"))
     parser.add_argument("--batches", help="per-query cost in process at these batch sizes, "
                         "e.g. 1,8,32 (no HTTP)")
+    parser.add_argument("--stages", action="store_true", help="which candidate-set size proves "
+                        "recommendations through the index, and what each way costs")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -227,7 +268,9 @@ def main() -> None:
     if args.profile:
         profile(args.bundle, args.index, args.profile, args.calls, args.top)
         return
-    if args.batches:
+    if args.stages:
+        rows = [proof_stages(args.bundle, args.index, args.calls)]
+    elif args.batches:
         rows = batch_costs(args.bundle, args.index, [int(b) for b in args.batches.split(",")],
                            args.calls)
     else:

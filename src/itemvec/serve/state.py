@@ -184,7 +184,7 @@ def limit_threads(threads: int) -> None:
 
 def cap_this_thread() -> None:
     """Cap the calling thread's OpenMP/BLAS pools at ``limit_threads``' count, once per thread
-    (threadpoolctl's call costs about a millisecond; the check after it, nanoseconds)."""
+    (threadpoolctl inspects every loaded library; later calls only read a thread-local)."""
     threads = _thread_limit["threads"]
     if getattr(_capped, "threads", None) != threads:
         threadpool_limits(threads)
