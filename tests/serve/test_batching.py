@@ -106,8 +106,11 @@ def catalogue(tmp_path_factory):
     return write_bundle(tmp_path_factory.mktemp("batching") / "model", emb, config={}, stats={})
 
 
-def test_concurrent_http_requests_get_the_answers_of_single_queries(catalogue):
-    holder = ModelHolder(catalogue)
+@pytest.mark.parametrize("index", ["auto", "ivf"])  # exact matmul; FAISS, searched in groups
+def test_concurrent_http_requests_get_the_answers_of_single_queries(catalogue, index):
+    if index == "ivf":
+        pytest.importorskip("faiss")
+    holder = ModelHolder(catalogue, index=index)
     holder.load()
     app = create_app(holder)
     emb = holder.current().embeddings
@@ -134,6 +137,12 @@ def test_concurrent_http_requests_get_the_answers_of_single_queries(catalogue):
         ids, scores = emb.similar_items(item, n=5)
         assert answer.json()["items"] == list(ids)
         assert answer.json()["scores"] == [round(float(s), 6) for s in scores]
+    if index == "ivf":  # the batched searches themselves, bit for bit
+        for group in (items[:16], items[16:19]):
+            for item, result in zip(group, emb.similar_items_many(group, n=5), strict=True):
+                alone = emb.similar_items(item, n=5)
+                assert list(result.ids) == list(alone.ids)
+                assert result.scores.tobytes() == alone.scores.tobytes()
     assert answers[-1].status_code == 404 and "nope" in answers[-1].json()["error"]
     assert app.state.batcher.batches < 192  # some requests were answered together
 

@@ -279,6 +279,17 @@ class ItemEmbeddings:
         ids, scores = self._similar_rows(items, n, filter, exclude, cold)
         return self._results(*_pad(ids, scores, n), skipped=np.zeros(len(ids), np.int64))
 
+    def similar_items_many(self, items: Iterable[str | int], n: int = 10, filter: Filter = None,
+                           exclude: Collection[Any] = (), cold: str = "calibrated"
+                           ) -> list[Results]:
+        """``similar_items`` for many items searched together, one unpadded ``Results`` each.
+
+        The same answers as one by one when the index searches each query on its own (FAISS
+        below 20 queries, as ``serve`` batches them); exact matrix products differ in the last
+        bits with the batch's shape."""
+        ids, scores = self._similar_rows(items, n, filter, exclude, cold)
+        return [self._results(i, s) for i, s in zip(ids, scores, strict=True)]
+
     def similar_to_vector(self, vector: np.ndarray, n: int = 10, filter: Filter = None,
                           exclude: Collection[Any] = (), cold: str = "include") -> Results:
         """Up to ``n`` items nearest to an arbitrary vector (normalised first); 1-D results.

@@ -59,6 +59,7 @@ MAX_BATCH = 256
 MAX_LIST = 100_000
 MAX_BODY = 1 << 20
 MAX_QUERY_CHARS = 500
+SIMILAR_BATCH = 16  # FAISS scores its coarse quantizer with BLAS from 20 queries on
 DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc scripts, served from the package
 OPEN_PATHS = ("/health", "/")  # the explorer page itself holds no data; its API calls need the key
 
@@ -577,15 +578,26 @@ def _similar_filtered(model: LoadedModel, item_id: str, n: int, exclude: list[st
 
 
 def _similar_each(model: LoadedModel, n: int, cold: str, items: Sequence[str]
-                  ) -> list[QueryResults | Exception]:
-    """``similar_items`` of each item in turn (on the batching thread): an unknown id is that
-    request's 404, not its neighbours'."""
-    answers: list[QueryResults | Exception] = []
-    for item in items:
+                  ) -> list[QueryResults | Exception | None]:
+    """``similar_items`` of each item (on the batching thread): an unknown id is that request's
+    404, not its neighbours'. Through a FAISS index up to ``SIMILAR_BATCH`` items are searched
+    in one call; other backends answer one by one (a matrix product's bits depend on the
+    batch's shape)."""
+    emb = model.embeddings
+    answers: list[QueryResults | Exception | None] = [None] * len(items)
+    known = []
+    for position, item in enumerate(items):
         try:
-            answers.append(model.embeddings.similar_items(item, n=n, cold=cold))
+            emb.row(item)
+            known.append(position)
         except ItemvecError as exc:
-            answers.append(exc)
+            answers[position] = exc
+    step = SIMILAR_BATCH if getattr(emb.vector_index, "approximate", False) else 1
+    for start in range(0, len(known), step):
+        part = known[start:start + step]
+        found = emb.similar_items_many([items[p] for p in part], n=n, cold=cold)
+        for position, result in zip(part, found, strict=True):
+            answers[position] = result
     return answers
 
 
