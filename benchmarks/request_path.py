@@ -28,6 +28,8 @@ import cProfile
 import json
 import pstats
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -173,9 +175,15 @@ def measure(bundle: Path, index: str, calls: int, warmup: int) -> list[dict]:
     return rows
 
 
-def batch_costs(bundle: Path, index: str, sizes: list[int], queries: int) -> list[dict]:
+def batch_costs(bundle: Path, index: str, sizes: list[int], queries: int,
+                exact: bool = False) -> list[dict]:
     """Per-query cost of ``recommend_batch`` and ``similar_items_batch`` in batches of each
-    size (the same random histories and ids as the load generator's), microseconds."""
+    size (the same random histories and ids as the load generator's), microseconds;
+    ``exact``: recommendations score every item whatever the catalogue's size."""
+    import itemvec.query.embeddings as embeddings_module
+
+    if exact:
+        embeddings_module.INDEX_RECOMMEND_MIN_ITEMS = 1 << 62
     _, holder = itemvec_app(bundle, index)
     emb = holder.current().embeddings
     items = len(emb)
@@ -185,7 +193,7 @@ def batch_costs(bundle: Path, index: str, sizes: list[int], queries: int) -> lis
     rows = []
     for size in sizes:
         row: dict[str, Any] = {"items": items, "index": holder.current().index_name,
-                               "batch": size}
+                               "batch": size, "exact_recommend": exact}
         for name, fn, args in (("recommend", emb.recommend_batch, histories),
                                ("similar", emb.similar_items_batch, singles)):
             fn(args[:size], n=10)
@@ -197,6 +205,42 @@ def batch_costs(bundle: Path, index: str, sizes: list[int], queries: int) -> lis
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
+
+
+IMPORTS = ("numpy", "fastapi", "uvicorn", "threadpoolctl", "scipy.sparse", "polars", "faiss",
+           "itemvec.query.embeddings", "itemvec.query.search", "itemvec.query.explain",
+           "itemvec.serve.http", "itemvec.serve.workers")
+
+
+IMPORT_SCRIPT = """
+import importlib, json, sys
+from pathlib import Path
+
+def private_mib():
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        fields[key] = int(value.split()[0]) / 1024
+    return round(fields["Private_Clean"] + fields["Private_Dirty"], 1)
+
+out = {"interpreter": private_mib()}
+for name in sys.argv[1:]:
+    before = private_mib()
+    importlib.import_module(name)
+    out[name] = round(private_mib() - before, 1)
+out["total"] = private_mib()
+print(json.dumps(out))
+"""
+
+
+def import_costs() -> dict:
+    """Private MiB (Linux smaps_rollup) each module a worker imports adds, in a worker's order,
+    in a fresh interpreter."""
+    done = subprocess.run([sys.executable, "-c", IMPORT_SCRIPT, *IMPORTS], capture_output=True,
+                          text=True, check=True)
+    out = json.loads(done.stdout)
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def proof_stages(bundle: Path, index: str, queries: int) -> dict:
@@ -250,18 +294,27 @@ def profile(bundle: Path, index: str, endpoint: str, calls: int, top: int) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path)
     parser.add_argument("--index", default="ivf")
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--profile", choices=("similar", "recommend"))
     parser.add_argument("--batches", help="per-query cost in process at these batch sizes, "
                         "e.g. 1,8,32 (no HTTP)")
+    parser.add_argument("--exact", action="store_true", help="with --batches: recommendations "
+                        "score every item, not through the index")
+    parser.add_argument("--imports", action="store_true", help="private MiB each module a "
+                        "worker imports adds (no bundle is read)")
     parser.add_argument("--stages", action="store_true", help="which candidate-set size proves "
                         "recommendations through the index, and what each way costs")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.imports:
+        import_costs()
+        return
+    if args.bundle is None:
+        parser.error("--bundle is required (except with --imports)")
     from itemvec.serve.state import limit_threads
 
     limit_threads(1)
@@ -272,7 +325,7 @@ def main() -> None:
         rows = [proof_stages(args.bundle, args.index, args.calls)]
     elif args.batches:
         rows = batch_costs(args.bundle, args.index, [int(b) for b in args.batches.split(",")],
-                           args.calls)
+                           args.calls, args.exact)
     else:
         rows = measure(args.bundle, args.index, args.calls, args.warmup)
     if args.out:

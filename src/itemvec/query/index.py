@@ -40,11 +40,12 @@ logger = logging.getLogger(__name__)
 AUTO_EXACT_MAX_ITEMS = 50_000  # ``auto`` keeps exact search up to this many items
 SELECTIVE_FILTER = 0.02  # filters allowing fewer than this share of items scan them exactly
 # Recommendations go through an index only from this many items: below it one exact pass over
-# every item costs less than the index's candidate search (benchmarks/serving.md, "Request path,
-# profiled": 100k items, exact 1.4 ms vs 1.9-2.2 ms through IVF).
+# every item costs less than the index's candidate search, and a batch shares the pass
+# (benchmarks/serving.md, "Request path, profiled": one query at 100k items, exact 2.1 ms vs
+# 2.3 through IVF; at 1M, 16.7 vs 3.3).
 INDEX_RECOMMEND_MIN_ITEMS = 200_000
-# First candidate set of a recommendation through an index: 200 near + 200 popular items never
-# proved the answer for random 5-item histories at 100k or 1M items, 1600 did for 99-100%.
+# First candidate set of a recommendation through an index: 200 near + 200 popular items proved
+# the answer for none of the random 5-item histories measured at 100k and 1M items, 1600 for all.
 RECOMMEND_CANDIDATES = 1600
 indexes: Registry = Registry("index backend")
 
@@ -320,7 +321,7 @@ def nearest(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, n: int
         keep = row_ids >= 0
         if blocked is not None:
             keep &= ~blocked[np.maximum(row_ids, 0)]
-        if len(row_seen) == 1:  # similar items: the query item itself (np.isin costs ~40 us)
+        if len(row_seen) == 1:  # similar items: the query item (np.isin of 19 rows: ~22 us)
             keep &= row_ids != row_seen[0]
         elif len(row_seen):
             keep &= ~np.isin(row_ids, row_seen)

@@ -13,8 +13,8 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def release_freed_memory() -> bool:
     """Return the C heap's free pages to the system (glibc ``malloc_trim``); False where there
-    is no glibc. Loading a bundle frees tens of MiB of temporaries in the middle of the heap,
-    which glibc otherwise keeps: ~35 MiB of a worker's private memory at 1M items
+    is no glibc. Loading a bundle frees tens of MiB of temporaries in the middle of the heap
+    (at 1M items), which glibc otherwise keeps as the process's private memory
     (benchmarks/serving.md, "Request path, profiled")."""
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
