@@ -191,3 +191,27 @@ def test_only_a_lone_n_is_plain(query, n):
     (b'{"history": ["' + b"x" * 257 + b'"]}', None)])
 def test_only_bodies_the_model_accepts_unchanged_are_plain(body, plain):
     assert _plain_recommend(body) == plain
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_thread_is_replaced_and_close_can_restart():
+    batcher = Batcher()
+
+    def interrupt(payloads):
+        raise SystemExit  # not an Exception: the thread dies without settling anyone
+
+    async def scenario():
+        lost = asyncio.ensure_future(batcher.submit("x", 1, interrupt))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not batcher._thread.is_alive():
+                break
+        lost.cancel()
+        return await batcher.submit("y", 2, lambda payloads: [p + 1 for p in payloads])
+
+    try:
+        assert asyncio.run(scenario()) == 3
+        batcher.close()
+        assert asyncio.run(batcher.submit("y", 4, lambda payloads: payloads)) == 4
+    finally:
+        batcher.close()
