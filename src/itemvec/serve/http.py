@@ -592,9 +592,12 @@ def _similar_each(model: LoadedModel, n: int, cold: str, items: Sequence[str]
             known.append(position)
         except ItemvecError as exc:
             answers[position] = exc
-    step = SIMILAR_BATCH if getattr(emb.vector_index, "approximate", False) else 1
-    for start in range(0, len(known), step):
-        part = known[start:start + step]
+    if not getattr(emb.vector_index, "approximate", False):
+        for position in known:
+            answers[position] = emb.similar_items(items[position], n=n, cold=cold)
+        return answers
+    for start in range(0, len(known), SIMILAR_BATCH):
+        part = known[start:start + SIMILAR_BATCH]
         found = emb.similar_items_many([items[p] for p in part], n=n, cold=cold)
         for position, result in zip(part, found, strict=True):
             answers[position] = result
