@@ -81,3 +81,17 @@ def test_the_norm_bound_is_kept_per_array_and_forgotten_with_it():
     assert key in exact._NORMS
     del vectors
     assert key not in exact._NORMS
+
+
+@pytest.mark.parametrize("dim", [8, 64, 100])
+def test_the_fixed_kernel_scores_a_row_the_same_among_any_rows(dim):
+    rng = np.random.default_rng(dim)
+    vectors = rng.normal(size=(3000, dim)).astype(np.float32)
+    bias = rng.normal(size=3000).astype(np.float32)
+    query = rng.normal(size=dim).astype(np.float32)
+    weight = np.float32(0.7)
+    everything = exact.fixed_logits(vectors, bias, weight, query, np.arange(3000))
+    for size in (1, 2, 5, 64, 999):
+        rows = rng.choice(3000, size=size, replace=False)
+        some = exact.fixed_logits(vectors, bias, weight, query, rows)
+        assert some.tobytes() == everything[rows].tobytes()
