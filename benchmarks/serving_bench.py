@@ -449,6 +449,44 @@ def workers_bench(sizes: list[int], workers: list[int], concurrencies: list[int]
     return result
 
 
+def connection_split(items: int, workers: int, root: Path, repeats: int = 3) -> dict:
+    """How the load generator's keep-alive connections land on the worker processes (``ss``),
+    for the ceiling and for itemvec: a shared listening socket lets the kernel hand a burst of
+    new connections to whichever process accepts first."""
+    import collections
+    import re
+
+    script = [sys.executable, "-m", "itemvec.cli.main", "serve", str(root / f"items-{items}"),
+              "--workers", str(workers), "--index", "ivf", "--host", "127.0.0.1"]
+    ceiling = [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create", "--factory",
+               "--workers", str(workers), "--host", "127.0.0.1", "--log-level", "warning",
+               "--no-access-log"]
+    out: dict = {}
+    for name, command in (("ceiling", ceiling), ("itemvec", script)):
+        port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        server = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=env)
+        try:
+            wait_healthy(server, port)
+            out[name] = []
+            for _ in range(repeats):
+                load = subprocess.Popen([sys.executable, "-m", "benchmarks.loadgen", "--port",
+                                         str(port), "--items", str(items), "--concurrency", "50",
+                                         "--seconds", "2"], stdout=subprocess.DEVNULL)
+                time.sleep(1.5)
+                listed = subprocess.run(["ss", "-tnpH", "state", "established",
+                                         f"( sport = :{port} )"], capture_output=True,
+                                        text=True).stdout
+                load.wait()
+                split = collections.Counter(re.findall(r"pid=(\d+)", listed))
+                out[name].append(sorted(split.values(), reverse=True))
+            print(name, "connections per process:", out[name], flush=True)
+        finally:
+            stop_server(server, timeout=30)
+    return out
+
+
 def workers_table(result: dict) -> str:
     """The markdown table of ``workers_bench``: itemvec beside the ceiling, cell by cell."""
     ceiling = {(c["workers"], c["endpoint"], c["concurrency"]): c for c in result["ceiling"]}
@@ -504,6 +542,12 @@ def main() -> None:
                        help="similar, recommend (5 random items) and recommend_cluster (5 "
                        "items of one cluster: a separate, labelled row)")
     three.add_argument("--out", type=Path)
+    four = sub.add_parser("connections", help="how 50 keep-alive connections split over "
+                          "the worker processes (ceiling and itemvec)")
+    four.add_argument("--items", type=int, default=100_000)
+    four.add_argument("--workers", type=int, default=2)
+    four.add_argument("--root", type=Path, required=True, help="bundles of the workers command")
+    four.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads (1, like itemvec serve's default)")
     args = parser.parse_args()
@@ -515,6 +559,8 @@ def main() -> None:
                                [int(x) for x in args.workers.split(",")],
                                [int(x) for x in args.concurrency.split(",")], args.seconds,
                                args.backend, args.root, tuple(args.endpoints.split(",")))
+    elif args.mode == "connections":
+        result = connection_split(args.items, args.workers, args.root)
     elif args.mode == "inprocess":
         result = inprocess([int(s) for s in args.sizes.split(",")], args.backend, args.calls,
                            args.batch)
