@@ -20,8 +20,8 @@ import itemvec.util.files as files
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.store.bundle import (
     FORMAT_VERSION,
-    PLAIN_FORMAT,
     MANIFEST,
+    PLAIN_FORMAT,
     load_cooccurrence,
     load_encoder_state,
     read_manifest,
