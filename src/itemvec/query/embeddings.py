@@ -33,13 +33,13 @@ query methods never expand it.
 
 Ids are strings. When every training id is a canonical integer (``"7"``, ``"-3"``; not
 ``"007"`` or ``"-0"``) Python and numpy integers are accepted wherever an id is; returned ids
-stay strings. A query never writes to the object, so one instance can serve concurrent threads.
+stay strings. A query never writes to the object, so one instance can serve concurrent threads
+(reading ``vectors`` of a compact model caches the expansion, once: not a query method).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,6 @@ class ItemEmbeddings:
         # being ``vectors[vector_rows[i]]``.
         self.item_ids = (np.asarray(item_ids) if index is not None else
                          np.asarray([str(i) for i in item_ids], dtype=object))
-        self._expand_lock = threading.Lock()
         self._set_vectors(vectors, vector_rows)
         n = len(self.item_ids)
         self.item_bias = np.zeros(n, np.float32) if item_bias is None else np.asarray(
@@ -166,12 +165,10 @@ class ItemEmbeddings:
     @property
     def vectors(self) -> np.ndarray:
         """Every item's unit vector, one row per item (a compact model expands it once)."""
-        if self._expanded is None:
-            with self._expand_lock:
-                if self._expanded is None:
-                    logger.info("expanding %d stored vectors to %d rows", len(self.stored_vectors),
-                                len(self.vector_rows))
-                    self._expanded = self.stored_vectors[self.vector_rows]
+        if self._expanded is None:  # two threads racing here compute the same array twice
+            logger.info("expanding %d stored vectors to %d rows", len(self.stored_vectors),
+                        len(self.vector_rows))
+            self._expanded = self.stored_vectors[self.vector_rows]
         return self._expanded
 
     @vectors.setter
