@@ -163,3 +163,13 @@ def test_expanded_vectors_may_be_replaced(models):
     with pytest.raises(ValueError, match="vector_rows index outside"):
         ItemEmbeddings(compact.item_ids, compact.stored_vectors[:3],
                        vector_rows=compact.vector_rows)
+
+
+def test_a_compact_manifest_must_say_how_many_vectors_it_stores(models, tmp_path):
+    _, compact = models
+    compact.save(tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    del manifest["stored_vectors"]
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="corrupt: stored_vectors = None .*vector_rows.npy"):
+        load_embeddings(tmp_path / "b")

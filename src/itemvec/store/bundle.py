@@ -38,7 +38,15 @@ from typing import Annotated, Any, Protocol
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from itemvec.config import QueryConfig, from_dict
 from itemvec.store.compact import ROWS_DTYPE
@@ -65,8 +73,9 @@ Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Manifest(BaseModel):
-    """The fields a reader relies on; every manifest since format 1 has them. Other fields
-    (config, stats, lineage, ...) pass through unchecked here."""
+    """The fields a reader relies on; every manifest since format 1 has them, and a compact
+    one (format 2, listing ``vector_rows.npy``) ``stored_vectors`` too. Other fields (config,
+    stats, lineage, ...) pass through unchecked here."""
 
     model_config = ConfigDict(extra="allow")
     format_version: StrictInt = Field(ge=1)
@@ -75,6 +84,14 @@ class Manifest(BaseModel):
     temperature: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     query: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, Digest]
+    stored_vectors: StrictInt | None = Field(default=None, ge=0, validate_default=True)
+
+    @field_validator("stored_vectors")
+    @classmethod
+    def _compact_counts_its_rows(cls, stored: int | None, info: ValidationInfo) -> int | None:
+        if stored is None and ROWS_FILE in (info.data.get("files") or {}):
+            raise ValueError(f"files lists {ROWS_FILE}: the number of stored vectors is needed")
+        return stored
 
     @field_validator("files")
     @classmethod
