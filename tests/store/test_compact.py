@@ -3,12 +3,16 @@ query exactly as every item's own vector would; format-1 bundles load as before.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import itemvec.util.files as files
+from itemvec.cli.main import app
 from itemvec.config import QueryConfig
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.store.bundle import MANIFEST, PLAIN_FORMAT, ROWS_FILE, read_manifest
@@ -121,8 +125,6 @@ def test_index_backend_on_a_compact_model(models, tmp_path):
 
 
 def test_export_writes_every_items_vector(models, tmp_path):
-    from itemvec.cli.main import app
-
     expanded, compact = models
     compact.save(tmp_path / "b")
     result = CliRunner().invoke(app, ["export", str(tmp_path / "b"), "--out",
@@ -173,3 +175,18 @@ def test_a_compact_manifest_must_say_how_many_vectors_it_stores(models, tmp_path
     (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="corrupt: stored_vectors = None .*vector_rows.npy"):
         load_embeddings(tmp_path / "b")
+
+
+def test_link_or_copy_copies_across_file_systems(tmp_path, monkeypatch):
+    source = tmp_path / "part.npy"
+    source.write_bytes(b"stored once")
+    assert files.link_or_copy(source, tmp_path / "linked.npy")
+    assert os.stat(tmp_path / "linked.npy").st_ino == os.stat(source).st_ino
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    assert not files.link_or_copy(source, tmp_path / "copied.npy")
+    assert (tmp_path / "copied.npy").read_bytes() == b"stored once"
+    assert os.stat(tmp_path / "copied.npy").st_ino != os.stat(source).st_ino

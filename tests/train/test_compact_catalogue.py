@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import polars as pl
@@ -136,8 +137,6 @@ def test_embed_writes_only_what_changed(catalogue, bundle, tmp_path, novel):
 def _as_format_1(bundle, target) -> None:
     """``bundle`` rewritten as itemvec wrote it before compact storage: every item's vector in
     embeddings.npy, no row index, format 1."""
-    import shutil
-
     shutil.copytree(bundle, target)
     emb = load_embeddings(bundle)
     np.save(target / "embeddings.npy", emb.vectors, allow_pickle=False)
