@@ -23,6 +23,7 @@ from itemvec.query.embeddings import load_embeddings
 from itemvec.store.bundle import MANIFEST, ROWS_FILE, read_manifest
 from itemvec.store.embed import embed_into_bundle
 from itemvec.train.pipeline import save_model, train_on_log
+from itemvec.train.update import load_parent, update_log
 from itemvec.util.files import sha256_file
 
 FIELDS = ["category", "brand", "price"]
@@ -35,14 +36,21 @@ def config() -> PipelineConfig:
     return c
 
 
-@pytest.fixture(scope="module")
-def catalogue():
-    shop = generate(6_000, 120, 6, seed=4)
-    events = shop.events
+def _log(events: pl.DataFrame, name: str):
     table = pl.DataFrame({"context": events["session_id"], "item": events["item_id"],
                           ROW: np.arange(events.height), "time": events["ts"],
                           "weight": np.ones(events.height, np.float32)})
-    log = build_log(table, IngestConfig(time="ts"), "synth")
+    return build_log(table, IngestConfig(time="ts"), name)
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return generate(6_000, 120, 6, seed=4)
+
+
+@pytest.fixture(scope="module")
+def catalogue(shop):
+    log = _log(shop.events, "synth")
     items = shop.items.select("item_id", *FIELDS)
     clones = items.sample(CLONES, with_replacement=True, seed=1).with_columns(
         pl.format("x{}", pl.int_range(pl.len())).alias("item_id"))
@@ -163,3 +171,14 @@ def test_format_1_bundle_loads_and_embed_compacts_it(catalogue, bundle, tmp_path
     np.testing.assert_array_equal(np.load(out / "embeddings.npy"),
                                   np.load(bundle / "embeddings.npy"))
     assert report["embedded"] == 3 and load_embeddings(out).compact
+
+
+def test_update_keeps_cold_items_compact(shop, bundle):
+    events = shop.events.filter(pl.col("ts") > shop.events["ts"].quantile(0.8))
+    result = update_log(load_parent(bundle), _log(events, "new"), progress=False)
+    emb, parent = result.embeddings, load_embeddings(bundle)
+    assert emb.compact and len(emb) - emb.n_warm >= CLONES  # the clones never occur: cold
+    assert len(emb.stored_vectors) == emb.n_warm + len(np.unique(emb.vectors[emb.n_warm:],
+                                                                 axis=0))
+    clone = parent.item_ids[-1]
+    np.testing.assert_allclose(emb[clone], parent[clone], atol=1e-5)
