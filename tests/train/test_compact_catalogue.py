@@ -182,3 +182,16 @@ def test_update_keeps_cold_items_compact(shop, bundle):
                                                                  axis=0))
     clone = parent.item_ids[-1]
     np.testing.assert_allclose(emb[clone], parent[clone], atol=1e-5)
+
+
+def test_embed_in_place_keeps_a_verifiable_bundle(catalogue, bundle, tmp_path):
+    _, table = catalogue
+    target = tmp_path / "b"
+    shutil.copytree(bundle, target)
+    encoder = os.stat(target / "encoder.safetensors").st_ino
+    out, report = embed_into_bundle(target, _slice(table, True))  # linked from the old files
+    assert out == target and report["embedded"] == 4
+    assert os.stat(target / "encoder.safetensors").st_ino == encoder  # the old file lives on
+    emb = load_embeddings(target)  # every checksum verified, carried ones included
+    assert "new-odd" in emb and emb.is_cold(np.array(["new-odd"]))[0]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
