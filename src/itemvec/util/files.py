@@ -141,6 +141,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def link_or_copy(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` as ``target`` (no bytes copied); copy it where a link cannot be
+    made (another file system, links unsupported). True when it was linked."""
+    try:
+        os.link(source, target)
+        return True
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise
+        shutil.copyfile(source, target)
+        os.chmod(target, file_mode())
+        return False
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file or directory to disk; a directory makes its renames durable (power loss).
 

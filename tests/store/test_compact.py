@@ -1,0 +1,192 @@
+"""Compact cold storage (bundle format 2): distinct cold vectors plus a row index answer every
+query exactly as every item's own vector would; format-1 bundles load as before."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import itemvec.util.files as files
+from itemvec.cli.main import app
+from itemvec.config import QueryConfig
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
+from itemvec.store.bundle import MANIFEST, PLAIN_FORMAT, ROWS_FILE, read_manifest
+from itemvec.store.compact import append_cold, compact_cold, unique_rows
+from itemvec.util.errors import BundleError
+from itemvec.util.files import sha256_file
+
+N_WARM, N_COLD, DISTINCT, DIM = 60, 900, 25, 8
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """(expanded, compact): the same catalogue, cold rows drawn from DISTINCT vectors."""
+    rng = np.random.default_rng(3)
+    warm = _unit(rng.normal(size=(N_WARM, DIM)))
+    distinct = _unit(rng.normal(size=(DISTINCT, DIM)))
+    group = rng.integers(0, DISTINCT, N_COLD)
+    vectors = np.concatenate([warm, distinct[group]])
+    bias = np.concatenate([rng.normal(size=N_WARM), rng.normal(size=DISTINCT)[group]])
+    ids = [f"w{i}" for i in range(N_WARM)] + [f"c{i}" for i in range(N_COLD)]
+    query = QueryConfig(cold_similarity_offset=-0.1)
+    meta = {"stats": {"cold_items": N_COLD}}
+    expanded = ItemEmbeddings(ids, vectors, bias, 0.5, query, meta, n_warm=N_WARM)
+    stored, rows = compact_cold(vectors, N_WARM)
+    compact = ItemEmbeddings(ids, stored, bias, 0.5, query, meta, n_warm=N_WARM,
+                             vector_rows=rows)
+    return expanded, compact
+
+
+def _same(a, b) -> None:
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(a.cold, b.cold)
+
+
+def _answers_match(expanded: ItemEmbeddings, other: ItemEmbeddings) -> None:
+    items = ["w0", "w7", "c3", "c500"]
+    for cold in ("calibrated", "include", "exclude"):
+        _same(expanded.similar_items_batch(items, n=15, cold=cold),
+              other.similar_items_batch(items, n=15, cold=cold))
+    histories = [["w1", "c2", "w3"], ["c10"], [], ["w5", "w9"]]
+    _same(expanded.recommend_batch(histories, n=25), other.recommend_batch(histories, n=25))
+    _same(expanded.recommend(["w2", "c4"], n=5, filter_seen=False, exclude=["w8"]),
+          other.recommend(["w2", "c4"], n=5, filter_seen=False, exclude=["w8"]))
+    _same(expanded.most_similar(["w1", "c5"], ["w2"], n=10),
+          other.most_similar(["w1", "c5"], ["w2"], n=10))
+    _same(expanded.similar_to_vector(expanded["c9"], n=10), other.similar_to_vector(
+        other["c9"], n=10))
+    np.testing.assert_array_equal(expanded["c777"], other["c777"])
+    np.testing.assert_allclose(expanded.score_histories([np.array([0, 70])]),
+                               other.score_histories([np.array([0, 70])]), atol=1e-6)
+
+
+def test_unique_rows_numbers_groups_by_first_occurrence():
+    matrix = np.array([[3, 1], [0, 0], [3, 1], [2, 2], [0, 0]])
+    first, inverse = unique_rows(matrix)
+    assert first.tolist() == [0, 1, 3] and inverse.tolist() == [0, 1, 0, 2, 1]
+    np.testing.assert_array_equal(matrix[first][inverse], matrix)
+
+
+def test_compact_cold_and_append_keep_every_row(models):
+    expanded, compact = models
+    assert compact.compact and len(compact.stored_vectors) == N_WARM + DISTINCT
+    np.testing.assert_array_equal(compact.vectors, expanded.vectors)
+    new = np.concatenate([compact.stored_vectors[N_WARM + 4:N_WARM + 6],  # two known vectors
+                          _unit(np.ones((2, DIM)))])  # one new vector, twice
+    stored, rows = append_cold(compact.stored_vectors, N_WARM, new)
+    assert len(stored) == N_WARM + DISTINCT + 1
+    assert rows.tolist() == [N_WARM + 4, N_WARM + 5, N_WARM + DISTINCT, N_WARM + DISTINCT]
+    np.testing.assert_array_equal(stored[rows], new)
+
+
+def test_compact_answers_equal_the_expanded_ones(models):
+    expanded, compact = models
+    _answers_match(expanded, compact)
+
+
+def test_compact_bundle_round_trip_answers_equal(models, tmp_path):
+    expanded, compact = models
+    compact.save(tmp_path / "compact")
+    expanded.save(tmp_path / "expanded")
+    manifest = read_manifest(tmp_path / "compact")
+    assert manifest["format_version"] == 2 and ROWS_FILE in manifest["files"]
+    assert manifest["stored_vectors"] == N_WARM + DISTINCT and manifest["n_items"] == len(compact)
+    plain = read_manifest(tmp_path / "expanded")
+    assert plain["format_version"] == PLAIN_FORMAT and ROWS_FILE not in plain["files"]
+    size = (tmp_path / "compact" / "embeddings.npy").stat().st_size
+    assert size < (tmp_path / "expanded" / "embeddings.npy").stat().st_size / 10
+    loaded = load_embeddings(tmp_path / "compact")
+    assert loaded.compact and loaded.n_warm == N_WARM
+    _answers_match(expanded, loaded)
+    mapped = load_embeddings(tmp_path / "compact", mmap=True, mapped_cache=tmp_path / "cache")
+    assert isinstance(mapped.stored_vectors, np.memmap) or mapped.stored_vectors.base is not None
+    _answers_match(expanded, mapped)
+    _answers_match(expanded, load_embeddings(tmp_path / "expanded"))  # format 1 as before
+
+
+def test_index_backend_on_a_compact_model(models, tmp_path):
+    expanded, compact = models
+    compact.save(tmp_path / "b")
+    loaded = load_embeddings(tmp_path / "b").use_index("exact")  # indexes every item's row
+    plain = ItemEmbeddings(expanded.item_ids, expanded.vectors, expanded.item_bias,
+                           query=expanded.query, n_warm=N_WARM).use_index("exact")
+    _same(plain.similar_items_batch(["w3", "c8"], n=12),
+          loaded.similar_items_batch(["w3", "c8"], n=12))
+
+
+def test_export_writes_every_items_vector(models, tmp_path):
+    expanded, compact = models
+    compact.save(tmp_path / "b")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "b"), "--out",
+                                      str(tmp_path / "e.npy")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), expanded.vectors)
+
+
+def _rewrite(bundle, name, array) -> None:
+    """Replace a part and record its new checksum, as a part from elsewhere would be."""
+    np.save(bundle / name, array, allow_pickle=False)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"][name] = sha256_file(bundle / name)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_row_index_outside_the_stored_vectors_is_refused(models, tmp_path):
+    _, compact = models
+    compact.save(tmp_path / "b")
+    rows = np.load(tmp_path / "b" / ROWS_FILE)
+    rows[-1] = N_WARM + DISTINCT  # one past the end
+    _rewrite(tmp_path / "b", ROWS_FILE, rows)
+    with pytest.raises(BundleError, match="vector_rows.npy: holds rows outside the 85 stored"):
+        load_embeddings(tmp_path / "b")
+    _rewrite(tmp_path / "b", ROWS_FILE, rows[:-1])
+    with pytest.raises(BundleError, match=r"vector_rows.npy: shape \(959,\) does not match"):
+        load_embeddings(tmp_path / "b")
+
+
+def test_expanded_vectors_may_be_replaced(models):
+    _, compact = models
+    clone = ItemEmbeddings(compact.item_ids, compact.stored_vectors, compact.item_bias,
+                           vector_rows=compact.vector_rows, n_warm=N_WARM)
+    full = clone.vectors.copy()
+    clone.vectors = full[::-1].copy()  # e.g. fine-tuning setting every vector
+    assert not clone.compact
+    np.testing.assert_array_equal(clone["w0"], full[-1])
+    with pytest.raises(ValueError, match="vector_rows index outside"):
+        ItemEmbeddings(compact.item_ids, compact.stored_vectors[:3],
+                       vector_rows=compact.vector_rows)
+
+
+def test_a_compact_manifest_must_say_how_many_vectors_it_stores(models, tmp_path):
+    _, compact = models
+    compact.save(tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    del manifest["stored_vectors"]
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="corrupt: stored_vectors = None .*vector_rows.npy"):
+        load_embeddings(tmp_path / "b")
+
+
+def test_link_or_copy_copies_across_file_systems(tmp_path, monkeypatch):
+    source = tmp_path / "part.npy"
+    source.write_bytes(b"stored once")
+    assert files.link_or_copy(source, tmp_path / "linked.npy")
+    assert os.stat(tmp_path / "linked.npy").st_ino == os.stat(source).st_ino
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    assert not files.link_or_copy(source, tmp_path / "copied.npy")
+    assert (tmp_path / "copied.npy").read_bytes() == b"stored once"
+    assert os.stat(tmp_path / "copied.npy").st_ino != os.stat(source).st_ino
