@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ import itemvec.util.files as files
 from itemvec.cli.main import app
 from itemvec.config import QueryConfig
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
-from itemvec.store.bundle import MANIFEST, PLAIN_FORMAT, ROWS_FILE, read_manifest
+from itemvec.store.bundle import (
+    MANIFEST,
+    PLAIN_FORMAT,
+    ROWS_FILE,
+    read_manifest,
+    reusable,
+    write_bundle,
+)
 from itemvec.store.compact import append_cold, compact_cold, unique_rows
 from itemvec.util.errors import BundleError
 from itemvec.util.files import sha256_file
@@ -190,3 +198,28 @@ def test_link_or_copy_copies_across_file_systems(tmp_path, monkeypatch):
     assert not files.link_or_copy(source, tmp_path / "copied.npy")
     assert (tmp_path / "copied.npy").read_bytes() == b"stored once"
     assert os.stat(tmp_path / "copied.npy").st_ino != os.stat(source).st_ino
+
+
+def test_a_linked_part_gets_the_mode_the_umask_gives(models, tmp_path):
+    """A part linked from an older bundle written under another umask would keep that bundle's
+    mode (a link shares the inode): a private 0600 bundle's encoder unreadable to the service
+    reading the new one, or a world-readable part in a bundle written under umask 077."""
+    _, compact = models
+    for written, linked in ((0o077, 0o022), (0o022, 0o077)):
+        old, new = tmp_path / f"old-{written:o}", tmp_path / f"new-{linked:o}"
+        previous = os.umask(written)
+        try:
+            compact.save(old)
+        finally:
+            os.umask(previous)
+        previous = os.umask(linked)
+        try:
+            write_bundle(new, compact, config={}, stats={"cold_items": N_COLD},
+                         reuse=reusable(old, read_manifest(old), "embeddings.npy"))
+        finally:
+            os.umask(previous)
+        want = 0o666 & ~linked
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in new.iterdir()} == {
+            p.name: want for p in new.iterdir()}
+        assert stat.S_IMODE((old / "embeddings.npy").stat().st_mode) == 0o666 & ~written
+        load_embeddings(new)  # the carried checksum still holds
