@@ -223,3 +223,15 @@ def test_a_linked_part_gets_the_mode_the_umask_gives(models, tmp_path):
             p.name: want for p in new.iterdir()}
         assert stat.S_IMODE((old / "embeddings.npy").stat().st_mode) == 0o666 & ~written
         load_embeddings(new)  # the carried checksum still holds
+
+
+def test_vector_rows_must_be_one_integer_row_per_item():
+    """A list is an index like any other; float, bool or 2-D rows are refused when the model
+    is made, not by the first query (a bool array would silently mask instead of index)."""
+    vectors = np.eye(4, dtype=np.float32)
+    emb = ItemEmbeddings(["a", "b", "c", "d", "e"], vectors, vector_rows=[0, 1, 2, 3, 3])
+    assert emb.compact and emb.similar_items("d", n=1).ids.tolist() == ["e"]
+    for rows in (np.array([0, 1, 2, 3, 3.0]), np.array([True, True, False, True, True]),
+                 np.array([[0], [1], [2], [3], [3]])):
+        with pytest.raises(ValueError, match="vector_rows"):
+            ItemEmbeddings(["a", "b", "c", "d", "e"], vectors, vector_rows=rows)

@@ -151,7 +151,12 @@ class ItemEmbeddings:
 
     def _set_vectors(self, vectors: np.ndarray, rows: np.ndarray | None) -> None:
         self.stored_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.vector_rows = None if rows is None else np.asarray(rows)
+        rows = None if rows is None else np.asarray(rows)
+        if rows is not None and (rows.ndim != 1 or rows.dtype == bool
+                                 or not np.issubdtype(rows.dtype, np.integer)):
+            raise ValueError(f"vector_rows must be 1-D integers, one per item; got "
+                             f"{rows.dtype} of shape {rows.shape}")
+        self.vector_rows = rows
         self._expanded = None if rows is not None else self.stored_vectors
         count = len(self.item_ids if rows is None else self.vector_rows)
         if len(self.item_ids) != (len(self.stored_vectors) if rows is None else count):
