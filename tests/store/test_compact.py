@@ -235,3 +235,36 @@ def test_vector_rows_must_be_one_integer_row_per_item():
                  np.array([[0], [1], [2], [3], [3]])):
         with pytest.raises(ValueError, match="vector_rows"):
             ItemEmbeddings(["a", "b", "c", "d", "e"], vectors, vector_rows=rows)
+
+
+def test_concurrent_first_reads_expand_once(models, monkeypatch):
+    """Requests racing to the first ``vectors`` of a compact model must not each build (and
+    hold, a million rows x dim each) their own expansion."""
+    import threading
+    import time
+
+    import itemvec.query.embeddings as embeddings_module
+
+    _, compact = models
+    fresh = ItemEmbeddings(compact.item_ids, compact.stored_vectors, compact.item_bias,
+                           n_warm=N_WARM, vector_rows=compact.vector_rows)
+    expansions = []
+
+    class SlowLog:  # widens the window between the check and the assignment
+        def info(self, *args):
+            expansions.append(args)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(embeddings_module, "logger", SlowLog())
+    got, start = [], threading.Barrier(4)
+
+    def read():
+        start.wait()
+        got.append(fresh.vectors)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(expansions) == 1 and all(v is got[0] for v in got)

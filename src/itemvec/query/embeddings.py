@@ -34,12 +34,13 @@ query methods never expand it.
 Ids are strings. When every training id is a canonical integer (``"7"``, ``"-3"``; not
 ``"007"`` or ``"-0"``) Python and numpy integers are accepted wherever an id is; returned ids
 stay strings. A query never writes to the object, so one instance can serve concurrent threads
-(reading ``vectors`` of a compact model caches the expansion, once: not a query method).
+(reading ``vectors`` of a compact model caches the expansion, built once under a lock).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ Filter = Collection[Any] | np.ndarray | None
 PAD_ID = ""
 COLD_MODES = ("calibrated", "include", "exclude")
 UNCALIBRATED_OFFSET = -2.0  # below any cosine of a warm item: cold items only fill what is left
+_EXPANDING = threading.Lock()  # one expansion of a compact model at a time (module-wide: picklable)
 
 
 class Results(tuple):
@@ -170,11 +172,15 @@ class ItemEmbeddings:
     @property
     def vectors(self) -> np.ndarray:
         """Every item's unit vector, one row per item (a compact model expands it once)."""
-        if self._expanded is None:  # two threads racing here compute the same array twice
-            logger.info("expanding %d stored vectors to %d rows", len(self.stored_vectors),
-                        len(self.vector_rows))
-            self._expanded = self.stored_vectors[self.vector_rows]
-        return self._expanded
+        expanded = self._expanded
+        if expanded is None:
+            with _EXPANDING:  # racing first reads build (and hold) one expansion, not one each
+                if self._expanded is None:
+                    logger.info("expanding %d stored vectors to %d rows",
+                                len(self.stored_vectors), len(self.vector_rows))
+                    self._expanded = self.stored_vectors[self.vector_rows]
+                expanded = self._expanded
+        return expanded
 
     @vectors.setter
     def vectors(self, vectors: np.ndarray) -> None:
