@@ -268,3 +268,27 @@ def test_concurrent_first_reads_expand_once(models, monkeypatch):
     for t in threads:
         t.join()
     assert len(expansions) == 1 and all(v is got[0] for v in got)
+
+
+def test_workers_share_one_mapped_expansion_of_a_compact_bundle(models, tmp_path):
+    """``serve --workers`` maps the bundle so that every worker shares one copy of the vectors.
+    An index backend (``--index auto`` by default) reads every item's row: for a format-1
+    bundle that is the mapped ``embeddings.npy``, and a compact one must not instead have
+    each worker build its own private expansion."""
+    import mmap
+
+    expanded, compact = models
+    compact.save(tmp_path / "b")
+    plain = ItemEmbeddings(expanded.item_ids, expanded.vectors, expanded.item_bias, 0.5,
+                           expanded.query, n_warm=N_WARM).use_index("exact")  # same tie order
+    workers = [load_embeddings(tmp_path / "b", mmap=True, mapped_cache=tmp_path / "cache")
+               .use_index("exact") for _ in range(2)]
+    for emb in workers:
+        base, mapped = emb.vectors, False
+        while base is not None and not mapped:
+            mapped = isinstance(base, np.memmap | mmap.mmap)
+            base = getattr(base, "base", None)
+        assert mapped, "each worker holds a private expansion"
+        np.testing.assert_array_equal(emb.vectors, expanded.vectors)
+        _answers_match(plain, emb)
+    assert len(list((tmp_path / "cache").glob("vectors-*/vectors.npy"))) == 1

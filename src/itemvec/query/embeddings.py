@@ -39,6 +39,7 @@ stay strings. A query never writes to the object, so one instance can serve conc
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -52,7 +53,7 @@ from itemvec.config import QueryConfig
 from itemvec.query.index import build_index, load_index, nearest, recommend_top
 from itemvec.query.pooling import history_matrix, history_weights
 from itemvec.store.bundle import read_vectors, write_bundle
-from itemvec.store.mapped import mapped_item_ids
+from itemvec.store.mapped import mapped_expansion, mapped_item_ids
 from itemvec.util.errors import UnknownItemError
 from itemvec.util.topk import top_k
 
@@ -160,6 +161,7 @@ class ItemEmbeddings:
                              f"{rows.dtype} of shape {rows.shape}")
         self.vector_rows = rows
         self._expanded = None if rows is not None else self.stored_vectors
+        self._expand = None  # how to expand instead of a private gather (``load``'s mapped cache)
         count = len(self.item_ids if rows is None else self.vector_rows)
         if len(self.item_ids) != (len(self.stored_vectors) if rows is None else count):
             raise ValueError(f"{len(self.item_ids)} item ids but "
@@ -178,7 +180,8 @@ class ItemEmbeddings:
                 if self._expanded is None:
                     logger.info("expanding %d stored vectors to %d rows",
                                 len(self.stored_vectors), len(self.vector_rows))
-                    self._expanded = self.stored_vectors[self.vector_rows]
+                    self._expanded = (self.stored_vectors[self.vector_rows]
+                                      if self._expand is None else self._expand())
                 expanded = self._expanded
         return expanded
 
@@ -544,11 +547,17 @@ class ItemEmbeddings:
         if mapped is not None:
             ids, ordered, rows = mapped
             index = SortedIds(ordered, rows, ids)
-        return cls(ids, stored.vectors, stored.item_bias,
-                   temperature=stored.temperature, query=stored.query,
-                   metadata=stored.manifest, item_table=stored.item_table,
-                   n_warm=warm_items(stored.manifest, len(stored.item_bias)), index=index,
-                   vector_rows=stored.vector_rows)
+        embeddings = cls(ids, stored.vectors, stored.item_bias,
+                         temperature=stored.temperature, query=stored.query,
+                         metadata=stored.manifest, item_table=stored.item_table,
+                         n_warm=warm_items(stored.manifest, len(stored.item_bias)), index=index,
+                         vector_rows=stored.vector_rows)
+        if mmap and mapped_cache is not None and embeddings.compact:
+            # every worker maps one expansion (an index backend reads every item's row)
+            embeddings._expand = functools.partial(
+                mapped_expansion, mapped_cache, stored.manifest, embeddings.stored_vectors,
+                embeddings.vector_rows)
+        return embeddings
 
 
 def warm_items(manifest: dict, n: int) -> int:
