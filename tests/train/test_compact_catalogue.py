@@ -195,3 +195,19 @@ def test_embed_in_place_keeps_a_verifiable_bundle(catalogue, bundle, tmp_path):
     emb = load_embeddings(target)  # every checksum verified, carried ones included
     assert "new-odd" in emb and emb.is_cold(np.array(["new-odd"]))[0]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
+
+
+def test_rewriting_the_old_bundle_leaves_a_linked_one_intact(catalogue, bundle, tmp_path):
+    """Hard links share bytes: every later write to the old bundle (embed in place) must go to
+    new files renamed into place, never through the shared inodes."""
+    _, table = catalogue
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    out, _ = embed_into_bundle(old, _slice(table, False), tmp_path / "new")
+    linked = [p.name for p in out.iterdir() if os.stat(p).st_nlink > 1]
+    assert "encoder.safetensors" in linked and "embeddings.npy" in linked
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    embed_into_bundle(old, _slice(table, True))  # in place: new vectors, new parts
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    load_embeddings(out)
+    load_embeddings(old)
