@@ -292,3 +292,35 @@ def test_workers_share_one_mapped_expansion_of_a_compact_bundle(models, tmp_path
         np.testing.assert_array_equal(emb.vectors, expanded.vectors)
         _answers_match(plain, emb)
     assert len(list((tmp_path / "cache").glob("vectors-*/vectors.npy"))) == 1
+
+
+def test_a_stored_index_goes_stale_when_the_row_index_changes(models, tmp_path, caplog):
+    """A stored index is over every item's row: for a compact bundle that is embeddings.npy
+    *and* vector_rows.npy. Two bundles may share embeddings.npy (embed links it) while their
+    items point at other rows; an index built for one must not be taken as fresh for the
+    other."""
+    pytest.importorskip("faiss")
+    import shutil
+
+    from itemvec.query.index import save_index
+
+    _, compact = models
+    compact.save(tmp_path / "a")
+    built = load_embeddings(tmp_path / "a").use_index("hnsw")
+    save_index(built.vector_index, tmp_path / "a")
+    with caplog.at_level("INFO", logger="itemvec.query.index"):
+        load_embeddings(tmp_path / "a").use_index("hnsw", bundle=tmp_path / "a")
+    assert "loaded stored hnsw index" in caplog.text  # its own bundle's index is fresh
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    rows = np.load(tmp_path / "b" / ROWS_FILE)
+    rows[N_WARM:] = rows[N_WARM:][::-1].copy()  # cold items point at other stored vectors
+    _rewrite(tmp_path / "b", ROWS_FILE, rows)
+    b = load_embeddings(tmp_path / "b")
+    exact = ItemEmbeddings(b.item_ids, b.vectors, b.item_bias, n_warm=N_WARM)
+    served = load_embeddings(tmp_path / "b").use_index("hnsw", bundle=tmp_path / "b")
+    for item in ("w0", "c1", "c400"):
+        ids, scores = served.similar_items(item, n=5, cold="include")
+        true = [float(exact[i] @ exact[item]) for i in ids]  # each answer's real cosine
+        np.testing.assert_allclose(scores, true, atol=1e-5)
+        np.testing.assert_allclose(scores, exact.similar_items(item, n=5, cold="include")
+                                   .scores, atol=1e-5)
