@@ -294,6 +294,24 @@ def test_bundles_and_files_honour_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
 
 
+def test_every_part_honours_the_umask_the_encoder_too(tmp_path):
+    """safetensors writes its file 0600 whatever the umask: a service account reading the
+    bundle could not verify (nor load) encoder.safetensors."""
+    import scipy.sparse as sp
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        out = write_bundle(tmp_path / "model", small(), config={}, stats={},
+                           encoder_state={"item_bias": torch.zeros(6)},
+                           cooccurrence=sp.identity(6, format="csr", dtype=np.float32))
+    finally:
+        os.umask(old)
+    assert (out / "encoder.safetensors").is_file()
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        p.name: 0o644 for p in out.iterdir()}
+
+
 def test_writes_into_a_bundle_are_refused(tmp_path, cli):
     out = write_bundle(tmp_path / "model", small(), config={}, stats={})
     before = (out / "items.parquet").read_bytes()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ import itemvec.util.files as files
 from itemvec.cli.main import app
 from itemvec.config import QueryConfig
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
-from itemvec.store.bundle import MANIFEST, PLAIN_FORMAT, ROWS_FILE, read_manifest
+from itemvec.store.bundle import (
+    MANIFEST,
+    PLAIN_FORMAT,
+    ROWS_FILE,
+    read_manifest,
+    reusable,
+    write_bundle,
+)
 from itemvec.store.compact import append_cold, compact_cold, unique_rows
 from itemvec.util.errors import BundleError
 from itemvec.util.files import sha256_file
@@ -190,3 +198,129 @@ def test_link_or_copy_copies_across_file_systems(tmp_path, monkeypatch):
     assert not files.link_or_copy(source, tmp_path / "copied.npy")
     assert (tmp_path / "copied.npy").read_bytes() == b"stored once"
     assert os.stat(tmp_path / "copied.npy").st_ino != os.stat(source).st_ino
+
+
+def test_a_linked_part_gets_the_mode_the_umask_gives(models, tmp_path):
+    """A part linked from an older bundle written under another umask would keep that bundle's
+    mode (a link shares the inode): a private 0600 bundle's encoder unreadable to the service
+    reading the new one, or a world-readable part in a bundle written under umask 077."""
+    _, compact = models
+    for written, linked in ((0o077, 0o022), (0o022, 0o077)):
+        old, new = tmp_path / f"old-{written:o}", tmp_path / f"new-{linked:o}"
+        previous = os.umask(written)
+        try:
+            compact.save(old)
+        finally:
+            os.umask(previous)
+        previous = os.umask(linked)
+        try:
+            write_bundle(new, compact, config={}, stats={"cold_items": N_COLD},
+                         reuse=reusable(old, read_manifest(old), "embeddings.npy"))
+        finally:
+            os.umask(previous)
+        want = 0o666 & ~linked
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in new.iterdir()} == {
+            p.name: want for p in new.iterdir()}
+        assert stat.S_IMODE((old / "embeddings.npy").stat().st_mode) == 0o666 & ~written
+        load_embeddings(new)  # the carried checksum still holds
+
+
+def test_vector_rows_must_be_one_integer_row_per_item():
+    """A list is an index like any other; float, bool or 2-D rows are refused when the model
+    is made, not by the first query (a bool array would silently mask instead of index)."""
+    vectors = np.eye(4, dtype=np.float32)
+    emb = ItemEmbeddings(["a", "b", "c", "d", "e"], vectors, vector_rows=[0, 1, 2, 3, 3])
+    assert emb.compact and emb.similar_items("d", n=1).ids.tolist() == ["e"]
+    for rows in (np.array([0, 1, 2, 3, 3.0]), np.array([True, True, False, True, True]),
+                 np.array([[0], [1], [2], [3], [3]])):
+        with pytest.raises(ValueError, match="vector_rows"):
+            ItemEmbeddings(["a", "b", "c", "d", "e"], vectors, vector_rows=rows)
+
+
+def test_concurrent_first_reads_expand_once(models, monkeypatch):
+    """Requests racing to the first ``vectors`` of a compact model must not each build (and
+    hold, a million rows x dim each) their own expansion."""
+    import threading
+    import time
+
+    import itemvec.query.embeddings as embeddings_module
+
+    _, compact = models
+    fresh = ItemEmbeddings(compact.item_ids, compact.stored_vectors, compact.item_bias,
+                           n_warm=N_WARM, vector_rows=compact.vector_rows)
+    expansions = []
+
+    class SlowLog:  # widens the window between the check and the assignment
+        def info(self, *args):
+            expansions.append(args)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(embeddings_module, "logger", SlowLog())
+    got, start = [], threading.Barrier(4)
+
+    def read():
+        start.wait()
+        got.append(fresh.vectors)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(expansions) == 1 and all(v is got[0] for v in got)
+
+
+def test_workers_share_one_mapped_expansion_of_a_compact_bundle(models, tmp_path):
+    """``serve --workers`` maps the bundle so that every worker shares one copy of the vectors.
+    An index backend (``--index auto`` by default) reads every item's row: for a format-1
+    bundle that is the mapped ``embeddings.npy``, and a compact one must not instead have
+    each worker build its own private expansion."""
+    import mmap
+
+    expanded, compact = models
+    compact.save(tmp_path / "b")
+    plain = ItemEmbeddings(expanded.item_ids, expanded.vectors, expanded.item_bias, 0.5,
+                           expanded.query, n_warm=N_WARM).use_index("exact")  # same tie order
+    workers = [load_embeddings(tmp_path / "b", mmap=True, mapped_cache=tmp_path / "cache")
+               .use_index("exact") for _ in range(2)]
+    for emb in workers:
+        base, mapped = emb.vectors, False
+        while base is not None and not mapped:
+            mapped = isinstance(base, np.memmap | mmap.mmap)
+            base = getattr(base, "base", None)
+        assert mapped, "each worker holds a private expansion"
+        np.testing.assert_array_equal(emb.vectors, expanded.vectors)
+        _answers_match(plain, emb)
+    assert len(list((tmp_path / "cache").glob("vectors-*/vectors.npy"))) == 1
+
+
+def test_a_stored_index_goes_stale_when_the_row_index_changes(models, tmp_path, caplog):
+    """A stored index is over every item's row: for a compact bundle that is embeddings.npy
+    *and* vector_rows.npy. Two bundles may share embeddings.npy (embed links it) while their
+    items point at other rows; an index built for one must not be taken as fresh for the
+    other."""
+    pytest.importorskip("faiss")
+    import shutil
+
+    from itemvec.query.index import save_index
+
+    _, compact = models
+    compact.save(tmp_path / "a")
+    built = load_embeddings(tmp_path / "a").use_index("hnsw")
+    save_index(built.vector_index, tmp_path / "a")
+    with caplog.at_level("INFO", logger="itemvec.query.index"):
+        load_embeddings(tmp_path / "a").use_index("hnsw", bundle=tmp_path / "a")
+    assert "loaded stored hnsw index" in caplog.text  # its own bundle's index is fresh
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    rows = np.load(tmp_path / "b" / ROWS_FILE)
+    rows[N_WARM:] = rows[N_WARM:][::-1].copy()  # cold items point at other stored vectors
+    _rewrite(tmp_path / "b", ROWS_FILE, rows)
+    b = load_embeddings(tmp_path / "b")
+    exact = ItemEmbeddings(b.item_ids, b.vectors, b.item_bias, n_warm=N_WARM)
+    served = load_embeddings(tmp_path / "b").use_index("hnsw", bundle=tmp_path / "b")
+    for item in ("w0", "c1", "c400"):
+        ids, scores = served.similar_items(item, n=5, cold="include")
+        true = [float(exact[i] @ exact[item]) for i in ids]  # each answer's real cosine
+        np.testing.assert_allclose(scores, true, atol=1e-5)
+        np.testing.assert_allclose(scores, exact.similar_items(item, n=5, cold="include")
+                                   .scores, atol=1e-5)

@@ -195,3 +195,44 @@ def test_embed_in_place_keeps_a_verifiable_bundle(catalogue, bundle, tmp_path):
     emb = load_embeddings(target)  # every checksum verified, carried ones included
     assert "new-odd" in emb and emb.is_cold(np.array(["new-odd"]))[0]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
+
+
+def test_rewriting_the_old_bundle_leaves_a_linked_one_intact(catalogue, bundle, tmp_path):
+    """Hard links share bytes: every later write to the old bundle (embed in place) must go to
+    new files renamed into place, never through the shared inodes."""
+    _, table = catalogue
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    out, _ = embed_into_bundle(old, _slice(table, False), tmp_path / "new")
+    linked = [p.name for p in out.iterdir() if os.stat(p).st_nlink > 1]
+    assert "encoder.safetensors" in linked and "embeddings.npy" in linked
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    embed_into_bundle(old, _slice(table, True))  # in place: new vectors, new parts
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    load_embeddings(out)
+    load_embeddings(old)
+
+
+def test_re_embedded_items_leave_no_unreferenced_stored_vectors(catalogue, bundle, tmp_path):
+    """An item embedded again with new features gets a new vector; its old one, if no other
+    item uses it, must not stay in embeddings.npy forever (a catalogue refreshed nightly would
+    grow it by every changed item's old vector)."""
+    _, table = catalogue
+    target = tmp_path / "b"
+    shutil.copytree(bundle, target)
+    categories = table["category"].unique(maintain_order=True).to_list()
+    brands = table["brand"].unique(maintain_order=True).to_list()
+    grew = 0
+    for round_ in range(3):  # mixes of known values no item has: a new vector each round
+        odd = table.head(1).with_columns(pl.lit("new-odd").alias("item_id"),
+                                         pl.lit(categories[round_]).alias("category"),
+                                         pl.lit(brands[-1 - round_]).alias("brand"),
+                                         pl.lit(-1000.0 * (round_ + 1)).alias("price"))
+        grew += embed_into_bundle(target, odd)[1]["new_vectors"]
+        emb = load_embeddings(target)
+        used = np.unique(emb.vector_rows[emb.n_warm:])
+        assert len(emb.stored_vectors) == emb.n_warm + len(used), f"round {round_}"
+    assert grew >= 2
+    source = load_embeddings(bundle)
+    for item in source.item_ids[source.n_warm:]:  # everything else kept its vector
+        np.testing.assert_array_equal(emb[item], source[item])

@@ -34,12 +34,14 @@ query methods never expand it.
 Ids are strings. When every training id is a canonical integer (``"7"``, ``"-3"``; not
 ``"007"`` or ``"-0"``) Python and numpy integers are accepted wherever an id is; returned ids
 stay strings. A query never writes to the object, so one instance can serve concurrent threads
-(reading ``vectors`` of a compact model caches the expansion, once: not a query method).
+(reading ``vectors`` of a compact model caches the expansion, built once under a lock).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ from itemvec.config import QueryConfig
 from itemvec.query.index import build_index, load_index, nearest, recommend_top
 from itemvec.query.pooling import history_matrix, history_weights
 from itemvec.store.bundle import read_vectors, write_bundle
-from itemvec.store.mapped import mapped_item_ids
+from itemvec.store.mapped import mapped_expansion, mapped_item_ids
 from itemvec.util.errors import UnknownItemError
 from itemvec.util.topk import top_k
 
@@ -61,6 +63,7 @@ Filter = Collection[Any] | np.ndarray | None
 PAD_ID = ""
 COLD_MODES = ("calibrated", "include", "exclude")
 UNCALIBRATED_OFFSET = -2.0  # below any cosine of a warm item: cold items only fill what is left
+_EXPANDING = threading.Lock()  # one expansion of a compact model at a time (module-wide: picklable)
 
 
 class Results(tuple):
@@ -151,8 +154,14 @@ class ItemEmbeddings:
 
     def _set_vectors(self, vectors: np.ndarray, rows: np.ndarray | None) -> None:
         self.stored_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.vector_rows = None if rows is None else np.asarray(rows)
+        rows = None if rows is None else np.asarray(rows)
+        if rows is not None and (rows.ndim != 1 or rows.dtype == bool
+                                 or not np.issubdtype(rows.dtype, np.integer)):
+            raise ValueError(f"vector_rows must be 1-D integers, one per item; got "
+                             f"{rows.dtype} of shape {rows.shape}")
+        self.vector_rows = rows
         self._expanded = None if rows is not None else self.stored_vectors
+        self._expand = None  # how to expand instead of a private gather (``load``'s mapped cache)
         count = len(self.item_ids if rows is None else self.vector_rows)
         if len(self.item_ids) != (len(self.stored_vectors) if rows is None else count):
             raise ValueError(f"{len(self.item_ids)} item ids but "
@@ -165,11 +174,16 @@ class ItemEmbeddings:
     @property
     def vectors(self) -> np.ndarray:
         """Every item's unit vector, one row per item (a compact model expands it once)."""
-        if self._expanded is None:  # two threads racing here compute the same array twice
-            logger.info("expanding %d stored vectors to %d rows", len(self.stored_vectors),
-                        len(self.vector_rows))
-            self._expanded = self.stored_vectors[self.vector_rows]
-        return self._expanded
+        expanded = self._expanded
+        if expanded is None:
+            with _EXPANDING:  # racing first reads build (and hold) one expansion, not one each
+                if self._expanded is None:
+                    logger.info("expanding %d stored vectors to %d rows",
+                                len(self.stored_vectors), len(self.vector_rows))
+                    self._expanded = (self.stored_vectors[self.vector_rows]
+                                      if self._expand is None else self._expand())
+                expanded = self._expanded
+        return expanded
 
     @vectors.setter
     def vectors(self, vectors: np.ndarray) -> None:
@@ -533,11 +547,17 @@ class ItemEmbeddings:
         if mapped is not None:
             ids, ordered, rows = mapped
             index = SortedIds(ordered, rows, ids)
-        return cls(ids, stored.vectors, stored.item_bias,
-                   temperature=stored.temperature, query=stored.query,
-                   metadata=stored.manifest, item_table=stored.item_table,
-                   n_warm=warm_items(stored.manifest, len(stored.item_bias)), index=index,
-                   vector_rows=stored.vector_rows)
+        embeddings = cls(ids, stored.vectors, stored.item_bias,
+                         temperature=stored.temperature, query=stored.query,
+                         metadata=stored.manifest, item_table=stored.item_table,
+                         n_warm=warm_items(stored.manifest, len(stored.item_bias)), index=index,
+                         vector_rows=stored.vector_rows)
+        if mmap and mapped_cache is not None and embeddings.compact:
+            # every worker maps one expansion (an index backend reads every item's row)
+            embeddings._expand = functools.partial(
+                mapped_expansion, mapped_cache, stored.manifest, embeddings.stored_vectors,
+                embeddings.vector_rows)
+        return embeddings
 
 
 def warm_items(manifest: dict, n: int) -> int:

@@ -55,6 +55,7 @@ from itemvec.util.files import (
     NO_SPACE,
     check_writable,
     dir_mode,
+    file_mode,
     fsync_tree,
     link_or_copy,
     out_of_space,
@@ -286,6 +287,7 @@ def _write_parts(staging: Path, embeddings: Vectors, encoder_state, cooccurrence
 
         save_file({k: v.detach().cpu().contiguous() for k, v in encoder_state.items()},
                   str(staging / "encoder.safetensors"))
+        os.chmod(staging / "encoder.safetensors", file_mode())  # safetensors writes 0600
         files.append("encoder.safetensors")
     if cooccurrence is not None and "cooccurrence.npz" not in reuse:
         save_sparse(staging / "cooccurrence.npz", cooccurrence)

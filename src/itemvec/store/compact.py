@@ -58,3 +58,18 @@ def append_cold(stored: np.ndarray, n_warm: int, new: np.ndarray
     if added:
         stored = np.concatenate([stored, new[first[added]]])
     return stored, at[inverse].astype(ROWS_DTYPE)
+
+
+def drop_unused(stored: np.ndarray, rows: np.ndarray, n_warm: int
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(stored', rows', dropped)``: the cold stored vectors no item's row points to left out
+    (an item embedded again with new features leaves its old vector unused), the others in
+    their order, ``rows`` renumbered to match; ``dropped`` how many were left out."""
+    used = np.zeros(len(stored), dtype=bool)
+    used[:n_warm] = True
+    used[np.asarray(rows)] = True
+    if used.all():
+        return stored, rows, 0
+    renumber = np.cumsum(used) - 1
+    return (np.asarray(stored)[used], renumber[np.asarray(rows)].astype(ROWS_DTYPE),
+            int((~used).sum()))

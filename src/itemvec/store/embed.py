@@ -5,8 +5,9 @@ the extended bundle is written atomically like any other.
 
 Incremental: the result is a compact bundle (``store.compact``). Only the new items' vectors
 are computed; a new vector equal to a stored cold one (same feature row) reuses its row, so
-``embeddings.npy`` grows by the distinct new vectors only and is hard-linked from the old
-bundle when there are none. The encoder weights and feature spec never change and are
+``embeddings.npy`` grows by the distinct new vectors only (a vector no item uses any more,
+after its items were embedded again, is dropped) and is hard-linked from the old bundle when
+nothing changed. The encoder weights and feature spec never change and are
 hard-linked too (copied across file systems), their checksums carried over. What is rewritten
 grows with the catalogue only by a few bytes per item: the ids (``items.parquet``), logits,
 row index and co-occurrence row pointers.
@@ -30,7 +31,7 @@ from itemvec.store.bundle import (
     reusable,
     write_bundle,
 )
-from itemvec.store.compact import append_cold, compact_cold
+from itemvec.store.compact import append_cold, compact_cold, drop_unused
 from itemvec.util.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,10 @@ def embed_into_bundle(bundle: str | Path, table: pl.DataFrame,
     vectors, bias = encoder.embed_features([spec.transform(incoming)[n] for n in spec.names])
     new_ids = incoming["item_id"].to_numpy().astype(object)
     keep = _kept(current, set(new_ids.tolist()), n_warm)
-    merged, grew = _merged(current, keep, incoming, new_ids, vectors, bias, n_warm)
+    merged, grew, rewritten = _merged(current, keep, incoming, new_ids, vectors, bias, n_warm)
     n = len(merged.item_ids)
     matrix = _padded_cooccurrence(bundle, n_warm, n)
-    names = [ENCODER, SPEC_FILE] + ([] if grew else ["embeddings.npy"])
+    names = [ENCODER, SPEC_FILE] + ([] if rewritten else ["embeddings.npy"])
     reuse = reusable(bundle, current.manifest, *names)
     stats = {**current.manifest.get("stats", {}), "cold_items": n - n_warm}
     target = Path(out) if out is not None else bundle
@@ -89,8 +90,10 @@ def _kept(current: StoredVectors, arriving: set, n_warm: int) -> np.ndarray:
 
 def _merged(current: StoredVectors, keep: np.ndarray, incoming: pl.DataFrame,
             new_ids: np.ndarray, vectors: np.ndarray, bias: np.ndarray, n_warm: int
-            ) -> tuple[StoredVectors, int]:
-    """The kept items then the new ones, compact; and how many stored vectors were added."""
+            ) -> tuple[StoredVectors, int, bool]:
+    """The kept items then the new ones, compact; how many stored vectors were added; and
+    whether the stored vectors differ from the bundle's ``embeddings.npy`` (else it is linked).
+    Vectors no item uses any more (items embedded again) are dropped."""
     if current.vector_rows is None:  # a format-1 bundle: compacted once here
         stored, rows = compact_cold(np.asarray(current.vectors, dtype=np.float32), n_warm)
         before = -1  # every part is new
@@ -99,6 +102,10 @@ def _merged(current: StoredVectors, keep: np.ndarray, incoming: pl.DataFrame,
         before = len(stored)
     stored, new_rows = append_cold(stored, n_warm, vectors)
     grew = len(stored) - before if before >= 0 else len(stored)
+    stored, item_rows, dropped = drop_unused(stored, np.concatenate([rows[keep], new_rows]),
+                                             n_warm)
+    if dropped:
+        logger.info("embed: dropped %d stored vectors no item uses any more", dropped)
     old_table = current.item_table if current.item_table is not None else pl.DataFrame(
         {"item_id": [str(i) for i in current.item_ids]})
     item_table = pl.concat([old_table.filter(pl.Series(keep)).drop("count", strict=False),
@@ -106,8 +113,8 @@ def _merged(current: StoredVectors, keep: np.ndarray, incoming: pl.DataFrame,
     merged = StoredVectors(np.concatenate([current.item_ids[keep], new_ids]), stored,
                            np.concatenate([current.item_bias[keep], bias]).astype(np.float32),
                            current.temperature, current.query, item_table, current.manifest,
-                           np.concatenate([rows[keep], new_rows]))
-    return merged, grew
+                           item_rows)
+    return merged, grew, before < 0 or grew > 0 or dropped > 0
 
 
 def _counts(current: StoredVectors, keep: np.ndarray, n_new: int) -> np.ndarray:
