@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,11 @@ class ItemEmbeddings:
         self.n_warm = n if n_warm is None else int(n_warm)  # rows from n_warm on are cold
         if not 0 <= self.n_warm <= n:
             raise ValueError(f"n_warm {n_warm} is outside 0..{n} items")
+
+    def expand_with(self, expansion: Callable[[], np.ndarray]) -> None:
+        """Get every item's row from ``expansion`` (e.g. a file the serving workers all map)
+        instead of gathering a private copy on the first read of ``vectors``."""
+        self._expand = expansion
 
     def _set_vectors(self, vectors: np.ndarray, rows: np.ndarray | None) -> None:
         self.stored_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -554,9 +559,9 @@ class ItemEmbeddings:
                          vector_rows=stored.vector_rows)
         if mmap and mapped_cache is not None and embeddings.compact:
             # every worker maps one expansion (an index backend reads every item's row)
-            embeddings._expand = functools.partial(
+            embeddings.expand_with(functools.partial(
                 mapped_expansion, mapped_cache, stored.manifest, embeddings.stored_vectors,
-                embeddings.vector_rows)
+                embeddings.vector_rows))
         return embeddings
 
 
