@@ -6,8 +6,10 @@ table holds its items plus ``--catalogue - --active`` more, each copying a rando
 category, brand and price. Measured (``/usr/bin/time -v``, one process per command): wall
 time and peak resident memory of ``train`` without and with ``--items``, the stage seconds the
 bundle's manifest records, bundle size, one ``similar`` command (load included), the mean
-latency of in-process ``similar_items`` calls on the loaded bundle, and ``itemvec embed`` of a
-``--new-slice`` of new catalogue rows into the trained bundle.
+latency of in-process ``similar_items`` calls on the loaded bundle (a compact bundle scores its
+distinct stored vectors and gathers; the same calls on every item's vector expanded in memory
+are timed beside it, with the resident memory each form adds), and ``itemvec embed`` of a
+``--new-slice`` of new catalogue rows into the trained bundle (which parts it hard-linked).
 
     python benchmarks/catalogue_scale.py --catalogue 1000000 --active 50000 --events 1000000 \\
         --out benchmarks/results/catalogue_scale.json
@@ -31,7 +33,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from itemvec.data.synth import generate, write  # noqa: E402
-from itemvec.query.embeddings import load_embeddings  # noqa: E402
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings  # noqa: E402
 
 CLI = [sys.executable, "-m", "itemvec.cli.main"]
 
@@ -63,21 +65,42 @@ def bundle_stats(bundle: Path) -> dict:
     stats = manifest.get("stats", {})
     return {"mb": {p.name: round(p.stat().st_size / 2**20, 1) for p in bundle.iterdir()},
             "stage_seconds": stats.get("seconds"), "items": manifest.get("n_items"),
+            "format_version": manifest.get("format_version"),
+            "stored_vectors": manifest.get("stored_vectors"),
             "cold_items": stats.get("cold_items"),
             "similar_offset": manifest.get("query", {}).get("cold_similarity_offset")}
 
 
+def rss_mb() -> float:
+    """This process's resident memory now (MB)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def similar_latency(bundle: Path, queries: int = 50) -> dict:
-    """Mean ms per ``similar_items`` call on the loaded bundle, per cold mode (exact matmul)."""
-    began = time.perf_counter()
+    """Mean ms per ``similar_items`` call on the loaded bundle, per cold mode (exact matmul);
+    for a compact bundle the same on every item's vector expanded in memory too."""
+    before, began = rss_mb(), time.perf_counter()
     emb = load_embeddings(bundle)
-    out = {"load_seconds": round(time.perf_counter() - began, 2)}
-    items = emb.item_ids[:queries]
+    out = {"load_seconds": round(time.perf_counter() - began, 2),
+           "load_rss_mb": round(rss_mb() - before)}
+    out.update(_latency(emb, emb.item_ids[:queries]))
+    if emb.compact:
+        before = rss_mb()
+        expanded = ItemEmbeddings(emb.item_ids, emb.vectors, emb.item_bias, emb.temperature,
+                                  emb.query, n_warm=emb.n_warm, index=emb.index)
+        out["expanded_rss_mb"] = round(rss_mb() - before)
+        out.update(_latency(expanded, emb.item_ids[:queries], "expanded_"))
+    return out
+
+
+def _latency(emb: ItemEmbeddings, items: np.ndarray, prefix: str = "") -> dict:
+    out = {}
     for mode in ("calibrated", "include", "exclude"):
         began = time.perf_counter()
         for item in items:
             emb.similar_items(item, n=20, cold=mode)
-        out[f"{mode}_ms"] = round((time.perf_counter() - began) / len(items) * 1e3, 1)
+        out[f"{prefix}{mode}_ms"] = round((time.perf_counter() - began) / len(items) * 1e3, 1)
     return out
 
 
@@ -123,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         result["embed_new_slice"] = {"rows": args.new_slice, **timed(
             [*CLI, "embed", str(bundle), "--items", str(new_slice), "--out",
              str(root / "embedded")])}
+        result["embed_new_slice"]["linked"] = sorted(
+            part.name for part in (root / "embedded").iterdir() if (bundle / part.name).exists()
+            and part.stat().st_ino == (bundle / part.name).stat().st_ino)
+        result["bundle_embedded"] = bundle_stats(root / "embedded")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -244,7 +244,8 @@ def test_manifests_written_before_load_and_round_trip():
     assert config.ingest.session_gap == 1800.0 and config.query.popularity_weight == 1.25
     assert config.side == FeatureConfig() and config.update == UpdateConfig()
     stored = json.loads(json.dumps(config.to_dict()))
-    added = {"training": {"refit": True},  # fields newer than that manifest take their defaults
+    # fields newer than that manifest take their defaults
+    added = {"training": {"refit": True, "validation_task": "s2i"},
              "ingest": {"order": None, "format": "auto", "sep": None, "header": True,
                         "columns": None, "encoding": None},
              "query": {"cold_similarity_offset": None}}

@@ -323,6 +323,9 @@ class TrainingConfig(Section):
     patience_batches: int = setting(120, "... and batches since the best before stopping.", ge=0,
                                     fix="use 0 to count evaluations only")
     eval_every: int = setting(2, "Epochs between validation evaluations.", ge=1)
+    validation_task: Literal["s2i", "i2i", "mean"] = setting(
+        "s2i", "Held-out HR@20 that early stopping follows: s2i (history -> next item), i2i "
+        "(item -> next item) or the mean of both; `itemvec tune --metric` sets it.")
     seed: int = setting(0, "Random seed.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     threads: int | None = setting(None, "CPU threads for torch.", ge=1, default_text="torch's")

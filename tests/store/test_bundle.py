@@ -21,6 +21,7 @@ from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.store.bundle import (
     FORMAT_VERSION,
     MANIFEST,
+    PLAIN_FORMAT,
     load_cooccurrence,
     load_encoder_state,
     read_manifest,
@@ -62,7 +63,7 @@ def test_round_trip_is_exact(trained, bundle_dir):
 
 def test_manifest_has_version_config_stats_and_checksums(trained, bundle_dir):
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["format_version"] == PLAIN_FORMAT  # compact bundles (cold items) are 2
     assert manifest["config"]["training"]["objective"] == "auto"
     assert manifest["config"]["ingest"]["time"] == "ts"
     assert manifest["stats"]["items"] == len(trained.embeddings)
@@ -291,6 +292,24 @@ def test_bundles_and_files_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
+
+
+def test_every_part_honours_the_umask_the_encoder_too(tmp_path):
+    """safetensors writes its file 0600 whatever the umask: a service account reading the
+    bundle could not verify (nor load) encoder.safetensors."""
+    import scipy.sparse as sp
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        out = write_bundle(tmp_path / "model", small(), config={}, stats={},
+                           encoder_state={"item_bias": torch.zeros(6)},
+                           cooccurrence=sp.identity(6, format="csr", dtype=np.float32))
+    finally:
+        os.umask(old)
+    assert (out / "encoder.safetensors").is_file()
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        p.name: 0o644 for p in out.iterdir()}
 
 
 def test_writes_into_a_bundle_are_refused(tmp_path, cli):

@@ -156,6 +156,7 @@ def test_update_of_a_behaviour_first_bundle_keeps_the_calibration(models, shop, 
     assert float(encoder.cold_offset) == pytest.approx(first.stats["coldstart"]["offset"])
     assert result.lineage["new_items_placed_from_features"] >= 10  # hidden items now warm
     assert np.isfinite(result.embeddings.vectors).all()
+    assert result.embeddings.compact == (result.embeddings.n_warm < len(result.embeddings))
 
 
 class _Tower:

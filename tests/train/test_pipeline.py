@@ -14,13 +14,17 @@ from itemvec.config import (
     TrainingConfig,
 )
 from itemvec.data.ingest import read_events
-from itemvec.query.embeddings import load_embeddings
+from itemvec.evaluation.protocol import hit_rate
+from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.train.pipeline import (
     evaluate_log,
     holdout_by_time,
+    make_validator,
+    query_settings,
     read_item_table,
     train,
     train_on_log,
+    validation_queries,
     vocabulary_map,
 )
 from itemvec.util.errors import DataError
@@ -49,6 +53,32 @@ def test_holdout_by_time_takes_the_newest_contexts(shop_log):
     assert train_log.context_end_times().max() <= valid.context_end_times().min()
     small = shop_log.subset(np.arange(10))
     assert holdout_by_time(small, 0.1, seed=0) == (small, None)  # too few contexts to hold out
+
+
+class _Encoder:
+    """What a validator reads from a model under training: vectors and popularity bias."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.vectors, self.bias = rng.normal(size=(n, 8)), rng.normal(size=n)
+
+    def export(self):
+        return self.vectors, self.bias
+
+
+@pytest.mark.parametrize("task", ["s2i", "i2i", "mean"])
+def test_the_validator_scores_the_configured_task(shop_log, task):
+    train_log, valid = holdout_by_time(shop_log, 0.2, seed=0)
+    items = train_log.item_ids
+    config = PipelineConfig(training=TrainingConfig(validation_task=task))
+    encoder = _Encoder(len(items))
+    queries = validation_queries(valid, items, config)
+    scorer = ItemEmbeddings(items, encoder.vectors, encoder.bias, config.training.temperature,
+                            query_settings(config, valid.ordered))
+    hits = {t: hit_rate(scorer, q) for t, q in queries.items()}
+    want = (hits["s2i"] + hits["i2i"]) / 2 if task == "mean" else hits[task]
+    assert make_validator(valid, items, config)(encoder) == pytest.approx(want)
+    assert abs(hits["s2i"] - hits["i2i"]) > 1e-3  # the tasks differ: the test can tell them apart
 
 
 def test_vocabulary_map(shop_log):

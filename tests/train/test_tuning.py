@@ -154,3 +154,20 @@ def test_the_given_configuration_stays_unless_beaten_by_a_standard_error():
     assert best["number"] == 1
     best, margin = choose_best(trials, {"dim": 128}, counts, "mean")  # start not among them
     assert (best["number"], margin) == (1, 0.0)
+
+
+def test_trials_stop_early_on_the_metric(log):
+    """``--metric i2i``: every trial's early stopping (and so its pruning reports) follows i2i."""
+    result = tune_log(log, BASE, {"temperature": Dimension("float", 0.1, 0.4)},
+                      TuneSettings(trials=1, metric="i2i"), progress=False)
+    assert result.config.training.validation_task == "i2i"
+    trial = result.trials[0]
+    assert trial["value"] == pytest.approx(trial["i2i"]) and trial["intermediate"]
+
+
+def test_a_resumed_study_must_maximise_the_same_metric(log, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'tune.db'}"
+    tune_log(log, BASE, DIM_ONLY, TuneSettings(trials=1, storage=storage, metric="i2i"),
+             progress=False)
+    with pytest.raises(ConfigError, match="maximised --metric i2i, not mean"):
+        tune_log(log, BASE, DIM_ONLY, TuneSettings(trials=1, storage=storage), progress=False)

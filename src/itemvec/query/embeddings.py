@@ -24,19 +24,30 @@ neighbours; ``cold="include"`` ranks them by plain cosine, ``"exclude"`` never r
 bundle without the calibration ranks them below every warm item (``UNCALIBRATED_OFFSET``).
 Every ``Results`` marks its cold items (``result.cold``).
 
+A compact bundle (``store.compact``) stores each distinct cold vector once plus a row -> vector
+index (``vector_rows``): queries score the stored vectors (warm + distinct cold, often a few
+percent of a million-row catalogue) and gather each item's score, so neither RAM nor matmul
+grows with the cold rows. ``vectors`` (every item's row) is expanded on first use only, for
+callers that need the full matrix (index backends, ``export``); ``vectors_of(rows)`` and the
+query methods never expand it.
+
 Ids are strings. When every training id is a canonical integer (``"7"``, ``"-3"``; not
 ``"007"`` or ``"-0"``) Python and numpy integers are accepted wherever an id is; returned ids
-stay strings. A query never writes to the object, so one instance can serve concurrent threads.
+stay strings. A query never writes to the object, so one instance can serve concurrent threads
+(reading ``vectors`` of a compact model caches the expansion, built once under a lock).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from itemvec.config import QueryConfig
 from itemvec.query.exact import logit_top
@@ -49,7 +60,7 @@ from itemvec.query.index import (
 )
 from itemvec.query.pooling import history_matrix, history_weights
 from itemvec.store.bundle import read_vectors, write_bundle
-from itemvec.store.mapped import mapped_item_ids
+from itemvec.store.mapped import mapped_expansion, mapped_item_ids
 from itemvec.util.errors import UnknownItemError
 from itemvec.util.topk import top_k
 
@@ -59,6 +70,7 @@ Filter = Collection[Any] | np.ndarray | None
 PAD_ID = ""
 COLD_MODES = ("calibrated", "include", "exclude")
 UNCALIBRATED_OFFSET = -2.0  # below any cosine of a warm item: cold items only fill what is left
+_EXPANDING = threading.Lock()  # one expansion of a compact model at a time (module-wide: picklable)
 
 
 class Results(tuple):
@@ -125,13 +137,13 @@ class ItemEmbeddings:
                  item_bias: np.ndarray | None = None, temperature: float = 1.0,
                  query: QueryConfig | None = None, metadata: dict | None = None,
                  item_table=None, n_warm: int | None = None,
-                 index: SortedIds | None = None) -> None:
+                 index: SortedIds | None = None, vector_rows: np.ndarray | None = None) -> None:
         # With ``index`` (``load(..., mapped_cache=...)``) the ids stay a unicode array as given.
+        # With ``vector_rows`` ``vectors`` holds the stored (distinct) rows, item i's vector
+        # being ``vectors[vector_rows[i]]``.
         self.item_ids = (np.asarray(item_ids) if index is not None else
                          np.asarray([str(i) for i in item_ids], dtype=object))
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if len(self.item_ids) != len(self.vectors):
-            raise ValueError(f"{len(self.item_ids)} item ids but {len(self.vectors)} vectors")
+        self._set_vectors(vectors, vector_rows)
         n = len(self.item_ids)
         self.item_bias = np.zeros(n, np.float32) if item_bias is None else np.asarray(
             item_bias, dtype=np.float32)
@@ -146,6 +158,68 @@ class ItemEmbeddings:
         self.n_warm = n if n_warm is None else int(n_warm)  # rows from n_warm on are cold
         if not 0 <= self.n_warm <= n:
             raise ValueError(f"n_warm {n_warm} is outside 0..{n} items")
+
+    def expand_with(self, expansion: Callable[[], np.ndarray]) -> None:
+        """Get every item's row from ``expansion`` (e.g. a file the serving workers all map)
+        instead of gathering a private copy on the first read of ``vectors``."""
+        self._expand = expansion
+
+    def _set_vectors(self, vectors: np.ndarray, rows: np.ndarray | None) -> None:
+        self.stored_vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = None if rows is None else np.asarray(rows)
+        if rows is not None and (rows.ndim != 1 or rows.dtype == bool
+                                 or not np.issubdtype(rows.dtype, np.integer)):
+            raise ValueError(f"vector_rows must be 1-D integers, one per item; got "
+                             f"{rows.dtype} of shape {rows.shape}")
+        self.vector_rows = rows
+        self._expanded = None if rows is not None else self.stored_vectors
+        self._expand = None  # how to expand instead of a private gather (``load``'s mapped cache)
+        count = len(self.item_ids if rows is None else self.vector_rows)
+        if len(self.item_ids) != (len(self.stored_vectors) if rows is None else count):
+            raise ValueError(f"{len(self.item_ids)} item ids but "
+                             f"{len(self.stored_vectors) if rows is None else count} vectors")
+        if rows is not None and len(rows) and (int(rows.min()) < 0
+                                               or int(rows.max()) >= len(self.stored_vectors)):
+            raise ValueError(f"vector_rows index outside the {len(self.stored_vectors)} "
+                             "stored vectors")
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every item's unit vector, one row per item (a compact model expands it once)."""
+        expanded = self._expanded
+        if expanded is None:
+            with _EXPANDING:  # racing first reads build (and hold) one expansion, not one each
+                if self._expanded is None:
+                    logger.info("expanding %d stored vectors to %d rows",
+                                len(self.stored_vectors), len(self.vector_rows))
+                    self._expanded = (self.stored_vectors[self.vector_rows]
+                                      if self._expand is None else self._expand())
+                expanded = self._expanded
+        return expanded
+
+    @vectors.setter
+    def vectors(self, vectors: np.ndarray) -> None:
+        self._set_vectors(vectors, None)
+
+    @property
+    def compact(self) -> bool:
+        """Whether vectors are stored as distinct rows plus a row index (``vector_rows``)."""
+        return self.vector_rows is not None
+
+    def vectors_of(self, rows: np.ndarray | Sequence[int] | int) -> np.ndarray:
+        """The vectors of item ``rows`` (a view-free copy for an array of rows), never
+        expanding a compact model."""
+        if self.vector_rows is None:
+            return self.stored_vectors[rows]
+        return self.stored_vectors[self.vector_rows[rows]]
+
+    def cosines(self, queries: np.ndarray) -> np.ndarray:
+        """``queries @ vectors.T``, (queries x items); a compact model scores its stored rows
+        and gathers each item's column."""
+        scores = queries @ self.stored_vectors.T
+        if self.vector_rows is None:
+            return scores
+        return np.take(scores, self.vector_rows, axis=1)
 
     def use_index(self, name: str | None = "auto", bundle: str | Path | None = None,
                   save: bool = False, mmap: bool = False, **params) -> ItemEmbeddings:
@@ -181,7 +255,7 @@ class ItemEmbeddings:
 
     def __getitem__(self, item: str | int) -> np.ndarray:
         """The item's unit vector (1-D float32 copy); ``UnknownItemError`` names an unknown id."""
-        return self.vectors[self.row(item)].copy()
+        return np.array(self.vectors_of(self.row(item)), copy=True)
 
     def __repr__(self) -> str:
         return f"ItemEmbeddings({len(self)} items, dim {self.dim})"
@@ -189,7 +263,7 @@ class ItemEmbeddings:
     @property
     def dim(self) -> int:
         """Vector length."""
-        return self.vectors.shape[1]
+        return self.stored_vectors.shape[1]
 
     def key(self, item: object) -> str:
         """The string id for ``item``: a str as is, an int only where training ids were ints."""
@@ -316,7 +390,7 @@ class ItemEmbeddings:
             _ids(negative, "negative"))
         if not len(plus) and not len(minus):
             raise ValueError("most_similar needs at least one id in positive or negative")
-        query = np.concatenate([self.vectors[plus], -self.vectors[minus]]).mean(axis=0)
+        query = np.concatenate([self.vectors_of(plus), -self.vectors_of(minus)]).mean(axis=0)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
         given = np.union1d(plus, minus).astype(np.int64)
         ids, values = self._nearest(query[None, :], n, self._blocked(filter, exclude), [given],
@@ -372,11 +446,15 @@ class ItemEmbeddings:
         """Weighted sum of each history's vectors (zeros for an empty history)."""
         matrix = history_matrix(histories, len(self), self.query.recency_half_life,
                                 self.query.evidence_power, np.float32)
-        return np.asarray(matrix @ self.vectors, dtype=np.float32)
+        if self.vector_rows is not None:  # columns of items -> columns of stored rows
+            matrix = sp.csr_matrix((matrix.data, self.vector_rows[matrix.indices],
+                                    matrix.indptr), shape=(len(histories),
+                                                           len(self.stored_vectors)))
+        return np.asarray(matrix @ self.stored_vectors, dtype=np.float32)
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Recommendation logits over all items, one row per history (rows, not ids)."""
-        logits = (self.pool(histories) / self.temperature) @ self.vectors.T  # 2 passes, not 3
+        logits = self.cosines(self.pool(histories) / self.temperature)  # 2 passes, not 3
         logits += self.query.popularity_weight * self.item_bias[None, :]
         return logits
 
@@ -395,7 +473,7 @@ class ItemEmbeddings:
         _check_n(n)
         offset = self.cold_offset(cold)
         rows = self.indices(items)
-        return self._nearest(self.vectors[rows], n, self._blocked(filter, exclude),
+        return self._nearest(self.vectors_of(rows), n, self._blocked(filter, exclude),
                              [np.array([r]) for r in rows], offset)
 
     def _recommend_rows(self, histories: Iterable[Any], n: int, filter_seen: bool,
@@ -433,7 +511,7 @@ class ItemEmbeddings:
             blocked = self.cold if blocked is None else blocked | self.cold
         shift = 0.0 if offset is None or self.n_warm == len(self) else offset
         if self.vector_index is None:
-            scores = queries @ self.vectors.T
+            scores = self.cosines(queries)
             if shift:
                 scores[:, self.n_warm:] += np.float32(shift)
             return self._top(scores, n, blocked, seen)
@@ -508,10 +586,17 @@ class ItemEmbeddings:
         if mapped is not None:
             ids, ordered, rows = mapped
             index = SortedIds(ordered, rows, ids)
-        return cls(ids, stored.vectors, stored.item_bias,
-                   temperature=stored.temperature, query=stored.query,
-                   metadata=stored.manifest, item_table=stored.item_table,
-                   n_warm=warm_items(stored.manifest, len(stored.vectors)), index=index)
+        embeddings = cls(ids, stored.vectors, stored.item_bias,
+                         temperature=stored.temperature, query=stored.query,
+                         metadata=stored.manifest, item_table=stored.item_table,
+                         n_warm=warm_items(stored.manifest, len(stored.item_bias)), index=index,
+                         vector_rows=stored.vector_rows)
+        if mmap and mapped_cache is not None and embeddings.compact:
+            # every worker maps one expansion (an index backend reads every item's row)
+            embeddings.expand_with(functools.partial(
+                mapped_expansion, mapped_cache, stored.manifest, embeddings.stored_vectors,
+                embeddings.vector_rows))
+        return embeddings
 
 
 def warm_items(manifest: dict, n: int) -> int:

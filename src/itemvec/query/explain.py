@@ -52,7 +52,7 @@ class Explainer:
         target = emb.row(item)
         rows, skipped = emb.known(history)
         weights = emb.history_weights(len(rows))
-        cosines = emb.vectors[rows] @ emb.vectors[target] if len(rows) else np.zeros(0)
+        cosines = emb.vectors_of(rows) @ emb.vectors_of(target) if len(rows) else np.zeros(0)
         popularity = float(emb.query.popularity_weight * emb.item_bias[target])
         parts = []
         for row, weight, cosine in zip(rows, weights, cosines, strict=True):

@@ -216,7 +216,14 @@ def _embeddings_digest(bundle: Path) -> str | None:
     except (OSError, ValueError):
         return None
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    return files.get("embeddings.npy") if isinstance(files, dict) else None
+    if not isinstance(files, dict):
+        return None
+    vectors, rows = files.get("embeddings.npy"), files.get("vector_rows.npy")
+    if vectors is None or rows is None:
+        return vectors
+    # compact: every item's row comes from both parts, and embed may link embeddings.npy
+    # into a bundle whose items point at other rows
+    return hashlib.sha256(f"{vectors}:{rows}".encode()).hexdigest()
 
 
 def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:

@@ -266,7 +266,7 @@ class TfidfTextEncoder:
         rows, scores = self.match(query)
         if len(rows) == 0:
             return TextQuery(None, [])
-        vector = scores @ self.embeddings.vectors[rows]
+        vector = scores @ self.embeddings.vectors_of(rows)
         ids = self.embeddings.item_ids[rows]
         return TextQuery(vector, [(str(i), round(float(s), 6)) for i, s in
                                   zip(ids, scores, strict=True)])
@@ -356,7 +356,7 @@ class ItemSearch:
         ids = self.embeddings.item_ids[rows]
         matches = [(str(i), round(float(s), 6)) for i, s in zip(ids, text_scores, strict=True)]
         if vector is None and len(rows):
-            unit = self.embeddings.vectors[rows[:SEEDS]]
+            unit = self.embeddings.vectors_of(rows[:SEEDS])
             unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
             vector = text_scores[:SEEDS] @ unit
         if len(rows) >= n or vector is None or not np.any(vector):

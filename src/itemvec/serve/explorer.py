@@ -117,7 +117,7 @@ def map_for(model) -> dict[str, Any]:
         if len(rows) > MAP_MAX_ITEMS:
             rows = np.sort(np.random.default_rng(0).choice(len(rows), MAP_MAX_ITEMS, replace=False))
         table = aligned_table(emb)
-        view = ItemEmbeddings(emb.item_ids[rows], emb.vectors[rows],
+        view = ItemEmbeddings(emb.item_ids[rows], emb.vectors_of(rows),
                               item_table=None if table is None else table[rows])
         coords, used = project(view.vectors, "pca")
         _, category = _columns(emb)

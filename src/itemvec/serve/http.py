@@ -662,7 +662,7 @@ def item(model: Model, item_id: PathId) -> JSONResponse:
     table = aligned_table(emb)
     attributes = {} if table is None else {
         k: v for k, v in table.row(row, named=True).items() if k != "item_id"}
-    return _json({"item_id": item_id, "embedding": [round(float(x), 7) for x in emb.vectors[row]],
+    return _json({"item_id": item_id, "embedding": [round(float(x), 7) for x in emb.vectors_of(row)],
                   "popularity": round(float(emb.item_bias[row]), 6),
                   "attributes": json.loads(json.dumps(attributes, default=str))})
 

@@ -4,13 +4,22 @@ Layout::
 
     manifest.json        format version, config, data statistics, file checksums
     items.parquet        item_id (string) + item-table columns, in vocabulary order
-    embeddings.npy       float32 unit vectors, one row per item
+    embeddings.npy       float32 unit vectors, one row per item (compact: per stored row)
+    vector_rows.npy      int32 stored row of each item (compact bundles only, format 2)
     item_bias.npy        float32 learned popularity logits
     encoder.safetensors  encoder weights (optional)
     cooccurrence.npz     scipy CSR co-occurrence counts (optional)
 
 A bundle is built in a temporary sibling directory and renamed into place, so an interrupted
 write never leaves a half-written bundle at ``--out``; checksums catch later corruption.
+
+Format 1 stores every item's vector. Format 2 (``store.compact``) is written when a model holds
+its cold items compactly: ``embeddings.npy`` holds the warm rows and then each distinct cold
+vector once, and ``vector_rows.npy`` maps every item to its row there, so a million cold
+catalogue rows with a few thousand distinct feature rows cost megabytes, not a float32 vector
+each. Plain bundles are still written as format 1, so older itemvec versions read them.
+A part may be hard-linked from an earlier bundle (``reuse``): its recorded checksum is carried
+over, since the bytes are the same file, and later verification checks it as ever.
 """
 
 from __future__ import annotations
@@ -29,22 +38,35 @@ from typing import Annotated, Any, Protocol
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from itemvec.config import QueryConfig, from_dict
+from itemvec.store.compact import ROWS_DTYPE
 from itemvec.util.errors import BundleError, ItemvecError
 from itemvec.util.files import (
     NO_SPACE,
     check_writable,
     dir_mode,
+    file_mode,
     fsync_tree,
+    link_or_copy,
     out_of_space,
     sha256_file,
     swap_into_place,
 )
 from itemvec.util.version import VERSION
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this itemvec reads and writes
+PLAIN_FORMAT = 1  # every item's vector in embeddings.npy; written unless compact
+ROWS_FILE = "vector_rows.npy"
 MANIFEST = "manifest.json"
 CHECKPOINT_DIRNAME = ".checkpoint"  # a training checkpoint may wait in ``--out`` (train.checkpoint)
 REQUIRED_FILES = ("embeddings.npy", "item_bias.npy", "items.parquet")
@@ -52,8 +74,9 @@ Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Manifest(BaseModel):
-    """The fields a reader relies on; every manifest since format 1 has them. Other fields
-    (config, stats, lineage, ...) pass through unchecked here."""
+    """The fields a reader relies on; every manifest since format 1 has them, and a compact
+    one (format 2, listing ``vector_rows.npy``) ``stored_vectors`` too. Other fields (config,
+    stats, lineage, ...) pass through unchecked here."""
 
     model_config = ConfigDict(extra="allow")
     format_version: StrictInt = Field(ge=1)
@@ -62,6 +85,14 @@ class Manifest(BaseModel):
     temperature: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     query: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, Digest]
+    stored_vectors: StrictInt | None = Field(default=None, ge=0, validate_default=True)
+
+    @field_validator("stored_vectors")
+    @classmethod
+    def _compact_counts_its_rows(cls, stored: int | None, info: ValidationInfo) -> int | None:
+        if stored is None and ROWS_FILE in (info.data.get("files") or {}):
+            raise ValueError(f"files lists {ROWS_FILE}: the number of stored vectors is needed")
+        return stored
 
     @field_validator("files")
     @classmethod
@@ -73,13 +104,29 @@ class Manifest(BaseModel):
 
 
 class Vectors(Protocol):
-    """What a bundle stores of trained item vectors; ``ItemEmbeddings`` is one."""
+    """What a bundle stores of trained item vectors; ``ItemEmbeddings`` is one.
+    ``stored_vectors`` are the rows written to ``embeddings.npy``: every item's, or with
+    ``vector_rows`` (compact) the distinct rows that index points into."""
     item_ids: np.ndarray
-    vectors: np.ndarray
+    stored_vectors: np.ndarray
+    vector_rows: np.ndarray | None
     item_bias: np.ndarray
     temperature: float
     query: QueryConfig
     item_table: pl.DataFrame | None
+
+
+@dataclass(frozen=True)
+class Reused:
+    """A part of an earlier bundle to hard-link into a new one, with its recorded digest."""
+    path: Path
+    digest: str
+
+
+def reusable(bundle: Path, manifest: dict[str, Any], *names: str) -> dict[str, Reused]:
+    """``Reused`` entries for those ``names`` the bundle's manifest records a digest for."""
+    files = manifest.get("files", {})
+    return {name: Reused(bundle / name, files[name]) for name in names if name in files}
 
 
 @dataclass
@@ -92,6 +139,11 @@ class StoredVectors:
     query: QueryConfig
     item_table: pl.DataFrame | None
     manifest: dict[str, Any]
+    vector_rows: np.ndarray | None = None  # compact: item -> row of ``vectors``
+
+    @property
+    def stored_vectors(self) -> np.ndarray:
+        return self.vectors
 
 
 def check_target(out: Path) -> None:
@@ -119,10 +171,14 @@ def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any]
                  stats: dict[str, Any], encoder_state: dict | None = None,
                  cooccurrence: sp.csr_matrix | None = None, item_counts: np.ndarray | None = None,
                  extra: dict[str, Any] | None = None,
-                 extra_files: dict[str, bytes] | None = None) -> Path:
+                 extra_files: dict[str, bytes] | None = None,
+                 reuse: dict[str, Reused] | None = None) -> Path:
     """Write every part into a temp dir, checksum it, then swap it in place of ``out``.
 
     ``extra_files`` (name -> bytes, e.g. ``features.json``) are stored and checksummed too.
+    ``reuse`` (name -> an earlier bundle's part and its recorded digest): the part is
+    hard-linked (copied across file systems) instead of written, its digest carried over;
+    ``encoder_state`` and ``cooccurrence`` may then be None for those names.
     """
     out = Path(out)
     check_target(out)
@@ -132,7 +188,7 @@ def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any]
         staging.chmod(dir_mode())  # mkdtemp makes 0700: honour the umask like mkdir would
         try:
             _write_staged(staging, embeddings, config, stats, encoder_state, cooccurrence,
-                          item_counts, extra, extra_files)
+                          item_counts, extra, extra_files, reuse or {})
         except Exception as exc:
             if _is_full_disk(exc):
                 raise out_of_space(out, _bundle_bytes(embeddings, encoder_state, cooccurrence,
@@ -148,19 +204,27 @@ def write_bundle(out: str | Path, embeddings: Vectors, *, config: dict[str, Any]
 def _write_staged(staging: Path, embeddings: Vectors, config: dict[str, Any],
                   stats: dict[str, Any], encoder_state: dict | None,
                   cooccurrence: sp.csr_matrix | None, item_counts: np.ndarray | None,
-                  extra: dict[str, Any] | None, extra_files: dict[str, bytes] | None) -> None:
+                  extra: dict[str, Any] | None, extra_files: dict[str, bytes] | None,
+                  reuse: dict[str, Reused]) -> None:
     """Every part, then the manifest with their checksums, flushed to disk in ``staging``."""
-    files = _write_parts(staging, embeddings, encoder_state, cooccurrence, item_counts)
+    for name, part in reuse.items():
+        link_or_copy(part.path, staging / name)
+    files = _write_parts(staging, embeddings, encoder_state, cooccurrence, item_counts, reuse)
     for name, data in (extra_files or {}).items():
-        (staging / name).write_bytes(data)
-        files.append(name)
+        if name not in reuse:
+            (staging / name).write_bytes(data)
+            files.append(name)
+    digests = {name: part.digest for name, part in reuse.items()}
+    compact = embeddings.vector_rows is not None
     manifest = {
-        "format_version": FORMAT_VERSION, "itemvec_version": VERSION,
+        "format_version": FORMAT_VERSION if compact else PLAIN_FORMAT,
+        "itemvec_version": VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "n_items": len(embeddings.item_ids), "dim": embeddings.vectors.shape[1],
+        "n_items": len(embeddings.item_ids), "dim": embeddings.stored_vectors.shape[1],
         "temperature": embeddings.temperature, "query": embeddings.query.to_dict(),
         "config": config, "stats": stats, **(extra or {}),
-        "files": {name: sha256_file(staging / name) for name in files},
+        **({"stored_vectors": len(embeddings.stored_vectors)} if compact else {}),
+        "files": {**digests, **{name: sha256_file(staging / name) for name in files}},
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     fsync_tree(staging)  # data on disk before the rename, so power loss cannot swap in holes
@@ -180,7 +244,9 @@ def _bundle_bytes(embeddings: Vectors, encoder_state: dict | None,
                   cooccurrence: sp.csr_matrix | None, extra_files: dict[str, bytes] | None) -> int:
     """About how many bytes a bundle takes (before compression): the figure a full disk
     message gives."""
-    total = embeddings.vectors.nbytes + embeddings.item_bias.nbytes
+    rows = embeddings.vector_rows
+    total = embeddings.stored_vectors.nbytes + embeddings.item_bias.nbytes
+    total += 0 if rows is None else len(rows) * 4
     total += sum(len(str(i).encode()) + 8 for i in embeddings.item_ids)
     if encoder_state is not None:
         total += sum(v.numel() * v.element_size() for v in encoder_state.values())
@@ -203,18 +269,27 @@ def save_sparse(path: Path, matrix: sp.spmatrix | sp.sparray) -> None:
 
 
 def _write_parts(staging: Path, embeddings: Vectors, encoder_state, cooccurrence,
-                 item_counts) -> list[str]:
-    np.save(staging / "embeddings.npy", embeddings.vectors, allow_pickle=False)
-    np.save(staging / "item_bias.npy", embeddings.item_bias, allow_pickle=False)
-    _item_frame(embeddings, item_counts).write_parquet(staging / "items.parquet")
-    files = ["embeddings.npy", "item_bias.npy", "items.parquet"]
-    if encoder_state is not None:
+                 item_counts, reuse: dict[str, Reused]) -> list[str]:
+    """The parts not in ``reuse`` written into ``staging``; returns their names."""
+    files = []
+    arrays = {"embeddings.npy": embeddings.stored_vectors, "item_bias.npy": embeddings.item_bias}
+    if embeddings.vector_rows is not None:
+        arrays[ROWS_FILE] = np.asarray(embeddings.vector_rows, dtype=ROWS_DTYPE)
+    for name, array in arrays.items():
+        if name not in reuse:
+            np.save(staging / name, array, allow_pickle=False)
+            files.append(name)
+    if "items.parquet" not in reuse:
+        _item_frame(embeddings, item_counts).write_parquet(staging / "items.parquet")
+        files.append("items.parquet")
+    if encoder_state is not None and "encoder.safetensors" not in reuse:
         from safetensors.torch import save_file  # torch: reading vectors must not need it
 
         save_file({k: v.detach().cpu().contiguous() for k, v in encoder_state.items()},
                   str(staging / "encoder.safetensors"))
+        os.chmod(staging / "encoder.safetensors", file_mode())  # safetensors writes 0600
         files.append("encoder.safetensors")
-    if cooccurrence is not None:
+    if cooccurrence is not None and "cooccurrence.npz" not in reuse:
         save_sparse(staging / "cooccurrence.npz", cooccurrence)
         files.append("cooccurrence.npz")
     return files
@@ -292,25 +367,31 @@ def read_vectors(path: str | Path, check: bool = True, mmap: bool = False,
     try:
         vectors = np.load(path / "embeddings.npy", mmap_mode=mode, allow_pickle=False)
         bias = np.load(path / "item_bias.npy", mmap_mode=mode, allow_pickle=False)
+        rows = (np.load(path / ROWS_FILE, mmap_mode=mode, allow_pickle=False)
+                if ROWS_FILE in manifest["files"] else None)
         items = pl.read_parquet(path / "items.parquet")
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise BundleError(f"{path}: cannot read bundle ({exc})") from None
-    _check_shapes(path, manifest, vectors, bias, items)
+    _check_shapes(path, manifest, vectors, bias, items, rows)
     query = from_dict(QueryConfig, manifest.get("query", {}), "manifest.query")
     ids = np.asarray(items["item_id"].to_list() if item_ids else [], dtype=object)
     return StoredVectors(ids, vectors, bias,
                          manifest.get("temperature", 1.0), query,
-                         items if items.width > 1 else None, manifest)
+                         items if items.width > 1 else None, manifest, rows)
 
 
 def _check_shapes(path: Path, manifest: dict[str, Any], vectors: np.ndarray, bias: np.ndarray,
-                  items: pl.DataFrame) -> None:
-    """Every part holds ``n_items`` rows (vectors ``dim`` wide): a part from another bundle
-    with a recomputed checksum must not pair ids with the wrong vectors."""
+                  items: pl.DataFrame, rows: np.ndarray | None = None) -> None:
+    """Every part holds ``n_items`` rows (vectors ``dim`` wide; compact: ``stored_vectors``
+    rows, each item's row index inside them): a part from another bundle with a recomputed
+    checksum must not pair ids with the wrong vectors."""
     n, dim = manifest["n_items"], manifest["dim"]
-    problems = [(name, shape, want) for name, shape, want in (
-        ("embeddings.npy", vectors.shape, (n, dim)), ("item_bias.npy", bias.shape, (n,)),
-        ("items.parquet", (items.height,), (n,))) if tuple(shape) != want]
+    stored = n if rows is None else manifest.get("stored_vectors")
+    shapes = [("embeddings.npy", vectors.shape, (stored, dim)),
+              ("item_bias.npy", bias.shape, (n,)), ("items.parquet", (items.height,), (n,))]
+    if rows is not None:
+        shapes.append((ROWS_FILE, rows.shape, (n,)))
+    problems = [(name, shape, want) for name, shape, want in shapes if tuple(shape) != want]
     if problems:
         name, shape, want = problems[0]
         raise BundleError(f"{path}/{name}: shape {tuple(shape)} does not match the manifest "
@@ -322,6 +403,10 @@ def _check_shapes(path: Path, manifest: dict[str, Any], vectors: np.ndarray, bia
             vectors.sum(dtype=np.float64)) or not math.isfinite(float(bias.sum())):
         raise BundleError(f"{path}/embeddings.npy: holds non-finite or non-float values; "
                           "write the bundle again")
+    if rows is not None and (not np.issubdtype(rows.dtype, np.integer) or (len(rows) and (
+            int(rows.min()) < 0 or int(rows.max()) >= len(vectors)))):
+        raise BundleError(f"{path}/{ROWS_FILE}: holds rows outside the {len(vectors)} stored "
+                          "vectors; write the bundle again")
 
 
 def load_cooccurrence(path: str | Path) -> sp.csr_matrix:

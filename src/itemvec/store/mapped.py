@@ -1,5 +1,5 @@
 """Bundle parts in memory-mappable form, shared by serving processes: the co-occurrence
-matrix and the item ids.
+matrix, the item ids and a compact bundle's expanded vectors.
 
 ``cooccurrence.npz`` is a zip archive (compressed) and ``items.parquet`` holds the ids as
 Arrow strings; neither can be memory-mapped, and a million ids as Python strings plus their
@@ -9,13 +9,17 @@ new files), under a file lock so concurrent workers write them once; every proce
 them read-only. The ids become fixed-width unicode arrays (the longest id sets the width):
 in row order, and sorted with their rows for lookups by binary search. A fixed width costs
 items x the longest id, so ids longer than ``MAX_SHARED_ID_CHARS`` are not shared: each
-process keeps its own Python strings (their own bytes each). The bundle itself is never
-written, so it may sit on read-only storage.
+process keeps its own Python strings (their own bytes each). A compact bundle (format 2)
+stores distinct vectors plus a row index; an index backend reads every item's row, so the
+expansion is written here once (named by both parts' checksums) and mapped by every worker,
+as a format-1 bundle's ``embeddings.npy`` is. The bundle itself is never written, so it may
+sit on read-only storage.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -26,7 +30,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from itemvec.store.bundle import load_cooccurrence, read_manifest
+from itemvec.store.bundle import ROWS_FILE, load_cooccurrence, read_manifest
 from itemvec.util.errors import BundleError
 from itemvec.util.files import fsync_tree
 
@@ -66,6 +70,20 @@ def mapped_item_ids(bundle: str | Path, cache: str | Path
         return None
     return tuple(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                  for name in ("ids", "sorted", "rows"))
+
+
+def mapped_expansion(cache: str | Path, manifest: dict, stored: np.ndarray, rows: np.ndarray
+                     ) -> np.ndarray:
+    """Every item's vector, ``stored[rows]``, memory-mapped read-only from ``cache``: written
+    once per (``embeddings.npy``, ``vector_rows.npy``) checksum pair of ``manifest`` (the one
+    the arrays were read with, not the bundle's current one, which a reload may have
+    replaced)."""
+    files = manifest.get("files", {})
+    key = hashlib.sha256(f"{files['embeddings.npy']}:{files[ROWS_FILE]}".encode()).hexdigest()
+    folder = Path(cache) / f"vectors-{key[:24]}"
+    _write_once(folder, "vectors.npy",
+                lambda: _write_arrays({"vectors": np.asarray(stored)[np.asarray(rows)]}, folder))
+    return np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
 
 
 def _write_once(folder: Path, marker: str, write: Callable[[], bool | None]) -> bool:

@@ -29,6 +29,12 @@ The default way ``itemvec train --items`` uses item features (``features.mode``)
 The result is a ``FeatureEncoder`` with ``id_only`` set: its warm rows are the behaviour
 vectors, its feature path embeds cold items, and ``cold_offset`` holds the calibration, so
 ``itemvec embed`` and ``itemvec update`` apply it to new items as they are.
+
+A cold item's vector depends on its feature row alone, so cold items are grouped by identical
+feature rows (``ColdGroups``) once: the tower embeds one item per group (in the calibration of
+``similar`` and in the model returned), and the model stores each group's vector once
+(``store.compact``): a million-row catalogue with a few thousand distinct feature rows costs
+a few thousand tower passes and vectors, not a million.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from itemvec.evaluation.protocol import Queries, target_ranks
 from itemvec.model.encoder import FeatureEncoder, ItemEncoder
 from itemvec.model.features import SidePlan
 from itemvec.query.embeddings import ItemEmbeddings
+from itemvec.store.compact import ROWS_DTYPE, unique_rows
 from itemvec.train.trainer import Stage, Trainer, TrainingResult
 
 logger = logging.getLogger(__name__)
@@ -63,6 +70,36 @@ MAX_FOLDS = 5
 MIN_WARM_QUERIES, MIN_COLD_QUERIES = 200, 30
 PRIORS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # contexts' worth of evidence the features count as
 PRIOR_Z = 2.0  # a feature prior must beat none by this paired z on validation (~2 sigma)
+EMBED_BLOCK = 8192  # items through the tower at once
+
+
+@dataclasses.dataclass(frozen=True)
+class ColdGroups:
+    """Cold items grouped by identical feature rows (so identical tower vectors).
+
+    ``first``: one item row per group (absolute, >= n_warm), in order of first occurrence;
+    ``inverse``: each cold item's group; ``counts``: items per group."""
+    first: np.ndarray
+    inverse: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, plan: SidePlan) -> ColdGroups:
+        n_cold = len(plan.item_ids) - plan.n_warm
+        keys = np.concatenate([np.zeros((n_cold, 0), np.int64)] + [
+            np.asarray(f[plan.n_warm:], dtype=np.int64).reshape(n_cold, int(np.prod(f.shape[1:])))
+            for f in plan.index],
+            axis=1)
+        first, inverse = unique_rows(keys)
+        return cls(plan.n_warm + first, inverse, np.bincount(inverse, minlength=len(first)))
+
+
+def feature_vectors(tower: FeatureEncoder, rows: np.ndarray) -> np.ndarray:
+    """Feature-only vectors of item ``rows`` through ``tower``, in blocks."""
+    with torch.no_grad():
+        return np.concatenate([np.zeros((0, tower.dim), np.float32)] + [
+            tower.feature_vectors(torch.as_tensor(rows[i:i + EMBED_BLOCK])).numpy()
+            for i in range(0, len(rows), EMBED_BLOCK)])
 
 
 def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
@@ -89,6 +126,7 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
     if chosen is not None:
         return _replay(plan, result, warm, training, item_counts, chosen, has, targets, rng,
                        trainer)
+    groups = ColdGroups.of(plan)
     report: dict[str, Any] = {"mode": "behaviour-first", "tower_items": int(len(has))}
     curves, similar_curves, epochs, losses = [], [], [], []
     for held in pseudo_cold_folds(has, config.holdout, rng):
@@ -101,7 +139,8 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         if queries is not None:
             curves.append(calibration_hits(tower, warm, plan.n_warm, held, queries))
         if pairs is not None:
-            similar_curves.append(similar_hits(tower, warm, len(plan.item_ids), held, pairs))
+            similar_curves.append(similar_hits(tower, warm, len(plan.item_ids), held, pairs,
+                                               groups))
     report.update(tower_epochs=int(np.median(epochs)) if epochs else 1,
                   pseudo_cold=int(sum(len(c[0]) for c in curves)) if curves else 0,
                   folds=len(epochs), held_out_loss=losses)
@@ -129,7 +168,7 @@ def attach_cold_items(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddin
         share, report["feature_prior"] = choose_feature_prior(tower, warm, has, queries,
                                                               item_counts)
         tower.feature_share.copy_(torch.as_tensor(share))
-    return _attach(plan, result, warm, tower, report, len(has))
+    return _attach(plan, result, warm, tower, report, len(has), groups)
 
 
 def _replay(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
@@ -147,7 +186,7 @@ def _replay(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
         share = np.zeros(len(warm))
         share[has] = prior / (counts[has] + prior)
         tower.feature_share.copy_(torch.as_tensor(share.astype(np.float32)))
-    return _attach(plan, result, warm, tower, report, len(has))
+    return _attach(plan, result, warm, tower, report, len(has), ColdGroups.of(plan))
 
 
 def _final_tower(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
@@ -169,23 +208,45 @@ def _final_tower(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings,
 
 
 def _attach(plan: SidePlan, result: TrainingResult, warm: ItemEmbeddings, tower: FeatureEncoder,
-            report: dict, n_has: int) -> tuple[TrainingResult, ItemEmbeddings]:
-    """The model over warm + cold items from the fitted ``tower``; the report goes to plan."""
+            report: dict, n_has: int, groups: ColdGroups
+            ) -> tuple[TrainingResult, ItemEmbeddings]:
+    """The model over warm + cold items from the fitted ``tower``, cold items stored compactly
+    (one vector per feature-row group); the report goes to plan."""
     offset = report["offset"]
     plan.encoder, plan.coldstart = tower, report
-    vectors, bias = tower.export()
-    if not bool((tower.feature_share > 0).any()):
-        vectors[:plan.n_warm] = warm.vectors  # bit-identical to the behaviour model
-    bias[:plan.n_warm] = warm.item_bias
+    stored, bias, rows = compact_export(tower, warm, groups)
     query = warm.query.replace(cold_similarity_offset=report.get("similar_offset"))
-    embeddings = ItemEmbeddings(plan.item_ids, vectors, bias, warm.temperature, query,
-                                warm.metadata, warm.item_table, n_warm=plan.n_warm)
+    embeddings = ItemEmbeddings(plan.item_ids, stored, bias, warm.temperature, query,
+                                warm.metadata, warm.item_table, n_warm=plan.n_warm,
+                                vector_rows=rows if plan.n_cold else None)
     logger.info("behaviour-first: tower %d epochs on %d items, cold offset %.2f (%s)",
                 report["tower_epochs"], n_has, offset,
                 report["calibration"].get("summary", "-"))
     logger.info("behaviour-first: similar's cold offset %s (%s)", report.get("similar_offset"),
                 (report.get("similar_calibration") or {}).get("summary", "-"))
     return dataclasses.replace(result, encoder=tower), embeddings
+
+
+def compact_export(tower: FeatureEncoder, warm: ItemEmbeddings, groups: ColdGroups
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(stored vectors, logits, rows)`` of warm then cold items: warm rows as the tower gives
+    them (bit-identical to ``warm`` unless a feature prior leans on features), then one vector
+    per cold group, each cold item's logit its group's, ``rows`` each item's stored row."""
+    n_warm = len(warm)
+    if bool((tower.feature_share > 0).any()):
+        with torch.no_grad():
+            index = torch.arange(n_warm)
+            warm_vectors = torch.cat([tower.forward(index[i:i + EMBED_BLOCK])
+                                      for i in range(0, n_warm, EMBED_BLOCK)]).numpy()
+    else:
+        warm_vectors = warm.vectors  # bit-identical to the behaviour model
+    cold = feature_vectors(tower, groups.first)
+    with torch.no_grad():
+        cold_bias = tower.cold_logits(torch.as_tensor(cold)).numpy()
+    stored = np.concatenate([warm_vectors, cold]).astype(np.float32)
+    bias = np.concatenate([warm.item_bias, cold_bias[groups.inverse]]).astype(np.float32)
+    rows = np.concatenate([np.arange(n_warm), n_warm + groups.inverse]).astype(ROWS_DTYPE)
+    return stored, bias, rows
 
 
 def choose_feature_prior(tower: FeatureEncoder, warm: ItemEmbeddings, has: np.ndarray,
@@ -375,14 +436,15 @@ def choose_offset(curves: list[tuple], max_warm_drop: float, offsets: np.ndarray
 
 
 def similar_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_items: int, held: np.ndarray,
-                 pairs: Queries) -> tuple:
+                 pairs: Queries, groups: ColdGroups | None = None) -> tuple:
     """``calibration_hits`` for ``similar``: hits@20 of i2i pairs by cosine, per offset in
     ``SIMILAR_OFFSETS`` added to cold cosines; cold = the ``held`` items (tower vectors) and
     every real cold item (rows ``n_warm..n_items``), so the catalogue's size is accounted for.
 
     A pair's query item must be warm and not held; its target may be anything in the model.
     Real cold items with the same features share one vector, scored once with its count: a
-    catalogue of a million rows often has a few thousand distinct feature rows.
+    catalogue of a million rows often has a few thousand distinct feature rows (``groups``;
+    None: grouped by their vectors here).
     """
     n_warm = len(warm)
     query_items = np.asarray([h[-1] if len(h) else -1 for h in pairs.histories], dtype=np.int64)
@@ -390,7 +452,7 @@ def similar_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_items: int, held
     keep[keep] &= ~np.isin(query_items[keep], held)
     query_items, targets = query_items[keep], pairs.targets[keep]
     warm_rows = np.setdiff1d(np.arange(n_warm), held)
-    cold_vectors, counts, column = _cold_columns(tower, n_warm, n_items, held)
+    cold_vectors, counts, column = _cold_columns(tower, n_warm, n_items, held, groups)
     target_column = np.full(len(targets), -1, dtype=np.int64)  # the target's cold column
     is_cold = (targets >= n_warm) | np.isin(targets, held)
     target_column[is_cold] = column[targets[is_cold]]
@@ -416,23 +478,23 @@ def similar_hits(tower: FeatureEncoder, warm: ItemEmbeddings, n_items: int, held
     return (held, warm_hits, cold_hits, base, int((~is_cold).sum()), int(is_cold.sum()))
 
 
-def _cold_columns(tower: FeatureEncoder, n_warm: int, n_items: int, held: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cold_columns(tower: FeatureEncoder, n_warm: int, n_items: int, held: np.ndarray,
+                  groups: ColdGroups | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(distinct cold vectors, how many items each stands for, item -> its column or -1):
-    the ``held`` items one column each, then the real cold items' distinct vectors."""
-    with torch.no_grad():
-        rows = np.arange(n_warm, n_items)
-        real = np.concatenate([np.zeros((0, tower.dim), np.float32)] + [
-            tower.feature_vectors(torch.as_tensor(rows[i:i + 8192])).numpy()
-            for i in range(0, len(rows), 8192)])
-        pseudo = tower.feature_vectors(torch.as_tensor(held)).numpy()
-    keys = np.ascontiguousarray(real).view(np.dtype((np.void, real.dtype.itemsize * tower.dim)))
-    _, first, inverse, counts = np.unique(keys.ravel(), return_index=True, return_inverse=True,
-                                          return_counts=True)
+    the ``held`` items one column each, then the real cold items' groups (one tower pass per
+    group, not per item)."""
+    pseudo = feature_vectors(tower, np.asarray(held, dtype=np.int64))
+    if groups is None:
+        real = feature_vectors(tower, np.arange(n_warm, n_items))
+        first, inverse = unique_rows(real)
+        distinct, counts = real[first], np.bincount(inverse, minlength=len(first))
+    else:
+        distinct, inverse, counts = feature_vectors(tower, groups.first), groups.inverse, \
+            groups.counts
     column = np.full(n_items, -1, dtype=np.int64)
     column[held] = np.arange(len(held))
-    column[n_warm:] = len(held) + inverse.ravel()
-    return (np.concatenate([pseudo, real[first]]),
+    column[n_warm:] = len(held) + inverse
+    return (np.concatenate([pseudo, distinct]),
             np.concatenate([np.ones(len(held), np.int64), counts]), column)
 
 

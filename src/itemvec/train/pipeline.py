@@ -129,18 +129,21 @@ def query_settings(config: PipelineConfig, ordered: bool) -> QueryConfig:
 
 
 def make_validator(valid: EventLog | None, model_items: np.ndarray, config: PipelineConfig):
-    """Closure scoring the encoder by s2i HR@20 on held-out contexts (None without a slice)."""
-    found = validation_queries(valid, model_items, config, tasks=("s2i",))
+    """Closure scoring the encoder by HR@20 on held-out contexts (``training.validation_task``:
+    s2i, i2i or their mean); None without a slice."""
+    task = config.training.validation_task
+    tasks = TASKS if task == "mean" else (task,)
+    found = validation_queries(valid, model_items, config, tasks=tasks)
     if found is None:
         if valid is not None:
             logger.warning("validation slice has fewer than 10 queries; early stopping off")
         return None
-    queries, query = found["s2i"], query_settings(config, valid.ordered)
+    query = query_settings(config, valid.ordered)
 
     def validator(encoder) -> float:
         vectors, bias = encoder.export()
         scorer = ItemEmbeddings(model_items, vectors, bias, config.training.temperature, query)
-        return hit_rate(scorer, queries)
+        return sum(hit_rate(scorer, found[t]) for t in tasks) / len(tasks)
 
     return validator
 

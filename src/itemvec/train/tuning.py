@@ -4,7 +4,8 @@ The newest ``training.validation_fraction`` of contexts (seeded random without a
 out; each trial trains on the rest with that slice as its validation (early stopping, query
 settings, history fine-tuning, as ``itemvec evaluate`` and the benchmarks train) and scores
 HR@20 on it: the mean of i2i and s2i, or one of them (``metric``). Trials are proposed by TPE;
-the trainer's per-epoch validation (s2i HR@20 on the same slice) is reported to a percentile
+the trainer's per-epoch validation (the same ``metric`` on the same slice: each trial's early
+stopping follows it too, through ``training.validation_task``) is reported to a percentile
 pruner, so from epoch 10 on a trial in the bottom quarter of earlier ones at the same epoch
 stops early. A new study starts
 with the configuration as given (the defaults); another trial wins only if it beats that one by
@@ -394,6 +395,8 @@ def tune_log(log: EventLog, base: PipelineConfig, space: dict[str, Dimension],
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # early stopping and pruning follow the objective, not s2i alone
+    base = base.with_values({"training.validation_task": settings.metric})
     train, valid = split_for_tuning(log, base)
     search = Search(train, valid, base, space, settings.metric, item_table, side, progress)
     study = open_study(settings, base, space)
@@ -452,8 +455,14 @@ def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Di
     if known is not None and known != json.loads(json.dumps(declared)):
         raise ConfigError(f"study {settings.study!r} in {settings.storage} searched another "
                           "space; give a new --study (or the same --space and options)")
+    metric = study.user_attrs.get("metric", settings.metric)
+    if metric != settings.metric:
+        raise ConfigError(f"study {settings.study!r} in {settings.storage} maximised --metric "
+                          f"{metric}, not {settings.metric}; give a new --study or --metric "
+                          f"{metric}")
     if known is None:
         study.set_user_attr("space", declared)
+        study.set_user_attr("metric", settings.metric)
         default = {name: base.flat()[name] for name in space}
         if all(space[name].holds(value) for name, value in default.items()):
             study.enqueue_trial(default)
@@ -531,7 +540,8 @@ def trial_record(trial: Any) -> dict[str, Any]:
             "value": trial.value if done else None,
             "params": dict(trial.params), "i2i": attrs.get("i2i"), "s2i": attrs.get("s2i"),
             "seconds": attrs.get("seconds"), "best_epoch": attrs.get("best_epoch"),
-            "pruned_at": attrs.get("pruned_at")}
+            "pruned_at": attrs.get("pruned_at"),
+            "intermediate": {int(k): v for k, v in trial.intermediate_values.items()}}
 
 
 def importances(study: Any) -> dict[str, float]:

@@ -52,6 +52,7 @@ from itemvec.store.bundle import (
     verify,
     write_bundle,
 )
+from itemvec.store.compact import compact_cold
 from itemvec.train.pipeline import (
     Counted,
     holdout_by_time,
@@ -425,10 +426,14 @@ def update_log(parent: Parent, log: EventLog, settings: UpdateConfig | None = No
                                    log.n_events, log.n_contexts,
                                    extra_stats={"data_range": _time_range(log)}), result, seconds)
     stats["cold_items"] = n - n_warm  # cold rows come last; loading marks them from this
+    rows = None
+    if n_warm < n:  # cold items with identical features share a vector: stored once
+        out_vectors, rows = compact_cold(out_vectors, n_warm)
     embeddings = ItemEmbeddings(vocabulary, out_vectors, out_bias, parent.embeddings.temperature,
                                 parent.embeddings.query,
                                 metadata={"config": config.to_dict(), "stats": stats,
-                                          "lineage": lineage}, item_table=table, n_warm=n_warm)
+                                          "lineage": lineage}, item_table=table, n_warm=n_warm,
+                                vector_rows=rows)
     stored = (move(parent.cooccurrence, plan.parent_positions, n) * factor
               + apply_min_support(fresh, log, config.cooccurrence)).tocsr().astype(np.float32)
     files = {} if features is None else {SPEC_FILE: _spec_file(features, n_warm)}

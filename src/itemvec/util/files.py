@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -139,6 +140,24 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def link_or_copy(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` as ``target`` (no bytes copied); copy it where a link cannot be
+    made (another file system, links unsupported) or would not give ``target`` what a new file
+    gets: a link shares the inode, so its mode and owner too (a part of a bundle written under
+    umask 077 would stay unreadable to the service reading the new one). True when linked."""
+    try:
+        info = os.stat(source)
+        if stat.S_IMODE(info.st_mode) == file_mode() and info.st_uid == os.geteuid():
+            os.link(source, target)
+            return True
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise
+    shutil.copyfile(source, target)
+    os.chmod(target, file_mode())
+    return False
 
 
 def fsync_path(path: Path) -> None:
