@@ -95,3 +95,21 @@ def test_the_fixed_kernel_scores_a_row_the_same_among_any_rows(dim):
         rows = rng.choice(3000, size=size, replace=False)
         some = exact.fixed_logits(vectors, bias, weight, query, rows)
         assert some.tobytes() == everything[rows].tobytes()
+
+
+def test_a_compact_model_ranks_as_its_expansion_without_expanding():
+    """Items sharing a stored row (a compact catalogue) get the expanded model's answers, and
+    recommending never builds the one-row-per-item matrix."""
+    rng = np.random.default_rng(3)
+    stored = rng.normal(size=(700, 24)).astype(np.float32)
+    rows = np.concatenate([np.arange(700), rng.integers(0, 700, size=4300)]).astype(np.int32)
+    bias = rng.normal(scale=0.5, size=len(rows)).astype(np.float32)
+    ids = [f"i{i}" for i in range(len(rows))]
+    compact = ItemEmbeddings(ids, stored, bias, temperature=0.1, vector_rows=rows)
+    expanded = ItemEmbeddings(ids, stored[rows], bias, temperature=0.1)
+    many = histories(expanded, 30)
+    for got, want in zip(compact.recommend_many(many, n=10), expanded.recommend_many(many, n=10),
+                         strict=True):
+        assert list(got.ids) == list(want.ids)
+        np.testing.assert_array_equal(got.scores, want.scores)
+    assert compact.__dict__["_expanded"] is None

@@ -499,8 +499,8 @@ class ItemEmbeddings:
         """Exact top-n rows and logits per pooled history (rows of ``pooled``), scoring every
         item; a row's answer does not depend on the other rows (``query.exact``)."""
         queries = np.asarray(pooled / np.float32(self.temperature), dtype=np.float32)
-        return logit_top(self.vectors, self.item_bias, self.query.popularity_weight, queries,
-                         n, blocked, seen)
+        return logit_top(self.stored_vectors, self.item_bias, self.query.popularity_weight,
+                         queries, n, blocked, seen, self.vector_rows)
 
     def _nearest(self, queries: np.ndarray, n: int, blocked: np.ndarray | None,
                  seen: Sequence[np.ndarray], offset: float | None = 0.0

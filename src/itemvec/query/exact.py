@@ -33,32 +33,35 @@ _NORMS_LOCK = threading.Lock()
 
 
 def fixed_logits(vectors: np.ndarray, bias: np.ndarray, weight: np.float32, query: np.ndarray,
-                 rows: np.ndarray) -> np.ndarray:
-    """Logits of ``rows`` for one query by the fixed kernel: the same bits in any batch."""
-    products = vectors[rows] * query[None, :]
+                 rows: np.ndarray, rows_of: np.ndarray | None = None) -> np.ndarray:
+    """Logits of ``rows`` for one query by the fixed kernel: the same bits in any batch.
+    ``rows_of``: item -> row of ``vectors`` (a compact model's stored rows), None: the same."""
+    products = vectors[rows if rows_of is None else rows_of[rows]] * query[None, :]
     return products.sum(axis=1) + weight * bias[rows]
 
 
 def logit_top(vectors: np.ndarray, bias: np.ndarray, weight: float, queries: np.ndarray,
               n: int, blocked: np.ndarray | None, seen: Sequence[np.ndarray],
-              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+              rows_of: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per query (row of ``queries``), the top-``n`` rows by ``q . v + weight * bias`` (float32)
-    and their logits, never ``blocked`` items nor the row's ``seen`` ones; ties by row."""
+    and their logits, never ``blocked`` items nor the row's ``seen`` ones; ties by row.
+    ``rows_of``: item -> row of ``vectors`` for a compact model (items sharing a stored row),
+    so that its vectors are never expanded to one row per item."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     weight = np.float32(weight)
-    maxima = _chunk_maxima(vectors, bias, weight, queries, blocked, seen)
+    maxima = _chunk_maxima(vectors, bias, weight, queries, blocked, seen, rows_of)
     reach = largest_norm(vectors)
     rows, logits = [], []
     for q, query in enumerate(queries):
         candidates = _candidates(maxima[q], n, float(np.linalg.norm(query)) * reach,
-                                 vectors.shape[1], len(vectors))
+                                 vectors.shape[1], len(bias))
         keep = np.ones(len(candidates), dtype=bool)
         if blocked is not None:
             keep &= ~blocked[candidates]
         if len(seen[q]):
             keep &= ~np.isin(candidates, seen[q])
         candidates = candidates[keep]
-        values = fixed_logits(vectors, bias, weight, query, candidates)
+        values = fixed_logits(vectors, bias, weight, query, candidates, rows_of)
         best = _best(values, n)
         rows.append(candidates[best])
         logits.append(values[best].astype(np.float32))
@@ -77,14 +80,16 @@ def _best(values: np.ndarray, n: int) -> np.ndarray:
 
 def _chunk_maxima(vectors: np.ndarray, bias: np.ndarray, weight: np.float32,
                   queries: np.ndarray, blocked: np.ndarray | None, seen: Sequence[np.ndarray],
-                  ) -> np.ndarray:
+                  rows_of: np.ndarray | None = None) -> np.ndarray:
     """(queries, chunks) maximum logit of every CHUNK items (-inf where all are excluded)."""
-    total = len(vectors)
+    total = len(bias)
+    stored = None if rows_of is None else queries @ vectors.T  # each distinct row once
     chunks = -(-total // CHUNK)
     maxima = np.empty((len(queries), chunks), dtype=np.float32)
     for start in range(0, total, BLOCK_ITEMS):
         stop = min(start + BLOCK_ITEMS, total)
-        scores = queries @ vectors[start:stop].T
+        scores = (queries @ vectors[start:stop].T if stored is None
+                  else stored[:, rows_of[start:stop]])
         scores += weight * bias[start:stop]
         if blocked is not None:
             scores[:, blocked[start:stop]] = -np.inf
