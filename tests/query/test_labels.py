@@ -57,3 +57,16 @@ def test_item_labels_in_the_order_asked_with_gaps():
     assert label_lookup(emb, None) is None
     numbers = embeddings_with(pl.DataFrame({"item_id": ["a"], "name": [7]}))
     assert item_labels(numbers, ["a"], "name") == ["7"]
+
+
+def test_labels_come_from_the_first_row_of_an_id_and_follow_a_new_table():
+    """A request gathers rows through a vocabulary -> table-row map built once per table:
+    repeated ids take their first row, ids outside the model are still looked up, and a
+    replaced table is not answered from the old map."""
+    table = pl.DataFrame({"item_id": ["c", "a", "c", "zz"], "title": ["Gamma", "Alpha", "Dup",
+                                                                     "Outside"]})
+    emb = embeddings_with(table)
+    assert item_labels(emb, ["c", "a", "b", "zz", "nope"], "title") == [
+        "Gamma", "Alpha", None, "Outside", None]
+    emb.item_table = pl.DataFrame({"item_id": ["b"], "title": ["Beta"]})
+    assert item_labels(emb, ["a", "b"], "title") == [None, "Beta"]

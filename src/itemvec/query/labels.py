@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.util.errors import ItemvecError
+from itemvec.util.errors import ItemvecError, UnknownItemError
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 LABEL_COLUMNS = ("title", "product_name", "movie_title", "item_name", "display_name", "name",
                  "label", "description")
 NO_LABEL = "none"
+OUTSIDE = -2  # an id the model does not know (-1: a model item the table does not list)
 
 
 def detect_label_column(columns: Sequence[str]) -> str | None:
@@ -59,15 +61,52 @@ def label_column(embeddings: ItemEmbeddings, requested: str | None = None) -> st
 def item_labels(embeddings: ItemEmbeddings, ids: Sequence[str],
                 column: str | None) -> list[str | None] | None:
     """The label of each id (None for an item the table does not list), or None without a
-    label column. Looks up only the given ids, so it stays cheap on a million-item table."""
+    label column. Gathers only the given ids' rows, so a request costs the same on a
+    million-item table as on a small one."""
     table = embeddings.item_table
     if column is None or table is None or not len(ids):
         return None if column is None or table is None else []
     wanted = [str(i) for i in ids]
-    found = table.select(pl.col("item_id").cast(pl.String), pl.col(column)).filter(
-        pl.col("item_id").is_in(wanted))
-    text = dict(zip(found["item_id"].to_list(), found[column].to_list(), strict=True))
-    return [None if text.get(i) is None else str(text[i]) for i in wanted]
+    rows = table_rows(embeddings)
+    at = np.asarray([_table_row(embeddings, rows, i) for i in wanted], dtype=np.int64)
+    found = at >= 0
+    values = table[column].gather(at[found]).to_list() if found.any() else []
+    labels: list[str | None] = [None] * len(wanted)
+    for position, value in zip(np.flatnonzero(found), values, strict=True):
+        labels[position] = None if value is None else str(value)
+    outside = [i for i, row in zip(wanted, at, strict=True) if row == OUTSIDE]
+    if outside:  # ids the model lacks (an explained history's unknown items): look them up
+        hit = table.select(pl.col("item_id").cast(pl.String), pl.col(column)).filter(
+            pl.col("item_id").is_in(outside))
+        text = dict(zip(hit["item_id"].to_list(), hit[column].to_list(), strict=True))
+        labels = [text.get(i) if row == OUTSIDE and text.get(i) is not None else label
+                  for i, row, label in zip(wanted, at, labels, strict=True)]
+        labels = [None if v is None else str(v) for v in labels]
+    return labels
+
+
+def table_rows(embeddings: ItemEmbeddings) -> np.ndarray:
+    """Item-table row of every vocabulary item (-1: not listed; the first row of a repeated id),
+    built once per table: a request gathers its rows instead of filtering the whole table."""
+    table = embeddings.item_table
+    cached = embeddings.__dict__.get("_label_rows")
+    if cached is not None and cached[0] is table:
+        return cached[1]
+    listed = table.select(pl.col("item_id").cast(pl.String)).with_row_index("row")
+    vocabulary = pl.DataFrame({"item_id": pl.Series([str(i) for i in embeddings.item_ids],
+                                                    dtype=pl.String)})
+    joined = vocabulary.join(listed.unique("item_id", keep="first"), on="item_id", how="left",
+                             maintain_order="left")
+    rows = joined["row"].fill_null(-1).cast(pl.Int64).to_numpy()
+    embeddings.__dict__["_label_rows"] = (table, rows)
+    return rows
+
+
+def _table_row(embeddings: ItemEmbeddings, rows: np.ndarray, item: str) -> int:
+    try:
+        return int(rows[embeddings.row(item)])
+    except UnknownItemError:
+        return OUTSIDE
 
 
 def label_lookup(embeddings: ItemEmbeddings, column: str | None) -> dict[str, str | None] | None:

@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.query.explain import Explainer, explainer_for_bundle
-from itemvec.query.labels import item_labels, label_column, labelled_explanations
+from itemvec.query.labels import item_labels, label_column, labelled_explanations, table_rows
 from itemvec.query.search import ItemSearch, item_filter
 from itemvec.util.errors import BundleError, ItemvecError
 from itemvec.util.files import file_signature
@@ -65,6 +65,8 @@ class LoadedModel:
             return item_filter(embeddings, {k: list(v) for k, v in where})
 
         self._where = lru_cache(maxsize=256)(where_mask)
+        if self.label is not None and embeddings.item_table is not None:
+            table_rows(embeddings)  # at load, not in the first request after it
 
     def info(self) -> dict[str, Any]:
         meta = self.embeddings.metadata
