@@ -166,3 +166,26 @@ def test_a_damaged_stored_index_is_rebuilt_with_a_warning(tmp_path, vectors, dam
     with caplog.at_level("WARNING", logger="itemvec.query.index"):
         load_index(bundle, vectors, "ivf")  # save=True stored a sound one again
     assert "rebuilding" not in caplog.text
+
+
+def test_ivf_probes_as_many_lists_as_its_vectors_need():
+    """nprobe 0 picks the smallest number of lists reaching recall@10 0.99 on sampled items:
+    few on clustered vectors (and the neighbours of other items are still found), many on
+    vectors without structure."""
+    import faiss
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, 16))
+    clustered = (centres[rng.integers(0, 100, size=20000)]
+                 + 0.15 * rng.normal(size=(20000, 16))).astype(np.float32)
+    clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
+    index = build_index("ivf", clustered)
+    nlist, nprobe = index.params["nlist"], index.params["nprobe"]
+    assert nprobe <= nlist // 16
+    queries = clustered[rng.choice(20000, size=300, replace=False)]
+    exact, _ = faiss.knn(queries, clustered, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    found, _ = index.search(queries, 10)
+    assert (found >= exact[:, -1:] - 1e-5).mean() >= 0.97
+    flat = rng.normal(size=(20000, 16)).astype(np.float32)
+    flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+    assert build_index("ivf", flat).params["nprobe"] >= 4 * nprobe
