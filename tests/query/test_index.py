@@ -11,7 +11,15 @@ import pytest
 
 import itemvec.query.embeddings as embeddings_module
 from itemvec.query.embeddings import ItemEmbeddings
-from itemvec.query.index import ExactIndex, build_index, indexes, load_index, recall_at_k, save_index
+from itemvec.query.index import (
+    ExactIndex,
+    build_index,
+    indexes,
+    load_index,
+    probes_for,
+    recall_at_k,
+    save_index,
+)
 from itemvec.util.errors import ConfigError
 
 pytest.importorskip("faiss")
@@ -189,3 +197,13 @@ def test_ivf_probes_as_many_lists_as_its_vectors_need():
     flat = rng.normal(size=(20000, 16)).astype(np.float32)
     flat /= np.linalg.norm(flat, axis=1, keepdims=True)
     assert build_index("ivf", flat).params["nprobe"] >= 4 * nprobe
+
+
+def test_ivf_visits_more_lists_for_more_results():
+    """nprobe is tuned for 10 results; a recommendation's 1,600 candidates must be the true
+    nearest for its bound to hold, so larger k visits more lists, up to nlist/16."""
+    params = {"nlist": 4000, "nprobe": 15}
+    assert probes_for(params, 10) == 15
+    assert probes_for(params, 20) == 30
+    assert probes_for(params, 1600) == 250
+    assert probes_for({"nlist": 64, "nprobe": 32}, 1600) == 32  # never fewer than tuned

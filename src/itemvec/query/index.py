@@ -192,7 +192,16 @@ class IVFIndex(_FaissIndex):
         super().__init__(index, params)
 
     def _search_params(self, k: int) -> Any:
-        return _faiss().SearchParametersIVF(nprobe=int(self.params["nprobe"]))
+        return _faiss().SearchParametersIVF(nprobe=probes_for(self.params, k))
+
+
+def probes_for(params: dict[str, Any], k: int) -> int:
+    """Lists to visit for ``k`` results: ``nprobe`` was chosen for 10, and more results lie
+    in more lists, so it grows with k, up to nlist/16 (the candidates of a recommendation
+    through the index, 1,600 of them, must be the true nearest for its bound to hold)."""
+    nprobe, nlist = int(params["nprobe"]), int(params["nlist"])
+    wider = max(nprobe, nlist // 16)
+    return min(nlist, max(nprobe, min(wider, nprobe * -(-k // 10))))
 
 
 NPROBE_RECALL = 0.99  # recall@10 the automatic nprobe reaches on the items' own neighbours
