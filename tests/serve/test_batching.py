@@ -215,3 +215,17 @@ def test_a_dead_thread_is_replaced_and_close_can_restart():
         assert asyncio.run(batcher.submit("y", 4, lambda payloads: payloads)) == 4
     finally:
         batcher.close()
+
+
+def test_an_id_with_a_newline_is_answered_as_the_route_answers_it(tmp_path):
+    """Starlette's ``{item_id:path}`` is ``.*``, which stops at a newline: the route gives
+    ``/similar/a%0Ab`` a 404 (and ``a%0A`` the item ``a``); the hot path must not answer it."""
+    vectors = np.eye(3, 4, dtype=np.float32)
+    emb = ItemEmbeddings(["a\nb", "a", "a\n"], vectors, np.zeros(3, np.float32), 0.1)
+    holder = ModelHolder(write_bundle(tmp_path / "model", emb, config={}, stats={}))
+    with TestClient(create_app(holder)) as client:
+        assert client.get("/similar/a%0Ab").status_code == 404
+        fast = client.get("/similar/a%0A")
+        assert fast.status_code == 200
+        assert fast.content == client.get("/similar/a%0A?n=10&cold=calibrated").content
+        assert "a" not in fast.json()["items"] and "a\n" in fast.json()["items"]

@@ -277,8 +277,8 @@ class HotPaths:
 
     async def _similar(self, item_id: str, query: bytes) -> JSONResponse | None:
         n = _plain_n(query)
-        if n is None or not 0 < len(item_id) <= 256:
-            return None
+        if n is None or not 0 < len(item_id) <= 256 or "\n" in item_id:
+            return None  # the route's ``{item_id:path}`` (``.*``) stops at a newline
         try:
             model = self.holder.current()
             ids, scores = await self.batcher.submit(
