@@ -229,3 +229,62 @@ def test_an_id_with_a_newline_is_answered_as_the_route_answers_it(tmp_path):
         assert fast.status_code == 200
         assert fast.content == client.get("/similar/a%0A?n=10&cold=calibrated").content
         assert "a" not in fast.json()["items"] and "a\n" in fast.json()["items"]
+
+
+class Interrupt(BaseException):
+    """Not an ``Exception``: it ends the batching thread."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_that_dies_settles_every_query_it_took():
+    """A run raising a BaseException ends the thread, but the requests it had drained (its own
+    group and the groups after it) get an error instead of waiting forever."""
+    batcher = Batcher()
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(payloads):
+        started.set()
+        release.wait(5)
+        return payloads
+
+    def interrupt(payloads):
+        raise Interrupt()
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit("a", 0, blocker))
+        await asyncio.to_thread(started.wait, 5)
+        doomed = [asyncio.ensure_future(batcher.submit("b", i, interrupt)) for i in range(2)]
+        after = asyncio.ensure_future(batcher.submit("c", 9, lambda payloads: payloads))
+        await asyncio.sleep(0.05)
+        release.set()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(first, *doomed, after, return_exceptions=True), 5)
+        return outcomes, await asyncio.wait_for(batcher.submit("d", 1, lambda p: p), 5)
+
+    try:
+        (first, *doomed, after), later = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert first == 0 and later == 1
+    assert all(isinstance(d, RuntimeError) for d in doomed)
+    assert after == 9 or isinstance(after, RuntimeError)
+
+
+def test_a_failing_thread_cap_does_not_stop_the_batching_thread(monkeypatch):
+    """threadpoolctl failing (an unusual BLAS or libc) must leave the thread serving: a thread
+    that dies before its first query leaves every request waiting forever."""
+    from itemvec.serve import batching
+
+    def broken(*_args, **_kwargs):
+        raise OSError("no such library")
+
+    monkeypatch.setattr(batching, "threadpool_limits", broken)
+    batcher = Batcher()
+
+    async def scenario():
+        return await asyncio.wait_for(batcher.submit("k", 3, lambda payloads: payloads), 5)
+
+    try:
+        assert asyncio.run(scenario()) == 3
+    finally:
+        batcher.close()

@@ -84,14 +84,25 @@ class Batcher:
                 self._thread.start()
 
     def _serve(self) -> None:
-        threadpool_limits(self.threads)  # this thread's own OpenMP pools
+        try:
+            threadpool_limits(self.threads)  # this thread's own OpenMP pools
+        except Exception:  # a cap is an optimisation: a thread that dies here answers nobody
+            logger.warning("cannot limit the batching thread's BLAS/OpenMP threads",
+                           exc_info=True)
         while True:
             first = self._jobs.get()
             if first is None:
                 return
             jobs, stop = self._drain(first)
-            for group in _groups(jobs):
-                self._run(group)
+            groups = _groups(jobs)
+            for position, group in enumerate(groups):
+                try:
+                    self._run(group)
+                except BaseException as exc:  # the thread ends: nobody it took may wait forever
+                    error = RuntimeError(f"the batching thread stopped ({type(exc).__name__})")
+                    for rest in groups[position:]:
+                        self._deliver(rest, [error] * len(rest))
+                    raise
             if stop:
                 return
 
@@ -119,6 +130,11 @@ class Batcher:
             results = [exc] * len(group)
         self.batches += 1
         self.largest = max(self.largest, len(group))
+        self._deliver(group, results)
+
+    @staticmethod
+    def _deliver(group: list[Job], results: Sequence[Any]) -> None:
+        """Settle each job's future with its result (or exception) on its event loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
         for job, result in zip(group, results, strict=True):
             by_loop.setdefault(job.loop, []).append((job.future, result))
