@@ -288,3 +288,32 @@ def test_a_failing_thread_cap_does_not_stop_the_batching_thread(monkeypatch):
         assert asyncio.run(scenario()) == 3
     finally:
         batcher.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_closing_after_the_thread_died_leaves_no_stop_for_the_next_thread():
+    """``close`` of a batcher whose thread already ended must not leave its stop in the queue:
+    the next thread would take it and end, and the query queued behind it would wait forever."""
+    batcher = Batcher()
+
+    def interrupt(payloads):
+        raise Interrupt()
+
+    async def die():
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(batcher.submit("x", 1, interrupt), 5)
+
+    asyncio.run(die())
+    for _ in range(100):
+        if not batcher._thread.is_alive():
+            break
+        time.sleep(0.01)
+    batcher.close()
+
+    async def ask():
+        return await asyncio.wait_for(batcher.submit("y", 2, lambda payloads: payloads), 5)
+
+    try:
+        assert asyncio.run(ask()) == 2
+    finally:
+        batcher.close()

@@ -52,7 +52,9 @@ class Batcher:
         self.max_batch = max_batch
         self.threads = threads
         self.name = name
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        # a Thread in the queue is that thread's stop (a stop left for a thread that already
+        # ended must not end the next one)
+        self._jobs: queue.SimpleQueue[Job | threading.Thread] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0  # groups run so far (for tests and logs)
@@ -71,7 +73,7 @@ class Batcher:
         with self._start_lock:
             thread, self._thread = self._thread, None
         if thread is not None:
-            self._jobs.put(None)
+            self._jobs.put(thread)
             thread.join(timeout=5)
 
     def _ensure_started(self) -> None:
@@ -91,8 +93,10 @@ class Batcher:
                            exc_info=True)
         while True:
             first = self._jobs.get()
-            if first is None:
-                return
+            if not isinstance(first, Job):
+                if first is threading.current_thread():
+                    return
+                continue  # an ended thread's stop
             jobs, stop = self._drain(first)
             groups = _groups(jobs)
             for position, group in enumerate(groups):
@@ -114,8 +118,10 @@ class Batcher:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is None:
-                return jobs, True
+            if not isinstance(job, Job):
+                if job is threading.current_thread():
+                    return jobs, True
+                continue
             jobs.append(job)
         return jobs, False
 
