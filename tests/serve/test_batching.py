@@ -317,3 +317,15 @@ def test_closing_after_the_thread_died_leaves_no_stop_for_the_next_thread():
         assert asyncio.run(ask()) == 2
     finally:
         batcher.close()
+
+
+def test_a_repeated_content_type_is_read_as_the_route_reads_it(catalogue):
+    """Starlette reads the first Content-Type: a body sent as text/plain, then
+    application/json, is not JSON to the route (422), so the hot path must not answer it."""
+    holder = ModelHolder(catalogue)
+    with TestClient(create_app(holder)) as client:
+        for first, second, status in (("text/plain", "application/json", 422),
+                                      ("application/json", "text/plain", 200)):
+            answer = client.post("/recommend", content=b'{"history": ["i1"]}',
+                                 headers=[("content-type", first), ("content-type", second)])
+            assert answer.status_code == status, (first, second)

@@ -317,7 +317,11 @@ def _plain_n(query: bytes) -> int | None:
 
 
 def _json_body(scope) -> bool:
-    return (b"content-type", b"application/json") in scope.get("headers", ())
+    """Whether the request's first Content-Type (the one Starlette reads) is exactly JSON."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value == b"application/json"
+    return False
 
 
 async def _buffered(receive):
