@@ -329,3 +329,14 @@ def test_a_repeated_content_type_is_read_as_the_route_reads_it(catalogue):
             answer = client.post("/recommend", content=b'{"history": ["i1"]}',
                                  headers=[("content-type", first), ("content-type", second)])
             assert answer.status_code == status, (first, second)
+
+
+def test_without_orjson_a_lone_surrogate_is_left_to_the_route(monkeypatch):
+    """The stdlib parser accepts ``"\\ud800"`` where orjson and pydantic refuse it (the route
+    answers 422): without orjson the hot path must not answer such a body either."""
+    from itemvec.serve import http
+
+    monkeypatch.setattr(http, "orjson", None)
+    assert _plain_recommend(b'{"history": ["i1"]}') == (["i1"], 10, True)
+    assert _plain_recommend(b'{"history": ["\\ud800"]}') is None
+    assert _plain_recommend(b'{"history": ["i1", "x\\udc80y"]}') is None

@@ -360,6 +360,11 @@ def _plain_recommend(body: bytes) -> tuple[list[str], int, bool] | None:
         return None
     if not all(type(i) is str and 0 < len(i) <= 256 for i in history):
         return None
+    if orjson is None:  # json accepts lone surrogates ("\ud800"), which the model refuses
+        try:
+            "".join(history).encode()
+        except UnicodeEncodeError:
+            return None
     return history, n, seen
 
 
