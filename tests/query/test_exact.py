@@ -134,3 +134,10 @@ def test_non_finite_logits_are_never_returned_and_hide_no_other_item():
     tiny = ItemEmbeddings(["a", "b", "c"], np.eye(3, 2, dtype=np.float32),
                           np.array([0.0, -np.inf, np.nan], np.float32), temperature=0.1)
     assert list(tiny.recommend([], n=3).ids) == ["a"]
+
+
+def test_no_histories_is_an_empty_answer():
+    emb = catalogue(n=300)
+    ids, scores = emb.recommend_batch([], n=4)
+    assert ids.shape == scores.shape == (0, 4)
+    assert emb.recommend_many([], n=4) == []

@@ -48,6 +48,8 @@ def logit_top(vectors: np.ndarray, bias: np.ndarray, weight: float, queries: np.
     ``rows_of``: item -> row of ``vectors`` for a compact model (items sharing a stored row),
     so that its vectors are never expanded to one row per item."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if not len(queries):  # recommend_batch([]): no chunk maxima to shape
+        return [], []
     weight = np.float32(weight)
     maxima = _chunk_maxima(vectors, bias, weight, queries, blocked, seen, rows_of)
     reach = largest_norm(vectors)
