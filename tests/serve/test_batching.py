@@ -4,10 +4,12 @@ answer or error, and concurrent HTTP requests get exactly the answers of single 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 
 import numpy as np
+import polars as pl
 import pytest
 
 pytest.importorskip("fastapi")
@@ -17,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
 from itemvec.serve.batching import Batcher  # noqa: E402
-from itemvec.serve.http import _plain_n, _plain_recommend, create_app  # noqa: E402
+from itemvec.serve.http import HotPaths, _plain_n, _plain_recommend, create_app  # noqa: E402
 from itemvec.serve.state import ModelHolder  # noqa: E402
 from itemvec.store.bundle import write_bundle  # noqa: E402
 from itemvec.util.errors import UnknownItemError  # noqa: E402
@@ -340,3 +342,59 @@ def test_without_orjson_a_lone_surrogate_is_left_to_the_route(monkeypatch):
     assert _plain_recommend(b'{"history": ["i1"]}') == (["i1"], 10, True)
     assert _plain_recommend(b'{"history": ["\\ud800"]}') is None
     assert _plain_recommend(b'{"history": ["i1", "x\\udc80y"]}') is None
+
+
+EDGE_IDS = ["i0", "a/b", "a b", "a+b", "é", "a\nb", "a", "x%2Fy", "i8", "i9"]
+
+
+@pytest.fixture(scope="module")
+def edge_catalogue(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(len(EDGE_IDS), 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = pl.DataFrame({"item_id": EDGE_IDS[::-1],
+                          "title": [None if i == 3 else f"T{i}" for i in range(len(EDGE_IDS))]})
+    emb = ItemEmbeddings(EDGE_IDS, vectors, rng.normal(size=len(EDGE_IDS)).astype(np.float32),
+                         0.1, item_table=table, n_warm=7)
+    return write_bundle(tmp_path_factory.mktemp("edges") / "model", emb, config={}, stats={})
+
+
+SIMILAR_EDGES = ["/similar/a%0Ab", "/similar/a%0A", "/similar/a/b", "/similar/a%2Fb",
+                 "/similar/a%20b", "/similar/a+b", "/similar/%C3%A9", "/similar/",
+                 "/similar/i0?n=10&n=5", "/similar/i0?n=010", "/similar/i0?n=", "/similar/i0?N=5",
+                 "/similar/i0?n=5&filter=x", "/similar/i0/", "/similar/i0?", "/similar/x%2Fy",
+                 "/similar/x%252Fy", "/similar/i0?n=3;", "/similar/i0?n%3D3", "/similar/i9?n=1000",
+                 "/similar/nope"]
+RECOMMEND_EDGES = [
+    b'{"history":["i0"],"history":["i9"]}', b'{"history":["i0"],"n":10.0}',
+    b'{"history":["i0"],"n":true}', b'{"history":["i0"],"n":100000}',
+    b'{"history":["i0"],"filter_seen":"yes"}', b'{"history":["i0"],"zzz":1}',
+    b'{"history":["i0\xff"]}', b'\xef\xbb\xbf{"history":["i0"]}', b'{"history":[]}',
+    b'{"history":["i0","nope","nope2"]}', b'{"history":["\\ud800"]}', b'{"history":["i0"]} x',
+    b'{"history":["i0"],"n":-0}', b'{"history":["i0"],"n":NaN}', b'{"history":null}',
+    b'{"history":["i0"],"filter_seen":null}', b'{"history":["\xc3\xa9", "a\\nb"], "n": 1000}',
+    b'{"history":["i0"],"n":3,"filter_seen":false}', b'']
+
+
+def test_the_hot_paths_answer_edge_inputs_as_the_routes_do(edge_catalogue, monkeypatch):
+    """Status, headers and body bytes with the hot paths on and off, for odd ids, query
+    strings, bodies and content types (cold items and labels in the answers)."""
+
+    async def routes_only(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+    holder = ModelHolder(edge_catalogue)
+    with TestClient(create_app(holder)) as client:
+        requests = [functools.partial(client.get, path) for path in SIMILAR_EDGES]
+        requests += [functools.partial(client.post, "/recommend", content=body,
+                                       headers={"content-type": kind})
+                     for body in RECOMMEND_EDGES
+                     for kind in ("application/json", "application/json; charset=utf-8")]
+        fast = [request() for request in requests]
+        with monkeypatch.context() as patch:
+            patch.setattr(HotPaths, "__call__", routes_only)
+            slow = [request() for request in requests]
+    assert sum(answer.status_code == 200 for answer in fast) > 20
+    for request, hot, route in zip(requests, fast, slow, strict=True):
+        assert (hot.status_code, hot.content, dict(hot.headers)) == (
+            route.status_code, route.content, dict(route.headers)), request.args
