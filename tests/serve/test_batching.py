@@ -206,7 +206,7 @@ def test_a_dead_thread_is_replaced_and_close_can_restart():
         lost = asyncio.ensure_future(batcher.submit("x", 1, interrupt))
         for _ in range(100):
             await asyncio.sleep(0.01)
-            if not batcher._thread.is_alive():
+            if batcher._thread is None or not batcher._thread.is_alive():
                 break
         lost.cancel()
         return await batcher.submit("y", 2, lambda payloads: [p + 1 for p in payloads])
@@ -307,7 +307,7 @@ def test_closing_after_the_thread_died_leaves_no_stop_for_the_next_thread():
 
     asyncio.run(die())
     for _ in range(100):
-        if not batcher._thread.is_alive():
+        if batcher._thread is None or not batcher._thread.is_alive():
             break
         time.sleep(0.01)
     batcher.close()
@@ -398,3 +398,34 @@ def test_the_hot_paths_answer_edge_inputs_as_the_routes_do(edge_catalogue, monke
     for request, hot, route in zip(requests, fast, slow, strict=True):
         assert (hot.status_code, hot.content, dict(hot.headers)) == (
             route.status_code, route.content, dict(route.headers)), request.args
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_query_queued_while_the_thread_dies_is_answered():
+    """A query submitted while the dying thread still looks alive starts no thread of its own;
+    it must not wait for the next request to start one."""
+    batcher = Batcher()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        box = {}
+
+        def submit_another():
+            box["next"] = asyncio.ensure_future(batcher.submit("d", 7, lambda p: p))
+
+        def interrupt(payloads):
+            loop.call_soon_threadsafe(submit_another)
+            for _ in range(500):
+                if not batcher._jobs.empty():
+                    break
+                time.sleep(0.01)
+            raise Interrupt()
+
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(batcher.submit("b", 1, interrupt), 5)
+        return await asyncio.wait_for(box["next"], 5)
+
+    try:
+        assert asyncio.run(scenario()) == 7
+    finally:
+        batcher.close()

@@ -64,8 +64,8 @@ class Batcher:
         """``run([payload, ...])``'s answer for ``payload``, computed with others of ``key``."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._ensure_started()
         self._jobs.put(Job(key, payload, run, loop, future))
+        self._ensure_started()  # after the put: a thread ending now either sees it or is replaced
         return await future
 
     def close(self) -> None:
@@ -106,9 +106,20 @@ class Batcher:
                     error = RuntimeError(f"the batching thread stopped ({type(exc).__name__})")
                     for rest in groups[position:]:
                         self._deliver(rest, [error] * len(rest))
+                    self._hand_over()
                     raise
             if stop:
                 return
+
+    def _hand_over(self) -> None:
+        """The calling thread is ending: the next query starts a new one, and queries already
+        queued get one now (a query queued while this thread still looked alive must not wait
+        for the next request)."""
+        with self._start_lock:
+            if self._thread is threading.current_thread():
+                self._thread = None
+        if not self._jobs.empty():
+            self._ensure_started()
 
     def _drain(self, first: Job) -> tuple[list[Job], bool]:
         """``first`` and what else is queued now, up to ``max_batch``; whether to stop after."""
