@@ -429,3 +429,29 @@ def test_a_query_queued_while_the_thread_dies_is_answered():
         assert asyncio.run(scenario()) == 7
     finally:
         batcher.close()
+
+
+def test_hot_answers_need_the_key_carry_cors_and_keep_the_body_cap(catalogue):
+    key = "k" * 32
+    holder = ModelHolder(catalogue)
+    app = create_app(holder, api_key=key, cors_origins=["http://app"], max_body=300)
+    origin = {"origin": "http://app"}
+    with TestClient(app) as client:
+        assert client.get("/similar/i1", headers=origin).status_code == 401
+        assert client.post("/recommend", json={"history": ["i1"]}).status_code == 401
+        answer = client.get("/similar/i1", headers={"x-api-key": key, **origin})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "http://app"
+        answer = client.post("/recommend", json={"history": ["i1"]},
+                             headers={"authorization": f"Bearer {key}", **origin})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "http://app"
+
+        def endless():
+            while True:
+                yield b'"i1",' * 50
+
+        for body in (b'{"history":[' + b'"i1",' * 100 + b'"i2"]}', endless()):
+            answer = client.post("/recommend", content=body,
+                                 headers={"x-api-key": key, "content-type": "application/json"})
+            assert answer.status_code == 413 and "over 300 bytes" in answer.json()["error"]
