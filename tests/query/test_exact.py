@@ -113,3 +113,31 @@ def test_a_compact_model_ranks_as_its_expansion_without_expanding():
         assert list(got.ids) == list(want.ids)
         np.testing.assert_array_equal(got.scores, want.scores)
     assert compact.__dict__["_expanded"] is None
+
+
+def test_non_finite_logits_are_never_returned_and_hide_no_other_item():
+    """As ``top_k`` ranks a full score row: NaN, +inf and -inf logits are dropped, and a chunk
+    holding one keeps its other items (its maximum must not turn NaN or +inf)."""
+    emb = catalogue(n=3000, dim=8)
+    bias = emb.item_bias.copy()
+    bias[5], bias[700], bias[1500:1510] = np.nan, np.inf, -np.inf
+    emb = ItemEmbeddings(emb.item_ids, emb.vectors, bias, temperature=0.1)
+    for history in (["i100"], [], ["i3", "i900"]):
+        logits = emb.score_histories([emb.indices(history)])[0].astype(np.float64)
+        logits[emb.indices(history)] = -np.inf
+        finite = np.flatnonzero(np.isfinite(logits))
+        expected = finite[np.argsort(-logits[finite], kind="stable")]
+        got = emb.recommend(history, n=20)
+        assert list(got.ids) == [emb.item_ids[r] for r in expected[:20]]
+        everything = emb.recommend(history, n=3000)
+        assert np.isfinite(everything.scores).all() and len(everything.ids) == len(finite)
+    tiny = ItemEmbeddings(["a", "b", "c"], np.eye(3, 2, dtype=np.float32),
+                          np.array([0.0, -np.inf, np.nan], np.float32), temperature=0.1)
+    assert list(tiny.recommend([], n=3).ids) == ["a"]
+
+
+def test_no_histories_is_an_empty_answer():
+    emb = catalogue(n=300)
+    ids, scores = emb.recommend_batch([], n=4)
+    assert ids.shape == scores.shape == (0, 4)
+    assert emb.recommend_many([], n=4) == []

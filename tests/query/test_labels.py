@@ -70,3 +70,14 @@ def test_labels_come_from_the_first_row_of_an_id_and_follow_a_new_table():
         "Gamma", "Alpha", None, "Outside", None]
     emb.item_table = pl.DataFrame({"item_id": ["b"], "title": ["Beta"]})
     assert item_labels(emb, ["a", "b"], "title") == [None, "Beta"]
+
+
+def test_every_lookup_labels_a_repeated_id_by_its_first_row():
+    """Serving (``item_labels``, model items and ids outside the model alike), the CLI's batch
+    lookup (``label_lookup``) and ``/items`` attributes (``aligned_table``) agree."""
+    table = pl.DataFrame({"item_id": ["c", "zz", "c", "zz"],
+                          "title": ["Gamma", "Outside", "Dup", "Later"]})
+    emb = embeddings_with(table)
+    assert item_labels(emb, ["c", "zz"], "title") == ["Gamma", "Outside"]
+    lookup = label_lookup(emb, "title")
+    assert (lookup["c"], lookup["zz"]) == ("Gamma", "Outside")

@@ -4,10 +4,12 @@ answer or error, and concurrent HTTP requests get exactly the answers of single 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 
 import numpy as np
+import polars as pl
 import pytest
 
 pytest.importorskip("fastapi")
@@ -17,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
 from itemvec.serve.batching import Batcher  # noqa: E402
-from itemvec.serve.http import _plain_n, _plain_recommend, create_app  # noqa: E402
+from itemvec.serve.http import HotPaths, _plain_n, _plain_recommend, create_app  # noqa: E402
 from itemvec.serve.state import ModelHolder  # noqa: E402
 from itemvec.store.bundle import write_bundle  # noqa: E402
 from itemvec.util.errors import UnknownItemError  # noqa: E402
@@ -204,7 +206,7 @@ def test_a_dead_thread_is_replaced_and_close_can_restart():
         lost = asyncio.ensure_future(batcher.submit("x", 1, interrupt))
         for _ in range(100):
             await asyncio.sleep(0.01)
-            if not batcher._thread.is_alive():
+            if batcher._thread is None or not batcher._thread.is_alive():
                 break
         lost.cancel()
         return await batcher.submit("y", 2, lambda payloads: [p + 1 for p in payloads])
@@ -215,3 +217,242 @@ def test_a_dead_thread_is_replaced_and_close_can_restart():
         assert asyncio.run(batcher.submit("y", 4, lambda payloads: payloads)) == 4
     finally:
         batcher.close()
+
+
+def test_an_id_with_a_newline_is_answered_as_the_route_answers_it(tmp_path):
+    """Starlette's ``{item_id:path}`` is ``.*``, which stops at a newline: the route gives
+    ``/similar/a%0Ab`` a 404 (and ``a%0A`` the item ``a``); the hot path must not answer it."""
+    vectors = np.eye(3, 4, dtype=np.float32)
+    emb = ItemEmbeddings(["a\nb", "a", "a\n"], vectors, np.zeros(3, np.float32), 0.1)
+    holder = ModelHolder(write_bundle(tmp_path / "model", emb, config={}, stats={}))
+    with TestClient(create_app(holder)) as client:
+        assert client.get("/similar/a%0Ab").status_code == 404
+        fast = client.get("/similar/a%0A")
+        assert fast.status_code == 200
+        assert fast.content == client.get("/similar/a%0A?n=10&cold=calibrated").content
+        assert "a" not in fast.json()["items"] and "a\n" in fast.json()["items"]
+
+
+class Interrupt(BaseException):
+    """Not an ``Exception``: it ends the batching thread."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_that_dies_settles_every_query_it_took():
+    """A run raising a BaseException ends the thread, but the requests it had drained (its own
+    group and the groups after it) get an error instead of waiting forever."""
+    batcher = Batcher()
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(payloads):
+        started.set()
+        release.wait(5)
+        return payloads
+
+    def interrupt(payloads):
+        raise Interrupt()
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit("a", 0, blocker))
+        await asyncio.to_thread(started.wait, 5)
+        doomed = [asyncio.ensure_future(batcher.submit("b", i, interrupt)) for i in range(2)]
+        after = asyncio.ensure_future(batcher.submit("c", 9, lambda payloads: payloads))
+        await asyncio.sleep(0.05)
+        release.set()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(first, *doomed, after, return_exceptions=True), 5)
+        return outcomes, await asyncio.wait_for(batcher.submit("d", 1, lambda p: p), 5)
+
+    try:
+        (first, *doomed, after), later = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert first == 0 and later == 1
+    assert all(isinstance(d, RuntimeError) for d in doomed)
+    assert after == 9 or isinstance(after, RuntimeError)
+
+
+def test_a_failing_thread_cap_does_not_stop_the_batching_thread(monkeypatch):
+    """threadpoolctl failing (an unusual BLAS or libc) must leave the thread serving: a thread
+    that dies before its first query leaves every request waiting forever."""
+    from itemvec.serve import batching
+
+    def broken(*_args, **_kwargs):
+        raise OSError("no such library")
+
+    monkeypatch.setattr(batching, "threadpool_limits", broken)
+    batcher = Batcher()
+
+    async def scenario():
+        return await asyncio.wait_for(batcher.submit("k", 3, lambda payloads: payloads), 5)
+
+    try:
+        assert asyncio.run(scenario()) == 3
+    finally:
+        batcher.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_closing_after_the_thread_died_leaves_no_stop_for_the_next_thread():
+    """``close`` of a batcher whose thread already ended must not leave its stop in the queue:
+    the next thread would take it and end, and the query queued behind it would wait forever."""
+    batcher = Batcher()
+
+    def interrupt(payloads):
+        raise Interrupt()
+
+    async def die():
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(batcher.submit("x", 1, interrupt), 5)
+
+    asyncio.run(die())
+    for _ in range(100):
+        if batcher._thread is None or not batcher._thread.is_alive():
+            break
+        time.sleep(0.01)
+    batcher.close()
+
+    async def ask():
+        return await asyncio.wait_for(batcher.submit("y", 2, lambda payloads: payloads), 5)
+
+    try:
+        assert asyncio.run(ask()) == 2
+    finally:
+        batcher.close()
+
+
+def test_a_repeated_content_type_is_read_as_the_route_reads_it(catalogue):
+    """Starlette reads the first Content-Type: a body sent as text/plain, then
+    application/json, is not JSON to the route (422), so the hot path must not answer it."""
+    holder = ModelHolder(catalogue)
+    with TestClient(create_app(holder)) as client:
+        for first, second, status in (("text/plain", "application/json", 422),
+                                      ("application/json", "text/plain", 200)):
+            answer = client.post("/recommend", content=b'{"history": ["i1"]}',
+                                 headers=[("content-type", first), ("content-type", second)])
+            assert answer.status_code == status, (first, second)
+
+
+def test_without_orjson_a_lone_surrogate_is_left_to_the_route(monkeypatch):
+    """The stdlib parser accepts ``"\\ud800"`` where orjson and pydantic refuse it (the route
+    answers 422): without orjson the hot path must not answer such a body either."""
+    from itemvec.serve import http
+
+    monkeypatch.setattr(http, "orjson", None)
+    assert _plain_recommend(b'{"history": ["i1"]}') == (["i1"], 10, True)
+    assert _plain_recommend(b'{"history": ["\\ud800"]}') is None
+    assert _plain_recommend(b'{"history": ["i1", "x\\udc80y"]}') is None
+
+
+EDGE_IDS = ["i0", "a/b", "a b", "a+b", "é", "a\nb", "a", "x%2Fy", "i8", "i9"]
+
+
+@pytest.fixture(scope="module")
+def edge_catalogue(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(len(EDGE_IDS), 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = pl.DataFrame({"item_id": EDGE_IDS[::-1],
+                          "title": [None if i == 3 else f"T{i}" for i in range(len(EDGE_IDS))]})
+    emb = ItemEmbeddings(EDGE_IDS, vectors, rng.normal(size=len(EDGE_IDS)).astype(np.float32),
+                         0.1, item_table=table, n_warm=7)
+    return write_bundle(tmp_path_factory.mktemp("edges") / "model", emb, config={}, stats={})
+
+
+SIMILAR_EDGES = ["/similar/a%0Ab", "/similar/a%0A", "/similar/a/b", "/similar/a%2Fb",
+                 "/similar/a%20b", "/similar/a+b", "/similar/%C3%A9", "/similar/",
+                 "/similar/i0?n=10&n=5", "/similar/i0?n=010", "/similar/i0?n=", "/similar/i0?N=5",
+                 "/similar/i0?n=5&filter=x", "/similar/i0/", "/similar/i0?", "/similar/x%2Fy",
+                 "/similar/x%252Fy", "/similar/i0?n=3;", "/similar/i0?n%3D3", "/similar/i9?n=1000",
+                 "/similar/nope"]
+RECOMMEND_EDGES = [
+    b'{"history":["i0"],"history":["i9"]}', b'{"history":["i0"],"n":10.0}',
+    b'{"history":["i0"],"n":true}', b'{"history":["i0"],"n":100000}',
+    b'{"history":["i0"],"filter_seen":"yes"}', b'{"history":["i0"],"zzz":1}',
+    b'{"history":["i0\xff"]}', b'\xef\xbb\xbf{"history":["i0"]}', b'{"history":[]}',
+    b'{"history":["i0","nope","nope2"]}', b'{"history":["\\ud800"]}', b'{"history":["i0"]} x',
+    b'{"history":["i0"],"n":-0}', b'{"history":["i0"],"n":NaN}', b'{"history":null}',
+    b'{"history":["i0"],"filter_seen":null}', b'{"history":["\xc3\xa9", "a\\nb"], "n": 1000}',
+    b'{"history":["i0"],"n":3,"filter_seen":false}', b'']
+
+
+def test_the_hot_paths_answer_edge_inputs_as_the_routes_do(edge_catalogue, monkeypatch):
+    """Status, headers and body bytes with the hot paths on and off, for odd ids, query
+    strings, bodies and content types (cold items and labels in the answers)."""
+
+    async def routes_only(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+    holder = ModelHolder(edge_catalogue)
+    with TestClient(create_app(holder)) as client:
+        requests = [functools.partial(client.get, path) for path in SIMILAR_EDGES]
+        requests += [functools.partial(client.post, "/recommend", content=body,
+                                       headers={"content-type": kind})
+                     for body in RECOMMEND_EDGES
+                     for kind in ("application/json", "application/json; charset=utf-8")]
+        fast = [request() for request in requests]
+        with monkeypatch.context() as patch:
+            patch.setattr(HotPaths, "__call__", routes_only)
+            slow = [request() for request in requests]
+    assert sum(answer.status_code == 200 for answer in fast) > 20
+    for request, hot, route in zip(requests, fast, slow, strict=True):
+        assert (hot.status_code, hot.content, dict(hot.headers)) == (
+            route.status_code, route.content, dict(route.headers)), request.args
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_query_queued_while_the_thread_dies_is_answered():
+    """A query submitted while the dying thread still looks alive starts no thread of its own;
+    it must not wait for the next request to start one."""
+    batcher = Batcher()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        box = {}
+
+        def submit_another():
+            box["next"] = asyncio.ensure_future(batcher.submit("d", 7, lambda p: p))
+
+        def interrupt(payloads):
+            loop.call_soon_threadsafe(submit_another)
+            for _ in range(500):
+                if not batcher._jobs.empty():
+                    break
+                time.sleep(0.01)
+            raise Interrupt()
+
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(batcher.submit("b", 1, interrupt), 5)
+        return await asyncio.wait_for(box["next"], 5)
+
+    try:
+        assert asyncio.run(scenario()) == 7
+    finally:
+        batcher.close()
+
+
+def test_hot_answers_need_the_key_carry_cors_and_keep_the_body_cap(catalogue):
+    key = "k" * 32
+    holder = ModelHolder(catalogue)
+    app = create_app(holder, api_key=key, cors_origins=["http://app"], max_body=300)
+    origin = {"origin": "http://app"}
+    with TestClient(app) as client:
+        assert client.get("/similar/i1", headers=origin).status_code == 401
+        assert client.post("/recommend", json={"history": ["i1"]}).status_code == 401
+        answer = client.get("/similar/i1", headers={"x-api-key": key, **origin})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "http://app"
+        answer = client.post("/recommend", json={"history": ["i1"]},
+                             headers={"authorization": f"Bearer {key}", **origin})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "http://app"
+
+        def chunked():  # no Content-Length: the cap counts what arrives
+            yield b'{"history":['
+            for _ in range(2000):
+                yield b'"i1",' * 50
+
+        for body in (b'{"history":[' + b'"i1",' * 100 + b'"i2"]}', chunked()):
+            answer = client.post("/recommend", content=body,
+                                 headers={"x-api-key": key, "content-type": "application/json"})
+            assert answer.status_code == 413 and "over 300 bytes" in answer.json()["error"]

@@ -48,6 +48,8 @@ def logit_top(vectors: np.ndarray, bias: np.ndarray, weight: float, queries: np.
     ``rows_of``: item -> row of ``vectors`` for a compact model (items sharing a stored row),
     so that its vectors are never expanded to one row per item."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if not len(queries):  # recommend_batch([]): no chunk maxima to shape
+        return [], []
     weight = np.float32(weight)
     maxima = _chunk_maxima(vectors, bias, weight, queries, blocked, seen, rows_of)
     reach = largest_norm(vectors)
@@ -69,12 +71,13 @@ def logit_top(vectors: np.ndarray, bias: np.ndarray, weight: float, queries: np.
 
 
 def _best(values: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the ``n`` largest ``values``, best first, ties by position."""
-    if len(values) > n:
-        floor = np.partition(values, len(values) - n)[len(values) - n]
-        kept = np.flatnonzero(values >= floor)
-    else:
-        kept = np.arange(len(values))
+    """Positions of the ``n`` largest finite ``values``, best first, ties by position (NaN and
+    infinite logits are never returned, as ``util.topk.top_k`` ranks a full score row)."""
+    kept = np.flatnonzero(np.isfinite(values))
+    if len(kept) > n:
+        finite = values[kept]
+        floor = np.partition(finite, len(finite) - n)[len(finite) - n]
+        kept = kept[finite >= floor]
     return kept[np.argsort(-values[kept], kind="stable")][:n]
 
 
@@ -101,8 +104,15 @@ def _chunk_maxima(vectors: np.ndarray, bias: np.ndarray, weight: np.float32,
             padded = np.full((len(queries), -(-width // CHUNK) * CHUNK), -np.inf, np.float32)
             padded[:, :width] = scores
             scores = padded
-        maxima[:, start // CHUNK:-(-stop // CHUNK)] = scores.reshape(
-            len(queries), -1, CHUNK).max(axis=2)
+        chunks_here = scores.reshape(len(queries), -1, CHUNK)
+        top = chunks_here.max(axis=2)
+        bad = ~(top < np.inf)  # NaN or +inf: the chunk's finite items must still count
+        if bad.any():
+            at = np.nonzero(bad)
+            part = chunks_here[at]
+            part[~np.isfinite(part)] = -np.inf
+            top[at] = part.max(axis=1)
+        maxima[:, start // CHUNK:-(-stop // CHUNK)] = top
     return maxima
 
 

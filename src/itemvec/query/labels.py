@@ -77,7 +77,8 @@ def item_labels(embeddings: ItemEmbeddings, ids: Sequence[str],
     outside = [i for i, row in zip(wanted, at, strict=True) if row == OUTSIDE]
     if outside:  # ids the model lacks (an explained history's unknown items): look them up
         hit = table.select(pl.col("item_id").cast(pl.String), pl.col(column)).filter(
-            pl.col("item_id").is_in(outside))
+            pl.col("item_id").is_in(outside)).unique("item_id", keep="first",
+                                                     maintain_order=True)
         text = dict(zip(hit["item_id"].to_list(), hit[column].to_list(), strict=True))
         labels = [text.get(i) if row == OUTSIDE and text.get(i) is not None else label
                   for i, row, label in zip(wanted, at, labels, strict=True)]
@@ -114,9 +115,10 @@ def label_lookup(embeddings: ItemEmbeddings, column: str | None) -> dict[str, st
     table = embeddings.item_table
     if column is None or table is None:
         return None
-    ids = table["item_id"].cast(pl.String).to_list()
+    listed = table.select(pl.col("item_id").cast(pl.String), pl.col(column)).unique(
+        "item_id", keep="first", maintain_order=True)  # a repeated id: its first row, as served
     return {i: None if v is None else str(v)
-            for i, v in zip(ids, table[column].to_list(), strict=True)}
+            for i, v in zip(listed["item_id"].to_list(), listed[column].to_list(), strict=True)}
 
 
 def labelled_explanations(results: list[dict], embeddings: ItemEmbeddings,

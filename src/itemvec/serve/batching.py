@@ -52,7 +52,9 @@ class Batcher:
         self.max_batch = max_batch
         self.threads = threads
         self.name = name
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        # a Thread in the queue is that thread's stop (a stop left for a thread that already
+        # ended must not end the next one)
+        self._jobs: queue.SimpleQueue[Job | threading.Thread] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0  # groups run so far (for tests and logs)
@@ -62,8 +64,8 @@ class Batcher:
         """``run([payload, ...])``'s answer for ``payload``, computed with others of ``key``."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._ensure_started()
         self._jobs.put(Job(key, payload, run, loop, future))
+        self._ensure_started()  # after the put: a thread ending now either sees it or is replaced
         return await future
 
     def close(self) -> None:
@@ -71,7 +73,7 @@ class Batcher:
         with self._start_lock:
             thread, self._thread = self._thread, None
         if thread is not None:
-            self._jobs.put(None)
+            self._jobs.put(thread)
             thread.join(timeout=5)
 
     def _ensure_started(self) -> None:
@@ -84,16 +86,40 @@ class Batcher:
                 self._thread.start()
 
     def _serve(self) -> None:
-        threadpool_limits(self.threads)  # this thread's own OpenMP pools
+        try:
+            threadpool_limits(self.threads)  # this thread's own OpenMP pools
+        except Exception:  # a cap is an optimisation: a thread that dies here answers nobody
+            logger.warning("cannot limit the batching thread's BLAS/OpenMP threads",
+                           exc_info=True)
         while True:
             first = self._jobs.get()
-            if first is None:
-                return
+            if not isinstance(first, Job):
+                if first is threading.current_thread():
+                    return
+                continue  # an ended thread's stop
             jobs, stop = self._drain(first)
-            for group in _groups(jobs):
-                self._run(group)
+            groups = _groups(jobs)
+            for position, group in enumerate(groups):
+                try:
+                    self._run(group)
+                except BaseException as exc:  # the thread ends: nobody it took may wait forever
+                    error = RuntimeError(f"the batching thread stopped ({type(exc).__name__})")
+                    for rest in groups[position:]:
+                        self._deliver(rest, [error] * len(rest))
+                    self._hand_over()
+                    raise
             if stop:
                 return
+
+    def _hand_over(self) -> None:
+        """The calling thread is ending: the next query starts a new one, and queries already
+        queued get one now (a query queued while this thread still looked alive must not wait
+        for the next request)."""
+        with self._start_lock:
+            if self._thread is threading.current_thread():
+                self._thread = None
+        if not self._jobs.empty():
+            self._ensure_started()
 
     def _drain(self, first: Job) -> tuple[list[Job], bool]:
         """``first`` and what else is queued now, up to ``max_batch``; whether to stop after."""
@@ -103,8 +129,10 @@ class Batcher:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is None:
-                return jobs, True
+            if not isinstance(job, Job):
+                if job is threading.current_thread():
+                    return jobs, True
+                continue
             jobs.append(job)
         return jobs, False
 
@@ -119,6 +147,11 @@ class Batcher:
             results = [exc] * len(group)
         self.batches += 1
         self.largest = max(self.largest, len(group))
+        self._deliver(group, results)
+
+    @staticmethod
+    def _deliver(group: list[Job], results: Sequence[Any]) -> None:
+        """Settle each job's future with its result (or exception) on its event loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
         for job, result in zip(group, results, strict=True):
             by_loop.setdefault(job.loop, []).append((job.future, result))

@@ -277,8 +277,8 @@ class HotPaths:
 
     async def _similar(self, item_id: str, query: bytes) -> JSONResponse | None:
         n = _plain_n(query)
-        if n is None or not 0 < len(item_id) <= 256:
-            return None
+        if n is None or not 0 < len(item_id) <= 256 or "\n" in item_id:
+            return None  # the route's ``{item_id:path}`` (``.*``) stops at a newline
         try:
             model = self.holder.current()
             ids, scores = await self.batcher.submit(
@@ -317,7 +317,11 @@ def _plain_n(query: bytes) -> int | None:
 
 
 def _json_body(scope) -> bool:
-    return (b"content-type", b"application/json") in scope.get("headers", ())
+    """Whether the request's first Content-Type (the one Starlette reads) is exactly JSON."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value == b"application/json"
+    return False
 
 
 async def _buffered(receive):
@@ -356,6 +360,11 @@ def _plain_recommend(body: bytes) -> tuple[list[str], int, bool] | None:
         return None
     if not all(type(i) is str and 0 < len(i) <= 256 for i in history):
         return None
+    if orjson is None:  # json accepts lone surrogates ("\ud800"), which the model refuses
+        try:
+            "".join(history).encode()
+        except UnicodeEncodeError:
+            return None
     return history, n, seen
 
 

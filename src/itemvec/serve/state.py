@@ -158,7 +158,7 @@ def bundle_version(model: LoadedModel) -> str:
     return hashlib.sha256(files.encode()).hexdigest()[:12]
 
 
-_thread_limit = {"threads": 1}
+_thread_limit: dict[str, int] = {"threads": 1}
 _capped = threading.local()
 
 
@@ -177,7 +177,7 @@ def limit_threads(threads: int) -> None:
     _thread_limit["threads"] = int(threads)
     for name in THREAD_ENV:
         os.environ[name] = str(threads)
-    threadpool_limits(threads)
+    _limit(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
@@ -189,8 +189,19 @@ def cap_this_thread() -> None:
     (threadpoolctl inspects every loaded library; later calls only read a thread-local)."""
     threads = _thread_limit["threads"]
     if getattr(_capped, "threads", None) != threads:
-        threadpool_limits(threads)
+        _limit(threads)
         _capped.threads = threads
+
+
+def _limit(threads: int) -> None:
+    """threadpoolctl's limit for the calling thread; where it cannot set one (an unusual BLAS
+    or libc) the thread runs uncapped rather than failing the request (logged once)."""
+    try:
+        threadpool_limits(threads)
+    except Exception:
+        if not _thread_limit.get("warned"):
+            _thread_limit["warned"] = True
+            logger.warning("cannot limit BLAS/OpenMP threads; running uncapped", exc_info=True)
 
 
 def resolve_under(root: Path, candidate: str | Path) -> Path:
