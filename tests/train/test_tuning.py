@@ -49,6 +49,7 @@ def test_the_search_finds_the_planted_dimension(log):
     assert scores[2] and scores[24]  # both were tried
     assert min(scores[24]) > max(scores[2]) + 0.2  # and the planted one wins clearly
     assert result.config.training.dim == 24
+    assert result.config.training.validation_task == "s2i"  # the mean stops early on s2i
     assert result.best_value == pytest.approx((result.trials[result.best_trial]["i2i"]
                                                + result.trials[result.best_trial]["s2i"]) / 2)
 
