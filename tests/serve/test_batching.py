@@ -18,11 +18,25 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from itemvec.query.embeddings import ItemEmbeddings  # noqa: E402
+from itemvec.serve import batching  # noqa: E402
 from itemvec.serve.batching import Batcher  # noqa: E402
 from itemvec.serve.http import HotPaths, _plain_n, _plain_recommend, create_app  # noqa: E402
 from itemvec.serve.state import ModelHolder  # noqa: E402
 from itemvec.store.bundle import write_bundle  # noqa: E402
 from itemvec.util.errors import UnknownItemError  # noqa: E402
+
+
+def echo(payloads):
+    return payloads
+
+
+def answer(batcher: Batcher, key, payload, compute=echo):
+    """One query through ``batcher`` from a fresh event loop; fails after 5 s, never hangs."""
+
+    async def ask():
+        return await asyncio.wait_for(batcher.submit(key, payload, compute), 5)
+
+    return asyncio.run(ask())
 
 
 def test_queued_queries_run_together_and_each_gets_its_answer():
@@ -214,7 +228,7 @@ def test_a_dead_thread_is_replaced_and_close_can_restart():
     try:
         assert asyncio.run(scenario()) == 3
         batcher.close()
-        assert asyncio.run(batcher.submit("y", 4, lambda payloads: payloads)) == 4
+        assert answer(batcher, "y", 4) == 4
     finally:
         batcher.close()
 
@@ -275,19 +289,14 @@ def test_a_thread_that_dies_settles_every_query_it_took():
 def test_a_failing_thread_cap_does_not_stop_the_batching_thread(monkeypatch):
     """threadpoolctl failing (an unusual BLAS or libc) must leave the thread serving: a thread
     that dies before its first query leaves every request waiting forever."""
-    from itemvec.serve import batching
 
     def broken(*_args, **_kwargs):
         raise OSError("no such library")
 
     monkeypatch.setattr(batching, "threadpool_limits", broken)
     batcher = Batcher()
-
-    async def scenario():
-        return await asyncio.wait_for(batcher.submit("k", 3, lambda payloads: payloads), 5)
-
     try:
-        assert asyncio.run(scenario()) == 3
+        assert answer(batcher, "k", 3) == 3
     finally:
         batcher.close()
 
@@ -311,12 +320,8 @@ def test_closing_after_the_thread_died_leaves_no_stop_for_the_next_thread():
             break
         time.sleep(0.01)
     batcher.close()
-
-    async def ask():
-        return await asyncio.wait_for(batcher.submit("y", 2, lambda payloads: payloads), 5)
-
     try:
-        assert asyncio.run(ask()) == 2
+        assert answer(batcher, "y", 2) == 2
     finally:
         batcher.close()
 
