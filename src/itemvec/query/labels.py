@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from itemvec.data.ingest import align_items
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ItemvecError, UnknownItemError
 
@@ -69,21 +70,20 @@ def item_labels(embeddings: ItemEmbeddings, ids: Sequence[str],
     wanted = [str(i) for i in ids]
     rows = table_rows(embeddings)
     at = np.asarray([_table_row(embeddings, rows, i) for i in wanted], dtype=np.int64)
-    found = at >= 0
-    values = table[column].gather(at[found]).to_list() if found.any() else []
-    labels: list[str | None] = [None] * len(wanted)
-    for position, value in zip(np.flatnonzero(found), values, strict=True):
-        labels[position] = None if value is None else str(value)
-    outside = [i for i, row in zip(wanted, at, strict=True) if row == OUTSIDE]
-    if outside:  # ids the model lacks (an explained history's unknown items): look them up
+    labels: list = [None] * len(wanted)
+    listed = np.flatnonzero(at >= 0)
+    for position, value in zip(listed, table[column].gather(at[listed]).to_list(), strict=True):
+        labels[position] = value
+    outside = np.flatnonzero(at == OUTSIDE)
+    if len(outside):  # ids the model lacks (an explained history's unknown items): look them up
+        names = [wanted[p] for p in outside]
         hit = table.select(pl.col("item_id").cast(pl.String), pl.col(column)).filter(
-            pl.col("item_id").is_in(outside)).unique("item_id", keep="first",
-                                                     maintain_order=True)
+            pl.col("item_id").is_in(names)).unique("item_id", keep="first",
+                                                   maintain_order=True)
         text = dict(zip(hit["item_id"].to_list(), hit[column].to_list(), strict=True))
-        labels = [text.get(i) if row == OUTSIDE and text.get(i) is not None else label
-                  for i, row, label in zip(wanted, at, labels, strict=True)]
-        labels = [None if v is None else str(v) for v in labels]
-    return labels
+        for position, name in zip(outside, names, strict=True):
+            labels[position] = text.get(name)
+    return [None if value is None else str(value) for value in labels]
 
 
 def table_rows(embeddings: ItemEmbeddings) -> np.ndarray:
@@ -93,12 +93,8 @@ def table_rows(embeddings: ItemEmbeddings) -> np.ndarray:
     cached = embeddings.__dict__.get("_label_rows")
     if cached is not None and cached[0] is table:
         return cached[1]
-    listed = table.select(pl.col("item_id").cast(pl.String)).with_row_index("row")
-    vocabulary = pl.DataFrame({"item_id": pl.Series([str(i) for i in embeddings.item_ids],
-                                                    dtype=pl.String)})
-    joined = vocabulary.join(listed.unique("item_id", keep="first"), on="item_id", how="left",
-                             maintain_order="left")
-    rows = joined["row"].fill_null(-1).cast(pl.Int64).to_numpy()
+    listed = table.select(pl.col("item_id")).with_row_index("row")
+    rows = align_items(listed, embeddings.item_ids)["row"].fill_null(-1).cast(pl.Int64).to_numpy()
     embeddings.__dict__["_label_rows"] = (table, rows)
     return rows
 
