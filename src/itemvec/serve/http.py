@@ -280,13 +280,10 @@ class HotPaths:
         if n is None or not 0 < len(item_id) <= 256 or "\n" in item_id:
             return None  # the route's ``{item_id:path}`` (``.*``) stops at a newline
         try:
-            model = self.holder.current()
-            ids, scores = await self.batcher.submit(
-                ("similar", id(model), n, "calibrated"), item_id,
-                functools.partial(_similar_each, model, n, "calibrated"))
+            return await _batched_similar(self.batcher, self.holder.current(), item_id, n,
+                                          "calibrated")
         except Exception:  # the route answers it (404, 503, ...) as it always has
             return None
-        return _json(_results(ids, scores, model))
 
     async def _recommend(self, body: bytes) -> JSONResponse | None:
         plain = _plain_recommend(body)
@@ -294,13 +291,10 @@ class HotPaths:
             return None
         history, n, filter_seen = plain
         try:
-            model = self.holder.current()
-            result = await self.batcher.submit(
-                ("recommend", id(model), n, filter_seen), history,
-                functools.partial(_recommend_all, model, n, filter_seen))
+            return await _batched_recommend(self.batcher, self.holder.current(), history, n,
+                                            filter_seen)
         except Exception:
             return None
-        return _json(_results(*result, model, skipped=result.skipped))
 
 
 PLAIN_N = re.compile(r"n=([1-9][0-9]{0,3})")
@@ -572,7 +566,12 @@ async def similar(request: Request, model: Model, item_id: PathId, n: QueryN = 1
     if exclude or where:
         return await run_in_threadpool(_similar_filtered, model, item_id, n, exclude, where,
                                        cold)
-    batcher: Batcher = request.app.state.batcher
+    return await _batched_similar(request.app.state.batcher, model, item_id, n, cold)
+
+
+async def _batched_similar(batcher: Batcher, model: LoadedModel, item_id: str, n: int,
+                           cold: str) -> JSONResponse:
+    """One item's neighbours through the batching thread: the route's and ``HotPaths``' path."""
     ids, scores = await batcher.submit(("similar", id(model), n, cold), item_id,
                                        functools.partial(_similar_each, model, n, cold))
     return _json(_results(ids, scores, model))
@@ -628,10 +627,16 @@ def similar_batch(model: Model, body: SimilarIn) -> JSONResponse:
 async def recommend(request: Request, model: Model, body: RecommendIn) -> JSONResponse:
     if body.explain or body.exclude or body.where or body.allowed is not None:
         return await run_in_threadpool(_recommend_filtered, model, body)
-    batcher: Batcher = request.app.state.batcher
-    result = await batcher.submit(("recommend", id(model), body.n, body.filter_seen),
-                                  body.history, functools.partial(_recommend_all, model, body.n,
-                                                                  body.filter_seen))
+    return await _batched_recommend(request.app.state.batcher, model, body.history, body.n,
+                                    body.filter_seen)
+
+
+async def _batched_recommend(batcher: Batcher, model: LoadedModel, history: list[str], n: int,
+                             filter_seen: bool) -> JSONResponse:
+    """One history's recommendations through the batching thread, scored with the others
+    queued: the route's and ``HotPaths``' path."""
+    result = await batcher.submit(("recommend", id(model), n, filter_seen), history,
+                                  functools.partial(_recommend_all, model, n, filter_seen))
     return _json(_results(*result, model, skipped=result.skipped))
 
 
