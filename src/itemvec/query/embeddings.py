@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from itemvec.config import QueryConfig
 from itemvec.query.exact import logit_top
@@ -58,7 +57,7 @@ from itemvec.query.index import (
     nearest,
     recommend_top,
 )
-from itemvec.query.pooling import history_matrix, history_weights
+from itemvec.query.pooling import history_weights, pool_rows
 from itemvec.store.bundle import read_vectors, write_bundle
 from itemvec.store.mapped import mapped_expansion, mapped_item_ids
 from itemvec.util.errors import UnknownItemError
@@ -444,13 +443,8 @@ class ItemEmbeddings:
 
     def pool(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Weighted sum of each history's vectors (zeros for an empty history)."""
-        matrix = history_matrix(histories, len(self), self.query.recency_half_life,
-                                self.query.evidence_power, np.float32)
-        if self.vector_rows is not None:  # columns of items -> columns of stored rows
-            matrix = sp.csr_matrix((matrix.data, self.vector_rows[matrix.indices],
-                                    matrix.indptr), shape=(len(histories),
-                                                           len(self.stored_vectors)))
-        return np.asarray(matrix @ self.stored_vectors, dtype=np.float32)
+        return pool_rows(histories, self.stored_vectors, self.query.recency_half_life,
+                         self.query.evidence_power, self.vector_rows)
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Recommendation logits over all items, one row per history (rows, not ids)."""

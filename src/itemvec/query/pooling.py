@@ -9,6 +9,7 @@ baseline pools similarity rows with the same weights (``evidence_power`` 0).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,18 +31,62 @@ def history_weights(length: int, half_life: float, evidence_power: float = 0.0) 
     return weights * effective ** evidence_power
 
 
+@lru_cache(maxsize=1024)
+def _cached_weights(length: int, half_life: float, evidence_power: float,
+                    dtype: type) -> np.ndarray:
+    weights = history_weights(length, half_life, evidence_power).astype(dtype)
+    weights.flags.writeable = False  # shared by every caller
+    return weights
+
+
+def _weights_and_items(histories: Sequence[np.ndarray], half_life: float,
+                       evidence_power: float, dtype: type
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per history its length; over all histories their items and weights, concatenated.
+
+    Weights depend only on a history's length, so they are computed once per length (and
+    kept: a served model sees the same few lengths on every request).
+    """
+    lengths = [len(h) for h in histories]
+    if not any(lengths):
+        return np.asarray(lengths, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+    weights = np.concatenate([_cached_weights(n, float(half_life), float(evidence_power),
+                                              dtype) for n in lengths])
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
+    return np.asarray(lengths, np.int64), items, weights
+
+
+def pool_rows(histories: Sequence[np.ndarray], vectors: np.ndarray, half_life: float,
+              evidence_power: float = 0.0, rows: np.ndarray | None = None) -> np.ndarray:
+    """Pooled float32 query per history: the weighted sum of its items' rows of ``vectors``
+    (``rows`` maps items to rows of a compact store), zeros for an empty history.
+
+    Gathers only the histories' rows and sums each history in order: a few microseconds for
+    a short history, where a sparse (histories x items) product paid ~0.2 ms of setup per
+    call; a history's result does not depend on the others in the batch.
+    """
+    lengths, items, weights = _weights_and_items(histories, half_life, evidence_power,
+                                                 np.float32)
+    out = np.zeros((len(histories), vectors.shape[1]), dtype=np.float32)
+    if not len(items):
+        return out
+    if rows is not None:
+        items = rows[items]
+    terms = np.asarray(vectors[items], dtype=np.float32) * weights[:, None]
+    filled = lengths > 0  # reduceat would give an empty history its neighbour's row
+    starts = np.cumsum(lengths) - lengths
+    out[filled] = np.add.reduceat(terms, starts[filled], axis=0)
+    return out
+
+
 def history_matrix(histories: Sequence[np.ndarray], n_items: int, half_life: float,
                    evidence_power: float = 0.0, dtype: type = np.float64) -> sp.csr_matrix:
     """Sparse (histories x items) pooling weights; ``matrix @ vectors`` pools every history.
 
-    Weights depend only on a history's length, so they are computed once per length.
+    The item-kNN baselines pool similarity rows with it.
     """
-    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    lengths, items, weights = _weights_and_items(histories, half_life, evidence_power, dtype)
     if not lengths.any():
         return sp.csr_matrix((len(histories), n_items), dtype=dtype)
-    by_length = {n: history_weights(int(n), half_life, evidence_power).astype(dtype)
-                 for n in np.unique(lengths)}
-    weights = np.concatenate([by_length[n] for n in lengths])
-    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     return sp.csr_matrix((weights, items, indptr), shape=(len(histories), n_items))
