@@ -461,3 +461,24 @@ def test_hot_answers_need_the_key_carry_cors_and_keep_the_body_cap(catalogue):
             answer = client.post("/recommend", content=body,
                                  headers={"x-api-key": key, "content-type": "application/json"})
             assert answer.status_code == 413 and "over 300 bytes" in answer.json()["error"]
+
+
+def test_close_called_on_the_batching_thread_itself_stops_it_without_raising():
+    """A finaliser (the app's lifespan collected by the GC) may run ``close`` on the batching
+    thread; joining itself would raise there. The thread stops after its group instead."""
+    batcher = Batcher()
+    errors = []
+
+    def close_from_inside(payloads):
+        try:
+            batcher.close()
+        except RuntimeError as exc:  # pragma: no cover - the failure this test guards
+            errors.append(exc)
+        return payloads
+
+    assert answer(batcher, "x", 1, close_from_inside) == 1
+    assert errors == []
+    try:
+        assert answer(batcher, "y", 2) == 2  # a fresh thread answers later queries
+    finally:
+        batcher.close()

@@ -74,7 +74,8 @@ class Batcher:
             thread, self._thread = self._thread, None
         if thread is not None:
             self._jobs.put(thread)
-            thread.join(timeout=5)
+            if thread is not threading.current_thread():  # e.g. a finaliser run by the GC there
+                thread.join(timeout=5)
 
     def _ensure_started(self) -> None:
         thread = self._thread
