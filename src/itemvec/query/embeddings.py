@@ -58,6 +58,12 @@ from itemvec.query.index import (
     recommend_top,
 )
 from itemvec.query.pooling import history_weights, pool_rows
+from itemvec.query.recommend_index import (
+    RECOMMEND_INDEX_MIN_ITEMS,
+    RecommendIndex,
+    build_recommend_index,
+    load_recommend_index,
+)
 from itemvec.store.bundle import read_vectors, write_bundle
 from itemvec.store.mapped import mapped_expansion, mapped_item_ids
 from itemvec.util.errors import UnknownItemError
@@ -154,6 +160,7 @@ class ItemEmbeddings:
             item: i for i, item in enumerate(self.item_ids)}
         self.integer_ids = _all_integer(self.item_ids)
         self.vector_index = None  # optional itemvec.query.index backend; None = exact matmul
+        self.recommend_index: RecommendIndex | None = None  # set by use_index for large models
         self.n_warm = n if n_warm is None else int(n_warm)  # rows from n_warm on are cold
         if not 0 <= self.n_warm <= n:
             raise ValueError(f"n_warm {n_warm} is outside 0..{n} items")
@@ -226,8 +233,10 @@ class ItemEmbeddings:
         ``ivf``; ``auto`` = exact up to 50k items, else hnsw; None = plain matmul).
 
         With ``bundle`` a stored index is reused when it matches these vectors (``mmap``:
-        memory-mapped from its file rather than read into memory). Call it before
-        serving queries: it is the one method that changes the object.
+        memory-mapped from its file rather than read into memory; ``save``: a fresh build is
+        stored). An approximate backend over ``RECOMMEND_INDEX_MIN_ITEMS`` items or more also
+        gets a recommendation index (``query.recommend_index``), stored and reused the same
+        way. Call it before serving queries: it is the one method that changes the object.
         """
         if name is None:
             self.vector_index = None
@@ -236,7 +245,21 @@ class ItemEmbeddings:
                                            **params)
         else:
             self.vector_index = build_index(name, self.vectors, **params)
+        self.recommend_index = self._recommend_index_for(bundle, save, mmap)
         return self
+
+    def _recommend_index_for(self, bundle: str | Path | None, save: bool,
+                             mmap: bool) -> RecommendIndex | None:
+        """The logit index beside an approximate similar index on a large model (None: exact
+        scan or ``recommend_top``; a compact model's shared rows are left to the exact scan)."""
+        if (self.vector_index is None or not self.vector_index.approximate or self.compact
+                or len(self) < RECOMMEND_INDEX_MIN_ITEMS):
+            return None
+        args = (self.vectors, self.item_bias, self.temperature, self.query.popularity_weight,
+                self.pool)
+        if bundle is None:
+            return build_recommend_index(*args)
+        return load_recommend_index(bundle, *args, save=save, mmap=mmap)
 
     # -- lookup -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -482,7 +505,10 @@ class ItemEmbeddings:
             skipped.append(unknown)
         blocked = self._blocked(filter, exclude)
         seen = indexed if filter_seen else [np.zeros(0, np.int64)] * len(indexed)
-        if self.vector_index is None or len(self) < INDEX_RECOMMEND_MIN_ITEMS:
+        if self.recommend_index is not None:
+            rows, scores = self.recommend_index.search(self.pool(indexed), n, blocked, seen,
+                                                       self.query.popularity_weight)
+        elif self.vector_index is None or len(self) < INDEX_RECOMMEND_MIN_ITEMS:
             rows, scores = self.top_logits(self.pool(indexed), n, blocked, seen)
         else:
             rows, scores = recommend_top(self.vector_index, self, indexed, n, blocked, seen)

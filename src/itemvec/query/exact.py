@@ -64,13 +64,13 @@ def logit_top(vectors: np.ndarray, bias: np.ndarray, weight: float, queries: np.
             keep &= ~np.isin(candidates, seen[q])
         candidates = candidates[keep]
         values = fixed_logits(vectors, bias, weight, query, candidates, rows_of)
-        best = _best(values, n)
+        best = top_positions(values, n)
         rows.append(candidates[best])
         logits.append(values[best].astype(np.float32))
     return rows, logits
 
 
-def _best(values: np.ndarray, n: int) -> np.ndarray:
+def top_positions(values: np.ndarray, n: int) -> np.ndarray:
     """Positions of the ``n`` largest finite ``values``, best first, ties by position (NaN and
     infinite logits are never returned, as ``util.topk.top_k`` ranks a full score row)."""
     kept = np.flatnonzero(np.isfinite(values))

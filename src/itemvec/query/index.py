@@ -62,7 +62,7 @@ class VectorIndex(Protocol):
         ...
 
 
-def _as_queries(queries: np.ndarray) -> np.ndarray:
+def as_queries(queries: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
 
 
@@ -88,7 +88,7 @@ class ExactIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        queries = _as_queries(queries)
+        queries = as_queries(queries)
         k_eff = min(k, len(self.vectors))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
@@ -115,17 +115,17 @@ class _FaissIndex:
         return None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, rows = self.index.search(_as_queries(queries), int(k),
+        scores, rows = self.index.search(as_queries(queries), int(k),
                                          params=self._search_params(int(k)))
         scores = np.where(rows < 0, -np.inf, scores).astype(np.float32)
         return scores, rows.astype(np.int64)
 
     def to_bytes(self) -> bytes:
-        faiss = _faiss()
+        faiss = require_faiss()
         return faiss.serialize_index(self.index).tobytes()
 
 
-def _faiss():
+def require_faiss():
     try:
         import faiss
     except ImportError:  # pragma: no cover - depends on the environment
@@ -134,7 +134,7 @@ def _faiss():
     return faiss
 
 
-def _check_params(name: str, given: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+def check_params(name: str, given: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise ConfigError(f"index {name}: unknown parameter {unknown[0]!r}; known: "
@@ -150,10 +150,10 @@ class HNSWIndex(_FaissIndex):
     DEFAULTS = {"M": 32, "ef_construction": 80, "ef_search": 96}
 
     def __init__(self, vectors: np.ndarray | None = None, index: Any = None, **params: Any) -> None:
-        params = _check_params("hnsw", params, self.DEFAULTS)
+        params = check_params("hnsw", params, self.DEFAULTS)
         if index is None:
-            faiss = _faiss()
-            vectors = _as_queries(vectors)
+            faiss = require_faiss()
+            vectors = as_queries(vectors)
             index = faiss.IndexHNSWFlat(vectors.shape[1], int(params["M"]),
                                         faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = int(params["ef_construction"])
@@ -161,7 +161,7 @@ class HNSWIndex(_FaissIndex):
         super().__init__(index, params)
 
     def _search_params(self, k: int) -> Any:
-        return _faiss().SearchParametersHNSW(efSearch=max(int(self.params["ef_search"]), k))
+        return require_faiss().SearchParametersHNSW(efSearch=max(int(self.params["ef_search"]), k))
 
 
 @indexes.register("ivf")
@@ -173,26 +173,35 @@ class IVFIndex(_FaissIndex):
     DEFAULTS = {"nlist": 0, "nprobe": 0, "train_size": 100_000, "seed": 0}
 
     def __init__(self, vectors: np.ndarray | None = None, index: Any = None, **params: Any) -> None:
-        params = _check_params("ivf", params, self.DEFAULTS)
+        params = check_params("ivf", params, self.DEFAULTS)
         if index is None:
-            faiss = _faiss()
-            vectors = _as_queries(vectors)
+            faiss = require_faiss()
+            vectors = as_queries(vectors)
             n, dim = vectors.shape
-            nlist = int(params["nlist"]) or max(1, min(int(4 * math.sqrt(n)), n // 39))
+            nlist = int(params["nlist"]) or default_nlist(n)
             params["nlist"] = nlist
             quantizer = faiss.IndexFlatIP(dim)
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(int(params["seed"]))
-            size = min(n, max(int(params["train_size"]), 40 * nlist))  # FAISS wants >= 39/list
-            sample = vectors[rng.choice(n, size=size, replace=False)]
-            index.train(np.ascontiguousarray(sample))
+            sample = training_rows(n, nlist, int(params["train_size"]), int(params["seed"]))
+            index.train(np.ascontiguousarray(vectors[sample]))
             index.add(vectors)
             params["nprobe"] = int(params["nprobe"]) or tuned_nprobe(index, vectors,
                                                                      int(params["seed"]))
         super().__init__(index, params)
 
     def _search_params(self, k: int) -> Any:
-        return _faiss().SearchParametersIVF(nprobe=probes_for(self.params, k))
+        return require_faiss().SearchParametersIVF(nprobe=probes_for(self.params, k))
+
+
+def default_nlist(n: int) -> int:
+    """Inverted lists for ``n`` vectors: 4 sqrt(n), with at least 39 vectors a list."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+
+def training_rows(n: int, nlist: int, train_size: int, seed: int) -> np.ndarray:
+    """The seeded sample of rows k-means trains on (FAISS wants >= 39 a list)."""
+    rng = np.random.default_rng(seed)
+    return rng.choice(n, size=min(n, max(train_size, 40 * nlist)), replace=False)
 
 
 def probes_for(params: dict[str, Any], k: int) -> int:
@@ -215,7 +224,7 @@ def tuned_nprobe(index: Any, vectors: np.ndarray, seed: int = 0) -> int:
     than needed (the search's whole cost) or misses neighbours. A result counts as found when
     its score reaches the exact 10th score, so tied vectors (cold items sharing features)
     do not look like misses."""
-    faiss = _faiss()
+    faiss = require_faiss()
     n, nlist = len(vectors), int(index.nlist)
     rng = np.random.default_rng(seed + 1)
     queries = np.ascontiguousarray(vectors[rng.choice(n, size=min(NPROBE_QUERIES, n),
@@ -248,18 +257,25 @@ def build_index(name: str, vectors: np.ndarray, **params: Any) -> VectorIndex:
 
 
 # -- persistence ---------------------------------------------------------------------------------
-def _paths(bundle: Path, name: str) -> tuple[Path, Path]:
+def index_paths(bundle: Path, name: str) -> tuple[Path, Path]:
+    """Where index ``name`` of ``bundle`` is stored: its FAISS bytes and its json."""
     return bundle / f"index-{name}.faiss", bundle / f"index-{name}.json"
 
 
-def _embeddings_digest(bundle: Path) -> str | None:
+def bundle_checksums(bundle: Path) -> dict[str, Any]:
+    """The manifest's file -> SHA-256 map ({} when it cannot be read): what a stored index
+    records to notice that the arrays it was built from changed."""
     try:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return {}
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict):
-        return None
+    return files if isinstance(files, dict) else {}
+
+
+def embeddings_digest(bundle: Path) -> str | None:
+    """One digest of every item's vector as the bundle stores them (None: no manifest)."""
+    files = bundle_checksums(bundle)
     vectors, rows = files.get("embeddings.npy"), files.get("vector_rows.npy")
     if vectors is None or rows is None:
         return vectors
@@ -273,12 +289,18 @@ def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
     if not isinstance(index, _FaissIndex):
         return None
     bundle = Path(bundle)
-    data_path, meta_path = _paths(bundle, index.name)
-    data = index.to_bytes()
-    atomic_write_bytes(data_path, data)
     meta = {"backend": index.name, "params": index.params, "n_items": int(index.index.ntotal),
-            "embeddings_sha256": _embeddings_digest(bundle),
-            "sha256": hashlib.sha256(data).hexdigest()}
+            "embeddings_sha256": embeddings_digest(bundle)}
+    return store_index(bundle, index.name, index.to_bytes(), meta)
+
+
+def store_index(bundle: Path, name: str, data: bytes, meta: dict[str, Any]) -> Path:
+    """Write ``index-<name>.faiss`` and its ``.json`` (``meta`` plus the bytes' SHA-256, which
+    ``read_stored`` checks), each atomically, the data first: a reader that finds the json
+    finds the bytes it describes or fails their checksum."""
+    data_path, meta_path = index_paths(bundle, name)
+    atomic_write_bytes(data_path, data)
+    meta = {**meta, "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     return data_path
 
@@ -286,22 +308,18 @@ def save_index(index: VectorIndex, bundle: str | Path) -> Path | None:
 def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save: bool = False,
                mmap: bool = False, **params: Any) -> VectorIndex:
     """The stored index ``name`` if it matches the bundle's embeddings, else a fresh build
-    (``mmap``: a stored index is memory-mapped from its file, see ``_read_stored``)."""
+    (``mmap``: a stored index is memory-mapped from its file, see ``read_stored``)."""
     if name == "auto":
         name = "exact" if len(vectors) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
     bundle = Path(bundle)
-    data_path, meta_path = _paths(bundle, name)
+    data_path, meta_path = index_paths(bundle, name)
     backend = indexes.get(name)
     if issubclass(backend, _FaissIndex) and data_path.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        meta = meta if isinstance(meta, dict) and isinstance(meta.get("params"), dict) else {}
-        fresh = (meta.get("embeddings_sha256") == _embeddings_digest(bundle)
+        meta = stored_meta(meta_path)
+        fresh = (meta.get("embeddings_sha256") == embeddings_digest(bundle)
                  and meta.get("n_items") == len(vectors))
         if fresh and (not params or params == {k: meta["params"].get(k) for k in params}):
-            stored = _read_stored(data_path, meta, mmap)
+            stored = read_stored(data_path, meta, mmap)
             if stored is not None and stored.ntotal == len(vectors):
                 logger.info("loaded stored %s index from %s%s", name, data_path,
                             " (memory-mapped)" if mmap else "")
@@ -314,7 +332,16 @@ def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save
     return index
 
 
-def _read_stored(data_path: Path, meta: dict[str, Any], mmap: bool = False) -> Any | None:
+def stored_meta(meta_path: Path) -> dict[str, Any]:
+    """A stored index's ``.json`` ({} when unreadable or without its params: stale)."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) and isinstance(meta.get("params"), dict) else {}
+
+
+def read_stored(data_path: Path, meta: dict[str, Any], mmap: bool = False) -> Any | None:
     """The FAISS index in ``data_path`` if its bytes match the checksum in ``meta``, else None
     with a warning (the caller rebuilds: flipped bytes would silently drop true neighbours).
 
@@ -325,7 +352,7 @@ def _read_stored(data_path: Path, meta: dict[str, Any], mmap: bool = False) -> A
         logger.warning("%s: checksum mismatch (damaged, truncated or stored without a "
                        "checksum); rebuilding the index", data_path)
         return None
-    faiss = _faiss()
+    faiss = require_faiss()
     try:
         if mmap:
             return faiss.read_index(str(data_path), faiss.IO_FLAG_MMAP_IFC)
@@ -356,7 +383,7 @@ def nearest(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, n: int
     The index is asked for enough extra results to survive the filter; a row that still comes
     up short (or a filter allowing under 2% of items) is answered by an exact scan.
     """
-    queries = _as_queries(queries)
+    queries = as_queries(queries)
     total = len(vectors)
     allowed = total if blocked is None else total - int(blocked.sum())
     if allowed < SELECTIVE_FILTER * total:
