@@ -552,3 +552,35 @@ def test_a_replaced_model_is_freed_without_waiting_for_the_garbage_collector(mod
         assert replaced() is None
     finally:
         gc.enable()
+
+
+def test_a_stored_recommend_index_serves_the_in_process_answers(tmp_path, monkeypatch):
+    """A bundle with ``index-recommend.faiss`` (as ``itemvec index`` stores it) is served
+    through it, not rebuilt, and POST /recommend answers what the model answers in process."""
+    pytest.importorskip("faiss")
+    import itemvec.query.embeddings as embeddings_module
+    import itemvec.query.recommend_index as recommend_module
+
+    monkeypatch.setattr(embeddings_module, "RECOMMEND_INDEX_MIN_ITEMS", 1000)  # 6,000 items
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(40, 16))[rng.integers(40, size=6000)] + 0.7 * rng.normal(
+        size=(6000, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    emb = ItemEmbeddings([f"i{i}" for i in range(6000)], vectors,
+                         rng.gumbel(scale=0.3, size=6000).astype(np.float32), 0.1)
+    bundle = write_bundle(tmp_path / "model", emb, config={}, stats={})
+    stored = ItemEmbeddings.load(bundle).use_index("ivf", bundle=bundle, save=True)
+    assert (bundle / "index-recommend.faiss").is_file()
+    monkeypatch.setattr(recommend_module, "build_recommend_index",
+                        lambda *a, **k: pytest.fail("the stored recommend index was rebuilt"))
+    holder = ModelHolder(bundle, index="ivf")
+    histories = [[f"i{j}" for j in rng.integers(6000, size=5)] for _ in range(12)] + [[]]
+    with TestClient(create_app(holder)) as client:
+        served = holder.current().embeddings
+        assert served.recommend_index is not None
+        for history in histories:
+            body = client.post("/recommend", json={"history": history, "n": 10}).json()
+            ids, scores = stored.recommend(history, n=10)
+            assert body["items"] == list(ids)
+            assert body["scores"] == [round(float(s), 6) for s in scores]
+            assert not set(history) & set(body["items"])
