@@ -184,6 +184,7 @@ def batch_costs(bundle: Path, index: str, sizes: list[int], queries: int,
 
     if exact:
         embeddings_module.INDEX_RECOMMEND_MIN_ITEMS = 1 << 62
+        embeddings_module.RECOMMEND_INDEX_MIN_ITEMS = 1 << 62
     _, holder = itemvec_app(bundle, index)
     emb = holder.current().embeddings
     items = len(emb)
@@ -275,6 +276,9 @@ def proof_stages(bundle: Path, index: str, queries: int) -> dict:
             emb.vector_index, emb, [h], 10, None, [h], **k), rows, queries)
     out["exact"] = timed_calls(lambda h: emb.top_logits(emb.pool([h]), 10, None, [h]), rows,
                                queries)
+    if emb.recommend_index is not None:  # query.recommend_index, stored or built on load
+        out["recommend_index"] = timed_calls(lambda h: emb.recommend_index.search(
+            emb.pool([h]), 10, None, [h]), rows, queries)
     print(json.dumps(out), flush=True)
     return out
 

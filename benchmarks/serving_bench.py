@@ -119,14 +119,13 @@ def inprocess(sizes: list[int], backend: str, calls: int, batch: int, seed: int 
 # -- HTTP ------------------------------------------------------------------------------------------
 def write_synthetic_bundle(root: Path, name: str, n: int, backend: str, seed: int = 0) -> Path:
     from itemvec.query.embeddings import ItemEmbeddings
-    from itemvec.query.index import build_index, save_index
     from itemvec.store.bundle import write_bundle
 
     vectors, bias = synthetic(n, seed)
     emb = ItemEmbeddings([f"i{i}" for i in range(n)], vectors, bias, temperature=0.1)
     path = write_bundle(root / name, emb, config={}, stats={})
-    if backend != "exact":
-        save_index(build_index(backend, vectors), path)
+    if backend != "exact":  # the similar index, and from 50k items the recommend index
+        ItemEmbeddings.load(path).use_index(backend, bundle=path, save=True)
     return path
 
 

@@ -156,13 +156,13 @@ class RecommendIndex:
         if popular_blocked is not None:
             scores[popular_blocked] = -np.inf
         if fetch < len(scores):
-            best = np.argpartition(-scores, fetch - 1)[:fetch]
+            best = np.argpartition(scores, len(scores) - fetch)[len(scores) - fetch:]
         else:
             best = np.arange(len(scores))
         rows = np.concatenate([found, self.popular[best]])
         rows.sort()  # np.unique of ~50 rows costs more than this (hashing, then sorting)
         distinct = np.empty(len(rows), dtype=bool)
-        distinct[0], distinct[1:] = rows[0] >= 0, rows[1:] != rows[:-1]
+        distinct[:1], distinct[1:] = True, rows[1:] != rows[:-1]
         distinct &= rows >= 0  # FAISS pads with -1
         return rows[distinct]
 
