@@ -433,3 +433,24 @@ def test_search_json_lists_the_title_match_first(tmp_path, cli):
     payload = json.loads(stdout)
     assert payload["items"] == ["50", "172"] and len(payload["scores"]) == 2
     assert payload["scores"][0] == 1.0 and payload["matches"] == [{"item_id": "50", "score": 1.0}]
+
+
+def test_index_command_stores_the_recommend_index_and_reports_its_recall(cli, tmp_path,
+                                                                         monkeypatch):
+    pytest.importorskip("faiss")
+    import itemvec.cli.serve as serve_cli
+
+    monkeypatch.setattr(serve_cli, "RECOMMEND_INDEX_MIN_ITEMS", 1000)  # 3,000 items
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    emb = ItemEmbeddings([f"i{i}" for i in range(3000)], vectors,
+                         rng.normal(scale=0.3, size=3000).astype(np.float32), 0.1)
+    path = write_bundle(tmp_path / "model", emb, config={}, stats={})
+    code, out, err = cli(["index", path, "--backend", "ivf", "--queries", "100"])
+    assert code == 0, err
+    recall = float(out.split("built the recommend index")[1].split("recall@10 vs exact ")[1]
+                   .split()[0])
+    assert recall >= 0.98 and "on 100 random 5-item histories" in out
+    meta = json.loads((path / "index-recommend.json").read_text())
+    assert meta["n_items"] == 3000 and meta["params"]["popular"] == 1000

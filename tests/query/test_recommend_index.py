@@ -193,6 +193,11 @@ def test_a_damaged_stored_index_is_ignored(model, index, bundle, caplog):
 def test_use_index_wires_it_in_for_large_models_only(model, bundle, monkeypatch):
     small = ItemEmbeddings(model.item_ids, model.vectors, model.item_bias, model.temperature)
     assert small.use_index("ivf").recommend_index is None  # under the minimum: exact scan
+    histories = sampled_histories(len(model), 9, 8)
+    got = small.recommend_batch([small.item_ids[h] for h in histories], n=10)
+    want_rows, want_logits = small.top_logits(small.pool(histories), 10, None, histories)
+    assert [list(r) for r in got.ids] == [list(small.item_ids[r]) for r in want_rows]
+    assert got.scores.tobytes() == np.stack(want_logits).tobytes()
     monkeypatch.setattr(embeddings_module, "RECOMMEND_INDEX_MIN_ITEMS", 1000)
     large = ItemEmbeddings.load(bundle).use_index("ivf", bundle=bundle, save=True)
     assert large.recommend_index is not None
