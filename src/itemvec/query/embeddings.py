@@ -496,7 +496,9 @@ class ItemEmbeddings:
     def _recommend_rows(self, histories: Iterable[Any], n: int, filter_seen: bool,
                         filter: Filter, exclude: Collection[Any]
                         ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """Unpadded top-n logit rows per history and each history's count of unknown ids."""
+        """Unpadded top-n logit rows per history and each history's count of unknown ids:
+        through the recommend index when there is one (inner product search, exact logits),
+        else every item scored exactly, or ``recommend_top``'s proved candidates at 200k+."""
         _check_n(n)
         indexed, skipped = [], []
         for position, history in enumerate(histories):

@@ -9,7 +9,8 @@ than ``k`` results exist.
 ``ItemEmbeddings.use_index(name)`` plugs an index in; ``nearest`` and ``recommend_top`` add what
 a raw index lacks: filters (over-fetch, then fall back to an exact scan of the allowed items
 when a filter is too selective) and exact re-ranking of recommendation candidates by the full
-logit, popularity included.
+logit, popularity included. ``recommend_top`` serves recommendations only where the model has
+no dedicated logit index (``query.recommend_index``, set by ``use_index`` from 50k items).
 
 An index can be stored in the bundle directory (``index-<name>.faiss`` + ``.json``, the FAISS
 binary format, no pickle) and is rebuilt on load when the embeddings it was built from changed.
