@@ -90,6 +90,7 @@ class RecommendIndex:
         self.popular = order.astype(np.int64)
         self.popular_vectors = np.ascontiguousarray(vectors[self.popular], dtype=np.float32)
         self.popular_bias = self.bias[self.popular]
+        self._probes: dict[int, Any] = {}  # nprobe -> FAISS search parameters, only ever read
 
     def __len__(self) -> int:
         return len(self.bias)
@@ -111,17 +112,18 @@ class RecommendIndex:
         found = self._candidates(queries, fetch, weight, nprobe)
         rows: list[np.ndarray] = [np.zeros(0, np.int64)] * len(queries)
         logits: list[np.ndarray] = [np.zeros(0, np.float32)] * len(queries)
-        popular_blocked = None if blocked is None else blocked[self.popular]
+        prior = np.float32(weight) * self.popular_bias  # the popular items' bias term, once
+        if blocked is not None:
+            prior[blocked[self.popular]] = -np.inf
         short = []
         for q, query in enumerate(queries):
             if weight <= 0 and not query.any():  # no vector to search, no popularity order
                 short.append(q)
                 continue
-            candidates = _allowed(self._union(query, found[q], fetch, weight, popular_blocked),
-                                  blocked, seen[q])
+            candidates = _allowed(self._union(query, found[q], fetch, prior), blocked, seen[q])
             values = fixed_logits(self.vectors, self.bias, np.float32(weight), query, candidates)
             best = top_positions(values, n)
-            if len(best) < min(n, allowed - _allowed_count(seen[q], blocked)):
+            if len(best) < n and len(best) < allowed - _allowed_count(seen[q], blocked):
                 short.append(q)
                 continue
             rows[q], logits[q] = candidates[best], values[best].astype(np.float32)
@@ -136,25 +138,27 @@ class RecommendIndex:
                     nprobe: int | None) -> np.ndarray:
         """(queries, fetch) rows from the IVF search of the augmented queries (-1 past the end),
         searched ``SEARCH_GROUP`` at a time so that a query finds the same in any batch."""
-        faiss = require_faiss()
         augmented = np.empty((len(queries), queries.shape[1] + 1), dtype=np.float32)
         augmented[:, :-1] = queries
         augmented[:, -1] = weight / float(self.params["scale"])
-        params = faiss.SearchParametersIVF(nprobe=int(nprobe or self.params["nprobe"]))
+        nprobe = int(nprobe or self.params["nprobe"])
+        params = self._probes.get(nprobe)
+        if params is None:  # ~15 us to make: once per nprobe (searches only read it)
+            params = self._probes[nprobe] = require_faiss().SearchParametersIVF(nprobe=nprobe)
         found = np.empty((len(queries), fetch), dtype=np.int64)
         for start in range(0, len(queries), SEARCH_GROUP):
             group = augmented[start:start + SEARCH_GROUP]
             _, found[start:start + len(group)] = self.index.search(group, fetch, params=params)
         return found
 
-    def _union(self, query: np.ndarray, found: np.ndarray, fetch: int, weight: float,
-               popular_blocked: np.ndarray | None) -> np.ndarray:
+    def _union(self, query: np.ndarray, found: np.ndarray, fetch: int,
+               prior: np.ndarray) -> np.ndarray:
         """The IVF rows plus the best ``fetch`` popular items, distinct and ascending (the
         exact scan breaks ties by row, and so does ``top_positions`` over ascending rows).
-        One matrix-vector product per query: the same bits whatever the batch."""
-        scores = self.popular_vectors @ query + np.float32(weight) * self.popular_bias
-        if popular_blocked is not None:
-            scores[popular_blocked] = -np.inf
+        One matrix-vector product per query: the same bits whatever the batch. ``prior``:
+        the popular items' ``w * bias``, -inf where blocked."""
+        scores = self.popular_vectors @ query
+        scores += prior
         if fetch < len(scores):
             best = np.argpartition(scores, len(scores) - fetch)[len(scores) - fetch:]
         else:
