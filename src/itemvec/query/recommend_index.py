@@ -298,6 +298,9 @@ def load_recommend_index(bundle: str | Path, vectors: np.ndarray, bias: np.ndarr
                                       {**meta["params"], **params})
         else:
             logger.info("stored recommend index is stale; rebuilding")
+    elif not save:  # every serving worker builds its own copy: seconds to a minute at 1M items
+        logger.info("%s has no stored recommend index; building one (store it with "
+                    "`itemvec index %s`)", bundle, bundle)
     built = build_recommend_index(vectors, bias, temperature, weight, pool, **params)
     if save:
         save_recommend_index(built, bundle)
