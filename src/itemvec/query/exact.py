@@ -40,6 +40,15 @@ def fixed_logits(vectors: np.ndarray, bias: np.ndarray, weight: np.float32, quer
     return products.sum(axis=1) + weight * bias[rows]
 
 
+def fixed_logits_block(vectors: np.ndarray, bias: np.ndarray, weight: np.float32,
+                       queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``fixed_logits`` of a (queries x candidates) block of ``rows``, one row of candidates a
+    query: the same kernel (each sum runs along one contiguous vector), so the same bits as
+    ``fixed_logits`` of each query alone."""
+    products = vectors[rows] * queries[:, None, :]
+    return products.sum(axis=2) + weight * bias[rows]
+
+
 def logit_top(vectors: np.ndarray, bias: np.ndarray, weight: float, queries: np.ndarray,
               n: int, blocked: np.ndarray | None, seen: Sequence[np.ndarray],
               rows_of: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from itemvec.query.exact import fixed_logits, logit_top, top_positions
+from itemvec.query.exact import fixed_logits_block, logit_top, top_positions
 from itemvec.query.index import (
     SELECTIVE_FILTER,
     bundle_checksums,
@@ -62,6 +62,7 @@ TUNING_HISTORIES = 256
 HISTORY_LENGTH = 5
 SCORE_TOLERANCE = 1e-4  # a result counts as found when its logit reaches the exact 10th less this
 ADD_BLOCK = 65_536  # augmented rows built and added at a time (no second full copy)
+BLOCK_VALUES = 1 << 22  # candidate vector values gathered at a time (16 MiB of float32)
 
 Pool = Callable[[Sequence[np.ndarray]], np.ndarray]  # histories (rows) -> pooled vectors
 
@@ -110,23 +111,22 @@ class RecommendIndex:
         most_seen = max((len(s) for s in seen), default=0)
         fetch = min(total, math.ceil((n + most_seen + SLACK) * total / max(allowed, 1)))
         found = self._candidates(queries, fetch, weight, nprobe)
-        rows: list[np.ndarray] = [np.zeros(0, np.int64)] * len(queries)
-        logits: list[np.ndarray] = [np.zeros(0, np.float32)] * len(queries)
         prior = np.float32(weight) * self.popular_bias  # the popular items' bias term, once
         if blocked is not None:
             prior[blocked[self.popular]] = -np.inf
-        short = []
-        for q, query in enumerate(queries):
-            if weight <= 0 and not query.any():  # no vector to search, no popularity order
-                short.append(q)
-                continue
-            candidates = _allowed(self._union(query, found[q], fetch, prior), blocked, seen[q])
-            values = fixed_logits(self.vectors, self.bias, np.float32(weight), query, candidates)
-            best = top_positions(values, n)
-            if len(best) < n and len(best) < allowed - _allowed_count(seen[q], blocked):
-                short.append(q)
-                continue
-            rows[q], logits[q] = candidates[best], values[best].astype(np.float32)
+        rows: list[np.ndarray] = []
+        logits: list[np.ndarray] = []
+        group = max(1, BLOCK_VALUES // ((fetch + min(fetch, len(prior))) * queries.shape[1]))
+        for start in range(0, len(queries), group):
+            part = slice(start, start + group)
+            block_rows, block_logits = self._ranked(queries[part], found[part], fetch, prior,
+                                                    np.float32(weight), blocked, seen[part], n)
+            rows += block_rows
+            logits += block_logits
+        short = [q for q, (found_rows, query) in enumerate(zip(rows, queries, strict=True))
+                 if (weight <= 0 and not query.any())  # no vector to search, no popularity
+                 or (len(found_rows) < n
+                     and len(found_rows) < allowed - _allowed_count(seen[q], blocked))]
         if short:
             exact = logit_top(self.vectors, self.bias, weight, queries[short], n, blocked,
                               [seen[q] for q in short])
@@ -151,24 +151,41 @@ class RecommendIndex:
             _, found[start:start + len(group)] = self.index.search(group, fetch, params=params)
         return found
 
-    def _union(self, query: np.ndarray, found: np.ndarray, fetch: int,
-               prior: np.ndarray) -> np.ndarray:
-        """The IVF rows plus the best ``fetch`` popular items, distinct and ascending (the
-        exact scan breaks ties by row, and so does ``top_positions`` over ascending rows).
-        One matrix-vector product per query: the same bits whatever the batch. ``prior``:
-        the popular items' ``w * bias``, -inf where blocked."""
-        scores = self.popular_vectors @ query
+    def _ranked(self, queries: np.ndarray, found: np.ndarray, fetch: int, prior: np.ndarray,
+                weight: np.float32, blocked: np.ndarray | None, seen: Sequence[np.ndarray],
+                n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per query, the top-n of its IVF rows and its best ``fetch`` popular items by exact
+        logit (``fixed_logits_block``), blocked and seen rows left out. Candidates are sorted
+        by row and duplicates dropped, so ties go to the lower row as in the exact scan."""
+        candidates = np.concatenate([found, self._popular_best(queries, fetch, prior)], axis=1)
+        candidates.sort(axis=1)
+        invalid = candidates < 0  # FAISS pads with -1
+        invalid[:, 1:] |= candidates[:, 1:] == candidates[:, :-1]
+        if blocked is not None:
+            invalid |= blocked[np.maximum(candidates, 0)]
+        for q, rows in enumerate(seen):
+            if len(rows):  # a binary search of the few seen rows, not np.isin
+                at = np.minimum(np.searchsorted(candidates[q], rows), candidates.shape[1] - 1)
+                invalid[q, at[candidates[q, at] == rows]] = True
+        safe = np.where(invalid, 0, candidates)
+        values = fixed_logits_block(self.vectors, self.bias, weight, queries, safe)
+        values[invalid] = -np.inf
+        best = [top_positions(row, n) for row in values]
+        return ([c[b] for c, b in zip(candidates, best, strict=True)],
+                [v[b].astype(np.float32) for v, b in zip(values, best, strict=True)])
+
+    def _popular_best(self, queries: np.ndarray, fetch: int, prior: np.ndarray) -> np.ndarray:
+        """(queries, min(fetch, P)) rows of the best popular items by approximate logit
+        (``prior``: their ``w * bias``, -inf where blocked). One matrix-vector product a query:
+        the same bits whatever the batch, so the same candidates."""
+        scores = np.empty((len(queries), len(prior)), dtype=np.float32)
+        for q, query in enumerate(queries):
+            np.matmul(self.popular_vectors, query, out=scores[q])
         scores += prior
-        if fetch < len(scores):
-            best = np.argpartition(scores, len(scores) - fetch)[len(scores) - fetch:]
-        else:
-            best = np.arange(len(scores))
-        rows = np.concatenate([found, self.popular[best]])
-        rows.sort()  # np.unique of ~50 rows costs more than this (hashing, then sorting)
-        distinct = np.empty(len(rows), dtype=bool)
-        distinct[:1], distinct[1:] = True, rows[1:] != rows[:-1]
-        distinct &= rows >= 0  # FAISS pads with -1
-        return rows[distinct]
+        if fetch >= len(prior):
+            return np.broadcast_to(self.popular, scores.shape)
+        keep = len(prior) - fetch
+        return self.popular[np.argpartition(scores, keep, axis=1)[:, keep:]]
 
     def recall(self, pooled: np.ndarray, histories: Sequence[np.ndarray],
                nprobe: int | None = None, floor: np.ndarray | None = None, k: int = 10) -> float:
@@ -207,16 +224,6 @@ class RecommendIndex:
 
     def to_bytes(self) -> bytes:
         return require_faiss().serialize_index(self.index).tobytes()
-
-
-def _allowed(rows: np.ndarray, blocked: np.ndarray | None, seen: np.ndarray) -> np.ndarray:
-    """Ascending distinct ``rows`` less the blocked and ``seen`` ones (a binary search of the
-    few seen rows, not ``np.isin``)."""
-    keep = np.ones(len(rows), dtype=bool) if blocked is None else ~blocked[rows]
-    if len(seen) and len(rows):
-        at = np.minimum(np.searchsorted(rows, seen), len(rows) - 1)
-        keep[at[rows[at] == seen]] = False
-    return rows[keep]
 
 
 def _allowed_count(rows: np.ndarray, blocked: np.ndarray | None) -> int:
