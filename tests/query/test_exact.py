@@ -141,3 +141,15 @@ def test_no_histories_is_an_empty_answer():
     ids, scores = emb.recommend_batch([], n=4)
     assert ids.shape == scores.shape == (0, 4)
     assert emb.recommend_many([], n=4) == []
+
+
+def test_a_block_of_fixed_logits_has_the_bits_of_each_query_alone():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(500, 24)).astype(np.float32)
+    bias = rng.normal(size=500).astype(np.float32)
+    queries = (7 * rng.normal(size=(5, 24))).astype(np.float32)
+    rows = rng.integers(500, size=(5, 40))
+    block = exact.fixed_logits_block(vectors, bias, np.float32(0.8), queries, rows)
+    for query, row, values in zip(queries, rows, block, strict=True):
+        alone = exact.fixed_logits(vectors, bias, np.float32(0.8), query, row)
+        assert values.tobytes() == alone.tobytes()
