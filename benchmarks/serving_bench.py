@@ -23,7 +23,9 @@ Workers: synthetic bundles (random clustered vectors, IVF index stored) at 100k 
 ``itemvec serve --workers N`` and the ceiling app (``benchmarks.serving_ceiling``, a constant
 10-item answer on the same uvicorn settings) for N = 1 and 2, each driven by the load generator
 (``benchmarks.loadgen``, its own process) with ``GET /similar`` and ``POST /recommend`` at 50
-and 200 in flight; memory (RSS, PSS, private) of every server process after its load.
+and 200 in flight; memory (RSS, PSS, private) of every server process after its load. Per worker
+count the ceiling and both itemvec servers are up together and every cell alternates between
+itemvec and the ceiling (``--rounds``), so the ratio compares the two under the same conditions.
 """
 
 from __future__ import annotations
@@ -390,60 +392,97 @@ def drive(port: int, endpoint: str, items: int, concurrency: int, seconds: float
     return {**json.loads(out), "load_average_1m": [before, load_average()]}
 
 
-def serve_and_drive(command: list[str], port: int, items: int, concurrencies: list[int],
-                    seconds: float, memory: bool, endpoints: tuple[str, ...] = ENDPOINTS,
-                    ) -> tuple[list[dict], dict]:
+def start_server(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
+    """A server process and its seconds to healthy."""
     # One OpenMP thread per request thread in every server: omp_set_num_threads (what --threads
     # calls) binds only the calling thread, and the request threads would otherwise start FAISS
     # searches with one OpenMP thread per core each (tens of spinning threads on 2 cores).
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        extra = {"startup_s": wait_healthy(server, port)}
-        cells = []
-        for concurrency in concurrencies:
-            for endpoint in endpoints:
-                cell = drive(port, endpoint, items, concurrency, seconds)
-                print(json.dumps(cell), flush=True)
-                cells.append(cell)
-        if memory:
-            extra["memory"] = process_memory(server.pid)
-        return cells, extra
-    finally:
+        return server, wait_healthy(server, port)
+    except BaseException:
         stop_server(server, timeout=30)
+        raise
+
+
+def merge_rounds(cells: list[dict]) -> dict:
+    """One cell from equal-length rounds: mean throughput, median p50, worst p99, every
+    round's throughput kept (``rounds_rps``) to show how much the box drifted."""
+    statuses: dict[str, int] = {}
+    for cell in cells:
+        for code, count in cell["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + count
+    return {**{k: v for k, v in cells[0].items() if k not in ("requests", "statuses")},
+            "requests": sum(c["requests"] for c in cells), "statuses": statuses,
+            "throughput_rps": round(float(np.mean([c["throughput_rps"] for c in cells])), 1),
+            "p50_ms": float(np.median([c["p50_ms"] for c in cells])),
+            "p99_ms": max(c["p99_ms"] for c in cells),
+            "client_cores": round(float(np.mean([c["client_cores"] for c in cells])), 2),
+            "load_average_1m": [cells[0]["load_average_1m"][0], cells[-1]["load_average_1m"][-1]],
+            "rounds_rps": [c["throughput_rps"] for c in cells]}
+
+
+def paired_cell(ports: tuple[int, int], endpoint: str, items: int, concurrency: int,
+                seconds: float, rounds: int) -> tuple[dict, dict]:
+    """(itemvec, ceiling) for one cell, measured in alternating rounds of ``seconds / rounds``:
+    both servers are up, and only the driven one works, so a drift of the box's speed during
+    the run reaches both sides of the ratio alike."""
+    mine, theirs = [], []
+    for _ in range(rounds):  # the ceiling answers a clustered history as it answers any other
+        theirs.append(drive(ports[1], endpoint.replace("_cluster", ""), items, concurrency,
+                            seconds / rounds))
+        mine.append(drive(ports[0], endpoint, items, concurrency, seconds / rounds))
+    return merge_rounds(mine), merge_rounds(theirs)
 
 
 def workers_bench(sizes: list[int], workers: list[int], concurrencies: list[int],
                   seconds: float, backend: str, root: Path | None,
-                  endpoints: tuple[str, ...] = ENDPOINTS) -> dict:
-    """itemvec and the ceiling app, every (items, workers, endpoint, concurrency) cell."""
+                  endpoints: tuple[str, ...] = ENDPOINTS, rounds: int = 2) -> dict:
+    """itemvec and the ceiling app, every (items, workers, endpoint, concurrency) cell; per
+    worker count the ceiling and one itemvec server per size run side by side, and each cell
+    alternates between itemvec and the ceiling (``paired_cell``)."""
     root = root or Path(tempfile.mkdtemp(prefix="itemvec-serving-"))
     root.mkdir(parents=True, exist_ok=True)
     result: dict = {"cores": os.cpu_count(), "backend": backend, "seconds": seconds,
-                    "itemvec": [], "ceiling": [], "servers": []}
+                    "rounds": rounds, "itemvec": [], "ceiling": [], "servers": []}
     for n in sizes:
         if not (root / f"items-{n}" / "manifest.json").is_file():
             began = time.perf_counter()
             write_synthetic_bundle(root, f"items-{n}", n, backend)
             print(f"built items-{n} in {time.perf_counter() - began:.0f}s", flush=True)
-    script = [sys.executable, "-m", "itemvec.cli.main", "serve"]
     for count in workers:
-        port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create",
-                   "--factory", "--workers", str(count), "--host", "127.0.0.1", "--port",
-                   str(port), "--log-level", "warning", "--no-access-log"]
-        cells, extra = serve_and_drive(command, port, max(sizes), concurrencies, seconds, True,
-                                       tuple(e for e in endpoints if e != "recommend_cluster"))
-        result["ceiling"] += [{"workers": count, **c} for c in cells]
-        result["servers"].append({"app": "ceiling", "workers": count, **extra})
-        for n in sizes:
+        servers: dict = {}
+        try:
             port = free_port()
-            command = [*script, str(root / f"items-{n}"), "--workers", str(count), "--index",
-                       backend, "--host", "127.0.0.1", "--port", str(port)]
-            cells, extra = serve_and_drive(command, port, n, concurrencies, seconds, True,
-                                           endpoints)
-            result["itemvec"] += [{"items": n, "workers": count, **c} for c in cells]
-            result["servers"].append({"app": "itemvec", "items": n, "workers": count, **extra})
+            servers["ceiling"] = (port, *start_server(
+                [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create",
+                 "--factory", "--workers", str(count), "--host", "127.0.0.1", "--port", str(port),
+                 "--log-level", "warning", "--no-access-log"], port))
+            for n in sizes:
+                port = free_port()
+                servers[n] = (port, *start_server(
+                    [sys.executable, "-m", "itemvec.cli.main", "serve", str(root / f"items-{n}"),
+                     "--workers", str(count), "--index", backend, "--host", "127.0.0.1",
+                     "--port", str(port)], port))
+            for concurrency in concurrencies:
+                for n in sizes:
+                    for endpoint in endpoints:
+                        mine, theirs = paired_cell((servers[n][0], servers["ceiling"][0]),
+                                                   endpoint, n, concurrency, seconds, rounds)
+                        print(json.dumps({"items": n, "workers": count, "itemvec": mine,
+                                          "ceiling": theirs}), flush=True)
+                        result["itemvec"].append({"items": n, "workers": count, **mine})
+                        result["ceiling"].append({"items": n, "workers": count, **theirs,
+                                                  "endpoint": endpoint})
+            for key, (_, server, startup) in servers.items():
+                result["servers"].append({"app": "ceiling" if key == "ceiling" else "itemvec",
+                                          **({} if key == "ceiling" else {"items": key}),
+                                          "workers": count, "startup_s": startup,
+                                          "memory": process_memory(server.pid)})
+        finally:
+            for _, server, _ in servers.values():
+                stop_server(server, timeout=30)
     print(workers_table(result))
     return result
 
@@ -488,13 +527,16 @@ def connection_split(items: int, workers: int, root: Path, repeats: int = 3) -> 
 
 def workers_table(result: dict) -> str:
     """The markdown table of ``workers_bench``: itemvec beside the ceiling, cell by cell."""
-    ceiling = {(c["workers"], c["endpoint"], c["concurrency"]): c for c in result["ceiling"]}
+    ceiling = {(c.get("items"), c["workers"], c["endpoint"], c["concurrency"]): c
+               for c in result["ceiling"]}
     lines = ["| items | workers | endpoint | in flight | itemvec rps | p50 ms | p99 ms | "
              "ceiling rps | p50 ms | p99 ms | itemvec / ceiling | client cores |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["itemvec"]:
-        # the ceiling answers a clustered history as it answers any other
-        top = ceiling[(c["workers"], c["endpoint"].replace("_cluster", ""), c["concurrency"])]
+        # the ceiling answers a clustered history as it answers any other (its own rounds,
+        # beside this cell's, since --rounds; before, one ceiling cell for every size)
+        top = ceiling.get((c["items"], c["workers"], c["endpoint"], c["concurrency"])) or \
+            ceiling[(None, c["workers"], c["endpoint"].replace("_cluster", ""), c["concurrency"])]
         method = {"similar": "GET /similar", "recommend": "POST /recommend",
                   "recommend_cluster": "POST /recommend (one-cluster histories)"}[c["endpoint"]]
         lines.append(f"| {c['items']:,} | {c['workers']} | {method} | {c['concurrency']} | "
@@ -540,6 +582,8 @@ def main() -> None:
     three.add_argument("--endpoints", default=",".join(ENDPOINTS),
                        help="similar, recommend (5 random items) and recommend_cluster (5 "
                        "items of one cluster: a separate, labelled row)")
+    three.add_argument("--rounds", type=int, default=2,
+                       help="alternate itemvec and the ceiling this many times per cell")
     three.add_argument("--out", type=Path)
     four = sub.add_parser("connections", help="how 50 keep-alive connections split over "
                           "the worker processes (ceiling and itemvec)")
@@ -557,7 +601,8 @@ def main() -> None:
         result = workers_bench([int(x) for x in args.sizes.split(",")],
                                [int(x) for x in args.workers.split(",")],
                                [int(x) for x in args.concurrency.split(",")], args.seconds,
-                               args.backend, args.root, tuple(args.endpoints.split(",")))
+                               args.backend, args.root, tuple(args.endpoints.split(",")),
+                               args.rounds)
     elif args.mode == "connections":
         result = connection_split(args.items, args.workers, args.root)
     elif args.mode == "inprocess":
