@@ -416,7 +416,7 @@ def merge_rounds(cells: list[dict]) -> dict:
     return {**{k: v for k, v in cells[0].items() if k not in ("requests", "statuses")},
             "requests": sum(c["requests"] for c in cells), "statuses": statuses,
             "throughput_rps": round(float(np.mean([c["throughput_rps"] for c in cells])), 1),
-            "p50_ms": float(np.median([c["p50_ms"] for c in cells])),
+            "p50_ms": round(float(np.median([c["p50_ms"] for c in cells])), 2),
             "p99_ms": max(c["p99_ms"] for c in cells),
             "client_cores": round(float(np.mean([c["client_cores"] for c in cells])), 2),
             "load_average_1m": [cells[0]["load_average_1m"][0], cells[-1]["load_average_1m"][-1]],
