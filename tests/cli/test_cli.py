@@ -454,3 +454,19 @@ def test_index_command_stores_the_recommend_index_and_reports_its_recall(cli, tm
     assert recall >= 0.98 and "on 100 random 5-item histories" in out
     meta = json.loads((path / "index-recommend.json").read_text())
     assert meta["n_items"] == 3000 and meta["params"]["popular"] == 1000
+
+
+def test_serve_workers_names_the_indexes_each_worker_would_build(tmp_path):
+    """Without stored indexes every worker builds its own; the CLI says which, once."""
+    from itemvec.cli.serve import unstored_indexes
+
+    big = {"n_items": 60_000, "files": {}}
+    assert unstored_indexes(tmp_path, big, "auto") == ["hnsw", "recommend"]
+    assert unstored_indexes(tmp_path, big, "exact") == []
+    assert unstored_indexes(tmp_path, {"n_items": 10_000, "files": {}}, "auto") == []
+    assert unstored_indexes(tmp_path, {"n_items": 10_000, "files": {}}, "ivf") == ["ivf"]
+    compact = {"n_items": 60_000, "files": {"vector_rows.npy": "x"}}
+    assert unstored_indexes(tmp_path, compact, "ivf") == ["ivf"]  # compact: exact recommend
+    (tmp_path / "index-ivf.faiss").write_bytes(b"")
+    (tmp_path / "index-recommend.faiss").write_bytes(b"")
+    assert unstored_indexes(tmp_path, big, "ivf") == []

@@ -25,7 +25,13 @@ from itemvec.cli.display import labelled_json, print_results
 from itemvec.cli.options import ConfigFile, Label, build_config, config_options
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.query.explain import explainer_for_bundle
-from itemvec.query.index import build_index, recall_at_k, save_index
+from itemvec.query.index import (
+    AUTO_EXACT_MAX_ITEMS,
+    build_index,
+    index_paths,
+    recall_at_k,
+    save_index,
+)
 from itemvec.query.labels import item_labels, label_column, labelled_explanations
 from itemvec.query.recommend_index import (
     RECOMMEND_INDEX_MIN_ITEMS,
@@ -176,10 +182,37 @@ def _serve_workers(bundle: Path, workers: int, index: str, models_root: Path | N
         host=listen.host, port=listen.port, access_log=access_log,
         watch_interval=listen.watch_interval if watch else None, label=label,
         allow_reload=allow_reload, reload_interval=listen.reload_interval)
+    missing = unstored_indexes(bundle, manifest, index)
+    if missing:
+        typer.echo(f"note: {bundle} stores no {' or '.join(missing)} index, so each of the "
+                   f"{workers} workers builds its own at load (time and private memory each); "
+                   f"store them once with `itemvec index {bundle} --backend "
+                   f"{_backend(manifest, index)}`", err=True)
     typer.echo(f"serving {bundle} ({manifest.get('n_items', '?')} items) on "
                f"http://{listen.host}:{listen.port} with {workers} workers  (docs: /docs)",
                err=True)
     exec_supervisor(settings)
+
+
+def _backend(manifest: dict, index: str) -> str:
+    """The nearest-neighbour backend ``--index`` resolves to for this bundle."""
+    if index != "auto":
+        return index
+    return "exact" if int(manifest.get("n_items", 0)) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
+
+
+def unstored_indexes(bundle: Path, manifest: dict, index: str) -> list[str]:
+    """Which indexes every worker would build for itself: an approximate backend's, and from
+    ``RECOMMEND_INDEX_MIN_ITEMS`` items the recommendation index (not for compact bundles),
+    when the bundle has no stored file for them."""
+    backend = _backend(manifest, index)
+    if backend in ("exact", "none"):
+        return []
+    wanted = [backend]
+    if (int(manifest.get("n_items", 0)) >= RECOMMEND_INDEX_MIN_ITEMS
+            and "vector_rows.npy" not in manifest.get("files", {})):
+        wanted.append("recommend")
+    return [name for name in wanted if not index_paths(bundle, name)[0].is_file()]
 
 
 def _check_serve_options(host: str, port: int, api_key_file: Path | None,
