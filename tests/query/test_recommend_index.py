@@ -227,3 +227,16 @@ def test_compact_models_answer_exactly(model, monkeypatch):
     pooled = compact.pool([compact.indices(h) for h in histories])
     want_rows, _ = compact.top_logits(pooled, 10, None, [compact.indices(h) for h in histories])
     assert [list(r) for r in got.ids] == [list(compact.item_ids[r]) for r in want_rows]
+
+
+def test_popular_items_tied_past_the_fetch_go_to_the_lower_rows_as_in_the_exact_scan(model):
+    """A model without learned popularity (bias all 0): an empty history ties every item,
+    and the exact scan answers the first rows; the popular block's partial sort must not pick
+    an arbitrary fetch of the tied popular items."""
+    flat = ItemEmbeddings(model.item_ids, model.vectors, None, model.temperature)
+    index = build(flat, nprobe=4)
+    empty = [np.zeros(0, np.int64)] * 2
+    rows, logits = index.search(flat.pool(empty), 10, None, empty)
+    want_rows, want_logits = flat.top_logits(flat.pool(empty), 10, None, empty)
+    assert [list(r) for r in rows] == [list(r) for r in want_rows] == [list(range(10))] * 2
+    assert np.stack(logits).tobytes() == np.stack(want_logits).tobytes()

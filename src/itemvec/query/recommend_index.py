@@ -186,7 +186,15 @@ class RecommendIndex:
         if fetch >= len(prior):
             return np.broadcast_to(self.popular, scores.shape)
         keep = len(prior) - fetch
-        return self.popular[np.argpartition(scores, keep, axis=1)[:, keep:]]
+        picked = np.argpartition(scores, keep, axis=1)[:, keep:]
+        cut = np.take_along_axis(scores, picked[:, :1], axis=1)
+        tied = scores == cut
+        if np.count_nonzero(tied) > len(scores):  # argpartition picks any of a tie at the cut:
+            for q in np.flatnonzero(tied.sum(axis=1) > 1):  # take it by position (bias, then
+                above = np.flatnonzero(scores[q] > cut[q])  # row) as the exact scan ranks it
+                best = np.concatenate([above, np.flatnonzero(tied[q])[:fetch - len(above)]])
+                picked[q, :len(best)] = best  # (fewer only past NaN scores: duplicates then)
+        return self.popular[picked]
 
     def recall(self, pooled: np.ndarray, histories: Sequence[np.ndarray],
                nprobe: int | None = None, floor: np.ndarray | None = None, k: int = 10) -> float:
