@@ -55,3 +55,16 @@ def test_pool_rows_reads_a_compact_store_through_the_row_map():
     expanded = stored[rows]
     np.testing.assert_array_equal(pool_rows(history, stored, 2.0, 0.0, rows),
                                   pool_rows(history, expanded, 2.0, 0.0))
+
+
+def test_pool_rows_in_blocks_gives_what_one_block_gives(monkeypatch):
+    """Long batches are gathered a block at a time; each history's sum is unchanged."""
+    import itemvec.query.pooling as pooling
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 6)).astype(np.float32)
+    histories = [rng.choice(300, size=k) for k in (40, 0, 90, 7, 130, 0, 5)]
+    whole = pool_rows(histories, vectors, 3.0, 0.25)
+    monkeypatch.setattr(pooling, "POOL_BLOCK", 64)  # 90 and 130 exceed it: blocks of their own
+    monkeypatch.setattr(pooling, "CACHED_LENGTH", 50)
+    np.testing.assert_array_equal(pool_rows(histories, vectors, 3.0, 0.25), whole)

@@ -330,8 +330,8 @@ def build_index_command(
     bundle: Bundle,
     backend: Annotated[str, typer.Option("--backend", help="hnsw or ivf.")] = "hnsw",
     queries: Annotated[int, typer.Option(
-        "--queries", help="Random items used to measure recall@10 against exact search.")] =
-        1000,
+        "--queries", min=1, help="Random items (and histories) used to measure recall@10 "
+        "against exact search.")] = 1000,
 ) -> None:
     """Build an approximate index into BUNDLE and report its recall@10 against exact; from
     50k items, the recommendation index too."""

@@ -31,6 +31,10 @@ def history_weights(length: int, half_life: float, evidence_power: float = 0.0) 
     return weights * effective ** evidence_power
 
 
+POOL_BLOCK = 65_536  # history rows gathered at a time by ``pool_rows``
+CACHED_LENGTH = 4_096  # weights of longer histories are computed, not kept
+
+
 @lru_cache(maxsize=1024)
 def _cached_weights(length: int, half_life: float, evidence_power: float,
                     dtype: type) -> np.ndarray:
@@ -50,8 +54,9 @@ def _weights_and_items(histories: Sequence[np.ndarray], half_life: float,
     lengths = [len(h) for h in histories]
     if not any(lengths):
         return np.asarray(lengths, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    weights = np.concatenate([_cached_weights(n, float(half_life), float(evidence_power),
-                                              dtype) for n in lengths])
+    weights = np.concatenate([
+        _cached_weights(n, float(half_life), float(evidence_power), dtype) if n <= CACHED_LENGTH
+        else history_weights(n, half_life, evidence_power).astype(dtype) for n in lengths])
     items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
     return np.asarray(lengths, np.int64), items, weights
 
@@ -63,8 +68,26 @@ def pool_rows(histories: Sequence[np.ndarray], vectors: np.ndarray, half_life: f
 
     Gathers only the histories' rows and sums each history in order: a few microseconds for
     a short history, where a sparse (histories x items) product paid ~0.2 ms of setup per
-    call; a history's result does not depend on the others in the batch.
+    call; a history's result does not depend on the others in the batch. Histories are
+    gathered ``POOL_BLOCK`` rows at a time, so an evaluation batch of long histories does not
+    hold all their vectors at once.
     """
+    out = np.zeros((len(histories), vectors.shape[1]), dtype=np.float32)
+    lengths = [len(h) for h in histories]
+    start = 0
+    while start < len(histories):
+        end, held = start + 1, lengths[start]
+        while end < len(histories) and held + lengths[end] <= POOL_BLOCK:
+            held += lengths[end]
+            end += 1
+        out[start:end] = _pool_block(histories[start:end], vectors, half_life, evidence_power,
+                                     rows)
+        start = end
+    return out
+
+
+def _pool_block(histories: Sequence[np.ndarray], vectors: np.ndarray, half_life: float,
+                evidence_power: float, rows: np.ndarray | None) -> np.ndarray:
     lengths, items, weights = _weights_and_items(histories, half_life, evidence_power,
                                                  np.float32)
     out = np.zeros((len(histories), vectors.shape[1]), dtype=np.float32)
