@@ -204,6 +204,7 @@ def test_ivf_visits_more_lists_for_more_results():
     nearest for its bound to hold, so larger k visits more lists, up to nlist/16."""
     params = {"nlist": 4000, "nprobe": 15}
     assert probes_for(params, 10) == 15
+    assert probes_for(params, 11) == 17  # ten neighbours and the item: in proportion
     assert probes_for(params, 20) == 30
     assert probes_for(params, 1600) == 250
     assert probes_for({"nlist": 64, "nprobe": 32}, 1600) == 32  # never fewer than tuned

@@ -207,11 +207,13 @@ def training_rows(n: int, nlist: int, train_size: int, seed: int) -> np.ndarray:
 
 def probes_for(params: dict[str, Any], k: int) -> int:
     """Lists to visit for ``k`` results: ``nprobe`` was chosen for 10, and more results lie
-    in more lists, so it grows with k, up to nlist/16 (the candidates of a recommendation
-    through the index, 1,600 of them, must be the true nearest for its bound to hold)."""
+    in more lists, so it grows in proportion to k (similar items ask for 11, ten neighbours
+    and the item itself: 17 lists where 15 were tuned, not twice as many), up to nlist/16 (the
+    candidates of a recommendation through the index, 1,600 of them, must be the true nearest
+    for its bound to hold)."""
     nprobe, nlist = int(params["nprobe"]), int(params["nlist"])
     wider = max(nprobe, nlist // 16)
-    return min(nlist, max(nprobe, min(wider, nprobe * -(-k // 10))))
+    return min(nlist, max(nprobe, min(wider, -(-nprobe * k // 10))))
 
 
 NPROBE_RECALL = 0.99  # recall@10 the automatic nprobe reaches on the items' own neighbours
