@@ -240,3 +240,16 @@ def test_popular_items_tied_past_the_fetch_go_to_the_lower_rows_as_in_the_exact_
     want_rows, want_logits = flat.top_logits(flat.pool(empty), 10, None, empty)
     assert [list(r) for r in rows] == [list(r) for r in want_rows] == [list(range(10))] * 2
     assert np.stack(logits).tobytes() == np.stack(want_logits).tobytes()
+
+
+def test_a_filter_allowing_only_unpopular_items_keeps_recall(model, index, histories):
+    """The popular block is filtered away and fewer allowed items lie in each probed list, so
+    the search visits more lists in proportion to the blocked share."""
+    blocked = np.zeros(len(model), dtype=bool)
+    blocked[np.argsort(-model.item_bias)[: int(0.9 * len(model))]] = True  # 10% least popular
+    pooled = model.pool(histories)
+    rows, logits = index.search(pooled, 10, blocked, histories)
+    _, exact = model.top_logits(pooled, 10, blocked, histories)
+    assert not any(blocked[r].any() for r in rows)
+    found = [np.sum(got >= want[-1] - 1e-4) / 10 for got, want in zip(logits, exact, strict=True)]
+    assert np.mean(found) >= 0.98
