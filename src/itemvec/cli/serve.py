@@ -26,10 +26,10 @@ from itemvec.cli.options import ConfigFile, Label, build_config, config_options
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings
 from itemvec.query.explain import explainer_for_bundle
 from itemvec.query.index import (
-    AUTO_EXACT_MAX_ITEMS,
     build_index,
     index_paths,
     recall_at_k,
+    resolve_backend,
     save_index,
 )
 from itemvec.query.labels import item_labels, label_column, labelled_explanations
@@ -187,25 +187,18 @@ def _serve_workers(bundle: Path, workers: int, index: str, models_root: Path | N
         typer.echo(f"note: {bundle} stores no {' or '.join(missing)} index, so each of the "
                    f"{workers} workers builds its own at load (time and private memory each); "
                    f"store them once with `itemvec index {bundle} --backend "
-                   f"{_backend(manifest, index)}`", err=True)
+                   f"{resolve_backend(index, int(manifest.get('n_items', 0)))}`", err=True)
     typer.echo(f"serving {bundle} ({manifest.get('n_items', '?')} items) on "
                f"http://{listen.host}:{listen.port} with {workers} workers  (docs: /docs)",
                err=True)
     exec_supervisor(settings)
 
 
-def _backend(manifest: dict, index: str) -> str:
-    """The nearest-neighbour backend ``--index`` resolves to for this bundle."""
-    if index != "auto":
-        return index
-    return "exact" if int(manifest.get("n_items", 0)) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
-
-
 def unstored_indexes(bundle: Path, manifest: dict, index: str) -> list[str]:
     """Which indexes every worker would build for itself: an approximate backend's, and from
     ``RECOMMEND_INDEX_MIN_ITEMS`` items the recommendation index (not for compact bundles),
     when the bundle has no stored file for them."""
-    backend = _backend(manifest, index)
+    backend = resolve_backend(index, int(manifest.get("n_items", 0)))
     if backend in ("exact", "none"):
         return []
     wanted = [backend]

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -235,22 +235,39 @@ def tuned_nprobe(index: Any, vectors: np.ndarray, seed: int = 0) -> int:
     k = min(10, n)
     exact, _ = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
     floor = exact[:, -1:] - 1e-5
-    nprobe = max(1, nlist // 256)
-    while True:
+
+    def recall_at(nprobe: int) -> float:
         found, _ = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        recall = float((found >= floor).mean())
-        if recall >= NPROBE_RECALL or nprobe >= nlist:
-            break
-        nprobe = min(nlist, 2 * nprobe)
+        return float((found >= floor).mean())
+
+    nprobe, recall = doubling_nprobe(nlist, recall_at, NPROBE_RECALL)
     logger.info("ivf: nprobe %d of %d lists gives recall@10 %.3f on %d sampled items", nprobe,
                 nlist, recall, len(queries))
     return nprobe
 
 
+def doubling_nprobe(nlist: int, recall_at: Callable[[int], float],
+                    target: float) -> tuple[int, float]:
+    """The smallest ``nprobe``, doubling from nlist/256 up to nlist, whose ``recall_at``
+    reaches ``target``, and that recall."""
+    nprobe = max(1, nlist // 256)
+    while True:
+        recall = recall_at(nprobe)
+        if recall >= target or nprobe >= nlist:
+            return nprobe, recall
+        nprobe = min(nlist, 2 * nprobe)
+
+
+def resolve_backend(name: str, n_items: int) -> str:
+    """``auto``: exact search up to ``AUTO_EXACT_MAX_ITEMS`` items, hnsw beyond; else ``name``."""
+    if name != "auto":
+        return name
+    return "exact" if n_items <= AUTO_EXACT_MAX_ITEMS else "hnsw"
+
+
 def build_index(name: str, vectors: np.ndarray, **params: Any) -> VectorIndex:
     """Build backend ``name`` (``auto``: exact up to 50k items, else hnsw) over ``vectors``."""
-    if name == "auto":
-        name = "exact" if len(vectors) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
+    name = resolve_backend(name, len(vectors))
     backend = indexes.get(name)
     began = time.perf_counter()
     index = backend(vectors, **params)
@@ -312,8 +329,7 @@ def load_index(bundle: str | Path, vectors: np.ndarray, name: str = "auto", save
                mmap: bool = False, **params: Any) -> VectorIndex:
     """The stored index ``name`` if it matches the bundle's embeddings, else a fresh build
     (``mmap``: a stored index is memory-mapped from its file, see ``read_stored``)."""
-    if name == "auto":
-        name = "exact" if len(vectors) <= AUTO_EXACT_MAX_ITEMS else "hnsw"
+    name = resolve_backend(name, len(vectors))
     bundle = Path(bundle)
     data_path, meta_path = index_paths(bundle, name)
     backend = indexes.get(name)

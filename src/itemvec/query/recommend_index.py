@@ -44,6 +44,7 @@ from itemvec.query.index import (
     bundle_checksums,
     check_params,
     default_nlist,
+    doubling_nprobe,
     embeddings_digest,
     index_paths,
     read_stored,
@@ -112,10 +113,11 @@ class RecommendIndex:
         if n > MAX_RESULTS or allowed < SELECTIVE_FILTER * total:
             return logit_top(self.vectors, self.bias, weight, queries, n, blocked, seen)
         most_seen = max((len(s) for s in seen), default=0)
-        fetch = min(total, math.ceil((n + most_seen + SLACK) * total / max(allowed, 1)))
-        nprobe = int(nprobe or self.params["nprobe"])
-        if allowed < total:  # fewer allowed items per list: visit more lists, in proportion
-            nprobe = min(int(self.params["nlist"]), math.ceil(nprobe * total / max(allowed, 1)))
+        def widened(count: int) -> int:  # a filter leaves fewer allowed items in each list:
+            return math.ceil(count * total / max(allowed, 1))  # fetch and visit more, in step
+
+        fetch = min(total, widened(n + most_seen + SLACK))
+        nprobe = min(int(self.params["nlist"]), widened(int(nprobe or self.params["nprobe"])))
         found = self._candidates(queries, fetch, weight, nprobe)
         prior = np.float32(weight) * self.popular_bias  # the popular items' bias term, once
         if blocked is not None:
@@ -141,13 +143,12 @@ class RecommendIndex:
         return rows, logits
 
     def _candidates(self, queries: np.ndarray, fetch: int, weight: float,
-                    nprobe: int | None) -> np.ndarray:
+                    nprobe: int) -> np.ndarray:
         """(queries, fetch) rows from the IVF search of the augmented queries (-1 past the end),
         searched ``SEARCH_GROUP`` at a time so that a query finds the same in any batch."""
         augmented = np.empty((len(queries), queries.shape[1] + 1), dtype=np.float32)
         augmented[:, :-1] = queries
         augmented[:, -1] = weight / float(self.params["scale"])
-        nprobe = int(nprobe or self.params["nprobe"])
         params = self._probes.get(nprobe)
         if params is None:  # ~15 us to make: once per nprobe (searches only read it)
             params = self._probes[nprobe] = require_faiss().SearchParametersIVF(nprobe=nprobe)
@@ -226,12 +227,8 @@ class RecommendIndex:
         pooled = pool(histories)
         floor = self.exact_floor(pooled, histories)
         nlist = int(self.params["nlist"])
-        nprobe = max(1, nlist // 256)
-        while True:
-            recall = self.recall(pooled, histories, nprobe, floor)
-            if recall >= TARGET_RECALL or nprobe >= nlist:
-                break
-            nprobe = min(nlist, 2 * nprobe)
+        nprobe, recall = doubling_nprobe(
+            nlist, lambda probes: self.recall(pooled, histories, probes, floor), TARGET_RECALL)
         logger.info("recommend index: nprobe %d of %d lists + %d popular items give recall@10 "
                     "%.3f on %d sampled histories", nprobe, nlist, len(self.popular), recall,
                     len(histories))
