@@ -392,6 +392,18 @@ def drive(port: int, endpoint: str, items: int, concurrency: int, seconds: float
     return {**json.loads(out), "load_average_1m": [before, load_average()]}
 
 
+def ceiling_command(workers: int, port: int) -> list[str]:
+    """The ceiling app (a constant 10-item answer) on itemvec's uvicorn settings."""
+    return [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create", "--factory",
+            "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", "--no-access-log"]
+
+
+def itemvec_command(bundle: Path, workers: int, backend: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "itemvec.cli.main", "serve", str(bundle), "--workers",
+            str(workers), "--index", backend, "--host", "127.0.0.1", "--port", str(port)]
+
+
 def start_server(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
     """A server process and its seconds to healthy."""
     # One OpenMP thread per request thread in every server: omp_set_num_threads (what --threads
@@ -455,16 +467,11 @@ def workers_bench(sizes: list[int], workers: list[int], concurrencies: list[int]
         servers: dict = {}
         try:
             port = free_port()
-            servers["ceiling"] = (port, *start_server(
-                [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create",
-                 "--factory", "--workers", str(count), "--host", "127.0.0.1", "--port", str(port),
-                 "--log-level", "warning", "--no-access-log"], port))
+            servers["ceiling"] = (port, *start_server(ceiling_command(count, port), port))
             for n in sizes:
                 port = free_port()
                 servers[n] = (port, *start_server(
-                    [sys.executable, "-m", "itemvec.cli.main", "serve", str(root / f"items-{n}"),
-                     "--workers", str(count), "--index", backend, "--host", "127.0.0.1",
-                     "--port", str(port)], port))
+                    itemvec_command(root / f"items-{n}", count, backend, port), port))
             for concurrency in concurrencies:
                 for n in sizes:
                     for endpoint in endpoints:
@@ -494,19 +501,13 @@ def connection_split(items: int, workers: int, root: Path, repeats: int = 3) -> 
     import collections
     import re
 
-    script = [sys.executable, "-m", "itemvec.cli.main", "serve", str(root / f"items-{items}"),
-              "--workers", str(workers), "--index", "ivf", "--host", "127.0.0.1"]
-    ceiling = [sys.executable, "-m", "uvicorn", "benchmarks.serving_ceiling:create", "--factory",
-               "--workers", str(workers), "--host", "127.0.0.1", "--log-level", "warning",
-               "--no-access-log"]
     out: dict = {}
-    for name, command in (("ceiling", ceiling), ("itemvec", script)):
+    for name in ("ceiling", "itemvec"):
         port = free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        server = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, env=env)
+        server, _ = start_server(ceiling_command(workers, port) if name == "ceiling" else
+                                 itemvec_command(root / f"items-{items}", workers, "ivf", port),
+                                 port)
         try:
-            wait_healthy(server, port)
             out[name] = []
             for _ in range(repeats):
                 load = subprocess.Popen([sys.executable, "-m", "benchmarks.loadgen", "--port",
