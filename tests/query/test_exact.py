@@ -153,3 +153,19 @@ def test_a_block_of_fixed_logits_has_the_bits_of_each_query_alone():
     for query, row, values in zip(queries, rows, block, strict=True):
         alone = exact.fixed_logits(vectors, bias, np.float32(0.8), query, row)
         assert values.tobytes() == alone.tobytes()
+
+
+def test_top_positions_rows_equal_top_positions_of_each_row():
+    """The batched ranking picks the same positions as one row at a time, ties by position,
+    never a non-finite value, short rows where fewer values are finite."""
+    rng = np.random.default_rng(4)
+    values = rng.integers(-3, 4, size=(40, 25)).astype(np.float32)  # many ties
+    values[rng.random(values.shape) < 0.2] = -np.inf
+    values[rng.random(values.shape) < 0.05] = np.nan
+    values[rng.random(values.shape) < 0.05] = np.inf
+    values[3] = -np.inf  # nothing to return
+    for n in (1, 5, 25, 30):
+        got = exact.top_positions_rows(values, n)
+        for row, positions in zip(values, got, strict=True):
+            assert positions.tolist() == exact.top_positions(row, n).tolist()
+    assert exact.top_positions_rows(np.zeros((2, 0), np.float32), 3)[1].tolist() == []

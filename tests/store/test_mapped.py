@@ -71,6 +71,25 @@ def test_embeddings_on_mapped_ids_answer_as_the_in_memory_ones(bundle, tmp_path)
     assert result.skipped == 1 and result[0].tolist() == plain.recommend(["7", "30"], n=2)[0].tolist()
 
 
+def test_batched_lookups_on_mapped_ids_match_one_at_a_time(bundle, tmp_path):
+    """A batch of histories is looked up in one binary search: the same rows and skipped
+    counts as one id at a time, unknown ids (shorter, longer than any id, empty) skipped."""
+    mapped = ItemEmbeddings.load(bundle, mmap=True, mapped_cache=tmp_path / "cache")
+    plain = ItemEmbeddings.load(bundle)
+    histories = [["7", "nope", "30"], [], ["5", "1000000", "-2", ""], ["x" * 50]]
+    rows, skipped = mapped.known_many(histories)
+    assert [r.tolist() for r in rows] == [[1, 0], [], [4, 2], []]
+    assert skipped.tolist() == [1, 0, 2, 1]
+    want_rows, want_skipped = plain.known_many(histories)
+    assert [r.tolist() for r in want_rows] == [r.tolist() for r in rows]
+    assert want_skipped.tolist() == skipped.tolist()
+    assert mapped.index.rows_of(["100", "x" * 50, "10"]).tolist() == [3, -1, -1]
+    assert mapped.index.get("x" * 50) is None  # longer than every id: not searched
+    batch = mapped.recommend_batch(histories, n=2)
+    assert batch.skipped.tolist() == [1, 0, 2, 1]
+    assert batch[0][0].tolist() == plain.recommend(["7", "30"], n=2)[0].tolist()
+
+
 def test_a_bundle_without_a_matrix_says_so(tmp_path):
     emb = ItemEmbeddings(["a", "b"], np.eye(2, dtype=np.float32))
     path = write_bundle(tmp_path / "plain", emb, config={}, stats={})

@@ -110,14 +110,30 @@ class SortedIds(Mapping[str, int]):
 
     def __init__(self, sorted_ids: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> None:
         self.sorted, self.rows, self.ids = sorted_ids, rows, ids
+        # ids longer than the stored width cannot be present, and searching for one would
+        # make numpy copy the whole sorted array to its width (15 ms and 48 MB at 1M ids)
+        self.width = sorted_ids.dtype.itemsize // np.dtype("U1").itemsize
 
     def get(self, key: object, default: Any = None) -> Any:
-        if not isinstance(key, str):
+        if not isinstance(key, str) or len(key) > self.width:
             return default
         at = int(np.searchsorted(self.sorted, key))
         if at < len(self.sorted) and self.sorted[at] == key:
             return int(self.rows[at])
         return default
+
+    def rows_of(self, keys: Sequence[str]) -> np.ndarray:
+        """Rows of many ids in one binary search (-1 where unknown): a request's ids cost
+        one numpy call, not one each (~4 us apiece at 1M ids)."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        fits = np.flatnonzero([len(k) <= self.width for k in keys])
+        if not len(fits) or not len(self.sorted):
+            return out
+        probe = np.asarray([keys[i] for i in fits], dtype=self.sorted.dtype)
+        at = np.minimum(np.searchsorted(self.sorted, probe), len(self.sorted) - 1)
+        hit = self.sorted[at] == probe
+        out[fits[hit]] = self.rows[at[hit]]
+        return out
 
     def __getitem__(self, key: str) -> int:
         row = self.get(key)
@@ -350,9 +366,25 @@ class ItemEmbeddings:
 
     def known(self, items: Iterable[str | int]) -> tuple[np.ndarray, int]:
         """Rows of the known ids, in order, and how many ids were unknown (skipped)."""
-        found = [self.index.get(self.key(item)) for item in _ids(items, "items")]
-        kept = np.asarray([i for i in found if i is not None], dtype=np.int64)
-        return kept, len(found) - len(kept)
+        rows, skipped = self.known_many([items], "items")
+        return rows[0], int(skipped[0])
+
+    def known_many(self, histories: Iterable[Iterable[str | int]], name: str = "histories"
+                   ) -> tuple[list[np.ndarray], np.ndarray]:
+        """``known`` of each history, all ids looked up together (one binary search over
+        memory-mapped ids for a whole batch of requests)."""
+        keys = [[self.key(item) for item in _ids(history, name if name == "items" else
+                                                  f"{name}[{position}]")]
+                for position, history in enumerate(histories)]
+        flat = [key for row in keys for key in row]
+        if isinstance(self.index, SortedIds):
+            found = self.index.rows_of(flat)
+        else:
+            found = np.asarray([self.index.get(key, -1) for key in flat], dtype=np.int64)
+        parts = np.split(found, np.cumsum([len(row) for row in keys])[:-1]) if keys else []
+        rows = [part[part >= 0] for part in parts]
+        return rows, np.asarray([len(p) - len(r) for p, r in zip(parts, rows, strict=True)],
+                                dtype=np.int64)
 
     # -- item to item -----------------------------------------------------------------------
     def similar_items(self, item: str | int, n: int = 10, filter: Filter = None,
@@ -500,11 +532,7 @@ class ItemEmbeddings:
         through the recommend index when there is one (inner product search, exact logits),
         else every item scored exactly, or ``recommend_top``'s proved candidates at 200k+."""
         _check_n(n)
-        indexed, skipped = [], []
-        for position, history in enumerate(histories):
-            rows, unknown = self.known(_ids(history, f"histories[{position}]"))
-            indexed.append(rows)
-            skipped.append(unknown)
+        indexed, skipped = self.known_many(histories)
         blocked = self._blocked(filter, exclude)
         seen = indexed if filter_seen else [np.zeros(0, np.int64)] * len(indexed)
         if self.recommend_index is not None:
@@ -514,7 +542,7 @@ class ItemEmbeddings:
             rows, scores = self.top_logits(self.pool(indexed), n, blocked, seen)
         else:
             rows, scores = recommend_top(self.vector_index, self, indexed, n, blocked, seen)
-        return [self.item_ids[r] for r in rows], scores, np.asarray(skipped, dtype=np.int64)
+        return [self.item_ids[r] for r in rows], scores, skipped
 
     def top_logits(self, pooled: np.ndarray, n: int, blocked: np.ndarray | None,
                    seen: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:

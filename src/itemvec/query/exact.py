@@ -90,6 +90,17 @@ def top_positions(values: np.ndarray, n: int) -> np.ndarray:
     return kept[np.argsort(-values[kept], kind="stable")][:n]
 
 
+def top_positions_rows(values: np.ndarray, n: int) -> list[np.ndarray]:
+    """``top_positions`` of each row of a (queries x candidates) block in one sort: the same
+    positions (best first, ties by position, non-finite values never returned)."""
+    if not values.size:
+        return [np.zeros(0, np.int64) for _ in range(len(values))]
+    finite = np.isfinite(values)
+    order = np.argsort(np.where(finite, -values, np.inf), axis=1, kind="stable")[:, :n]
+    keep = np.take_along_axis(finite, order, axis=1)
+    return [row[kept] for row, kept in zip(order, keep, strict=True)]
+
+
 def _chunk_maxima(vectors: np.ndarray, bias: np.ndarray, weight: np.float32,
                   queries: np.ndarray, blocked: np.ndarray | None, seen: Sequence[np.ndarray],
                   rows_of: np.ndarray | None = None) -> np.ndarray:

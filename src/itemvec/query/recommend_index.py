@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from itemvec.query.exact import fixed_logits_block, logit_top, top_positions
+from itemvec.query.exact import fixed_logits_block, logit_top, top_positions_rows
 from itemvec.query.index import (
     SELECTIVE_FILTER,
     bundle_checksums,
@@ -177,7 +177,7 @@ class RecommendIndex:
         safe = np.where(invalid, 0, candidates)
         values = fixed_logits_block(self.vectors, self.bias, weight, queries, safe)
         values[invalid] = -np.inf
-        best = [top_positions(row, n) for row in values]
+        best = top_positions_rows(values, n)
         return ([c[b] for c, b in zip(candidates, best, strict=True)],
                 [v[b].astype(np.float32) for v, b in zip(values, best, strict=True)])
 
