@@ -330,7 +330,11 @@ class ItemEmbeddings:
 
     def indices(self, items: Iterable[str | int]) -> np.ndarray:
         """Rows of several ids; an unknown id raises ``UnknownItemError`` naming it."""
-        return np.asarray([self.row(item) for item in _ids(items, "items")], dtype=np.int64)
+        keys = [self.key(item) for item in _ids(items, "items")]
+        rows = self._lookup(keys)
+        if len(rows) and rows.min() < 0:
+            self.row(keys[int(np.argmin(rows))])  # raises, naming the first unknown id
+        return rows
 
     def vector(self, item: str | int) -> np.ndarray:
         """Same as ``emb[item]``: the item's unit vector."""
@@ -376,15 +380,17 @@ class ItemEmbeddings:
         keys = [[self.key(item) for item in _ids(history, name if name == "items" else
                                                   f"{name}[{position}]")]
                 for position, history in enumerate(histories)]
-        flat = [key for row in keys for key in row]
-        if isinstance(self.index, SortedIds):
-            found = self.index.rows_of(flat)
-        else:
-            found = np.asarray([self.index.get(key, -1) for key in flat], dtype=np.int64)
+        found = self._lookup([key for row in keys for key in row])
         parts = np.split(found, np.cumsum([len(row) for row in keys])[:-1]) if keys else []
         rows = [part[part >= 0] for part in parts]
         return rows, np.asarray([len(p) - len(r) for p, r in zip(parts, rows, strict=True)],
                                 dtype=np.int64)
+
+    def _lookup(self, keys: Sequence[str]) -> np.ndarray:
+        """Rows of str ids (-1 where unknown): one binary search for mapped ids."""
+        if isinstance(self.index, SortedIds):
+            return self.index.rows_of(keys)
+        return np.asarray([self.index.get(key, -1) for key in keys], dtype=np.int64)
 
     # -- item to item -----------------------------------------------------------------------
     def similar_items(self, item: str | int, n: int = 10, filter: Filter = None,
