@@ -3,7 +3,8 @@
 The logit of item x for a pooled history p is ``p . v_x / T + w * bias_x``. Every item is stored
 as ``[v_x, s * bias_x]`` (``s = w0 * T``, w0 the popularity weight at build time) and a query as
 ``[p / T, w / s]``: their inner product is the logit for any later w, so one FAISS IVF search
-over the augmented rows ranks items by the logit, where the similar-items index ranks them by
+over the augmented rows (half precision, zero-padded to a multiple of 8 values: half the memory
+read per query of float32 rows, and SIMD scans) ranks items by the logit, where the similar-items index ranks them by
 cosine and needs ~1,600 candidates to prove a recommendation (``index.recommend_top``).
 
 IVF alone misses popular items whose vectors lie far from the query (the bias lifts them: at 1M
@@ -146,9 +147,9 @@ class RecommendIndex:
                     nprobe: int) -> np.ndarray:
         """(queries, fetch) rows from the IVF search of the augmented queries (-1 past the end),
         searched ``SEARCH_GROUP`` at a time so that a query finds the same in any batch."""
-        augmented = np.empty((len(queries), queries.shape[1] + 1), dtype=np.float32)
-        augmented[:, :-1] = queries
-        augmented[:, -1] = weight / float(self.params["scale"])
+        augmented = np.zeros((len(queries), stored_width(queries.shape[1])), dtype=np.float32)
+        augmented[:, :queries.shape[1]] = queries
+        augmented[:, queries.shape[1]] = weight / float(self.params["scale"])
         params = self._probes.get(nprobe)
         if params is None:  # ~15 us to make: once per nprobe (searches only read it)
             params = self._probes[nprobe] = require_faiss().SearchParametersIVF(nprobe=nprobe)
@@ -264,8 +265,11 @@ def build_recommend_index(vectors: np.ndarray, bias: np.ndarray, temperature: fl
     nlist = int(params["nlist"]) or default_nlist(n)
     scale = float(params["scale"]) or (weight * temperature if weight else temperature)
     params.update(nlist=nlist, scale=scale, popular=int(params["popular"]) or popular_count(n))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim + 1), dim + 1, nlist,
-                               faiss.METRIC_INNER_PRODUCT)
+    width = stored_width(dim)
+    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(width), width, nlist,
+                                          faiss.ScalarQuantizer.QT_fp16,
+                                          faiss.METRIC_INNER_PRODUCT)
+    index.by_residual = False  # the codes are the rows themselves: scores are q . x
     sample = training_rows(n, nlist, int(params["train_size"]), int(params["seed"]))
     index.train(augmented_rows(vectors, bias, scale, sample))
     for start in range(0, n, ADD_BLOCK):
@@ -279,11 +283,19 @@ def build_recommend_index(vectors: np.ndarray, bias: np.ndarray, temperature: fl
 
 def augmented_rows(vectors: np.ndarray, bias: np.ndarray, scale: float,
                    rows: np.ndarray) -> np.ndarray:
-    """``[v, scale * bias]`` of ``rows``: inner product with ``[q, w / scale]`` is the logit."""
-    out = np.empty((len(rows), vectors.shape[1] + 1), dtype=np.float32)
-    out[:, :-1] = vectors[rows]
-    out[:, -1] = np.float32(scale) * bias[rows]
+    """``[v, scale * bias, 0...]`` of ``rows``: inner product with ``[q, w / scale, 0...]`` is
+    the logit (zeros pad the row to ``stored_width``)."""
+    dim = vectors.shape[1]
+    out = np.zeros((len(rows), stored_width(dim)), dtype=np.float32)
+    out[:, :dim] = vectors[rows]
+    out[:, dim] = np.float32(scale) * bias[rows]
     return out
+
+
+def stored_width(dim: int) -> int:
+    """Values stored per item: the vector, its scaled bias, zeros up to a multiple of 8 (FAISS
+    scans half-precision codes with SIMD only at such widths: 4x faster than at 65)."""
+    return -(-(dim + 1) // 8) * 8
 
 
 # -- persistence ---------------------------------------------------------------------------------
@@ -310,7 +322,7 @@ def load_recommend_index(bundle: str | Path, vectors: np.ndarray, bias: np.ndarr
         if _fresh(meta, bundle, len(vectors), temperature, weight, params):
             stored = read_stored(data_path, meta, mmap)
             if stored is not None and stored.ntotal == len(vectors) \
-                    and stored.d == vectors.shape[1] + 1:
+                    and stored.d == stored_width(vectors.shape[1]):
                 logger.info("loaded stored recommend index from %s%s", data_path,
                             " (memory-mapped)" if mmap else "")
                 return RecommendIndex(vectors, bias, temperature, weight, stored,
