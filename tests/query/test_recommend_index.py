@@ -85,6 +85,48 @@ def test_seen_items_are_never_returned(model, index, histories):
         assert len(found) == 20 and not set(history) & set(found)
 
 
+def test_long_and_short_histories_leave_out_seen_items_alike(model, index, monkeypatch):
+    """Seen items are matched by one broadcast for short histories and by a binary search per
+    query for long ones: the same answers either way, never a seen item, even when the
+    history is the query's own best items."""
+    import itemvec.query.recommend_index as module
+
+    rng = np.random.default_rng(5)
+    pooled_from = sampled_histories(len(model), seed=9, count=40)
+    pooled = model.pool(pooled_from)
+    best, _ = index.search(pooled, 60, None, [np.zeros(0, np.int64)] * len(pooled))
+    seen = [np.concatenate([b[:20], rng.choice(len(model), size=int(rng.integers(0, 30)))])
+            for b in best]  # 20-50 rows: the top 20 themselves among them
+    answers = []
+    for broadcast in (0, 1000):
+        monkeypatch.setattr(module, "SEEN_BROADCAST", broadcast)
+        rows, logits = index.search(pooled, 10, None, seen)
+        answers.append((rows, logits))
+        for history, found in zip(seen, rows, strict=True):
+            assert len(found) == 10 and not set(history.tolist()) & set(found.tolist())
+    (rows_a, logits_a), (rows_b, logits_b) = answers
+    assert [r.tolist() for r in rows_a] == [r.tolist() for r in rows_b]
+    assert [v.tobytes() for v in logits_a] == [v.tobytes() for v in logits_b]
+
+
+def test_a_popular_item_far_from_every_query_is_found_when_its_bias_lifts_it(model):
+    """Popular items join the candidates when their logit can reach the IVF rows' n-th best:
+    one lifted far above every other logit is first for every history, as exact ranks it."""
+    bias = model.item_bias.copy()
+    lifted = int(np.argmax(bias))
+    bias[lifted] += 40.0  # far above any q . v / T (|q . v| / T <= |q| / 0.1)
+    lifted_model = ItemEmbeddings(model.item_ids, model.vectors, bias, model.temperature)
+    built = build(lifted_model)
+    histories = sampled_histories(len(model), seed=11, count=30)
+    rows, logits = built.search(lifted_model.pool(histories), 10, None, histories)
+    exact_rows, exact_logits = lifted_model.top_logits(lifted_model.pool(histories), 10, None,
+                                                       histories)
+    for found, want, history in zip(rows, exact_rows, histories, strict=True):
+        assert found[0] == want[0] == lifted or lifted in history
+    assert np.mean([np.sum(f >= w[-1] - 1e-4) / 10 for f, w in
+                    zip(logits, exact_logits, strict=True)]) >= 0.95
+
+
 def test_blocked_rows_never_returned_and_a_selective_filter_is_exact(model, index, histories):
     pooled = model.pool(histories[:30])
     blocked = np.arange(len(model)) % 3 == 0  # a third blocked: fetched around

@@ -4,17 +4,21 @@ The logit of item x for a pooled history p is ``p . v_x / T + w * bias_x``. Ever
 as ``[v_x, s * bias_x]`` (``s = w0 * T``, w0 the popularity weight at build time) and a query as
 ``[p / T, w / s]``: their inner product is the logit for any later w, so one FAISS IVF search
 over the augmented rows (half precision, zero-padded to a multiple of 8 values: half the memory
-read per query of float32 rows, and SIMD scans) ranks items by the logit, where the similar-items index ranks them by
-cosine and needs ~1,600 candidates to prove a recommendation (``index.recommend_top``).
+read per query of float32 rows, and SIMD scans) ranks items by the logit, where the
+similar-items index ranks them by cosine and needs ~1,600 candidates to prove a
+recommendation (``index.recommend_top``).
 
 IVF alone misses popular items whose vectors lie far from the query (the bias lifts them: at 1M
 items recall@10 stalled at 0.96), so the ``P`` most popular items (``popular_count``) are
-scored exactly as well. The union is scored again by ``exact.fixed_logits``: the logits
-returned are the exact ones, the same bits whether a query comes alone or in a batch (FAISS
-gets at most ``SEARCH_GROUP`` queries at a time: from 20 on its coarse quantizer uses BLAS,
-whose rounding depends on the batch). ``nprobe`` is tuned at build time, as ``tuned_nprobe``
-does for the similar index, to the smallest that reaches recall@10 0.99 against exact on
-sampled histories.
+scored as well, in one matrix product per batch: those whose logit can reach the n-th best of
+the query's IVF rows (that row's half-precision score less its error bound) join the
+candidates, all of them, or the best ``n + seen + SLACK`` where more can. The union is scored
+again by ``exact.fixed_logits``: the logits returned are the exact ones, the same bits whether
+a query comes alone or in a batch (FAISS gets at most ``SEARCH_GROUP`` queries at a time: from
+20 on its coarse quantizer uses BLAS, whose rounding depends on the batch; a popular item near
+the floor may come or go with the batch's rounding, but sits below n candidates either way).
+``nprobe`` is tuned at build time, as ``tuned_nprobe`` does for the similar index, to the
+smallest that reaches recall@10 0.99 against exact on sampled histories.
 
 A filter (``blocked``) leaves fewer allowed items in each list: the search visits more
 lists and fetches more candidates, both in proportion to the blocked share.
@@ -39,7 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from itemvec.query.exact import fixed_logits_block, logit_top, top_positions_rows
+from itemvec.query.exact import (
+    fixed_logits_block,
+    largest_norm,
+    logit_top,
+    top_positions_rows,
+)
 from itemvec.query.index import (
     SELECTIVE_FILTER,
     bundle_checksums,
@@ -67,6 +76,8 @@ TUNING_HISTORIES = 256
 HISTORY_LENGTH = 5
 SCORE_TOLERANCE = 1e-4  # a result counts as found when its logit reaches the exact 10th less this
 ADD_BLOCK = 65_536  # augmented rows built and added at a time (no second full copy)
+HALF_ERROR = 2.0 ** -9  # half-precision rows: |q . x16 - q . x| <= 2^-11 |q||x|; 4x room
+SEEN_BROADCAST = 32  # histories up to this long are matched against candidates in one pass
 BLOCK_VALUES = 1 << 22  # candidate vector values gathered at a time (16 MiB of float32)
 
 Pool = Callable[[Sequence[np.ndarray]], np.ndarray]  # histories (rows) -> pooled vectors
@@ -96,6 +107,8 @@ class RecommendIndex:
         self.popular = order.astype(np.int64)
         self.popular_vectors = np.ascontiguousarray(vectors[self.popular], dtype=np.float32)
         self.popular_bias = self.bias[self.popular]
+        scale = float(params.get("scale") or 0.0)  # the largest stored row's norm, as a bound
+        self.row_bound = largest_norm(vectors) + scale * float(np.abs(self.bias).max(initial=0))
         self._probes: dict[int, Any] = {}  # nprobe -> FAISS search parameters, only ever read
 
     def __len__(self) -> int:
@@ -119,7 +132,8 @@ class RecommendIndex:
 
         fetch = min(total, widened(n + most_seen + SLACK))
         nprobe = min(int(self.params["nlist"]), widened(int(nprobe or self.params["nprobe"])))
-        found = self._candidates(queries, fetch, weight, nprobe)
+        found, approximate, norms = self._candidates(queries, fetch, weight, nprobe)
+        floors = self._floors(found, approximate, norms, blocked, seen, n)
         prior = np.float32(weight) * self.popular_bias  # the popular items' bias term, once
         if blocked is not None:
             prior[blocked[self.popular]] = -np.inf
@@ -128,8 +142,9 @@ class RecommendIndex:
         group = max(1, BLOCK_VALUES // ((fetch + min(fetch, len(prior))) * queries.shape[1]))
         for start in range(0, len(queries), group):
             part = slice(start, start + group)
-            block_rows, block_logits = self._ranked(queries[part], found[part], fetch, prior,
-                                                    np.float32(weight), blocked, seen[part], n)
+            block_rows, block_logits = self._ranked(queries[part], found[part], floors[part],
+                                                    fetch, prior, np.float32(weight), blocked,
+                                                    seen[part], n)
             rows += block_rows
             logits += block_logits
         short = [q for q, (found_rows, query) in enumerate(zip(rows, queries, strict=True))
@@ -143,10 +158,11 @@ class RecommendIndex:
                 rows[q], logits[q] = found_rows, found_logits
         return rows, logits
 
-    def _candidates(self, queries: np.ndarray, fetch: int, weight: float,
-                    nprobe: int) -> np.ndarray:
-        """(queries, fetch) rows from the IVF search of the augmented queries (-1 past the end),
-        searched ``SEARCH_GROUP`` at a time so that a query finds the same in any batch."""
+    def _candidates(self, queries: np.ndarray, fetch: int, weight: float, nprobe: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(queries, fetch) rows from the IVF search of the augmented queries (-1 past the end)
+        and their half-precision scores, searched ``SEARCH_GROUP`` at a time so that a query
+        finds the same in any batch; and each augmented query's norm."""
         augmented = np.zeros((len(queries), stored_width(queries.shape[1])), dtype=np.float32)
         augmented[:, :queries.shape[1]] = queries
         augmented[:, queries.shape[1]] = weight / float(self.params["scale"])
@@ -154,27 +170,28 @@ class RecommendIndex:
         if params is None:  # ~15 us to make: once per nprobe (searches only read it)
             params = self._probes[nprobe] = require_faiss().SearchParametersIVF(nprobe=nprobe)
         found = np.empty((len(queries), fetch), dtype=np.int64)
+        scores = np.empty((len(queries), fetch), dtype=np.float32)
         for start in range(0, len(queries), SEARCH_GROUP):
             group = augmented[start:start + SEARCH_GROUP]
-            _, found[start:start + len(group)] = self.index.search(group, fetch, params=params)
-        return found
+            scores[start:start + len(group)], found[start:start + len(group)] = \
+                self.index.search(group, fetch, params=params)
+        return found, scores, np.linalg.norm(augmented, axis=1)
 
-    def _ranked(self, queries: np.ndarray, found: np.ndarray, fetch: int, prior: np.ndarray,
-                weight: np.float32, blocked: np.ndarray | None, seen: Sequence[np.ndarray],
-                n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per query, the top-n of its IVF rows and its best ``fetch`` popular items by exact
-        logit (``fixed_logits_block``), blocked and seen rows left out. Candidates are sorted
-        by row and duplicates dropped, so ties go to the lower row as in the exact scan."""
-        candidates = np.concatenate([found, self._popular_best(queries, fetch, prior)], axis=1)
+    def _ranked(self, queries: np.ndarray, found: np.ndarray, floors: np.ndarray, fetch: int,
+                prior: np.ndarray, weight: np.float32, blocked: np.ndarray | None,
+                seen: Sequence[np.ndarray], n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per query, the top-n of its IVF rows and of the popular items that can reach them
+        (``_popular_rows``) by exact logit (``fixed_logits_block``), blocked and seen rows left
+        out. Candidates are sorted by row and duplicates dropped, so ties go to the lower row
+        as in the exact scan."""
+        popular = self._popular_rows(queries, floors, fetch, prior)
+        candidates = np.concatenate([found, popular], axis=1)
         candidates.sort(axis=1)
         invalid = candidates < 0  # FAISS pads with -1
         invalid[:, 1:] |= candidates[:, 1:] == candidates[:, :-1]
         if blocked is not None:
             invalid |= blocked[np.maximum(candidates, 0)]
-        for q, rows in enumerate(seen):
-            if len(rows):  # a binary search of the few seen rows, not np.isin
-                at = np.minimum(np.searchsorted(candidates[q], rows), candidates.shape[1] - 1)
-                invalid[q, at[candidates[q, at] == rows]] = True
+        invalid |= _seen_mask(candidates, seen)
         safe = np.where(invalid, 0, candidates)
         values = fixed_logits_block(self.vectors, self.bias, weight, queries, safe)
         values[invalid] = -np.inf
@@ -182,18 +199,55 @@ class RecommendIndex:
         return ([c[b] for c, b in zip(candidates, best, strict=True)],
                 [v[b].astype(np.float32) for v, b in zip(values, best, strict=True)])
 
-    def _popular_best(self, queries: np.ndarray, fetch: int, prior: np.ndarray) -> np.ndarray:
-        """(queries, min(fetch, P)) rows of the best popular items by approximate logit
-        (``prior``: their ``w * bias``, -inf where blocked). One matrix product for the batch
-        reads the popular block once (a product per query read it per query: ~60 of ~250 us a
-        query at 1M items). Its rounding may differ from a query alone, which can only swap
-        items at the ``fetch`` boundary, ``SLACK`` places below the n results; the answer is
-        ranked by ``fixed_logits_block``'s exact logits, the same bits in any batch."""
+    def _floors(self, found: np.ndarray, approximate: np.ndarray, norms: np.ndarray,
+                blocked: np.ndarray | None, seen: Sequence[np.ndarray], n: int) -> np.ndarray:
+        """Per query, a logit every item of its exact top n reaches: the n-th best
+        half-precision score of its allowed IVF rows less that score's error bound (-inf with
+        fewer than n allowed rows, or histories too long to match in one pass)."""
+        floors = np.full(len(found), -np.inf, dtype=np.float32)
+        if max((len(rows) for rows in seen), default=0) > SEEN_BROADCAST:
+            return floors
+        allowed = (found >= 0) & ~_seen_mask(found, seen)
+        if blocked is not None:
+            allowed &= ~blocked[np.maximum(found, 0)]
+        ranks = np.cumsum(allowed, axis=1)  # FAISS returns each row best first
+        enough = ranks[:, -1] >= n
+        nth = np.argmax(ranks >= n, axis=1)
+        error = norms * (self.row_bound * HALF_ERROR + 1e-6)  # >= |q . x16 - q . x|, with room
+        floors[enough] = approximate[enough, nth[enough]] - error[enough]
+        return floors
+
+    def _popular_rows(self, queries: np.ndarray, floors: np.ndarray, fetch: int,
+                      prior: np.ndarray) -> np.ndarray:
+        """(queries, width) popular rows, -1 padded: those whose logit can reach the query's
+        floor (every one of them, so ties cannot split), or the best ``fetch`` by
+        approximate logit where more than ``fetch`` can (``_popular_best``)."""
         scores = queries @ self.popular_vectors.T
         scores += prior
-        if fetch >= len(prior):
+        hits = np.flatnonzero(scores >= floors[:, None])  # few: flat, not per row (~20x faster)
+        which, column = np.divmod(hits, scores.shape[1])
+        counts = np.bincount(which, minlength=len(queries))
+        crowded = counts > fetch
+        width = max(int(counts[~crowded].max(initial=0)), fetch if crowded.any() else 0, 1)
+        out = np.full((len(queries), width), -1, dtype=np.int64)
+        kept = ~crowded[which]
+        starts = np.cumsum(counts) - counts  # hits are in row order
+        out[which[kept], (np.arange(len(hits)) - starts[which])[kept]] = \
+            self.popular[column[kept]]
+        if crowded.any():
+            out[crowded, :fetch] = self._popular_best(scores[crowded], fetch)
+        return out
+
+    def _popular_best(self, scores: np.ndarray, fetch: int) -> np.ndarray:
+        """(queries, min(fetch, P)) rows of the best popular items by approximate logit
+        (``scores``: one matrix product for the batch reads the popular block once; a product
+        per query read it per query: ~60 of ~250 us a query at 1M items). Its rounding may
+        differ from a query alone, which can only swap items at the ``fetch`` boundary,
+        ``SLACK`` places below the n results; the answer is ranked by ``fixed_logits_block``'s
+        exact logits, the same bits in any batch."""
+        if fetch >= scores.shape[1]:
             return np.broadcast_to(self.popular, scores.shape)
-        keep = len(prior) - fetch
+        keep = scores.shape[1] - fetch
         picked = np.argpartition(scores, keep, axis=1)[:, keep:]
         cut = np.take_along_axis(scores, picked[:, :1], axis=1)
         tied = scores == cut
@@ -237,6 +291,23 @@ class RecommendIndex:
 
     def to_bytes(self) -> bytes:
         return require_faiss().serialize_index(self.index).tobytes()
+
+
+def _seen_mask(candidates: np.ndarray, seen: Sequence[np.ndarray]) -> np.ndarray:
+    """(queries, candidates) True where a candidate is one of its query's ``seen`` rows: one
+    broadcast comparison for short histories, a binary search per query for long ones."""
+    longest = max((len(rows) for rows in seen), default=0)
+    if longest <= SEEN_BROADCAST:
+        padded = np.full((len(seen), max(longest, 1)), -2, dtype=np.int64)  # -2: no row
+        for q, rows in enumerate(seen):
+            padded[q, :len(rows)] = rows
+        return (candidates[:, :, None] == padded[:, None, :]).any(axis=2)
+    mask = np.zeros(candidates.shape, dtype=bool)
+    for q, rows in enumerate(seen):  # candidates are sorted: search them, not np.isin
+        if len(rows):
+            at = np.minimum(np.searchsorted(candidates[q], rows), candidates.shape[1] - 1)
+            mask[q, at[candidates[q, at] == rows]] = True
+    return mask
 
 
 def _allowed_count(rows: np.ndarray, blocked: np.ndarray | None) -> int:
