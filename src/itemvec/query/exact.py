@@ -97,7 +97,7 @@ def top_positions_rows(values: np.ndarray, n: int) -> list[np.ndarray]:
         return [np.zeros(0, np.int64) for _ in range(len(values))]
     finite = np.isfinite(values)
     order = np.argsort(np.where(finite, -values, np.inf), axis=1, kind="stable")[:, :n]
-    keep = np.take_along_axis(finite, order, axis=1)
+    keep = finite[np.arange(len(values))[:, None], order]
     return [row[kept] for row, kept in zip(order, keep, strict=True)]
 
 

@@ -201,21 +201,23 @@ class RecommendIndex:
 
     def _floors(self, found: np.ndarray, approximate: np.ndarray, norms: np.ndarray,
                 blocked: np.ndarray | None, seen: Sequence[np.ndarray], n: int) -> np.ndarray:
-        """Per query, a logit every item of its exact top n reaches: the n-th best
-        half-precision score of its allowed IVF rows less that score's error bound (-inf with
-        fewer than n allowed rows, or histories too long to match in one pass)."""
-        floors = np.full(len(found), -np.inf, dtype=np.float32)
-        if max((len(rows) for rows in seen), default=0) > SEEN_BROADCAST:
-            return floors
-        allowed = (found >= 0) & ~_seen_mask(found, seen)
-        if blocked is not None:
-            allowed &= ~blocked[np.maximum(found, 0)]
-        ranks = np.cumsum(allowed, axis=1)  # FAISS returns each row best first
-        enough = ranks[:, -1] >= n
-        nth = np.argmax(ranks >= n, axis=1)
+        """Per query, a logit every item of its exact top n reaches: the half-precision score
+        of its (n + seen)-th IVF row (rows come best first; at least n of those above are
+        neither seen nor, without a filter, anything else left out) less that score's error
+        bound; -inf where there are not enough rows. With a filter: the n-th allowed row."""
+        depth = np.asarray([n + len(rows) for rows in seen], dtype=np.int64)
+        if blocked is not None:  # count the allowed rows instead
+            if int(depth.max(initial=0)) - n > SEEN_BROADCAST:
+                return np.full(len(found), -np.inf, dtype=np.float32)
+            allowed = (found >= 0) & ~_seen_mask(found, seen) & ~blocked[np.maximum(found, 0)]
+            ranks = np.cumsum(allowed, axis=1)
+            depth = np.where(ranks[:, -1] >= n, np.argmax(ranks >= n, axis=1) + 1,
+                             found.shape[1] + 1)
+        at = np.minimum(depth, found.shape[1]) - 1
+        row = np.arange(len(found))
+        usable = (depth <= found.shape[1]) & (found[row, at] >= 0)
         error = norms * (self.row_bound * HALF_ERROR + 1e-6)  # >= |q . x16 - q . x|, with room
-        floors[enough] = approximate[enough, nth[enough]] - error[enough]
-        return floors
+        return np.where(usable, approximate[row, at] - error, -np.inf).astype(np.float32)
 
     def _popular_rows(self, queries: np.ndarray, floors: np.ndarray, fetch: int,
                       prior: np.ndarray) -> np.ndarray:
@@ -228,14 +230,18 @@ class RecommendIndex:
         which, column = np.divmod(hits, scores.shape[1])
         counts = np.bincount(which, minlength=len(queries))
         crowded = counts > fetch
-        width = max(int(counts[~crowded].max(initial=0)), fetch if crowded.any() else 0, 1)
-        out = np.full((len(queries), width), -1, dtype=np.int64)
+        if not crowded.any():
+            out = np.full((len(queries), max(int(counts.max(initial=0)), 1)), -1, dtype=np.int64)
+            out[which, np.arange(len(hits)) - (np.cumsum(counts) - counts)[which]] = \
+                self.popular[column]  # hits come in row order
+            return out
+        out = np.full((len(queries), max(int(counts[~crowded].max(initial=0)), fetch)), -1,
+                      dtype=np.int64)
         kept = ~crowded[which]
-        starts = np.cumsum(counts) - counts  # hits are in row order
+        starts = np.cumsum(counts) - counts
         out[which[kept], (np.arange(len(hits)) - starts[which])[kept]] = \
             self.popular[column[kept]]
-        if crowded.any():
-            out[crowded, :fetch] = self._popular_best(scores[crowded], fetch)
+        out[crowded, :fetch] = self._popular_best(scores[crowded], fetch)
         return out
 
     def _popular_best(self, scores: np.ndarray, fetch: int) -> np.ndarray:
