@@ -14,6 +14,7 @@ from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.query.index import (
     ExactIndex,
     build_index,
+    doubling_nprobe,
     indexes,
     load_index,
     probes_for,
@@ -208,3 +209,18 @@ def test_ivf_visits_more_lists_for_more_results():
     assert probes_for(params, 20) == 30
     assert probes_for(params, 1600) == 250
     assert probes_for({"nlist": 64, "nprobe": 32}, 1600) == 32  # never fewer than tuned
+
+
+def test_nprobe_search_doubles_then_bisects_to_the_smallest_reaching_the_target():
+    """Doubling alone overshoots by up to 2x (30 lists where 19 reach the target); the
+    bisection between the last two tried finds the smallest, and reports its recall."""
+    tried = []
+
+    def recall_at(nprobe: int) -> float:
+        tried.append(nprobe)
+        return min(1.0, nprobe / 19.1)
+
+    assert doubling_nprobe(4000, recall_at, 0.99) == (19, 19 / 19.1)
+    assert tried[:2] == [15, 30] and len(tried) <= 2 + 4
+    assert doubling_nprobe(64, lambda nprobe: 0.5, 0.99) == (64, 0.5)  # never reached: all
+    assert doubling_nprobe(4000, lambda nprobe: 1.0, 0.99) == (1, 1.0)  # below the start too

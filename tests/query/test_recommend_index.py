@@ -70,13 +70,14 @@ def test_recall_at_10_against_exact(model, index, histories):
     assert same / (10 * len(rows)) >= 0.98
 
 
-def test_nprobe_is_the_smallest_power_of_two_reaching_the_target(model, index):
-    """The popular items alone miss most of the answer here: the lists do the work."""
+def test_nprobe_is_the_smallest_reaching_the_target(model, index):
+    """The popular items alone miss most of the answer here: the lists do the work, and one
+    list fewer than tuned falls short of the target on the tuning histories."""
     nprobe = index.params["nprobe"]
     assert 4 <= nprobe < index.params["nlist"]
     tuning = sampled_histories(len(model), seed=0)
     pooled = model.pool(tuning)
-    assert index.recall(pooled, tuning, nprobe // 2) < 0.99 <= index.recall(pooled, tuning)
+    assert index.recall(pooled, tuning, nprobe - 1) < 0.99 <= index.recall(pooled, tuning)
 
 
 def test_seen_items_are_never_returned(model, index, histories):
