@@ -368,15 +368,14 @@ class ItemEmbeddings:
 
     def known(self, items: Iterable[str | int]) -> tuple[np.ndarray, int]:
         """Rows of the known ids, in order, and how many ids were unknown (skipped)."""
-        rows, skipped = self.known_many([items], "items")
+        rows, skipped = self.known_many([_ids(items, "items")])
         return rows[0], int(skipped[0])
 
-    def known_many(self, histories: Iterable[Iterable[str | int]], name: str = "histories"
+    def known_many(self, histories: Iterable[Iterable[str | int]]
                    ) -> tuple[list[np.ndarray], np.ndarray]:
         """``known`` of each history, all ids looked up together (one binary search over
         memory-mapped ids for a whole batch of requests)."""
-        keys = [[self.key(item) for item in _ids(history, name if name == "items" else
-                                                  f"{name}[{position}]")]
+        keys = [[self.key(item) for item in _ids(history, f"histories[{position}]")]
                 for position, history in enumerate(histories)]
         found = self._lookup([key for row in keys for key in row])
         parts = np.split(found, np.cumsum([len(row) for row in keys])[:-1]) if keys else []

@@ -230,18 +230,13 @@ class RecommendIndex:
         which, column = np.divmod(hits, scores.shape[1])
         counts = np.bincount(which, minlength=len(queries))
         crowded = counts > fetch
-        if not crowded.any():
-            out = np.full((len(queries), max(int(counts.max(initial=0)), 1)), -1, dtype=np.int64)
-            out[which, np.arange(len(hits)) - (np.cumsum(counts) - counts)[which]] = \
-                self.popular[column]  # hits come in row order
-            return out
-        out = np.full((len(queries), max(int(counts[~crowded].max(initial=0)), fetch)), -1,
-                      dtype=np.int64)
-        kept = ~crowded[which]
-        starts = np.cumsum(counts) - counts
-        out[which[kept], (np.arange(len(hits)) - starts[which])[kept]] = \
-            self.popular[column[kept]]
-        out[crowded, :fetch] = self._popular_best(scores[crowded], fetch)
+        width = max(int(counts[~crowded].max(initial=0)), fetch if crowded.any() else 1)
+        out = np.full((len(queries), width), -1, dtype=np.int64)
+        kept = ~crowded[which]  # hits come in row order: place each at its rank in its row
+        place = np.arange(len(hits)) - (np.cumsum(counts) - counts)[which]
+        out[which[kept], place[kept]] = self.popular[column[kept]]
+        if crowded.any():
+            out[crowded, :fetch] = self._popular_best(scores[crowded], fetch)
         return out
 
     def _popular_best(self, scores: np.ndarray, fetch: int) -> np.ndarray:
