@@ -34,6 +34,7 @@ import polars as pl  # noqa: E402
 
 from benchmarks import datasets as data_sets  # noqa: E402
 from itemvec.config import PipelineConfig  # noqa: E402
+from itemvec.data.ingest import Reading, read_table  # noqa: E402
 from itemvec.query.embeddings import ItemEmbeddings, load_embeddings  # noqa: E402
 from itemvec.query.search import ItemSearch, aligned_table, title_forms  # noqa: E402
 from itemvec.train.pipeline import save_model, train_on_log  # noqa: E402
@@ -50,14 +51,15 @@ CHECKS = {
 
 
 def item_table(name: str, root: Path) -> pl.DataFrame:
-    """item_id + title, read from the data set's own files (nothing copied)."""
+    """The data set's item table as a user attaches it with ``--items`` (every column; nothing
+    copied): MovieLens ``u.item`` named as in docs/user-guide.md (title, release date, 19 genre
+    flags), Instacart ``products.csv`` (name, aisle, department)."""
     if name == "movielens-100k":
-        rows = [line.split("|")[:2] for line in
-                (root / "u.item").read_text(encoding="latin-1").splitlines() if line.strip()]
-        return pl.DataFrame(rows, schema=["item_id", "title"], orient="row")
+        columns = ("item_id", "title", "date", "video_date", "url", *(f"g{k}" for k in range(19)))
+        return read_table(root / "u.item", Reading(sep="|", header=False, columns=columns,
+                                                    encoding="latin-1"))
     products = pl.read_csv(root / "products.csv", infer_schema=False)
-    return products.select(pl.col("product_id").alias("item_id"),
-                           pl.col("product_name").alias("title"))
+    return products.rename({"product_id": "item_id", "product_name": "title"})
 
 
 def trained(name: str, data_dir: Path, cache: Path | None) -> tuple[ItemEmbeddings, float | None]:

@@ -4,8 +4,9 @@ Text search ranks *lexical matches first*: items whose title is the query (case,
 accents, a trailing year "(1977)" and an article moved to the end "Empire Strikes Back, The"
 do not matter), then items holding every query word, ranked by BM25 (``bm25s``). The rest of
 the list is their *neighbours*: items nearest (cosine) to the score-weighted centroid of the
-matches, so "star wars" finds Star Wars, then The Empire Strikes Back and Return of the Jedi,
-which share no word with the query. When no word matches (a typo), the ``tfidf`` text encoder
+matches, fused with the items sharing their categorical attributes (``query.attributes``), so
+"star wars" finds Star Wars, then Return of the Jedi and The Empire Strikes Back, which share
+no word with the query. When no word matches (a typo), the ``tfidf`` text encoder
 (hashed character n-grams, ``text_encoders`` registry) finds the closest spellings instead; a
 feature encoder that embeds text directly can register under another name and replace it.
 """
@@ -18,7 +19,7 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import bm25s
 import numpy as np
@@ -26,6 +27,13 @@ import polars as pl
 import scipy.sparse as sp
 
 from itemvec.data.ingest import align_items
+from itemvec.query.attributes import (
+    AttributeIndex,
+    attribute_columns,
+    fused,
+    mostly_urls,
+    rank_among,
+)
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ConfigError, ItemvecError
 from itemvec.util.registry import Registry
@@ -92,17 +100,11 @@ def text_columns(table: pl.DataFrame | None) -> list[str]:
         return []
     columns = []
     for name, dtype in table.schema.items():
-        if name == "item_id" or dtype != pl.String or _mostly_urls(table[name]):
+        if name == "item_id" or dtype != pl.String or mostly_urls(table[name]):
             continue
         if any(h in name.lower() for h in TEXT_HINTS) or table[name].n_unique() > table.height / 2:
             columns.append(name)
     return columns
-
-
-def _mostly_urls(column: pl.Series) -> bool:
-    """Links (an IMDb URL column) would add their words to every title's text."""
-    values = column.drop_nulls()
-    return len(values) > 0 and values.str.contains(r"^https?://").mean() > 0.5
 
 
 def title_columns(table: pl.DataFrame | None) -> list[str]:
@@ -276,6 +278,7 @@ class TfidfTextEncoder:
 FUZZY_SHARE = 0.6  # spelling matches within this share of the best one count as matches
 FUZZY_MATCHES = 5
 SEEDS = 5  # the best lexical matches whose centroid finds the neighbours
+FILL_POOL = 200  # behaviour and attribute candidates each, before the two rankings are fused
 
 
 def allowed_rows(embeddings: ItemEmbeddings, filter: Any = None, exclude: Any = ()
@@ -304,6 +307,7 @@ class ItemSearch:
         self.encoder_params = encoder_params
         self._encoder: TextEncoder | None = None
         self._lexical: LexicalIndex | None = None
+        self._attributes: AttributeIndex | Literal[False] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -329,6 +333,15 @@ class ItemSearch:
                 self._lexical = LexicalIndex(table, columns, title_columns(table),
                                              self.embeddings.item_bias)
             return self._lexical
+
+    def attributes(self) -> AttributeIndex | None:
+        """The item table's categorical columns as an index (None when it has none)."""
+        with self._lock:
+            if self._attributes is None:
+                table = aligned_table(self.embeddings)
+                columns = attribute_columns(table, tuple(title_columns(table)))
+                self._attributes = AttributeIndex(table, columns) if columns else False
+            return self._attributes or None
 
     def by_id(self, item: str, n: int = 10, **filters: Any):
         return self.embeddings.similar_items(item, n=n, **filters)
@@ -361,11 +374,43 @@ class ItemSearch:
             vector = text_scores[:SEEDS] @ unit
         if len(rows) >= n or vector is None or not np.any(vector):
             return ids, text_scores, matches
+        more, scores = self._neighbours(rows, text_scores, vector, n - len(rows), filters, allowed)
+        return (np.concatenate([ids, more]), np.concatenate([text_scores, scores]), matches)
+
+    def _neighbours(self, rows: np.ndarray, text_scores: np.ndarray, vector: np.ndarray, n: int,
+                    filters: dict[str, Any], allowed: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rest of a text query's list: the matches' nearest items (cosine scores), fused
+        with the items sharing their attributes when the item table has categorical columns
+        (fused scores, ``attributes.fused``)."""
+        attributes = self.attributes()
+        pool = n if attributes is None else max(FILL_POOL, n)
         more, cosines = self.embeddings.similar_to_vector(
-            vector, n=n - len(rows), filter=filters.get("filter"),
-            exclude=[*filters.get("exclude", ()), *ids])
-        return (np.concatenate([ids, np.asarray(more, dtype=object)]),
-                np.concatenate([text_scores, np.asarray(cosines, dtype=np.float32)]), matches)
+            vector, n=pool, filter=filters.get("filter"),
+            exclude=[*filters.get("exclude", ()), *self.embeddings.item_ids[rows]])
+        more = np.asarray(more, dtype=object)
+        if attributes is None:
+            return more, np.asarray(cosines, dtype=np.float32)
+        eligible = np.ones(len(self.embeddings), bool) if allowed is None else allowed.copy()
+        eligible[rows] = False
+        eligible[self.embeddings.n_warm:] = False  # cold items come in through their vectors
+        affinity = attributes.affinity(rows[:SEEDS], text_scores[:SEEDS])
+        return self._fused(self.embeddings.indices(more), affinity, eligible, n)
+
+    def _fused(self, behaviour: np.ndarray, affinity: np.ndarray, eligible: np.ndarray, n: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Reciprocal-rank fusion of the behaviour list and the attribute ranking."""
+        sharing = eligible & (affinity > 0)
+        candidates = np.union1d(behaviour, top_k(np.where(sharing, affinity, -np.inf),
+                                                 max(FILL_POOL, n)))
+        position = np.full(len(self.embeddings), np.inf)  # outside a list: no share from it
+        position[behaviour] = np.arange(1, len(behaviour) + 1)
+        behaviour_rank = position[candidates]
+        attribute_rank = np.where(sharing[candidates], rank_among(
+            affinity[candidates], affinity[sharing]), np.inf)
+        score = fused(behaviour_rank, attribute_rank)
+        best = np.lexsort((behaviour_rank, -score))[:n]
+        return self.embeddings.item_ids[candidates[best]], score[best].astype(np.float32)
 
     def _spelling_matches(self, query: str, allowed: np.ndarray | None
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
