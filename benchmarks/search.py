@@ -3,8 +3,9 @@
     python -m benchmarks.search [--datasets movielens-100k,instacart-sample] [--out benchmarks/results]
 
 Each data set is trained with itemvec defaults (``benchmarks.datasets`` reads the events), its
-item table (MovieLens ``u.item`` titles, Instacart ``products.csv`` names) is attached, and every
-item of the model is searched for:
+item table is attached whole, as a user attaches it with ``--items`` (MovieLens ``u.item``: title,
+release date, genre flags; Instacart ``products.csv``: name, aisle, department), and every item
+of the model is searched for:
 
 * exact-title hit@1: the query is the title as stored ("Empire Strikes Back, The (1980)");
   a hit when the first result has that title (several items may share one);
@@ -13,7 +14,9 @@ item of the model is searched for:
 * the same for the previous ranking (centroid of the character n-gram TF-IDF matches, then its
   nearest items), for comparison;
 * named checks: "star wars" on MovieLens must return Star Wars, The Empire Strikes Back and
-  Return of the Jedi in the top 5; "organic milk" on Instacart must return "Organic Milk" first.
+  Return of the Jedi in the top 5; "organic milk" on Instacart must return "Organic Milk" first;
+  the ranks by behaviour alone (no attribute fusion) beside them;
+* cost: building the attribute index, and a typed-title query with n=20 (neighbours fill it).
 
 Writes ``search.md`` and ``search.json``.
 """
@@ -115,17 +118,43 @@ def title_hits(search: ItemSearch, titles: list[str], ids: list[str]) -> dict:
             "exact_misses": misses[:20]}
 
 
+def fill_cost(search: ItemSearch, titles: list[str], queries: int = 200) -> dict:
+    """Time to build the attribute index, then per typed-title query with n=20 (the list
+    filled with neighbours)."""
+    began = time.perf_counter()
+    search.attributes()
+    built = time.perf_counter() - began
+    picked = np.random.default_rng(0).choice(len(titles), min(queries, len(titles)),
+                                             replace=False)
+    began = time.perf_counter()
+    for k in picked:
+        search.by_text(title_forms(titles[k])[1], n=20)
+    return {"attribute_index_seconds": round(built, 2),
+            "ms_per_query_n20": round(1000 * (time.perf_counter() - began) / len(picked), 2)}
+
+
 def named_check(search: ItemSearch, name: str) -> dict:
     query, within, wanted = CHECKS[name]
-    ids, scores, matches = search.by_text(query, n=100)
-    table = aligned_table(search.embeddings)
-    title_of = dict(zip(table["item_id"].to_list(), table["title"].to_list(), strict=True))
-    shown = [title_of.get(str(i)) for i in ids]
-    ranks = {w: shown.index(w) + 1 if w in shown else None for w in wanted}
+    shown, scores, matches = titled_results(search, query)
+    alone, _, _ = titled_results(ItemSearch(search.embeddings, attributes=False), query)
     return {"query": query, "top10": shown[:10], "scores": [round(float(s), 4) for s in
                                                             scores[:10]],
             "lexical_matches": len(matches), "wanted": list(wanted), "within": within,
-            "wanted_ranks": ranks, "passed": all(w in shown[:within] for w in wanted)}
+            "wanted_ranks": ranks_of(wanted, shown),
+            "wanted_ranks_behaviour_alone": ranks_of(wanted, alone),
+            "passed": all(w in shown[:within] for w in wanted)}
+
+
+def titled_results(search: ItemSearch, query: str) -> tuple[list, np.ndarray, list]:
+    """The top 100 of a text query as titles, with their scores and the lexical matches."""
+    ids, scores, matches = search.by_text(query, n=100)
+    table = aligned_table(search.embeddings)
+    title_of = dict(zip(table["item_id"].to_list(), table["title"].to_list(), strict=True))
+    return [title_of.get(str(i)) for i in ids], scores, matches
+
+
+def ranks_of(wanted: tuple[str, ...], shown: list) -> dict:
+    return {w: shown.index(w) + 1 if w in shown else None for w in wanted}
 
 
 def measure(name: str, data_dir: Path, cache: Path | None = None) -> dict:
@@ -139,6 +168,7 @@ def measure(name: str, data_dir: Path, cache: Path | None = None) -> dict:
               "train_seconds": None if train_seconds is None else round(train_seconds, 1),
               "index_seconds": round(index_seconds, 2),
               **title_hits(search, table["title"].to_list(), table["item_id"].to_list()),
+              **fill_cost(search, table["title"].to_list()),
               "check": named_check(search, name)}
     print(name, json.dumps({k: v for k, v in result.items() if k != "exact_misses"}), flush=True)
     return result
@@ -152,13 +182,14 @@ def markdown(results: dict, command: str) -> str:
              "lexical-first (nearest item to the centroid of the character n-gram TF-IDF "
              "matches).\n",
              "| data set | items | exact hit@1 | typed hit@1 | exact hit@1 previous | "
-             "typed hit@1 previous | ms/query | check | passed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "typed hit@1 previous | ms/query (n=1) | ms/query (n=20) | check | passed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         c = r["check"]
         lines.append(f"| {name} | {r['titled_items']} | {r['exact_hit@1']:.4f} | "
                      f"{r['typed_hit@1']:.4f} | {r['exact_previous_hit@1']:.4f} | "
                      f"{r['typed_previous_hit@1']:.4f} | {r['ms_per_query']} | "
+                     f"{r['ms_per_query_n20']} | "
                      f"\"{c['query']}\" top {c['within']} | {'yes' if c['passed'] else 'NO'} |")
     for name, r in results.items():
         c = r["check"]
@@ -166,9 +197,11 @@ def markdown(results: dict, command: str) -> str:
                   f"{c['lexical_matches']} lexical matches first, then neighbours:", ""]
         lines += [f"{k + 1}. {t} ({s})" for k, (t, s) in
                   enumerate(zip(c["top10"], c["scores"], strict=True))]
-        lines += ["", "Wanted in the top " + str(c["within"]) + ": " + "; ".join(
-            f"{w} at {'rank ' + str(r) if r else 'not in the top 100'}"
-            for w, r in c["wanted_ranks"].items())]
+        for label, key in (("Wanted in the top " + str(c["within"]), "wanted_ranks"),
+                           ("By behaviour alone (no attributes)", "wanted_ranks_behaviour_alone")):
+            lines += ["", label + ": " + "; ".join(
+                f"{w} at {'rank ' + str(r) if r else 'not in the top 100'}"
+                for w, r in c[key].items())]
         if r["exact_misses"]:
             lines += ["", "Exact-title misses (first 20): "
                       + "; ".join(f"`{m}`" for m in r["exact_misses"])]

@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from itemvec.model.features import FeatureSpec, infer_kind, parse_feature_option, text_tokens
+from itemvec.data.columns import infer_kind
+from itemvec.model.features import FeatureSpec, parse_feature_option, text_tokens
 from itemvec.util.errors import ConfigError, DataError
 
 

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import torch
 
 from itemvec.config import FeatureConfig, from_dict
+from itemvec.data.columns import infer_kind
 from itemvec.data.ingest import align_items
 from itemvec.data.relations import add_relations, relation_matrix
 from itemvec.model.encoder import FeatureEncoder
@@ -92,44 +93,6 @@ def parse_feature_option(text: str | None) -> dict[str, str] | None:
 
 
 # -- auto-typing ---------------------------------------------------------------------------------
-def infer_kind(series: pl.Series, separator: str = "|") -> str | None:
-    """Guess a column's kind; None for columns that cannot help (constant, id-like, empty)."""
-    values = series.drop_nulls()
-    if len(values) == 0:
-        return None
-    if isinstance(series.dtype, pl.List | pl.Array):
-        return "cat"
-    n_distinct = values.n_unique()
-    if n_distinct <= 1:
-        return None
-    distinct_ratio = n_distinct / len(values)
-    numbers = _as_float(values)
-    if numbers is not None:
-        integral = bool(np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)))
-        return "cat" if integral and distinct_ratio < 0.5 else "num"
-    text = values.cast(pl.String)
-    if float(text.str.contains(separator, literal=True).mean()) >= 0.05:
-        return "cat"
-    words = float(text.str.count_matches(r"\S+").mean())
-    spaced = float(text.str.contains(" ", literal=True).mean())
-    if words >= 2.5 or (distinct_ratio > 0.5 and spaced > 0.5):
-        return "text"
-    if distinct_ratio > 0.9 and len(values) > 50:
-        return None  # id-like (codes, URLs): one value per item carries nothing to share
-    return "cat"
-
-
-def _as_float(values: pl.Series) -> np.ndarray | None:
-    if values.dtype.is_numeric():
-        return values.cast(pl.Float64).to_numpy()
-    if values.dtype != pl.String:
-        return None
-    parsed = values.str.strip_chars().cast(pl.Float64, strict=False)
-    if parsed.null_count() > 0.05 * len(values):
-        return None
-    return parsed.drop_nulls().to_numpy()
-
-
 def choose_fields(table: pl.DataFrame, chosen: dict[str, str] | None,
                   separator: str = "|") -> dict[str, str]:
     """Columns to use and their kinds: the override's, else auto-typed ones."""

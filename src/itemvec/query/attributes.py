@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from itemvec.model.features import infer_kind
+from itemvec.data.columns import infer_kind
 
 FUSION_K = 60  # the reciprocal-rank fusion constant of Cormack et al.
 SEPARATOR = "|"  # multi-valued cells ("Action|Sci-Fi"), as the feature reader splits them

@@ -301,8 +301,10 @@ class ItemSearch:
     """Search a model by id, by vector or by text; text indexes are built on first use."""
 
     def __init__(self, embeddings: ItemEmbeddings, text_encoder: str = "tfidf",
-                 **encoder_params: Any) -> None:
+                 attributes: bool = True, **encoder_params: Any) -> None:
+        """``attributes=False``: a text query's neighbours by behaviour alone."""
         self.embeddings = embeddings
+        self.use_attributes = attributes
         self.encoder_name = text_encoder
         self.encoder_params = encoder_params
         self._encoder: TextEncoder | None = None
@@ -336,6 +338,8 @@ class ItemSearch:
 
     def attributes(self) -> AttributeIndex | None:
         """The item table's categorical columns as an index (None when it has none)."""
+        if not self.use_attributes:
+            return None
         with self._lock:
             if self._attributes is None:
                 table = aligned_table(self.embeddings)
