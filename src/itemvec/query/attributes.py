@@ -5,8 +5,8 @@ the matches are (genre, category, brand). Behaviour alone can miss the obvious: 
 what people rated next to Star Wars is the 1997 releases, not The Empire Strikes Back. The two
 rankings are merged by reciprocal-rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009), which
 needs no weight between scores on different scales: an item's fused score is
-``1/(K + behaviour rank) + 1/(K + attribute rank)`` with the paper's K = 60; an item in one
-list only (nothing shared, or beyond the behaviour candidates) gets that list's term alone.
+``1/(K + behaviour rank) + 1/(K + attribute rank)`` with the paper's K = 60, each list cut at
+its top 200 (``search.FILL_POOL``); an item in one list only gets that list's term alone.
 
 Attributes are the columns ``infer_kind`` types as categorical (flags, category, brand, a
 release date), minus titles. Each (column, value) pair is a token weighted by its inverse
@@ -89,6 +89,14 @@ def rank_among(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
     """1 + how many of ``pool`` beat each value (ties share the best rank)."""
     ordered = np.sort(pool)
     return 1 + len(ordered) - np.searchsorted(ordered, values, side="right")
+
+
+def placed(candidates: np.ndarray, listed: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """The ``ranks`` of the ``listed`` rows at their places among the sorted ``candidates``
+    (a superset); inf for candidates not in the list."""
+    out = np.full(len(candidates), np.inf)
+    out[np.searchsorted(candidates, listed)] = ranks
+    return out
 
 
 def fused(behaviour_rank: np.ndarray, attribute_rank: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from itemvec.query.attributes import (
     attribute_columns,
     fused,
     mostly_urls,
+    placed,
     rank_among,
 )
 from itemvec.query.embeddings import ItemEmbeddings
@@ -403,15 +404,14 @@ class ItemSearch:
 
     def _fused(self, behaviour: np.ndarray, affinity: np.ndarray, eligible: np.ndarray, n: int
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Reciprocal-rank fusion of the behaviour list and the attribute ranking."""
-        sharing = eligible & (affinity > 0)
-        candidates = np.union1d(behaviour, top_k(np.where(sharing, affinity, -np.inf),
-                                                 max(FILL_POOL, n)))
-        position = np.full(len(self.embeddings), np.inf)  # outside a list: no share from it
-        position[behaviour] = np.arange(1, len(behaviour) + 1)
-        behaviour_rank = position[candidates]
-        attribute_rank = np.where(sharing[candidates], rank_among(
-            affinity[candidates], affinity[sharing]), np.inf)
+        """Reciprocal-rank fusion of the behaviour list and the attribute list (the ``pool``
+        items sharing the most: one partition of the catalogue, no full sort)."""
+        pool = max(FILL_POOL, n)
+        listed = top_k(np.where(eligible & (affinity > 0), affinity, -np.inf), pool)
+        candidates = np.union1d(behaviour, listed)
+        behaviour_rank = placed(candidates, behaviour, np.arange(1, len(behaviour) + 1))
+        attribute_rank = placed(candidates, listed,
+                                rank_among(affinity[listed], affinity[listed]))
         score = fused(behaviour_rank, attribute_rank)
         best = np.lexsort((behaviour_rank, -score))[:n]
         return self.embeddings.item_ids[candidates[best]], score[best].astype(np.float32)
