@@ -16,6 +16,7 @@ from itemvec.train.tuning import (
     apply_space,
     choose_best,
     load_space,
+    open_study,
     trial_config,
     trials_to_within,
     tune_log,
@@ -172,3 +173,20 @@ def test_a_resumed_study_must_maximise_the_same_metric(log, tmp_path):
              progress=False)
     with pytest.raises(ConfigError, match="maximised --metric i2i, not mean"):
         tune_log(log, BASE, DIM_ONLY, TuneSettings(trials=1, storage=storage), progress=False)
+
+
+def test_the_pruner_stops_the_bottom_quarter_and_keeps_the_rest():
+    """Four finished trials scored 0.30..0.33 at epoch 10: a trial at 0.315 is in the top three
+    quarters and goes on; one at 0.301 is in the bottom quarter and stops. (Optuna's
+    ``PercentilePruner(25)`` would keep only the top quarter and stop the 0.315 one too.)"""
+    study = open_study(TuneSettings(trials=1), PipelineConfig(), {"dim": SPACE["dim"]})
+    for k, value in enumerate((0.30, 0.31, 0.32, 0.33)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"dim": 16 + k}, distributions={"dim": optuna.distributions.IntDistribution(
+                16, 256, log=True)}, value=value,
+            intermediate_values={epoch: value for epoch in range(0, 12, 2)}))
+    for value, pruned in ((0.315, False), (0.301, True)):
+        trial = study.ask()
+        trial.report(value, 10)
+        assert bool(trial.should_prune()) is pruned
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)

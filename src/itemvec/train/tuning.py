@@ -70,7 +70,9 @@ METRICS = ("mean", "i2i", "s2i")
 SEARCHABLE = ("cooccurrence", "training", "query", "side")  # sections a space may name
 QUERY_SECTION = "query"
 STARTUP_TRIALS = 5  # TPE samples at random until this many trials finished
-PRUNE_PERCENTILE = 25.0  # a trial stops when in the bottom quarter at an epoch ...
+# Optuna's percentile is the share of trials *kept* ("25.0: top of 25th percentile trials are
+# kept"): 75 keeps the top three quarters, so a trial stops when in the bottom quarter ...
+PRUNE_KEEP = 75.0
 PRUNE_AFTER_TRIALS = 4  # ... once this many trials finished ...
 PRUNE_AFTER_EPOCHS = 10  # ... and from this epoch of a trial on
 
@@ -440,7 +442,7 @@ def open_study(settings: TuneSettings, base: PipelineConfig, space: dict[str, Di
     the same space, and trials a killed run left RUNNING are failed and enqueued again."""
     import optuna
 
-    pruner = optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_AFTER_TRIALS,
+    pruner = optuna.pruners.PercentilePruner(PRUNE_KEEP, n_startup_trials=PRUNE_AFTER_TRIALS,
                                              n_warmup_steps=PRUNE_AFTER_EPOCHS)
     try:
         storage = optuna.storages.get_storage(settings.storage)
