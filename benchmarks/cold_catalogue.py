@@ -136,6 +136,17 @@ def category_popularity_hits(emb: ItemEmbeddings, counts: np.ndarray, table: pl.
     return np.asarray(hits)
 
 
+def twin_counts(emb: ItemEmbeddings, targets: list[str]) -> dict:
+    """How many other items have exactly each cold target's vector (the same feature row): a
+    cosine ranking cannot put a target above its twins, only break the tie."""
+    rows = emb.vector_rows if emb.vector_rows is not None else np.unique(
+        emb.vectors, axis=0, return_inverse=True)[1].ravel()
+    sizes = np.bincount(rows)
+    twins = np.asarray([sizes[rows[emb.row(t)]] - 1 for t in targets])
+    return {"median": float(np.median(twins)), "min": int(twins.min()),
+            "share_over_19": round(float((twins > 19).mean()), 3)}
+
+
 def run(name: str, data_dir: Path, max_queries: int, seed: int) -> dict:
     data = LOADERS[name](data_dir)
     parts = hidden_split(data, seed)
@@ -158,7 +169,7 @@ def run(name: str, data_dir: Path, max_queries: int, seed: int) -> dict:
     result.update(seconds=seconds, items=len(emb), warm_items=emb.n_warm,
                   cold_items=len(emb) - emb.n_warm,
                   similar_offset=emb.query.cold_similarity_offset,
-                  similar_calibration=catalogue.stats["coldstart"].get("similar_calibration"))
+                  similar_calibration=catalogue.coldstart.get("similar_calibration"))
     with tempfile.TemporaryDirectory() as tmp:
         for variant, model in models.items():
             began = time.perf_counter()
@@ -182,6 +193,8 @@ def run(name: str, data_dir: Path, max_queries: int, seed: int) -> dict:
         hits = category_popularity_hits(emb, catalogue.item_counts, data.items, data.category,
                                         chosen)
         row["category-popularity"] = float(hits.mean()) if len(hits) else None
+        if kind == "cold" and len(chosen):
+            row["target_twins"] = twin_counts(emb, [t for _, t in chosen])
         table[kind] = row
         logger.info("%s %s: %s", name, kind, row)
     result["i2i_hr@20"] = table
