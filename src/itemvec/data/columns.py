@@ -1,7 +1,7 @@
 """What an item-table column holds: categories, numbers, free text, or nothing worth using.
 
-One guess shared by the feature reader (which columns become features) and the search's
-attribute similarity (which columns items share values of), so both read a table alike.
+One guess shared by the feature reader (which columns become features) and the search (which
+columns hold text, which hold values items share), so both read a table alike.
 """
 
 from __future__ import annotations
@@ -46,3 +46,10 @@ def _as_float(values: pl.Series) -> np.ndarray | None:
     if parsed.null_count() > 0.05 * len(values):
         return None
     return parsed.drop_nulls().to_numpy()
+
+
+def mostly_urls(column: pl.Series) -> bool:
+    """Links (an IMDb URL column): neither words of a title nor values items share."""
+    values = column.drop_nulls()
+    return (values.dtype == pl.String and len(values) > 0
+            and values.str.contains(r"^https?://").mean() > 0.5)

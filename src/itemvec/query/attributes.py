@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from itemvec.data.columns import infer_kind
+from itemvec.data.columns import infer_kind, mostly_urls
 
 FUSION_K = 60  # the reciprocal-rank fusion constant of Cormack et al.
 SEPARATOR = "|"  # multi-valued cells ("Action|Sci-Fi"), as the feature reader splits them
@@ -33,13 +33,6 @@ def attribute_columns(table: pl.DataFrame | None, skip: tuple[str, ...] = ()) ->
         return []
     return [c for c in table.columns if c != "item_id" and c not in skip
             and not mostly_urls(table[c]) and infer_kind(table[c], SEPARATOR) == "cat"]
-
-
-def mostly_urls(column: pl.Series) -> bool:
-    """Links (an IMDb URL column): neither words of a title nor values items share."""
-    values = column.drop_nulls()
-    return (values.dtype == pl.String and len(values) > 0
-            and values.str.contains(r"^https?://").mean() > 0.5)
 
 
 def _cells(series: pl.Series) -> pl.Series:

@@ -26,15 +26,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from itemvec.data.columns import mostly_urls
 from itemvec.data.ingest import align_items
-from itemvec.query.attributes import (
-    AttributeIndex,
-    attribute_columns,
-    fused,
-    mostly_urls,
-    placed,
-    rank_among,
-)
+from itemvec.query.attributes import AttributeIndex, attribute_columns, fused, placed, rank_among
 from itemvec.query.embeddings import ItemEmbeddings
 from itemvec.util.errors import ConfigError, ItemvecError
 from itemvec.util.registry import Registry
